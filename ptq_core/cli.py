@@ -1,0 +1,187 @@
+"""Command line: `python -m ptq_core {models,quantize,runs} ...`.
+
+Bad arguments exit non-zero with a one-line message (never a stack trace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .errors import PTQError
+from .methods import METHODS, ProgressEvent
+from .observers import OBSERVERS
+from .prepare import QuantSpec
+
+__all__ = ["main", "build_parser"]
+
+
+def _bits(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bit-width must be an integer, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="python -m ptq_core", description="Post-training quantization workbench.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list loadable models and their weights' status")
+    q = sub.add_parser("quantize", help="quantize a model and report accuracy and per-layer error")
+    q.add_argument("--model", default="fmnist-resnet20", help="zoo name, torchvision name, or file.py:factory")
+    q.add_argument("--weights", default=None, help="state_dict file (safetensors or torch, loaded safely)")
+    q.add_argument("--data", default="fmnist-sample", help="fmnist-sample, fmnist-full or imagefolder:<path>")
+    q.add_argument("--method", default="rtn", choices=list(METHODS))
+    q.add_argument("--observer", default="mse", choices=list(OBSERVERS), help="range estimator (weights and acts)")
+    q.add_argument("--wbits", type=_bits, default=4, help="2-8, or 32 to keep weights in float")
+    q.add_argument("--abits", type=_bits, default=4, help="2-8, or 32 to keep activations in float")
+    q.add_argument("--granularity", choices=("channel", "tensor"), default="channel", help="weight granularity")
+    q.add_argument("--first-last-bits", type=_bits, default=8, help="bits of first/last layer (0: no special case)")
+    q.add_argument("--override", action="append", default=[], metavar="PATTERN=W/A",
+                   help="per-layer bits by name pattern, e.g. 'layer3.*=8/8' (repeatable)")  # fmt: skip
+    q.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    q.add_argument("--calib", type=int, default=1024, help="calibration images")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
+    q.add_argument("--json", default=None, metavar="PATH", help="write the full result as JSON")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    r = sub.add_parser("runs", help="list, show, delete or export saved runs")
+    r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
+    r.add_argument("run_ids", nargs="*")
+    r.add_argument("--format", choices=("json", "csv"), default="json")
+    return p
+
+
+def _overrides(items: list[str]) -> dict[str, dict[str, int]]:
+    out = {}
+    for item in items:
+        pattern, _, bits = item.rpartition("=")
+        w, _, a = bits.partition("/")
+        if not pattern or not w.isdigit() or not a.isdigit():
+            raise PTQError(f"--override {item!r} must look like PATTERN=W/A, e.g. 'layer3.*=8/8'")
+        out[pattern] = {"wbits": int(w), "abits": int(a)}
+    return out
+
+
+def _config(args: argparse.Namespace):
+    spec = QuantSpec(wbits=args.wbits, abits=args.abits, w_observer=args.observer, a_observer=args.observer,
+                     w_per_channel=args.granularity == "channel", first_last_bits=args.first_last_bits or None,
+                     overrides=_overrides(args.override))  # fmt: skip
+    return METHODS[args.method][0](quant=spec, calib=args.calib, seed=args.seed)
+
+
+class _Bar:
+    """A progress bar on stderr driven by ProgressEvents."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.key = quiet, None, None
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        key = (ev.stage, ev.unit, ev.message)
+        if key != self.key:
+            self.close()
+            label = " ".join(x for x in (ev.stage, ev.unit or ev.message) if x)
+            self.bar, self.key = tqdm(total=ev.total, desc=label, file=sys.stderr, leave=False), key
+        self.bar.n = ev.step
+        if ev.losses:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in ev.losses.items()}, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_result(res) -> None:
+    mb = lambda bits: bits / 8 / 1e6  # noqa: E731
+    print(f"model {res.model}  method {res.method}  W{res.wbits}A{res.abits}  device {res.device}  run {res.run_id}")
+    print(f"{'':12}{'top-1':>8}{'top-5':>8}{'size MB':>10}")
+    print(f"{'float':12}{res.fp_top1:8.2f}{res.fp_top5:8.2f}{mb(res.fp_size_bits):10.3f}")
+    print(f"{'quantized':12}{res.top1:8.2f}{res.top5:8.2f}{mb(res.size_bits):10.3f}")
+    print(f"evaluated on {res.eval_samples} images in {res.seconds:.1f} s")
+    worst = sorted(res.layers, key=lambda e: e["sqnr_db"])[:5]
+    if worst:
+        print("worst layers (all quantized):")
+        print(f"  {'layer':32}{'W/A':>7}{'SQNR dB':>9}{'cosine':>8}{'MSE':>11}")
+        for e in worst:
+            print(f"  {e['name']:32}{e['wbits']:>3}/{e['abits']:<3}{e['sqnr_db']:9.2f}{e['cosine']:8.4f}{e['mse']:11.3e}")
+    if res.report.get("unsupported"):
+        print("left in float (unsupported): " + ", ".join(f"{n} ({t})" for n, t in res.report["unsupported"]))
+
+
+def _cmd_models() -> int:
+    from .models import list_models
+
+    print(f"{'name':24}{'source':13}{'status':12}{'float top-1':>12}  detail")
+    for e in list_models():
+        acc = f"{e.card['fp_top1']:.2f}" if "fp_top1" in e.card else ""
+        print(f"{e.name:24}{e.source:13}{e.status:12}{acc:>12}  {e.detail}")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .pipeline import run_quantization
+
+    config = _config(args)
+    bar = _Bar(args.quiet)
+    try:
+        res, _ = run_quantization(args.model, config, args.data, args.device, args.weights, progress=bar,
+                                  eval_limit=args.eval_limit)  # fmt: skip
+    finally:
+        bar.close()
+    _print_result(res)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(_dumps(res.to_dict()))
+    return 0
+
+
+def _dumps(d: dict) -> str:
+    from .store import to_jsonable
+
+    return json.dumps(to_jsonable(d), indent=2)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
+    store = RunStore()
+    if args.action == "list":
+        for r in store.list():
+            top1 = r.metrics.get("top1")
+            acc = f"{top1:6.2f}" if isinstance(top1, (int, float)) else "     -"
+            print(f"{r.run_id}  {r.status:9} {r.model:22} {r.method:9} W{r.wbits}A{r.abits}  top-1 {acc}")
+    elif args.action == "show":
+        for rid in args.run_ids:
+            print(_dumps(store.get(rid).to_dict()))
+    elif args.action == "delete":
+        print(f"deleted {store.delete(args.run_ids)} run(s)")
+    else:
+        ids = args.run_ids or None
+        print(store.export_json(ids) if args.format == "json" else store.export_csv(ids))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            return _cmd_models()
+        if args.command == "quantize":
+            return _cmd_quantize(args)
+        return _cmd_runs(args)
+    except PTQError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,165 @@
+"""What every PTQ method shares: config base, progress events, result, registry, `quantize`."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..prepare import PrepareReport, QuantSpec
+
+__all__ = [
+    "MethodConfig",
+    "ProgressEvent",
+    "ProgressFn",
+    "QuantResult",
+    "register_method",
+    "METHODS",
+    "method_names",
+    "config_from_dict",
+    "quantize",
+    "emit",
+]
+
+
+@dataclass
+class ProgressEvent:
+    """One step of a running method, for progress bars and live loss charts.
+
+    `stage` names the phase ("prepare", "calibrate", "reconstruct", ...);
+    `unit` the layer or block being worked on; `losses` the current loss terms.
+    """
+
+    stage: str
+    step: int
+    total: int
+    unit: str = ""
+    unit_index: int = 0
+    num_units: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+# a callback may raise `RunCancelled` to stop a run between steps
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def emit(progress: ProgressFn | None, event: ProgressEvent) -> None:
+    """Send an event if there is a listener."""
+    if progress is not None:
+        progress(event)
+
+
+@dataclass
+class MethodConfig:
+    """Settings shared by every method; each method subclasses it as `XxxConfig`.
+
+    Attributes:
+        quant: Where and how to quantize (bit-widths, observers, policies).
+        calib: Number of calibration images.
+        batch_size: Batch size for calibration forward passes.
+        seed: Seed for the calibration draw and any randomness in the method.
+    """
+
+    method: ClassVar[str] = ""
+    quant: QuantSpec = field(default_factory=QuantSpec)
+    calib: int = 1024
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.quant, dict):
+            self.quant = QuantSpec.from_dict(self.quant)
+        if not isinstance(self.calib, int) or self.calib < 1:
+            raise ConfigError(f"calibration size must be a positive integer, got {self.calib!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Method-specific checks; raise `ConfigError` with a clear message."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict including the method name."""
+        d = dataclasses.asdict(self)
+        d["method"] = self.method
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MethodConfig":
+        """Inverse of `to_dict`; unknown keys are an error."""
+        d = {k: v for k, v in d.items() if k != "method"}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown {cls.method} setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+@dataclass
+class QuantResult:
+    """A quantized model and what the method recorded while making it."""
+
+    model: nn.Module
+    config: MethodConfig
+    report: PrepareReport
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+MethodFn = Callable[[nn.Module, torch.Tensor, Any, ProgressFn | None], QuantResult]
+METHODS: dict[str, tuple[type[MethodConfig], MethodFn]] = {}
+
+
+def register_method(config_cls: type[MethodConfig]) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: register `fn(model, calib, config, progress) -> QuantResult` for `config_cls`."""
+
+    def wrap(fn: MethodFn) -> MethodFn:
+        if not config_cls.method:
+            raise ValueError(f"{config_cls.__name__} needs a `method` name")
+        METHODS[config_cls.method] = (config_cls, fn)
+        return fn
+
+    return wrap
+
+
+def method_names() -> list[str]:
+    """Registered method names, in registration order."""
+    return list(METHODS)
+
+
+def config_from_dict(d: dict[str, Any]) -> MethodConfig:
+    """Build the right `XxxConfig` from a dict holding a `method` key."""
+    name = d.get("method")
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}")
+    return METHODS[name][0].from_dict(d)
+
+
+def quantize(model: nn.Module, calib: torch.Tensor, config: MethodConfig,
+             progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+    """Quantize a copy of `model` with the method `config` belongs to.
+
+    Args:
+        model: Float model in eval mode; never modified.
+        calib: Calibration images, stacked, on the model's device.
+        config: An `XxxConfig` of a registered method.
+        progress: Optional callback receiving `ProgressEvent`s; it may raise
+            `RunCancelled` to stop the run.
+
+    Returns:
+        A `QuantResult` whose model is ready to evaluate (quantization on).
+    """
+    if config.method not in METHODS:
+        raise ConfigError(f"method {config.method!r} is not registered")
+    if len(calib) == 0:
+        raise ConfigError("the calibration set is empty")
+    start = time.perf_counter()
+    result = METHODS[config.method][1](model, calib[: config.calib], config, progress)
+    result.seconds = time.perf_counter() - start
+    return result
