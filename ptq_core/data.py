@@ -75,7 +75,7 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def normalize(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, 28, 28) -> normalised float (N, 1, 28, 28)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(255.0)  # copy: inputs may be read-only
     return x.sub_(FMNIST_MEAN).div_(FMNIST_STD).unsqueeze(1)
 
 

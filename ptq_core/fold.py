@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .errors import UnsupportedModelError
+from .hooks import traced_forward
 
 __all__ = ["find_conv_bn_pairs", "fold_bn_", "fold_conv_bn"]
 
@@ -38,12 +39,7 @@ def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[st
             handles.append(m.register_forward_pre_hook(count_uses))
         if isinstance(m, nn.BatchNorm2d):
             handles.append(m.register_forward_pre_hook(lambda _m, i, n=name: bn_in.__setitem__(n, id(i[0]))))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    traced_forward(model, example, handles)
     # a conv output read by more than one module (e.g. the BN and a skip) cannot be folded
     return [(conv_out[t][0], bn) for bn, t in bn_in.items() if t in conv_out and uses.get(t, 0) == 1]
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .hooks import scoped
 from .modules import QuantLayer, quant_layers, set_quant_state
 
 __all__ = [
@@ -79,11 +80,8 @@ def capture_outputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, to
     store: dict[str, torch.Tensor] = {}
     handles = [model.get_submodule(n).register_forward_hook(
         lambda _m, _i, out, n=n: store.__setitem__(n, out.detach())) for n in names]  # fmt: skip
-    try:
+    with scoped(handles):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def sqnr_db(ref: torch.Tensor, err_energy: float) -> float:

@@ -32,11 +32,17 @@ class QuantLayer:
     quant_weight: bool
     quant_act: bool
 
-    def _init_quant(self, w_scheme: QScheme, a_scheme: QScheme, w_observer: str, a_observer: str) -> None:
+    def _adopt(self, layer: nn.Module, w_scheme: QScheme, a_scheme: QScheme, w_observer: str, a_observer: str):
+        """Copy the float layer's parameters and attach (uncalibrated, switched-off) quantizers."""
+        with torch.no_grad():
+            self.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                self.bias.copy_(layer.bias)
         self.weight_quantizer = FakeQuantize(w_scheme, w_observer)
         self.act_quantizer = FakeQuantize(a_scheme, a_observer)
         self.quant_weight = False
         self.quant_act = False
+        return self.to(layer.weight.device)
 
     def set_quant_state(self, weight: bool, act: bool) -> None:
         """Turn weight and input-activation quantization on or off independently."""
@@ -78,12 +84,7 @@ class QuantConv2d(nn.Conv2d, QuantLayer):
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                 conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
                 dtype=conv.weight.dtype)  # fmt: skip
-        with torch.no_grad():
-            q.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                q.bias.copy_(conv.bias)
-        q._init_quant(w_scheme, a_scheme, w_observer, a_observer)
-        return q.to(conv.weight.device)
+        return q._adopt(conv, w_scheme, a_scheme, w_observer, a_observer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
@@ -97,12 +98,7 @@ class QuantLinear(nn.Linear, QuantLayer):
                    a_observer: str = "mse") -> "QuantLinear":  # fmt: skip
         """Build from a float linear layer (parameters are copied)."""
         q = cls(fc.in_features, fc.out_features, fc.bias is not None, device=fc.weight.device, dtype=fc.weight.dtype)
-        with torch.no_grad():
-            q.weight.copy_(fc.weight)
-            if fc.bias is not None:
-                q.bias.copy_(fc.bias)
-        q._init_quant(w_scheme, a_scheme, w_observer, a_observer)
-        return q.to(fc.weight.device)
+        return q._adopt(fc, w_scheme, a_scheme, w_observer, a_observer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.quantize_input(x), self.quantized_weight(), self.bias)

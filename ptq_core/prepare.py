@@ -22,6 +22,7 @@ from torch import nn
 from .attention import DecomposedAttention, decompose_attention_
 from .errors import ConfigError, NonFiniteError
 from .fold import fold_bn_
+from .hooks import traced_forward
 from .modules import QUANT_MODULES, QuantLayer
 from .observers import OBSERVERS
 from .qscheme import QScheme
@@ -136,12 +137,7 @@ def execution_order(model: nn.Module, example: torch.Tensor, types: tuple[type, 
     order: list[str] = []
     handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: order.append(n) if n not in order else None)
                for n, m in model.named_modules() if isinstance(m, types)]  # fmt: skip
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    traced_forward(model, example, handles)
     return order
 
 

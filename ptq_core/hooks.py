@@ -1,0 +1,28 @@
+"""Scoped forward hooks: every handle registered for a pass is removed after it."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["scoped", "traced_forward"]
+
+
+@contextmanager
+def scoped(handles: list[RemovableHandle]) -> Iterator[list[RemovableHandle]]:
+    """Remove every handle in `handles` (which may grow inside the block) on exit."""
+    try:
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def traced_forward(model: nn.Module, example: torch.Tensor, handles: list[RemovableHandle]) -> torch.Tensor:
+    """One no-grad forward pass with the given hooks installed, then the hooks removed."""
+    with scoped(handles), torch.no_grad():
+        return model(example)
