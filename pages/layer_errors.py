@@ -1,0 +1,86 @@
+"""Layer errors: per-layer MSE / SQNR / cosine of saved runs, each layer alone vs accumulated."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from ptq_ui import bridge, charts
+from ptq_ui.widgets import errors_shown, keep
+
+MAX_RUNS = 6
+
+
+def _label(rec: Any) -> str:
+    when = time.strftime("%m-%d %H:%M", time.localtime(rec.created))
+    top1 = rec.metrics.get("top1")
+    acc = f" {top1:.1f}%" if isinstance(top1, (int, float)) else ""
+    return f"{rec.model} · {rec.method} {charts.bits_label(rec.wbits, rec.abits)}{acc} · {when} · {rec.run_id}"
+
+
+def _pick_runs(runs: list[Any]) -> list[Any]:
+    by_id = {r.run_id: r for r in runs}
+    kept = [i for i in st.session_state.get("le_runs") or [] if i in by_id]
+    last = st.session_state.get("last_run_id")
+    if not kept:
+        kept = [last] if last in by_id else [runs[0].run_id]
+    if "w_le_runs" not in st.session_state or any(i not in by_id for i in st.session_state["w_le_runs"]):
+        st.session_state["w_le_runs"] = kept
+    chosen = keep("le_runs", st.multiselect("Runs to compare", list(by_id), key="w_le_runs", max_selections=MAX_RUNS,
+                                            format_func=lambda i: _label(by_id[i])))  # fmt: skip
+    return [by_id[i] for i in chosen]
+
+
+def _series(runs: list[Any], view: str) -> dict[str, list[dict[str, Any]]]:
+    """Run label -> per-layer rows of one view ("alone" or "accumulated")."""
+    out = {}
+    for r in runs:
+        rows = r.extras.get("layers_alone", []) if view == "alone" else r.layers
+        out[f"{r.method} {charts.bits_label(r.wbits, r.abits)} · {r.run_id[:6]}"] = rows
+    return out
+
+
+def _table(run: Any) -> list[dict[str, Any]]:
+    alone = {row["name"]: row for row in run.extras.get("layers_alone", [])}
+    rows = []
+    for acc in run.layers:
+        a = alone.get(acc["name"], {})
+        rows.append({"layer": acc["name"], "bits": charts.bits_label(acc.get("wbits"), acc.get("abits")),
+                     "SQNR alone (dB)": a.get("sqnr_db"), "SQNR accumulated (dB)": acc.get("sqnr_db"),
+                     "MSE alone": a.get("mse"), "MSE accumulated": acc.get("mse"),
+                     "cosine alone": a.get("cosine"), "cosine accumulated": acc.get("cosine")})  # fmt: skip
+    return rows
+
+
+def render() -> None:
+    """Draw the page."""
+    st.title("Layer errors")
+    st.caption("Each quantized layer's output compared with the float model on 256 test images. **Alone**: only "
+               "that layer is quantized, so the number is its own damage. **Accumulated**: every layer is "
+               "quantized, so a layer also inherits the error of the layers before it. A layer that is fine "
+               "alone but bad accumulated suffers from upstream error; one that is bad alone is sensitive "
+               "itself (try more bits there with an override).")  # fmt: skip
+    with errors_shown():
+        runs = bridge.list_runs(status="done")
+    if not runs:
+        st.info("No finished runs yet: run one on the Quantize page.")
+        return
+    chosen = _pick_runs(runs)
+    if not chosen:
+        st.info("Choose one or more runs.")
+        return
+    metrics = list(charts.METRIC_LABELS)
+    metric = st.radio("Metric", metrics, format_func=lambda m: charts.METRIC_LABELS[m], horizontal=True,
+                      key="le_metric")  # fmt: skip
+    left, right = st.columns(2)
+    left.plotly_chart(charts.layer_metric_lines(_series(chosen, "alone"), metric, "Each layer quantized alone"),
+                      key="le_alone", config={"displaylogo": False})  # fmt: skip
+    right.plotly_chart(charts.layer_metric_lines(_series(chosen, "accumulated"), metric, "Accumulated (all "
+                       "layers quantized)"), key="le_acc", config={"displaylogo": False})  # fmt: skip
+    with st.expander(f"Table of {chosen[0].run_id}", expanded=len(chosen) == 1):
+        st.dataframe(_table(chosen[0]), hide_index=True)
+
+
+render()

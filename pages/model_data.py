@@ -1,0 +1,96 @@
+"""Model & data: choose the model, weights, data and device; see the architecture and float accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ptq_ui import bridge
+from ptq_ui.pickers import data_ui, device_ui, model_ui, require_model
+from ptq_ui.state import selection
+from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+
+ACC_LIMITS = [1000, 5000, 0]  # 0 = whole test split
+
+
+def _choices() -> None:
+    left, right = st.columns([3, 2], gap="large")
+    with right:  # drawn first: the model column may stop the page
+        data_ui()
+        device_ui()
+    with left:
+        model_ui()
+
+
+def _si(n: float) -> str:
+    """1234567 -> "1.23 M"."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _architecture(info: dict[str, Any]) -> None:
+    sel = selection()
+    with errors_shown():
+        spec = current_spec(bridge.quantizable_layers(sel))
+        arch = bridge.architecture(sel, spec)
+    st.subheader("Architecture")
+    st.caption(f"Quantized with the Quantize page's settings: W{spec.wbits}/A{spec.abits}, first/last "
+               f"{spec.first_last_bits or 'same'}, {'per-channel' if spec.w_per_channel else 'per-tensor'} "
+               "weights. MACs are multiply-accumulates for one image. BatchNorm is folded into the conv "
+               "before quantization.")  # fmt: skip
+    c = st.columns(4)
+    c[0].metric("Parameters", f"{arch['total_params']:,}")
+    c[1].metric("MACs / image", _si(arch["total_macs"]))
+    c[2].metric("Quantized layers", arch["quantized_layers"])
+    c[3].metric("Unsupported layers", len(arch["unsupported"]))
+    if arch["unsupported"]:
+        names = ", ".join(f"{n} ({t})" for n, t in arch["unsupported"])
+        st.warning(f"Left in float (no quantized twin): {names}")
+    if arch["float_params"]:
+        st.info(f"Parameters kept in float (not inside a conv/linear layer): {', '.join(arch['float_params'])}")
+    if arch["decomposed"]:
+        st.info(f"Attention split into linear layers for quantization: {', '.join(arch['decomposed'])}")
+    st.dataframe(arch["rows"], hide_index=True, height=360,
+                 column_config={"params": st.column_config.NumberColumn(format="localized"),
+                                "MACs": st.column_config.NumberColumn(format="localized")})  # fmt: skip
+
+
+def _accuracy(info: dict[str, Any]) -> None:
+    st.subheader("Float accuracy")
+    card_top1 = info["card"].get("fp_top1") if selection().weights is None else None  # not for own weights
+    cols = st.columns(3)
+    if card_top1 is not None:
+        cols[0].metric("Top-1 (model card, full test split)", f"{card_top1:.2f}%")
+    fmt = lambda n: "all test images" if n == 0 else f"first {n} test images"  # noqa: E731
+    limit = keep("fp_limit", cols[1].selectbox("Evaluate on", ACC_LIMITS, key=seeded("fp_limit", ACC_LIMITS, 1000),
+                                               format_func=fmt))  # fmt: skip
+    sel = selection()
+    token = (sel.key, sel.data, limit)
+    if cols[1].button("Evaluate float accuracy", key="fp_eval"):
+        st.session_state["fp_eval_done"] = token
+    if st.session_state.get("fp_eval_done") == token:  # cached after the first click
+        with errors_shown():
+            acc = bridge.float_accuracy(sel, limit or None)
+        cols[2].metric(f"Top-1 / top-5 on {acc['samples']:,} images", f"{acc['top1']:.2f}%",
+                       f"top-5 {acc['top5']:.2f}%", delta_color="off")  # fmt: skip
+
+
+def render() -> None:
+    """Draw the page."""
+    st.title("Model & data")
+    st.caption("Pick the float model to quantize, the data to calibrate and evaluate on, and the device. "
+               "Every other page works on this choice.")  # fmt: skip
+    _choices()
+    st.divider()
+    info = require_model(allow_download=st.session_state.pop("allow_download", False), explain=False)
+    data = info["data"]
+    st.caption(f"**{info['name']}** ({info['source']}, {info['status']}) · data: {data['source']}, "
+               f"{data['calib']:,} calibration / {data['test']:,} test images, {len(info['classes'])} classes")
+    _architecture(info)
+    _accuracy(info)
+
+
+render()

@@ -1,0 +1,126 @@
+"""Plotly figure builders: pure functions of plain data (lists, dicts); no torch, no Streamlit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+__all__ = ["bits_label", "sqnr_bars", "layer_metric_lines", "loss_lines", "accuracy_scatter",
+           "quantizer_histogram", "clip_curve_figure", "METRIC_LABELS"]  # fmt: skip
+
+METRIC_LABELS = {"sqnr_db": "SQNR (dB, higher is better)", "mse": "MSE (lower is better)",
+                 "cosine": "cosine similarity (higher is better)"}  # fmt: skip
+_PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
+_GL_THRESHOLD = 1000  # points above which scatter plots switch to WebGL
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))  # fmt: skip
+    return fig
+
+
+def bits_label(wbits: Any, abits: Any) -> str:
+    """"W4/A8"; 32 bits print as "fp"."""
+    show = lambda b: "fp" if b in (None, 32) else str(b)  # noqa: E731
+    return f"W{show(wbits)}/A{show(abits)}"
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def sqnr_bars(layers: Sequence[dict[str, Any]], title: str = "Per-layer SQNR") -> go.Figure:
+    """Bar per layer (execution order) of SQNR in dB, coloured by the layer's bits."""
+    fig = go.Figure()
+    labels = [bits_label(r.get("wbits"), r.get("abits")) for r in layers]
+    for i, label in enumerate(dict.fromkeys(labels)):
+        rows = [r for r, lab in zip(layers, labels, strict=True) if lab == label]
+        fig.add_bar(x=[r["name"] for r in rows], y=[_finite(r.get("sqnr_db")) for r in rows], name=label,
+                    marker_color=_PALETTE[i % len(_PALETTE)],
+                    hovertemplate="%{x}<br>SQNR %{y:.2f} dB<extra>" + label + "</extra>")  # fmt: skip
+    fig.update_xaxes(categoryorder="array", categoryarray=[r["name"] for r in layers], tickangle=-45)
+    return _layout(fig, title, "layer (execution order)", "SQNR (dB)")
+
+
+def layer_metric_lines(series: dict[str, Sequence[dict[str, Any]]], metric: str, title: str) -> go.Figure:
+    """One line per run (label -> rows with `name` and `metric`), layers on the x axis."""
+    fig = go.Figure()
+    order: list[str] = []
+    for i, (label, rows) in enumerate(series.items()):
+        order += [r["name"] for r in rows if r["name"] not in order]
+        fig.add_scatter(x=[r["name"] for r in rows], y=[_finite(r.get(metric)) for r in rows], name=label,
+                        mode="lines+markers", line=dict(color=_PALETTE[i % len(_PALETTE)]),
+                        hovertemplate="%{x}<br>%{y:.4g}<extra>" + label + "</extra>")  # fmt: skip
+    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
+    if metric == "mse":
+        fig.update_yaxes(type="log")
+    return _layout(fig, title, "layer (execution order)", METRIC_LABELS.get(metric, metric))
+
+
+def loss_lines(history: Sequence[dict[str, Any]]) -> go.Figure:
+    """Live loss chart: one line per loss term against the progress-event index."""
+    fig = go.Figure()
+    for i, name in enumerate(dict.fromkeys(h["loss"] for h in history)):
+        pts = [h for h in history if h["loss"] == name]
+        fig.add_scatter(x=[h["point"] for h in pts], y=[h["value"] for h in pts], name=name, mode="lines",
+                        line=dict(color=_PALETTE[i % len(_PALETTE)]),
+                        customdata=[h["unit"] for h in pts], hovertemplate="%{customdata}<br>%{y:.4g}")  # fmt: skip
+    fig.update_yaxes(type="log")
+    return _layout(fig, "Loss", "progress event", "loss (log)", height=300)
+
+
+def accuracy_scatter(rows: Sequence[dict[str, Any]], x: str, x_title: str, title: str) -> go.Figure:
+    """Top-1 of each run against `x` (e.g. weight bits, seconds); one colour per method."""
+    fig = go.Figure()
+    many = len(rows) > _GL_THRESHOLD
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        pts = [r for r in rows if r["method"] == method]
+        trace = go.Scattergl if many else go.Scatter
+        fig.add_trace(trace(
+            x=[r[x] for r in pts], y=[r["top1"] for r in pts], mode="markers", name=method,
+            marker=dict(size=10, color=_PALETTE[i % len(_PALETTE)], line=dict(width=1, color="white")),
+            customdata=[[r["run_id"], r["model"], r["bits"]] for r in pts],
+            hovertemplate="%{customdata[1]} %{customdata[2]}<br>top-1 %{y:.2f}%<br>run %{customdata[0]}<extra>"
+            + method + "</extra>",
+        ))  # fmt: skip
+    return _layout(fig, title, x_title, "top-1 (%)", height=340)
+
+
+def quantizer_histogram(view: dict[str, Any], title: str) -> go.Figure:
+    """Histogram of the values, the grid's levels as vertical lines, clipped regions shaded."""
+    fig = go.Figure()
+    centers, counts = view["hist_centers"], view["hist_counts"]
+    width = (centers[1] - centers[0]) if len(centers) > 1 else 1.0
+    fig.add_bar(x=centers, y=counts, width=width, name="values", marker_color="#636efa", opacity=0.8)
+    top = max(counts) if counts else 1
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for level in view["levels"]:
+        xs += [level, level, None]
+        ys += [0, top, None]
+    fig.add_scatter(x=xs, y=ys, mode="lines", name=f"grid ({len(view['levels'])} levels)",
+                    line=dict(color="rgba(239,85,59,0.55)", width=1), hoverinfo="skip")  # fmt: skip
+    lo, hi = view["lo"] - view["scale"] / 2, view["hi"] + view["scale"] / 2  # beyond these, values clip
+    if view["min"] < lo:
+        fig.add_vrect(x0=view["min"], x1=lo, fillcolor="#ef553b", opacity=0.12, line_width=0)
+    if view["max"] > hi:
+        fig.add_vrect(x0=hi, x1=view["max"], fillcolor="#ef553b", opacity=0.12, line_width=0)
+    fig.update_layout(bargap=0)
+    return _layout(fig, title, "value", "count")
+
+
+def clip_curve_figure(curve: dict[str, Any], chosen_ratio: float, chosen_mse: float) -> go.Figure:
+    """MSE against the clipping ratio, with the chosen and the optimal point marked."""
+    fig = go.Figure()
+    fig.add_scatter(x=curve["ratio"], y=curve["mse"], mode="lines", name="MSE (best zero point per width)",
+                    line=dict(color="#636efa"))  # fmt: skip
+    fig.add_scatter(x=[curve["best_ratio"]], y=[curve["best_mse"]], mode="markers", name="optimum",
+                    marker=dict(symbol="star", size=16, color="#00cc96"))  # fmt: skip
+    fig.add_scatter(x=[chosen_ratio], y=[chosen_mse], mode="markers", name="your choice",
+                    marker=dict(symbol="circle", size=12, color="#ef553b"))  # fmt: skip
+    fig.update_yaxes(type="log")
+    return _layout(fig, "MSE against the clipping ratio", "clipping ratio (range / full range)", "MSE (log)")

@@ -1,0 +1,308 @@
+"""The Streamlit app: every page renders, widgets change what is shown, an RTN run completes and is saved.
+
+AppTest runs the app in this process. Jobs run inline (`PTQ_UI_SYNC_JOBS=1`) because
+`run_every` fragments do not tick under AppTest; evaluation uses 500 test images.
+If the zoo checkpoint of fmnist-resnet20 is not there (the zoo is still training), the
+tests attach seeded random-init weights to it, which exercises the same code paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Literal
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+from ptq_core.checkpoints import save_state_dict
+from ptq_core.data import ASSETS_DIR
+from ptq_core.errors import ConfigError
+from ptq_core.methods import METHODS, MethodConfig, ProgressEvent
+from ptq_core.store import RunStore
+from ptq_core.zoo import resnet20
+
+PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "pages/compare_runs.py",
+         "pages/learn_quantizer.py"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str | None:
+    """None when the zoo checkpoint exists, else a random-init resnet20 state_dict."""
+    if (ASSETS_DIR / "fmnist-resnet20.safetensors").is_file():
+        return None
+    torch.manual_seed(0)
+    return str(save_state_dict(resnet20(), tmp_path_factory.mktemp("w") / "resnet20-random.safetensors"))
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """A private run store, inline jobs, a small evaluation, fresh caches."""
+    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(tmp_path / "store"))
+    monkeypatch.setenv("PTQ_UI_SYNC_JOBS", "1")
+    monkeypatch.setenv("PTQ_UI_EVAL_LIMIT", "500")
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_data.clear()
+
+
+def new_app(weights: str | None, page: str | None = None) -> AppTest:
+    """A fresh session (like a new browser tab), optionally on `page`."""
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    if weights:
+        at.session_state["weights"] = weights
+        at.session_state["weights_for"] = "fmnist-resnet20"
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    """The value of the metric called `label` (first match)."""
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_every_page_renders(app_env, weights):
+    at = new_app(weights)
+    assert_clean(at)
+    assert metric(at, "Quantized layers") == "22"
+    assert at.dataframe, "architecture table missing"
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert_clean(at)
+    assert metric(at, "Total MSE")  # the Learn page drew its quantizer
+
+
+def test_pages_explain_an_unavailable_model(app_env):
+    """A torchvision model without cached weights (or on the wrong data): warnings, never an exception."""
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    at.session_state["model_source"] = "torchvision"
+    at.session_state["model"] = "resnet18"
+    at.run()
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    assert at.warning or at.error
+
+
+def test_unusable_store_is_reported(app_env, weights, monkeypatch):
+    home = app_env / "not-a-store"
+    home.mkdir()
+    (home / "runs.sqlite").write_text("this is not SQLite")
+    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(home))
+    at = new_app(weights, "pages/compare_runs.py")
+    assert not at.exception
+    assert any("unusable" in e.value for e in at.error)
+    assert (home / "runs.sqlite").read_text() == "this is not SQLite"
+
+
+def test_learn_widgets_change_the_error(app_env, weights):
+    at = new_app(weights, "pages/learn_quantizer.py")
+    mse4 = float(metric(at, "Total MSE"))
+    at.slider(key="learn_bits").set_value(2).run()
+    assert_clean(at)
+    mse2 = float(metric(at, "Total MSE"))
+    assert mse2 > mse4 * 4  # two bits fewer: about 16x the rounding error
+    assert metric(at, "Clipped values") == "0.00%"
+    at.slider(key="learn_ratio").set_value(0.3).run()
+    assert float(metric(at, "Clipped values").rstrip("%")) > 0
+    at.radio(key="w_learn_source").set_value("activations").run()
+    assert_clean(at)
+
+
+def _rtn_settings(at: AppTest) -> None:
+    at.selectbox(key="w_q_w_observer").set_value("minmax")
+    at.selectbox(key="w_q_a_observer").set_value("minmax")
+    at.number_input(key="w_q_calib").set_value(64)
+    at.run()
+
+
+def test_quantize_rtn_run_is_saved_and_compared(app_env, weights):
+    at = new_app(weights, "pages/quantize.py")
+    assert_clean(at)
+    assert any("No saved run" in i.value for i in at.info)
+    _rtn_settings(at)
+    at.button(key="run").click().run()
+    assert_clean(at)
+    run_id = at.session_state["last_run_id"]
+    assert run_id and metric(at, "Quantized top-1").endswith("%")
+    record = RunStore().get(run_id)
+    assert record.status == "done" and record.metrics["eval_samples"] == 500 and record.config["calib"] == 64
+
+    at.switch_page("pages/compare_runs.py").run()
+    assert_clean(at)
+    assert run_id in at.dataframe[0].value["run_id"].tolist()
+    at.switch_page("pages/layer_errors.py").run()
+    assert_clean(at)
+    assert at.multiselect(key="w_le_runs").value == [run_id]
+
+    reloaded = new_app(weights, "pages/quantize.py")  # a reload shows the saved result
+    assert_clean(reloaded)
+    assert metric(reloaded, "Quantized top-1") == metric(at.switch_page("pages/quantize.py").run(), "Quantized top-1")
+
+
+def _recon_method() -> str | None:
+    """A registered method with a `preset` and an `iters` field (a reconstruction method), if any."""
+    for name, (cls, _fn) in METHODS.items():
+        names = {f.name for f in fields(cls)}
+        if {"preset", "iters"} <= names and hasattr(cls, "from_preset"):
+            return name
+    return None
+
+
+@pytest.mark.skipif(_recon_method() is None, reason="no reconstruction method registered")
+def test_quantize_reconstruction_run_at_a_tiny_preset(app_env, weights):
+    method = _recon_method()
+    at = new_app(weights, "pages/quantize.py")
+    at.selectbox(key="w_q_method").set_value(method).run()
+    assert_clean(at)
+    assert at.selectbox(key=f"w_qm_{method}_preset").value == "fast"  # the fast preset is the default
+    assert at.number_input(key="w_q_calib").value == METHODS[method][0].from_preset("fast").calib
+    at.number_input(key=f"w_qm_{method}_iters").set_value(5)
+    _rtn_settings(at)  # min-max ranges, 64 calibration images
+    at.button(key="run").click().run()
+    assert_clean(at)
+    record = RunStore().get(at.session_state["last_run_id"])
+    assert record.status == "done" and record.method == method and record.config["iters"] == 5
+
+
+def test_failed_run_shows_error_and_keeps_saved_runs(app_env, weights, monkeypatch):
+    store = RunStore()
+    with store.run("fmnist-resnet20", "rtn", 4, 4, {}) as handle:
+        handle.finish({"top1": 50.0}, [], {})
+
+    def boom(*_a, **_k):
+        raise ConfigError("the calibration went wrong on purpose")
+
+    monkeypatch.setattr("ptq_core.pipeline.quantize_and_evaluate", boom)
+    at = new_app(weights, "pages/quantize.py")
+    at.button(key="run").click().run()
+    assert not at.exception
+    assert any("went wrong on purpose" in e.value for e in at.error)
+    statuses = sorted(r.status for r in store.list())
+    assert statuses == ["done", "failed"]
+
+
+def test_bad_override_is_refused(app_env, weights):
+    at = new_app(weights, "pages/quantize.py")
+    at.text_area(key="w_q_overrides").set_value("nosuchlayer.*=8/8").run()
+    assert any("matches no layer" in e.value for e in at.error)
+    assert all(b.key != "run" for b in at.button)  # the page stopped before the Run button
+    at.text_area(key="w_q_overrides").set_value("layer1.*=9/4").run()
+    assert any("out of range" in e.value for e in at.error)
+
+
+def test_unsafe_upload_is_refused(app_env):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    buf = io.BytesIO()
+    torch.save({"w": Evil()}, buf)
+    at = new_app(None)
+    at.radio(key="w_model_source").set_value("custom").run()
+    at.text_input(key="w_custom_factory").set_value("tests/helpers.py:TinyResNet").run()
+    at.file_uploader(key="upload:tests/helpers.py:TinyResNet").set_value(("evil.pt", buf.getvalue(), "")).run()
+    assert not at.exception
+    assert any("refused to load evil.pt" in e.value for e in at.error)
+
+
+@dataclass
+class DummyConfig(MethodConfig):
+    """A method with its own settings, to check the generic form.
+
+    Attributes:
+        iters: Optimisation steps per block.
+    """
+
+    method: ClassVar[str] = "dummy"
+    iters: int = field(default=200, metadata={"min": 1, "max": 10000})
+    lr: float = 1e-3
+    warmup: bool = True
+    loss: Literal["mse", "lp"] = "mse"
+    drop_prob: float | None = None
+
+
+def test_method_form_is_built_from_the_config_fields(app_env, weights, monkeypatch):
+    monkeypatch.setitem(METHODS, "dummy", (DummyConfig, lambda *a: None))
+    at = new_app(weights, "pages/quantize.py")
+    at.selectbox(key="w_q_method").set_value("dummy").run()
+    assert_clean(at)
+    at.number_input(key="w_qm_dummy_iters").set_value(5)
+    at.selectbox(key="w_qm_dummy_loss").set_value("lp")
+    at.checkbox(key="w_qm_dummy_drop_prob__on").check().run()
+    at.number_input(key="w_qm_dummy_drop_prob").set_value(0.5).run()
+    assert_clean(at)
+    config = json.loads(at.code[0].value)
+    assert config["method"] == "dummy" and config["iters"] == 5 and config["loss"] == "lp"
+    assert config["drop_prob"] == 0.5 and config["warmup"] is True and config["quant"]["wbits"] == 4
+
+
+def test_compare_runs_filters_and_deletes(app_env):
+    store = RunStore()
+    for method, top1 in (("rtn", 80.0), ("other", 85.0)):
+        with store.run("fmnist-resnet20", method, 4, 4, {"calib": 64}) as handle:
+            handle.finish({"fp_top1": 90.0, "top1": top1, "size_bits": 8e6}, [], {})
+    at = new_app(None, "pages/compare_runs.py")
+    assert_clean(at)
+    assert len(at.dataframe[0].value) == 2
+    at.selectbox(key="w_cr_method").set_value("other").run()
+    assert at.dataframe[0].value["method"].tolist() == ["other"]
+    target = at.dataframe[0].value["run_id"].tolist()
+    at.multiselect(key="w_cr_selected").set_value(target).run()
+    at.checkbox(key="cr_sure").check().run()
+    at.button(key="cr_delete").click().run()
+    assert_clean(at)
+    assert [r.method for r in store.list()] == ["rtn"]
+
+
+def test_job_thread_reports_progress_and_cancels():
+    from ptq_ui.jobs import start_job
+
+    def work(progress):
+        for i in range(200):
+            progress(ProgressEvent("reconstruct", i + 1, 200, unit="layer1", losses={"rec": 1.0 / (i + 1)}))
+            time.sleep(0.01)
+        return "finished"
+
+    job = start_job(work, "test", sync=False)
+    time.sleep(0.2)
+    snap = job.snapshot()
+    assert snap.status == "running" and snap.last is not None and snap.losses
+    job.cancel()
+    job.thread.join(5)
+    assert job.snapshot().status == "cancelled" and job.result is None
+
+
+def test_charts_are_plain_functions():
+    from ptq_ui import charts
+
+    layers = [{"name": "conv1", "sqnr_db": 30.0, "wbits": 8, "abits": 8},
+              {"name": "layer1.0", "sqnr_db": None, "wbits": 4, "abits": 4}]  # fmt: skip
+    fig = charts.sqnr_bars(layers)
+    assert [t.name for t in fig.data] == ["W8/A8", "W4/A4"]
+    lines = charts.layer_metric_lines({"a": layers, "b": layers}, "sqnr_db", "t")
+    assert len(lines.data) == 2
+
+
+def test_parse_overrides():
+    from ptq_ui.widgets import parse_overrides
+
+    names = ["conv1", "layer1.0.conv1", "fc"]
+    assert parse_overrides("layer1.*=8/8  # keep\n\nfc=8/32", names) == {
+        "layer1.*": {"wbits": 8, "abits": 8}, "fc": {"wbits": 8, "abits": 32}}  # fmt: skip
+    with pytest.raises(ConfigError, match="PATTERN=W/A"):
+        parse_overrides("layer1.* 8/8", names)
