@@ -25,7 +25,7 @@ from .fold import fold_bn_
 from .hooks import traced_forward
 from .modules import QUANT_MODULES, QuantLayer
 from .observers import OBSERVERS
-from .qscheme import QScheme
+from .qscheme import FLOAT_BITS, QScheme
 
 __all__ = ["QuantSpec", "LayerInfo", "PrepareReport", "prepare", "check_finite_params", "execution_order"]
 
@@ -159,8 +159,9 @@ def _classify(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
 
 def _layer_bits(name: str, role: str, spec: QuantSpec) -> tuple[int, int]:
     wbits, abits = spec.wbits, spec.abits
-    if role and spec.first_last_bits:
-        wbits = abits = spec.first_last_bits
+    if role and spec.first_last_bits:  # a side left in float (32) stays float
+        wbits = spec.first_last_bits if wbits != FLOAT_BITS else wbits
+        abits = spec.first_last_bits if abits != FLOAT_BITS else abits
     for pattern, bits in spec.overrides.items():
         if fnmatch.fnmatchcase(name, pattern):
             wbits, abits = bits.get("wbits", wbits), bits.get("abits", abits)

@@ -304,7 +304,7 @@ def _search_2d(rows: Tensor, ratio: Tensor, bits: int, signed: bool, p: float, w
     """Candidates ``[-z*step, width - z*step]`` for every width and zero-point position z."""
     qmin, qmax = quant_range(bits, signed)
     c, nz = rows.shape[0], qmax - qmin + 1
-    width = ratio[:, None] * (rows.amax(1) - rows.amin(1))  # [K, C]
+    width = ratio[:, None] * (rows.amax(1).clamp(min=0) - rows.amin(1).clamp(max=0))  # [K, C]; range holds 0
     group = max(1, _CHUNK_ELEMENTS // (min(nz, 2 * _MAX_ZP_EXHAUSTIVE) * rows.numel()))  # widths per pass
     width_loss, width_z = [], []
     for w in width.split(group):  # [G, C]

@@ -120,3 +120,8 @@ def test_attention_projections_are_quantized_not_bypassed():
     assert report.decomposed_attention == ["attn"]
     names = {i.name for i in report.layers}
     assert {"attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "head"} == names
+
+
+def test_weight_only_keeps_first_and_last_activations_float():
+    _, report = prepare(randomize_bn(TinyResNet()), QuantSpec(wbits=4, abits=32), TinyResNet.example_inputs())
+    assert {(i.wbits, i.abits) for i in report.layers if i.role} == {(8, 32)}

@@ -287,3 +287,13 @@ def test_lp_search_validation() -> None:
         P.lp_search(x, 4, False, False, p=0)
     with pytest.raises(BitWidthError):
         P.lp_search(x, 1, False, False)
+
+
+def test_2d_search_range_includes_zero_for_one_signed_channels():
+    """A channel whose values share one sign (e.g. a single weight) must still be representable."""
+    w = torch.tensor([[0.5], [-0.25], [0.75]])  # three channels, one weight each, mixed signs overall
+    from ptq_core.primitives import compute_qparams, fake_quantize, lp_search
+
+    lo, hi = lp_search(w, 4, symmetric=False, signed=False, axis=0)
+    scale, zp = compute_qparams(lo, hi, 4, False, False)
+    assert torch.allclose(fake_quantize(w, scale, zp, 0, 15, axis=0), w, atol=1e-6)
