@@ -30,7 +30,19 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .fake_quant import FakeQuantize
-from .methods import METHODS, MethodConfig, ProgressEvent, QuantResult, RTNConfig, config_from_dict, quantize
+from .methods import (
+    METHODS,
+    AdaRoundConfig,
+    BRECQConfig,
+    MethodConfig,
+    PDQuantConfig,
+    ProgressEvent,
+    QDropConfig,
+    QuantResult,
+    RTNConfig,
+    config_from_dict,
+    quantize,
+)
 from .metrics import LayerError, evaluate, layer_errors, model_size_bits
 from .models import list_models, load_model, resolve_device
 from .modules import QuantConv2d, QuantLinear, quant_layers, set_quant_state
@@ -43,6 +55,7 @@ from .store import RunRecord, RunStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaRoundConfig", "BRECQConfig", "PDQuantConfig", "QDropConfig",
     "BitWidthError", "CheckpointError", "ConfigError", "DataBundle", "DataError", "FakeQuantize", "LayerError",
     "METHODS", "MethodConfig", "ModelNotFoundError", "NonFiniteError", "OBSERVERS", "PTQError", "PrepareReport",
     "ProgressEvent", "QScheme", "QuantConv2d", "QuantLinear", "QuantResult", "QuantSpec", "RTNConfig",

@@ -11,7 +11,8 @@ import sys
 from typing import Sequence
 
 from .errors import PTQError
-from .methods import METHODS, ProgressEvent
+from .methods import METHODS, ProgressEvent, ReconMethodConfig
+from .methods.recon_base import PRESETS
 from .observers import OBSERVERS
 from .prepare import QuantSpec
 
@@ -43,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--override", action="append", default=[], metavar="PATTERN=W/A",
                    help="per-layer bits by name pattern, e.g. 'layer3.*=8/8' (repeatable)")  # fmt: skip
     q.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    q.add_argument("--calib", type=int, default=1024, help="calibration images")
+    q.add_argument("--calib", type=int, default=None,
+                   help="calibration images (default: the preset's, 1024 for paper)")  # fmt: skip
+    q.add_argument("--preset", choices=PRESETS, default="paper",
+                   help="reconstruction methods: paper settings or the fast CPU/zoo preset")  # fmt: skip
+    q.add_argument("--iters", type=int, default=None, help="reconstruction steps per unit (overrides the preset)")
+    q.add_argument("--fisher", action="store_true", help="brecq: Fisher-diagonal weighted loss instead of MSE")
+    q.add_argument("--dc", action=argparse.BooleanOptionalAction, default=None,
+                   help="pdquant: distribution correction on (default) or off")  # fmt: skip
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
     q.add_argument("--json", default=None, metavar="PATH", help="write the full result as JSON")
@@ -70,7 +78,27 @@ def _config(args: argparse.Namespace):
     spec = QuantSpec(wbits=args.wbits, abits=args.abits, w_observer=args.observer, a_observer=args.observer,
                      w_per_channel=args.granularity == "channel", first_last_bits=args.first_last_bits or None,
                      overrides=_overrides(args.override))  # fmt: skip
-    return METHODS[args.method][0](quant=spec, calib=args.calib, seed=args.seed)
+    cls = METHODS[args.method][0]
+    extra = _method_flags(args)
+    if issubclass(cls, ReconMethodConfig):
+        return cls.from_preset(args.preset, quant=spec, seed=args.seed, calib=args.calib, iters=args.iters, **extra)
+    if args.iters is not None:
+        raise PTQError(f"--iters applies to reconstruction methods, not {args.method}")
+    return cls(quant=spec, calib=1024 if args.calib is None else args.calib, seed=args.seed)
+
+
+def _method_flags(args: argparse.Namespace) -> dict[str, object]:
+    """Method-specific flags, refused for the other methods."""
+    extra: dict[str, object] = {}
+    if args.fisher:
+        if args.method != "brecq":
+            raise PTQError("--fisher applies to brecq only")
+        extra["loss"] = "fisher"
+    if args.dc is not None:
+        if args.method != "pdquant":
+            raise PTQError("--dc/--no-dc applies to pdquant only")
+        extra["dc"] = args.dc
+    return extra
 
 
 class _Bar:

@@ -146,10 +146,8 @@ class FakeQuantize(nn.Module):
         if not (self.enabled and self.is_calibrated):
             return x
         s = self.scheme
-        xq = primitives.fake_quantize(x, self.scale, self.zero_point, s.qmin, s.qmax, self.axis)
-        if self.training and self.drop_prob > 0:
-            xq = torch.where(torch.rand_like(x) < self.drop_prob, x, xq)
-        return xq
+        keep = primitives.bernoulli_mask(x, self.drop_prob) if self.training and self.drop_prob > 0 else None
+        return primitives.fake_quantize_fused(x, self.scale, self.zero_point, s.qmin, s.qmax, self.axis, keep)
 
     def quant_error(self, x: Tensor) -> dict[str, float]:
         """Clipping / rounding split of the error on ``x`` with the current qparams.

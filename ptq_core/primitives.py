@@ -17,8 +17,8 @@ from ptq_core.errors import ConfigError, NonFiniteError
 from ptq_core.qscheme import check_bits
 
 __all__ = [
-    "quant_range", "compute_qparams", "round_ste", "quantize", "dequantize", "fake_quantize",
-    "quantization_error", "lp_loss",
+    "quant_range", "compute_qparams", "round_ste", "quantize", "dequantize", "fake_quantize", "fake_quantize_fused",
+    "bernoulli_mask", "quantization_error", "lp_loss",
     "histogram_points", "lp_search",
 ]  # fmt: skip
 
@@ -176,6 +176,119 @@ def fake_quantize(
         Tensor shaped like ``x`` holding values on the quantization grid.
     """
     return dequantize(quantize(x, scale, zero_point, qmin, qmax, axis), scale, zero_point, axis)
+
+
+def bernoulli_mask(like: Tensor, p: float) -> Tensor:
+    """A float 0/1 tensor shaped like `like`, each element 1 with probability `p`.
+
+    On the CPU the mask is made from 8 random bits per element when ``256 p`` is an
+    integer (exact), else 16 (resolution 2^-16), several times faster than
+    ``rand_like(x) < p`` there; on CUDA it is exactly that.
+
+    Args:
+        like: Tensor giving shape, dtype and device.
+        p: Probability of a 1.
+
+    Returns:
+        Tensor of 0.0 and 1.0 shaped like `like`.
+    """
+    if like.is_cuda:
+        return (torch.rand_like(like) < p).to(like.dtype)
+    n = like.numel()
+    byte_exact = float(p * 256).is_integer()  # e.g. p = 0.5: 8 random bits per element suffice
+    per_draw, view, offset = (8, torch.uint8, 0) if byte_exact else (4, torch.int16, -32768)
+    bits = torch.randint(-(2**63), 2**63 - 1, (-(-n // per_draw),), dtype=torch.int64, device=like.device)
+    r = bits.view(view)[:n].reshape(like.shape).to(like.dtype)  # uniform integers
+    levels = 256 if byte_exact else 65536
+    return r.neg_().add_(round(p * levels) + offset).clamp_(0.0, 1.0)  # 1 where r < threshold
+
+
+class _FakeQuantizeFn(torch.autograd.Function):
+    """`fake_quantize` (plus optional float pass-through) with a hand-written backward.
+
+    Same values as `fake_quantize`; gradients: 1 to ``x`` inside the grid and where the
+    value is kept in float, 0 where clamped; to ``scale`` the LSQ gradient (see
+    `fake_quantize`), 0 where kept in float. Only float arithmetic (no bool masks or
+    `where`, which are slow on the CPU), and two saved tensors instead of an autograd
+    graph of a dozen elementwise ops.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, keep):  # type: ignore[override]
+        s, z = _along(scale, x.dim(), axis), _along(zero_point, x.dim(), axis)
+        z_is_0 = not x.is_cuda and not bool(zero_point.any())  # (a GPU would have to sync to know)
+        v = x * s.reciprocal()
+        q = torch.round(v) if z_is_0 else torch.round(v).add_(z)  # [*x]
+        qc = q.clamp(qmin, qmax)
+        inside = q.sub_(qc).abs_().clamp_(max=1.0).neg_().add_(1.0)  # 1 inside the grid, 0 where clamped
+        if not z_is_0:
+            qc.sub_(z)  # integer offsets from the zero point
+        ds = torch.addcmul(qc, v, inside, value=-1.0) if ctx.needs_input_grad[1] else None  # d out / d scale
+        out = qc.mul_(s)
+        need_x = ctx.needs_input_grad[0]
+        if keep is not None:
+            drop = 1.0 - keep
+            out = out.mul_(drop).addcmul_(x, keep)  # exact: x where kept, the quantized value elsewhere
+            inside = torch.maximum(inside, keep) if need_x else inside
+            if ds is not None:
+                ds.mul_(drop)
+        ctx.save_for_backward(inside if need_x else None, ds)
+        ctx.axis, ctx.scale_shape = axis, scale.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        inside, ds = ctx.saved_tensors
+        gx = grad * inside if ctx.needs_input_grad[0] else None
+        gs = None
+        if ds is not None:
+            prod = grad * ds
+            gs = prod.sum() if ctx.axis is None else _rows(prod, ctx.axis).sum(1)
+            gs = gs.reshape(ctx.scale_shape)
+        return gx, gs, None, None, None, None, None
+
+
+def _keep_float(x: Tensor, out: Tensor, keep: Tensor | None) -> Tensor:
+    return out if keep is None else out * (1.0 - keep) + x * keep
+
+
+def fake_quantize_fused(
+    x: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    axis: int | None = None,
+    keep_float: Tensor | None = None,
+) -> Tensor:
+    """`fake_quantize` with the same values and gradients, in fewer passes over memory.
+
+    Used in training loops (reconstruction), where the dozen elementwise ops of the
+    composed version and their backward dominate small blocks. The zero point is
+    treated as a constant (use `fake_quantize` to learn it).
+
+    Args:
+        x: Input tensor.
+        scale: Scalar, or 1-D along ``axis``.
+        zero_point: Same shape as ``scale``, integer-valued.
+        qmin, qmax: Integer grid bounds.
+        axis: Channel axis for per-channel qparams, or None.
+        keep_float: Optional 0/1 float mask shaped like ``x`` (see `bernoulli_mask`):
+            where 1 the float value passes through unquantized (QDrop).
+
+    Returns:
+        Tensor shaped like ``x``.
+    """
+    if keep_float is not None and keep_float.dtype != x.dtype:
+        keep_float = keep_float.to(x.dtype)
+    if zero_point.requires_grad:
+        return _keep_float(x, fake_quantize(x, scale, zero_point, qmin, qmax, axis), keep_float)
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return _FakeQuantizeFn.apply(x, scale, zero_point, qmin, qmax, axis, keep_float)
+    with torch.no_grad():
+        s, z = _along(scale, x.dim(), axis), _along(zero_point, x.dim(), axis)
+        out = torch.round(x * s.reciprocal()).add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)
+        return _keep_float(x, out, keep_float)
 
 
 def quantization_error(

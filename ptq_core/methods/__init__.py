@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import rtn  # noqa: F401  (registers "rtn")
+from . import adaround, brecq, pdquant, qdrop, rtn  # noqa: F401  (each registers its method)
+from .adaround import AdaRoundConfig
 from .base import (
     METHODS,
     MethodConfig,
@@ -15,15 +16,24 @@ from .base import (
     quantize,
     register_method,
 )
+from .brecq import BRECQConfig
+from .pdquant import PDQuantConfig
+from .qdrop import QDropConfig
+from .recon_base import ReconMethodConfig
 from .rtn import RTNConfig
 
 __all__ = [
+    "AdaRoundConfig",
+    "BRECQConfig",
     "METHODS",
     "MethodConfig",
     "ProgressEvent",
+    "PDQuantConfig",
     "ProgressFn",
+    "QDropConfig",
     "QuantResult",
     "RTNConfig",
+    "ReconMethodConfig",
     "config_from_dict",
     "emit",
     "method_names",

@@ -1,0 +1,286 @@
+"""Reconstruction methods: cost of one step, and the evidence table (issue 3).
+
+Usage:
+    python benchmarks/recon.py [step|table|all] [--device auto] [--quick]
+        step:  one reconstruction step of ResNet-20 blocks at batch 32 against a bare
+               forward + backward of the same float block, plus PD-Quant's KL path.
+        table: fmnist-resnet20 and fmnist-mobilenetv2 at W4A4, W2A4, W2A2 with the fast
+               preset and seeds 0-2: RTN (MSE), AdaRound, BRECQ, QDrop, PD-Quant; top-1
+               mean +- std on the 10k test split, wall time and peak memory.
+    --quick checks that the script runs (one tiny setting; the numbers mean nothing).
+
+Each table cell runs in a fresh subprocess, so peak memory (max resident set on the
+CPU, max allocated on CUDA) is its own. Both parts print Markdown and append it to
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+METHODS = ("rtn", "adaround", "brecq", "qdrop", "pdquant")
+BITS = {"W4A4": (4, 4), "W2A4": (2, 4), "W2A2": (2, 2)}
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _per_call(fn, dev, n: int) -> float:
+    """Seconds per call of fn over n calls (after two warm-up calls)."""
+    fn()
+    fn()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(dev)
+    return (time.perf_counter() - t0) / n
+
+
+def _bare_step(block, cache, batch: int, input_grad: bool = True):
+    """Forward + backward of the float block (weights trainable) on a batch of cached inputs.
+
+    With `input_grad` the backward also gives the gradient for the block's input, as it
+    does for every block inside a network during training.
+    """
+    import torch
+
+    blk = copy.deepcopy(block).requires_grad_(True)
+
+    def run() -> None:
+        idx = torch.randint(len(cache), (batch,))
+        x, y = cache.take(idx, "x_fp", "y_fp")
+        loss = (blk(x.requires_grad_(input_grad)) - y).square().sum(1).mean()
+        loss.backward()
+        blk.zero_grad(set_to_none=True)
+
+    return run
+
+
+def _recon_step_time(ctx, unit, cache, layers, opts, dev, n: int) -> float:
+    """Seconds per engine step (`UnitTrainer.step`) with the unit's trainables installed."""
+    import torch
+
+    from ptq_core.recon.engine import UnitTrainer
+    from ptq_core.recon.step import StepInputs
+    from ptq_core.recon.trainables import unit_trainables
+
+    for layer in layers:
+        layer.set_quant_state(True, opts.quant_act)
+    module = ctx.qmodel.get_submodule(unit.name)
+    with unit_trainables(layers, opts) as tr:
+        logits = ctx.tails if opts.kl_weight > 0 else None
+        inputs = StepInputs(ctx.qmodel, unit.name, module, cache, ctx.images, ctx.fp_logits, tr.rounders, logits)
+        trainer = UnitTrainer(inputs, tr, opts)
+        count = iter(range(1, 10**9))
+        return _per_call(lambda: trainer.step(next(count), torch.randint(len(cache), (opts.batch_size,))), dev, n)
+
+
+VARIANTS = {
+    "brecq": dict(learn_rounding=True, quant_act=False),
+    "qdrop": dict(learn_rounding=True, learn_act_scale=True, drop_prob=0.5),
+    "pdquant": dict(learn_rounding=True, learn_act_scale=True, drop_prob=0.5, kl_weight=10.0, temperature=4.0),
+}
+
+
+def step_cost(device: str, iters: int, blocks: list[str], rounds: int = 5) -> list[dict]:
+    """Seconds per step: bare block, BRECQ / QDrop step, and QDrop step + PD-Quant's KL path.
+
+    Every figure is the best of `rounds` interleaved rounds of `iters` steps, so a busy
+    machine slows all of them alike and the minimum is the quiet-machine cost.
+    """
+    from ptq_core import QuantSpec, load_model, resolve_device
+    from ptq_core.methods import QDropConfig
+    from ptq_core.methods.recon_base import prepare_for_reconstruction
+    from ptq_core.recon import ReconContext, ReconOptions, float_logits, units_for
+    from ptq_core.recon.prepare_cache import build_unit_cache
+
+    dev = resolve_device(device)
+    try:
+        model, weights = load_model("fmnist-resnet20", device=dev).model, "trained"
+    except Exception:  # checkpoint not built yet: the cost does not depend on the weights
+        from ptq_core.zoo import resnet20
+
+        model, weights = resnet20().to(dev).eval(), "random init"
+    calib = _calib(256, 0, dev)
+    qmodel, _ = prepare_for_reconstruction(model, calib, QDropConfig(quant=QuantSpec(wbits=4, abits=4)))
+    ctx = ReconContext(qmodel, model, calib, float_logits(model, calib))
+    units = units_for(qmodel, calib[:2], "block")
+    ctx.tail_runner(units)
+    rows = []
+    for i, unit in enumerate(units):
+        if unit.name not in blocks:
+            continue
+        for prev in units[:i]:  # the prefix is quantized, as during a real run
+            for n in prev.layers:
+                qmodel.get_submodule(n).set_quant_state(True, True)
+        layers = [qmodel.get_submodule(n) for n in unit.layers]
+        cache, _ = build_unit_cache(ctx, unit, i, len(units), ReconOptions())
+        bare = _bare_step(model.get_submodule(unit.name), cache, 32)
+        bare_w = _bare_step(model.get_submodule(unit.name), cache, 32, input_grad=False)
+        best = {k: float("inf") for k in ("bare", "bare_w", *VARIANTS)}
+        for _ in range(rounds):
+            best["bare"] = min(best["bare"], _per_call(bare, dev, iters))
+            best["bare_w"] = min(best["bare_w"], _per_call(bare_w, dev, iters))
+            for name, kw in VARIANTS.items():
+                t = _recon_step_time(ctx, unit, cache, layers, ReconOptions(iters=10**6, **kw), dev, iters)
+                best[name] = min(best[name], t)
+        rows.append({"block": unit.name, "weights": weights, "device": str(dev), **best})
+    return rows
+
+
+def _calib(n: int, seed: int, dev):
+    from ptq_core import calibration_tensor, load_data
+
+    return calibration_tensor(load_data("fmnist-sample"), n, seed).to(dev)
+
+
+def step_table(rows: list[dict]) -> str:
+    """Markdown for the step-cost rows (ratios against the bare step with input gradient)."""
+    out = ["| block | weights | device | bare fwd+bwd ms (weights only) | BRECQ step ms (x bare) | "
+           "QDrop step ms (x bare) | PD-Quant step ms (x bare) | KL path ms |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        b = r["bare"]
+        cells = [f"{1e3 * r[k]:.2f} ({r[k] / b:.2f}x)" for k in ("brecq", "qdrop", "pdquant")]
+        out.append(f"| {r['block']} | {r['weights']} | {r['device']} | {1e3 * b:.2f} ({1e3 * r['bare_w']:.2f}) | "
+                   f"{' | '.join(cells)} | {1e3 * (r['pdquant'] - r['qdrop']):.2f} |")  # fmt: skip
+    out.append(
+        "\nbare: the float block (BatchNorm unfolded) with weight and input gradients, as inside a network; "
+        "in brackets weights only. BRECQ: rounding only, activations float. QDrop: rounding + step sizes + "
+        "dropping. PD-Quant: QDrop's step plus the KL path through the rest of the network (last column)."
+    )
+    return "\n".join(out)
+
+
+def run_one(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
+    """One table cell in this process: quantize, evaluate, measure."""
+    import torch
+
+    from ptq_core import METHODS, QuantSpec, load_data, load_model, quantize, resolve_device
+    from ptq_core.data import make_loader
+    from ptq_core.metrics import evaluate
+
+    dev = resolve_device(args.device)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = load_model(model_name, device=dev).model
+    spec = QuantSpec(wbits=BITS[bits][0], abits=BITS[bits][1])
+    cls = METHODS[method][0]
+    if method == "rtn":
+        config = cls(quant=spec, calib=args.calib or 1024, seed=seed)
+    else:
+        config = cls.from_preset(args.preset, quant=spec, seed=seed, calib=args.calib, iters=args.iters)
+    calib = _calib(config.calib, seed, dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    res = quantize(model, calib, config)
+    _sync(dev)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)  # fmt: skip
+    loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
+    return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": evaluate(model, loader, dev)["top1"],
+            "seconds": res.seconds, "peak_mb": peak, "device": str(dev), "calib": config.calib,
+            "iters": getattr(config, "iters", 0)}  # fmt: skip
+
+
+def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "one", "--one", f"{model_name},{method},{bits},{seed}", "--device", args.device,
+           "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
+    cmd += ["--iters", str(args.iters)] if args.iters else []
+    cmd += ["--calib", str(args.calib)] if args.calib else []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _mean_std(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def evidence_table(args: argparse.Namespace) -> str:
+    """Run every cell (printing rows as they finish) and return the Markdown table."""
+    lines = ["| model | bits | method | float top-1 | top-1 mean ± std | time s | peak MB | calib / iters |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    print("\n".join(lines), flush=True)
+    for model_name in args.models:
+        for bits in args.bits:
+            means = {}
+            for method in args.methods:
+                runs = [_cell(model_name, method, bits, s, args) for s in args.seeds]
+                means[method] = statistics.mean(r["top1"] for r in runs)
+                secs, peak = statistics.mean(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs)
+                row = (f"| {model_name} | {bits} | {method} | {runs[0]['fp_top1']:.2f} | "
+                       f"{_mean_std([r['top1'] for r in runs])} | {secs:.1f} | {peak:.0f} | "
+                       f"{runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
+                lines.append(row)
+                print(row, flush=True)
+            order = " < ".join(sorted(means, key=means.get))
+            print(f"<!-- {model_name} {bits} ascending: {order} -->", flush=True)
+            lines.append(f"|  | {bits} | ascending order: {order} |  |  |  |  |  |")
+    return "\n".join(lines)
+
+
+def _append(title: str, body: str, args: argparse.Namespace) -> None:
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    flags = " ".join(sys.argv[1:])
+    with RESULTS.open("a") as f:
+        f.write(f"\n## {title} ({stamp})\n\n`python benchmarks/recon.py {flags}`\n\n{body}\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", nargs="?", default="all", choices=("step", "table", "all", "one"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--models", nargs="+", default=["fmnist-resnet20", "fmnist-mobilenetv2"])
+    p.add_argument("--bits", nargs="+", default=list(BITS), choices=list(BITS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--calib", type=int, default=None)
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--step-iters", type=int, default=20, help="timed steps per round in the step part")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds in the step part (best is kept)")
+    p.add_argument("--blocks", nargs="+", default=["layer1.1", "layer2.1", "layer3.1"])
+    p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.eval_limit = args.eval_limit or None
+    if args.part == "one":
+        model_name, method, bits, seed = args.one.split(",")
+        print(json.dumps(run_one(model_name, method, bits, int(seed), args)))
+        return
+    if args.quick:
+        args.models, args.bits, args.seeds = args.models[:1], ["W4A4"], [0, 1]
+        args.iters, args.calib, args.eval_limit = 4, 64, 256
+        args.step_iters, args.rounds, args.blocks = 3, 1, args.blocks[:1]
+    if args.part in ("step", "all"):
+        print(f"One reconstruction step at batch 32 vs a bare forward + backward of the float block "
+              f"(best of {args.rounds} rounds of {args.step_iters} steps)\n")  # fmt: skip
+        body = step_table(step_cost(args.device, args.step_iters, args.blocks, args.rounds))
+        print(body, flush=True)
+        _append("Reconstruction step cost" + (" (quick check, not a measurement)" if args.quick else ""), body, args)
+    if args.part in ("table", "all"):
+        print(f"\nEvidence table: preset {args.preset}, seeds {args.seeds}\n")
+        body = evidence_table(args)
+        _append("Reconstruction methods, evidence table" + (" (quick check, not a measurement)" if args.quick
+                                                            else f" (preset {args.preset})"), body, args)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

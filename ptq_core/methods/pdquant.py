@@ -1,0 +1,78 @@
+"""PD-Quant (Liu et al., CVPR 2023; methods.md §5): prediction difference plus distribution correction.
+
+QDrop's block reconstruction (mixing with probability 0.5, in-block dropping)
+plus the KL divergence between the float model's softened prediction and the
+one obtained when the quantized block's output runs through the real rest of the
+network (later units in float), weighted 1 / lambda_r. With ``dc`` on, the float
+inputs are first corrected toward the block's BatchNorm running statistics and
+the targets recomputed on them (`ptq_core.recon.correction`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..recon import ReconOptions
+from .base import ProgressFn, QuantResult, register_method
+from .recon_base import ReconMethodConfig, _arch_value, run_reconstruction
+
+__all__ = ["PDQuantConfig", "pdquant"]
+
+
+@dataclass
+class PDQuantConfig(ReconMethodConfig):
+    """PD-Quant settings (paper: V lr 3e-3, step-size lr 4e-5, lambda_r 0.1, DC 500 steps at lr 1e-3).
+
+    Attributes:
+        drop_prob: QDrop probability of the float value.
+        act_lr: Adam learning rate of the activation step sizes.
+        lambda_r: The KL term is weighted ``1 / lambda_r``.
+        temperature: Softmax temperature T; None takes the architecture table.
+        dc: Distribution correction of the float targets on or off.
+        dc_lambda: lambda_c; None takes the architecture table.
+        dc_steps: Adam steps of the correction.
+        dc_lr: Initial learning rate of the correction.
+        dc_chunk: Samples corrected at once (memory only; results do not depend on it).
+    """
+
+    method = "pdquant"
+    FAST_EXTRA: ClassVar[dict[str, Any]] = {"round_lr": 3e-2, "act_lr": 4e-4, "dc_steps": 25, "dc_lr": 2e-2}
+
+    round_lr: float = 3e-3
+    drop_prob: float = 0.5
+    act_lr: float = 4e-5
+    lambda_r: float = 0.1
+    temperature: float | None = None
+    dc: bool = True
+    dc_lambda: float | None = None
+    dc_steps: int = 500
+    dc_lr: float = 1e-3
+    dc_chunk: int = 1024
+
+    def validate(self) -> None:
+        if not self.lambda_r > 0:
+            raise ConfigError(f"lambda_r must be positive, got {self.lambda_r}")
+        super().validate()
+
+    def needs_logits(self) -> bool:
+        return True
+
+    def passes(self, model: nn.Module) -> list[ReconOptions]:
+        t = self.temperature if self.temperature is not None else _arch_value(model, "temperature")
+        lam_c = self.dc_lambda if self.dc_lambda is not None else _arch_value(model, "dc_lambda")
+        return [self.base_options(model, stage="blocks", learn_rounding=True, learn_act_scale=True, quant_act=True,
+                                  act_init="unit", act_lr=self.act_lr, drop_prob=self.drop_prob,
+                                  kl_weight=1.0 / self.lambda_r, temperature=t, dc=self.dc, dc_lambda=lam_c,
+                                  dc_steps=self.dc_steps, dc_lr=self.dc_lr, dc_chunk=self.dc_chunk)]  # fmt: skip
+
+
+@register_method(PDQuantConfig)
+def pdquant(model: nn.Module, calib: torch.Tensor, config: PDQuantConfig,
+            progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+    """Block reconstruction with the prediction-difference KL and (optionally) DC."""
+    return run_reconstruction(model, calib, config, progress)

@@ -1,0 +1,54 @@
+"""QDrop (Wei et al., ICLR 2022; methods.md §1.4): block reconstruction with random dropping.
+
+Rounding and activation step sizes are learned together, block by block. Each
+element of the block input is the quantized-model value or, with probability
+``drop_prob``, the float one; inside the block every activation quantizer keeps
+the float value with the same probability. After the block, dropping stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..recon import ReconOptions
+from .base import ProgressFn, QuantResult, register_method
+from .recon_base import ReconMethodConfig, run_reconstruction
+
+__all__ = ["QDropConfig", "qdrop"]
+
+
+@dataclass
+class QDropConfig(ReconMethodConfig):
+    """QDrop settings (paper: p 0.5, step-size lr 4e-5 with cosine decay, V lr 1e-3).
+
+    Attributes:
+        drop_prob: Probability that an element takes its float value.
+        act_lr: Adam learning rate of the activation step sizes.
+    """
+
+    method = "qdrop"
+    FAST_EXTRA: ClassVar[dict[str, Any]] = {"act_lr": 4e-4}
+
+    drop_prob: float = 0.5
+    act_lr: float = 4e-5
+
+    def validate(self) -> None:
+        if not 0.0 <= self.drop_prob <= 1.0:
+            raise ConfigError(f"drop_prob must be in [0, 1], got {self.drop_prob}")
+        super().validate()
+
+    def passes(self, model: nn.Module) -> list[ReconOptions]:
+        return [self.base_options(model, stage="blocks", learn_rounding=True, learn_act_scale=True, quant_act=True,
+                                  act_init="unit", act_lr=self.act_lr, drop_prob=self.drop_prob)]  # fmt: skip
+
+
+@register_method(QDropConfig)
+def qdrop(model: nn.Module, calib: torch.Tensor, config: QDropConfig,
+          progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+    """Block reconstruction of rounding and step sizes with QDrop's dropping."""
+    return run_reconstruction(model, calib, config, progress)

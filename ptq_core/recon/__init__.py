@@ -1,0 +1,31 @@
+"""Reconstruction engine shared by AdaRound, BRECQ, QDrop and PD-Quant.
+
+One concept per module: `options` (a pass's settings), `capture` (scoped hooks,
+`StopForward`), `cache` (per-unit tensors on device or host), `rounding` (AdaRound),
+`losses` (MSE / MAE / Fisher / KL), `remainder` (the real rest of the network),
+`tail` (that rest traced once, when it can be), `correction` (PD-Quant's
+distribution correction), `trainables` (install and harden), `step` (one step's
+loss terms), `engine` (the unit loop), `arch` (per-architecture defaults).
+"""
+
+from __future__ import annotations
+
+from .arch import ARCH_PARAMS, ArchParams, arch_family, arch_params
+from .cache import UnitCache, choose_store
+from .capture import StopForward, capture_io, module_input_output
+from .correction import bn_statistics_loss, constraint_loss, correct_distribution
+from .engine import ReconContext, UnitRecord, reconstruct, train_unit, unit_output_error, units_for
+from .losses import prediction_kl, reconstruction_loss
+from .options import ReconOptions
+from .remainder import fisher_weights, float_logits, logits_with_unit_output, unit_output_replaced
+from .rounding import AdaRoundQuantizer, RoundingSchedule, rectified_sigmoid, rounding_regularizer
+from .tail import TailRunner
+
+__all__ = [
+    "ARCH_PARAMS", "AdaRoundQuantizer", "ArchParams", "ReconContext", "ReconOptions", "RoundingSchedule",
+    "StopForward", "TailRunner", "UnitCache", "UnitRecord", "arch_family", "arch_params", "bn_statistics_loss",
+    "capture_io", "choose_store", "constraint_loss", "correct_distribution", "fisher_weights", "float_logits",
+    "logits_with_unit_output", "module_input_output", "prediction_kl", "reconstruct", "reconstruction_loss",
+    "rectified_sigmoid", "rounding_regularizer", "train_unit", "unit_output_error", "unit_output_replaced",
+    "units_for",
+]  # fmt: skip

@@ -1,0 +1,81 @@
+"""Cached tensors of one reconstruction unit, on the device or in host memory.
+
+For each unit the engine keeps, for every calibration image: the unit's input in
+the partly quantized model (``x_q``), its input and output in the float model
+(``x_fp``, ``y_fp``), and optionally the corrected float input/output of PD-Quant
+(``x_dc``, ``y_dc``) and BRECQ's Fisher weights (``grad``). They stay on the
+compute device when they fit, else in (pinned) host memory, and each step fetches
+only its mini-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["UnitCache", "choose_store", "DEVICE_FRACTION"]
+
+DEVICE_FRACTION = 0.5  # the cache may take at most this share of the free device memory
+
+
+def choose_store(device: torch.device, nbytes: int, mode: str = "auto") -> torch.device:
+    """Where a cache of `nbytes` should live.
+
+    Args:
+        device: Compute device.
+        nbytes: Expected size of the unit's cache.
+        mode: "auto", "device" or "host".
+
+    Returns:
+        `device`, or the CPU when the cache would not fit (CUDA) or "host" was asked for.
+    """
+    if device.type != "cuda" or mode == "device":
+        return device
+    if mode == "host":
+        return torch.device("cpu")
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if nbytes <= DEVICE_FRACTION * free else torch.device("cpu")
+
+
+@dataclass
+class UnitCache:
+    """Named per-sample tensors of one unit, all with the same first dimension N."""
+
+    device: torch.device
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values()))) if self.tensors else 0
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def put(self, name: str, value: Tensor) -> None:
+        """Add or replace a tensor [N, ...]."""
+        if self.tensors and len(value) != len(self):
+            raise ValueError(f"cached {name!r} has {len(value)} samples, expected {len(self)}")
+        self.tensors[name] = value
+
+    def take(self, idx: Tensor, *names: str) -> list[Tensor]:
+        """The rows `idx` of each named tensor, on the compute device."""
+        out = []
+        for name in names:
+            t = self.tensors[name]
+            rows = t[idx if idx.device == t.device else idx.to(t.device)]
+            out.append(rows.to(self.device, non_blocking=True))
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes held."""
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    @property
+    def store(self) -> str:
+        """Where the tensors live ("cuda:0", "cpu", ...)."""
+        return str(next(iter(self.tensors.values())).device) if self.tensors else str(self.device)

@@ -1,0 +1,217 @@
+"""The reconstruction engine: units in forward order, each cached, trained and hardened.
+
+For every unit: cache its inputs/outputs (`build_unit_cache`), optionally correct the
+float targets (PD-Quant) and compute Fisher weights (BRECQ), re-observe its
+activation ranges if asked, install its trainables, run the optimisation loop
+(`train_unit`), then harden and switch the unit on for the units after it. Progress
+events carry the unit, the step and each loss term; a callback that raises
+`RunCancelled` stops the run between steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..blocks import Unit, reconstruction_units
+from ..methods.base import ProgressEvent, ProgressFn, emit
+from ..modules import QuantLayer, quant_layers
+from .cache import UnitCache
+from .losses import reconstruction_loss
+from .options import ReconOptions
+from .prepare_cache import build_unit_cache
+from .rounding import RoundingSchedule
+from .step import StepInputs, step_losses
+from .tail import TailRunner
+from .trainables import UnitTrainables, init_unit_act_ranges, unit_trainables
+
+__all__ = ["ReconContext", "UnitRecord", "UnitTrainer", "units_for", "reconstruct", "train_unit", "unit_output_error"]
+
+
+@dataclass
+class ReconContext:
+    """What every unit of a run shares.
+
+    Attributes:
+        qmodel: The prepared model being reconstructed (modified in place).
+        fp_model: The caller's float model with BatchNorm (read only; DC uses its blocks).
+        images: Calibration images on the compute device [N, ...].
+        fp_logits: Float logits [N, classes] for the KL term / Fisher weights, or None.
+        progress: Progress callback (may raise `RunCancelled`).
+        forward_batch: Batch size of caching passes.
+        seed: Seed of the mini-batch draws.
+    """
+
+    qmodel: nn.Module
+    fp_model: nn.Module
+    images: Tensor
+    fp_logits: Tensor | None = None
+    progress: ProgressFn | None = None
+    forward_batch: int = 128
+    seed: int = 0
+    peak_cache_bytes: int = 0
+    tails: TailRunner | None = None
+
+    def tail_runner(self, units: list[Unit]) -> TailRunner:
+        """The (cached) runner of the network's rest after each of `units`."""
+        names = [u.name for u in units]
+        if self.tails is None or self.tails.unit_names != names:
+            self.tails = TailRunner(self.qmodel, names)
+        return self.tails
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+
+@dataclass
+class UnitRecord:
+    """What happened to one unit: timings, cache, loss history and output error before/after."""
+
+    name: str
+    kind: str
+    stage: str
+    iters: int
+    seconds: float = 0.0
+    dc_seconds: float = 0.0
+    cache_mb: float = 0.0
+    cache_store: str = ""
+    error_before: float = float("nan")
+    error_after: float = float("nan")
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def units_for(qmodel: nn.Module, example: Tensor, granularity: str) -> list[Unit]:
+    """Blocks (stem and head layer by layer), or one unit per quantized layer."""
+    units = reconstruction_units(qmodel, example)
+    if granularity == "block":
+        return units
+    return [Unit(name, "layer", type(qmodel.get_submodule(name)).__name__, [name]) for u in units for name in u.layers]
+
+
+@torch.no_grad()
+def unit_output_error(unit: nn.Module, cache: UnitCache, target: str = "y_fp", samples: int = 256) -> float:
+    """Output MSE (summed over channels) of the unit on its first cached quantized inputs."""
+    n = min(samples, len(cache))
+    idx = torch.arange(n)
+    x_q, y = cache.take(idx, "x_q", target)
+    return float(reconstruction_loss(unit(x_q), y))
+
+
+def _every(opts: ReconOptions) -> int:
+    return opts.progress_every or max(1, opts.iters // 100)
+
+
+class UnitTrainer:
+    """The optimisers of one unit's installed trainables, one `step` at a time.
+
+    Args:
+        inputs: The unit, its cache and the KL targets.
+        tr: The installed trainables (`unit_trainables`).
+        opts: The pass's settings.
+    """
+
+    def __init__(self, inputs: StepInputs, tr: UnitTrainables, opts: ReconOptions) -> None:
+        self.inputs, self.tr, self.opts = inputs, tr, opts
+        self.schedule = RoundingSchedule(opts.iters, opts.warmup, opts.beta_start, opts.beta_end)
+        self.optims = []
+        self.act_sched = None
+        if tr.rounders:
+            self.optims.append(torch.optim.Adam(tr.round_params, lr=opts.round_lr))
+        if tr.act_params:
+            act_opt = torch.optim.Adam(tr.act_params, lr=opts.act_lr)
+            self.optims.append(act_opt)
+            self.act_sched = torch.optim.lr_scheduler.CosineAnnealingLR(act_opt, opts.iters, 0.0)
+
+    @property
+    def idle(self) -> bool:
+        """True when the unit has nothing to learn."""
+        return not self.optims
+
+    def step(self, step: int, idx: Tensor) -> dict[str, Tensor]:
+        """One optimisation step on samples `idx`; returns the loss terms."""
+        losses = step_losses(self.inputs, idx, self.opts, self.schedule, step)
+        for opt in self.optims:
+            opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        for opt in self.optims:
+            opt.step()
+        if self.act_sched is not None:
+            self.act_sched.step()
+            self.tr.clamp_scales()
+        return losses
+
+
+def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache,
+               layers: list[QuantLayer], opts: ReconOptions) -> list[dict[str, float]]:  # fmt: skip
+    """Optimise one unit's trainables; returns its loss history."""
+    module = ctx.qmodel.get_submodule(unit.name)
+    history: list[dict[str, float]] = []
+    store = cache["x_q"].device  # draw indices where the cache lives: no host-device sync per step
+    gen = torch.Generator(device=store).manual_seed(ctx.seed * 100003 + index)
+    with unit_trainables(layers, opts) as tr:
+        logits = ctx.tails if opts.kl_weight > 0 else None
+        inputs = StepInputs(ctx.qmodel, unit.name, module, cache, ctx.images, ctx.fp_logits, tr.rounders, logits)
+        trainer = UnitTrainer(inputs, tr, opts)
+        if trainer.idle:
+            return history
+        for step in range(1, opts.iters + 1):
+            losses = trainer.step(step, torch.randint(len(cache), (opts.batch_size,), generator=gen, device=store))
+            if step % _every(opts) == 0 or step == opts.iters:
+                point = {"step": float(step), **{k: float(v.detach()) for k, v in losses.items()}}
+                history.append(point)
+                terms = {k: v for k, v in point.items() if k != "step"}
+                emit(ctx.progress, ProgressEvent("reconstruct", step, opts.iters, unit.name, index, n_units, terms,
+                                                 opts.stage))  # fmt: skip
+    return history
+
+
+def _reconstruct_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, opts: ReconOptions) -> UnitRecord:
+    t0 = time.perf_counter()
+    rec = UnitRecord(unit.name, unit.kind, opts.stage, opts.iters)
+    module = ctx.qmodel.get_submodule(unit.name)
+    layers: list[QuantLayer] = [ctx.qmodel.get_submodule(n) for n in unit.layers]
+    emit(ctx.progress, ProgressEvent("cache", 0, 1, unit.name, index, n_units, message=opts.stage))
+    for layer in layers:
+        layer.set_quant_state(True, opts.quant_act)
+    cache, rec.dc_seconds = build_unit_cache(ctx, unit, index, n_units, opts)
+    rec.cache_mb, rec.cache_store = cache.nbytes / 2**20, cache.store
+    ctx.peak_cache_bytes = max(ctx.peak_cache_bytes, cache.nbytes)
+    if opts.quant_act and opts.act_init == "unit":
+        init_unit_act_ranges(module, layers, cache["x_q"], ctx.device)
+    rec.error_before = unit_output_error(module, cache)
+    rec.history = train_unit(ctx, unit, index, n_units, cache, layers, opts)
+    rec.error_after = unit_output_error(module, cache)
+    rec.seconds = time.perf_counter() - t0
+    return rec
+
+
+def reconstruct(ctx: ReconContext, opts: ReconOptions, units: list[Unit] | None = None) -> list[UnitRecord]:
+    """One pass over the model's units, in forward order.
+
+    Before the pass every quantized layer is switched off; each finished unit is
+    switched on (weights, and activations when `opts.quant_act`), so later units see
+    the quantized prefix. The caller's float model is never modified.
+
+    Args:
+        ctx: The run's shared state.
+        opts: The pass's settings.
+        units: Units to visit (default: `units_for(..., opts.granularity)`).
+
+    Returns:
+        One `UnitRecord` per unit.
+    """
+    units = units if units is not None else units_for(ctx.qmodel, ctx.images[:2], opts.granularity)
+    if opts.uses_remainder:
+        ctx.tail_runner(units)
+    for _, layer in quant_layers(ctx.qmodel):
+        layer.set_quant_state(False, False)
+    return [_reconstruct_unit(ctx, unit, i, len(units), opts) for i, unit in enumerate(units)]

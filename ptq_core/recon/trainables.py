@@ -1,0 +1,134 @@
+"""What a unit trains, and putting it back: rounding variables, step sizes, dropping.
+
+`unit_trainables` installs AdaRound quantizers on the unit's weights, makes its
+activation step sizes learnable and switches QDrop's in-block dropping on; on
+exit (also when the run is cancelled) it hardens the rounding, freezes the step
+sizes and switches dropping off, as every method requires after each unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..fake_quant import FakeQuantize
+from ..modules import QuantLayer, quant_layers
+from .options import ReconOptions
+from .rounding import AdaRoundQuantizer
+
+__all__ = ["UnitTrainables", "unit_trainables", "init_unit_act_ranges", "all_float", "MIN_SCALE"]
+
+MIN_SCALE = 1e-8  # learned step sizes are kept above this
+
+
+@dataclass
+class UnitTrainables:
+    """The trainable pieces of one unit."""
+
+    rounders: list[AdaRoundQuantizer] = field(default_factory=list)
+    act_quantizers: list[FakeQuantize] = field(default_factory=list)
+
+    @property
+    def round_params(self) -> list[nn.Parameter]:
+        """AdaRound variables V."""
+        return [q.alpha for q in self.rounders]
+
+    @property
+    def act_params(self) -> list[Tensor]:
+        """Learnable activation step sizes."""
+        return [q.scale for q in self.act_quantizers if isinstance(q.scale, nn.Parameter)]
+
+    @torch.no_grad()
+    def clamp_scales(self) -> None:
+        """Keep learned step sizes positive."""
+        for s in self.act_params:
+            s.clamp_(min=MIN_SCALE)
+
+
+def _acts(layers: list[QuantLayer]) -> list[FakeQuantize]:
+    return [layer.act_quantizer for layer in layers if not layer.act_quantizer.scheme.is_float]
+
+
+def _install(layers: list[QuantLayer], opts: ReconOptions) -> UnitTrainables:
+    tr = UnitTrainables()
+    for layer in layers:
+        fq = layer.weight_quantizer
+        if opts.learn_rounding and not fq.scheme.is_float:
+            rounder = AdaRoundQuantizer(fq, layer.weight)
+            layer.weight_quantizer = rounder
+            tr.rounders.append(rounder)
+    if opts.quant_act:
+        for fq in _acts(layers):
+            if opts.learn_act_scale:
+                fq.make_scale_learnable()
+                tr.act_quantizers.append(fq)
+            if opts.drop_prob > 0:
+                fq.drop_prob = opts.drop_prob
+                fq.train(True)
+    return tr
+
+
+def _finish(layers: list[QuantLayer], tr: UnitTrainables) -> None:
+    for rounder in tr.rounders:
+        rounder.harden()
+    for fq in tr.act_quantizers:
+        fq.freeze_scale()
+    for fq in _acts(layers):
+        fq.drop_prob = 0.0
+        fq.train(False)
+
+
+@contextmanager
+def unit_trainables(layers: list[QuantLayer], opts: ReconOptions) -> Iterator[UnitTrainables]:
+    """Install the unit's trainables; harden, freeze and stop dropping on exit."""
+    tr = _install(layers, opts)
+    try:
+        yield tr
+    finally:
+        _finish(layers, tr)
+
+
+@torch.no_grad()
+def init_unit_act_ranges(unit: nn.Module, layers: list[QuantLayer], x_q: Tensor, device: torch.device,
+                         samples: int = 256, batch_size: int = 64) -> None:  # fmt: skip
+    """Re-observe the unit's activation ranges on its quantized-model inputs.
+
+    The unit runs with quantized weights and float activations on up to `samples`
+    cached inputs; every activation observer restarts, then sets its qparams.
+    """
+    acts = _acts(layers)
+    if not acts:
+        return
+    state = [(layer.quant_weight, layer.quant_act) for layer in layers]
+    for layer in layers:
+        layer.set_quant_state(True, False)
+    for fq in acts:
+        fq.observer.reset()
+        fq.enable_observer(True)
+    try:
+        for i in range(0, min(samples, len(x_q)), batch_size):
+            unit(x_q[i : min(i + batch_size, samples)].to(device))
+    finally:
+        for fq in acts:
+            fq.enable_observer(False)
+        for layer, (w, a) in zip(layers, state, strict=True):
+            layer.set_quant_state(w, a)
+    for fq in acts:
+        fq.calibrate()
+
+
+@contextmanager
+def all_float(model: nn.Module) -> Iterator[None]:
+    """Within the block every quantized layer runs in float; states are restored on exit."""
+    state = {n: (layer.quant_weight, layer.quant_act) for n, layer in quant_layers(model)}
+    try:
+        for _, layer in quant_layers(model):
+            layer.set_quant_state(False, False)
+        yield
+    finally:
+        for n, layer in quant_layers(model):
+            layer.set_quant_state(*state[n])
