@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fake_quant import FakeQuantize
+from ..primitives import _along
 
 __all__ = ["ZETA", "GAMMA", "rectified_sigmoid", "inverse_rectified_sigmoid", "AdaRoundQuantizer",
            "RoundingSchedule", "rounding_regularizer"]  # fmt: skip
@@ -33,14 +34,6 @@ def rectified_sigmoid(v: Tensor) -> Tensor:
 def inverse_rectified_sigmoid(h: Tensor) -> Tensor:
     """V with ``rectified_sigmoid(V) == h`` for h in [0, 1)."""
     return -torch.log((ZETA - GAMMA) / (h - GAMMA) - 1.0)
-
-
-def _along(t: Tensor, ndim: int, axis: int | None) -> Tensor:
-    if axis is None:
-        return t
-    shape = [1] * ndim
-    shape[axis] = -1
-    return t.reshape(shape)
 
 
 class AdaRoundQuantizer(FakeQuantize):
