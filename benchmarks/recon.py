@@ -30,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+# Every finished table cell is appended here, so an interrupted table resumes where it stopped
+# and each figure in RESULTS.md can be traced to its run.
+CELLS = ROOT / "benchmarks" / "cells" / "recon.jsonl"
 METHODS = ("rtn", "adaround", "brecq", "qdrop", "pdquant")
 BITS = {"W4A4": (4, 4), "W2A4": (2, 4), "W2A2": (2, 2)}
 
@@ -189,23 +192,51 @@ def run_one(model_name: str, method: str, bits: str, seed: int, args: argparse.N
     calib = _calib(config.calib, seed, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    cpu0 = _cpu_seconds()
     res = quantize(model, calib, config)
     _sync(dev)
+    cpu_s = _cpu_seconds() - cpu0
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)  # fmt: skip
     loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
     return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": evaluate(model, loader, dev)["top1"],
-            "seconds": res.seconds, "peak_mb": peak, "device": str(dev), "calib": config.calib,
-            "iters": getattr(config, "iters", 0)}  # fmt: skip
+            "seconds": res.seconds, "cpu_s": cpu_s, "threads": torch.get_num_threads(), "peak_mb": peak,
+            "device": str(dev), "calib": config.calib, "iters": getattr(config, "iters", 0)}  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cell_key(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> str:
+    return json.dumps([model_name, method, bits, seed, args.preset, args.iters, args.calib, args.eval_limit])
+
+
+def _cached_cells() -> dict[str, dict]:
+    if not CELLS.exists():
+        return {}
+    rows = (json.loads(line) for line in CELLS.read_text().splitlines() if line.strip())
+    return {r["key"]: r for r in rows}
 
 
 def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
+    """One table cell: from benchmarks/cells/recon.jsonl when already run, else in a fresh process."""
+    key = _cell_key(model_name, method, bits, seed, args)
+    if not args.rerun and not args.quick and (hit := _cached_cells().get(key)):
+        return hit
     cmd = [sys.executable, __file__, "one", "--one", f"{model_name},{method},{bits},{seed}", "--device", args.device,
            "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
     cmd += ["--iters", str(args.iters)] if args.iters else []
     cmd += ["--calib", str(args.calib)] if args.calib else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if not args.quick:
+        row |= {"key": key, "finished": datetime.now().isoformat(timespec="seconds")}
+        CELLS.parent.mkdir(exist_ok=True)
+        with CELLS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -214,8 +245,8 @@ def _mean_std(xs: list[float]) -> str:
 
 def evidence_table(args: argparse.Namespace) -> str:
     """Run every cell (printing rows as they finish) and return the Markdown table."""
-    lines = ["| model | bits | method | float top-1 | top-1 mean ± std | time s | peak MB | calib / iters |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | bits | method | float top-1 | top-1 mean ± std | wall s | CPU s | peak MB | calib / iters |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     print("\n".join(lines), flush=True)
     for model_name in args.models:
         for bits in args.bits:
@@ -224,14 +255,15 @@ def evidence_table(args: argparse.Namespace) -> str:
                 runs = [_cell(model_name, method, bits, s, args) for s in args.seeds]
                 means[method] = statistics.mean(r["top1"] for r in runs)
                 secs, peak = statistics.mean(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs)
+                cpu = statistics.mean(r.get("cpu_s", float("nan")) for r in runs)
                 row = (f"| {model_name} | {bits} | {method} | {runs[0]['fp_top1']:.2f} | "
-                       f"{_mean_std([r['top1'] for r in runs])} | {secs:.1f} | {peak:.0f} | "
+                       f"{_mean_std([r['top1'] for r in runs])} | {secs:.1f} | {cpu:.0f} | {peak:.0f} | "
                        f"{runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
                 lines.append(row)
                 print(row, flush=True)
             order = " < ".join(sorted(means, key=means.get))
             print(f"<!-- {model_name} {bits} ascending: {order} -->", flush=True)
-            lines.append(f"|  | {bits} | ascending order: {order} |  |  |  |  |  |")
+            lines.append(f"|  | {bits} | ascending order: {order} |  |  |  |  |  |  |")
     return "\n".join(lines)
 
 
@@ -257,6 +289,7 @@ def main() -> None:
     p.add_argument("--step-iters", type=int, default=20, help="timed steps per round in the step part")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds in the step part (best is kept)")
     p.add_argument("--blocks", nargs="+", default=["layer1.1", "layer2.1", "layer3.1"])
+    p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/recon.jsonl")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
