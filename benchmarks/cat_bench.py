@@ -1,0 +1,183 @@
+"""The CAT part of benchmarks/cat_repapq.py (issue 5): CAT's gain over each base method.
+
+For every (model, bits, base method, seed) cell the base method runs once (its
+calibration images: the first ones of the seeded calibration permutation); CAT is
+then fitted on the next 1024 calibration images (disjoint) with K = 64 and with
+K = 1 (one plain affine map), alpha 0.4, no PCA, and all three are measured on the
+10k test split from the same logits. Finished cells are appended to
+benchmarks/cells/cat.jsonl and skipped on the next run (--rerun ignores them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CELLS = ROOT / "benchmarks" / "cells" / "cat.jsonl"
+MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2")
+BITS = {"W2A2": (2, 2), "W4A2": (4, 2)}
+BASES = ("rtn", "brecq", "qdrop", "pdquant")
+VARIANTS = {"cat": {"k": 64}, "k1": {"k": 1}}  # CATOptions overrides; alpha 0.4, no PCA, 1024 fitting images
+
+
+def _config(method: str, wbits: int, abits: int, seed: int, preset: str, iters: int | None):
+    from ptq_core import METHODS, QuantSpec
+    from ptq_core.methods import ReconMethodConfig
+
+    cls = METHODS[method][0]
+    spec = QuantSpec(wbits=wbits, abits=abits)
+    if issubclass(cls, ReconMethodConfig):
+        return cls.from_preset(preset, quant=spec, seed=seed, iters=iters)
+    return cls(quant=spec, calib=1024, seed=seed)
+
+
+def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Quantize once, fit both CAT variants, measure base / CAT / K=1 on the test split."""
+    import torch
+
+    from ptq_core import calibration_tensor, load_data, load_model, quantize, resolve_device
+    from ptq_core.cat import CATOptions, apply_cat, build_result, eval_logits, fit_set, model_logits
+    from ptq_core.data import make_loader
+
+    torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    loaded = load_model(model_name, device=dev)
+    model = loaded.model.eval()
+    bundle = load_data("fmnist-sample", loaded.transform)
+    config = _config(method, *BITS[bits], seed, args.preset, args.iters)
+    calib = calibration_tensor(bundle, config.calib, seed).to(dev)
+    t0 = time.perf_counter()
+    qres = quantize(model, calib, config)
+    base_s = time.perf_counter() - t0
+    fs = fit_set(bundle, config.calib, args.fit, seed)
+    images = fs.images.to(dev)
+    ev = eval_logits(model, qres.model, make_loader(bundle.test, limit=args.eval_limit), dev)
+    fit_zq = model_logits(qres.model, images)
+    row = {"model": model_name, "bits": bits, "method": method, "seed": seed, "calib": config.calib,
+           "iters": getattr(config, "iters", 0), "fit": fs.description, "eval": len(ev.labels),
+           "base_seconds": base_s}  # fmt: skip
+    for name, over in VARIANTS.items():
+        t1 = time.perf_counter()
+        _, fit = apply_cat(model, qres.model, images, CATOptions(fit_size=args.fit, **over))
+        res = build_result(fit, ev.q, ev.fp, ev.labels, fit_zq=fit_zq)
+        row["fp_top1"], row["base_top1"] = res.fp_top1, res.top1_base
+        row[name] = {"top1": res.top1, "fixes": res.fixes, "breaks": res.breaks, "fallback": len(res.fallback),
+                     "capped": res.capped, "kl_before": res.gap_before["kl"], "kl_after": res.gap_after["kl"],
+                     "fit_seconds": time.perf_counter() - t1}  # fmt: skip
+    return row
+
+
+def _key(model: str, bits: str, method: str, seed: int, args: argparse.Namespace) -> str:
+    return json.dumps([model, bits, method, seed, args.preset, args.iters, args.fit, args.eval_limit])
+
+
+def _cached() -> dict[str, dict]:
+    if not CELLS.exists():
+        return {}
+    rows = (json.loads(line) for line in CELLS.read_text().splitlines() if line.strip())
+    return {r["key"]: r for r in rows}
+
+
+def cell(model: str, bits: str, method: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """A finished cell from benchmarks/cells/cat.jsonl, or run it now and append it (None if it fails)."""
+    key = _key(model, bits, method, seed, args)
+    if not args.rerun and not args.quick and (hit := _cached().get(key)):
+        return hit
+    try:
+        row = run_cell(model, bits, method, seed, args)
+    except Exception as exc:  # one failed cell must not stop the table
+        print(f"<!-- cell {model} {bits} {method} seed {seed} failed: {type(exc).__name__}: {exc} -->", flush=True)
+        return None
+    if not args.quick:
+        row |= {"key": key, "finished": datetime.now().isoformat(timespec="seconds")}
+        CELLS.parent.mkdir(exist_ok=True)
+        with CELLS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    print(f"<!-- done {model} {bits} {method} seed {seed}: base {row['base_top1']:.2f} cat {row['cat']['top1']:.2f} "
+          f"k1 {row['k1']['top1']:.2f} ({row['base_seconds']:.0f} s) -->", flush=True)  # fmt: skip
+    return row
+
+
+def _ms(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def _signed(xs: list[float]) -> str:
+    m = statistics.mean(xs)
+    return f"{m:+.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{m:+.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per (model, bits, base) with the seeds that finished."""
+    head = ["| model | bits | base | seeds | float | base top-1 | + CAT (K=64) | + plain affine (K=1) | "
+            "CAT gain | K=1 gain | CAT fixes / breaks | calib / fit / eval |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = list(head)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["bits"], r["method"]), []).append(r)
+    for (model, bits, method), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        base = [r["base_top1"] for r in rs]
+        cat, k1 = [r["cat"]["top1"] for r in rs], [r["k1"]["top1"] for r in rs]
+        fixes = sum(r["cat"]["fixes"] for r in rs) / len(rs)
+        breaks = sum(r["cat"]["breaks"] for r in rs) / len(rs)
+        lines.append(f"| {model} | {bits} | {method} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{rs[0]['fp_top1']:.2f} | {_ms(base)} | {_ms(cat)} | {_ms(k1)} | "
+                     f"{_signed([c - b for c, b in zip(cat, base, strict=True)])} | "
+                     f"{_signed([c - b for c, b in zip(k1, base, strict=True)])} | {fixes:.0f} / {breaks:.0f} | "
+                     f"{rs[0]['calib']} / {rs[0]['fit']['size']} / {rs[0]['eval']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, append) -> None:
+    """Run (or resume) every cell, print the table and append it to RESULTS.md."""
+    if args.quick:
+        args.models, args.bits, args.methods, args.seeds = ["fmnist-resnet20"], ["W4A2"], ["rtn"], [0]
+        args.eval_limit, args.fit = 500, 256
+    rows = []
+    if args.table_only:
+        rows = [r for r in _cached().values() if r["model"] in args.models]
+    else:
+        for model in args.models:  # seed-major: every method at seed 0 before any second seed
+            for seed in args.seeds:
+                for method in args.methods:
+                    for bits in args.bits:
+                        if (r := cell(model, bits, method, seed, args)) is not None:
+                            rows.append(r)
+    body = table(rows)
+    notes = ("CAT fitted on calibration-split images disjoint from the base method's (the next images of the "
+             "same seeded permutation); alpha 0.4, no PCA, identity for clusters of < 2 fitting samples, slopes "
+             "capped at |10|. Top-1 on the test split; mean ± std over the seeds listed; gains are paired per "
+             "seed. Base methods: RTN with the MSE observer (1024 images), BRECQ / QDrop / PD-Quant with the "
+             "fast preset (512 images, 500 steps per unit). Fixes / breaks: test images CAT (K=64) turns from "
+             "wrong to right / right to wrong, mean per seed.")  # fmt: skip
+    print("\n" + body + "\n\n" + notes, flush=True)
+    if not args.no_append and rows:
+        title = "CAT on top of base methods" + (" (quick check, not a measurement)" if args.quick else "")
+        append(title, body + "\n\n" + notes, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `cat` subcommand's flags."""
+    p.add_argument("--device", default="auto")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--bits", nargs="+", default=list(BITS), choices=list(BITS))
+    p.add_argument("--methods", nargs="+", default=list(BASES), choices=BASES)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    p.add_argument("--iters", type=int, default=None, help="reconstruction steps per unit (overrides the preset)")
+    p.add_argument("--fit", type=int, default=1024, help="CAT fitting images")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/cat.jsonl")
+    p.add_argument("--table-only", action="store_true", help="run nothing new; tabulate every finished cell")
+    p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")

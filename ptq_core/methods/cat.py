@@ -1,0 +1,93 @@
+"""CAT stage 1 as a method (methods.md §2.2): any base method, then step-size / zero-point refinement.
+
+``cat_refine`` runs its base method (``base``, e.g. "pdquant" as in the paper's
+pipeline, or rtn, brecq, qdrop, ...) with the same quantization settings,
+calibration images and seed, then tunes every step size and zero point to
+minimise the temperature-softened KL to the float model's predictions plus the
+drift regulariser (`ptq_core.cat.refine`). CAT's stage 2, the cluster-wise logit
+correction, is added after any method by the pipeline (``cat=CATOptions()``, CLI ``--cat``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import METHODS, MethodConfig, ProgressFn, QuantResult, quantize, register_method
+from .recon_base import PRESETS, ReconMethodConfig
+
+__all__ = ["CATRefineConfig", "cat_refine"]
+
+
+@dataclass
+class CATRefineConfig(MethodConfig):
+    """CAT stage 1: a base method, then KL-driven refinement of step sizes and zero points.
+
+    Attributes:
+        base: The method that quantizes first (any registered method except cat_refine).
+        base_preset: Preset of a reconstruction base method ("fast" or "paper").
+        iters: Refinement steps (Adam).
+        refine_batch: Images per refinement step.
+        lambda_p: Weight of the drift regulariser ||delta - delta_0||^2 + ||z - z_0||^2.
+        temperature: Softmax temperature T (unset: 4 for ResNets, 1 for MobileNetV2).
+        scale_lr: Learning rate of the log step sizes.
+        zp_lr: Learning rate of the zero points.
+        refine_weights: Refine the weight quantizers.
+        refine_acts: Refine the activation quantizers.
+    """
+
+    method = "cat_refine"
+
+    base: str = field(default="pdquant", metadata={"help": "method run first (rtn, brecq, qdrop, pdquant, ...)"})
+    base_preset: str = field(default="fast", metadata={"choices": PRESETS})
+    iters: int = 500
+    refine_batch: int = 32
+    lambda_p: float = 0.01
+    temperature: float | None = None
+    scale_lr: float = 1e-3
+    zp_lr: float = 1e-2
+    refine_weights: bool = True
+    refine_acts: bool = True
+
+    def validate(self) -> None:
+        if self.base == self.method or self.base not in METHODS:
+            others = ", ".join(m for m in METHODS if m != self.method)
+            raise ConfigError(f"cat_refine base must be one of {others}, got {self.base!r}")
+        if self.base_preset not in PRESETS:
+            raise ConfigError(f"unknown preset {self.base_preset!r}: choose one of {', '.join(PRESETS)}")
+        self.refine_options()  # validates the stage-1 settings
+
+    def base_config(self) -> MethodConfig:
+        """The base method's config with this run's quantization settings, calibration size and seed."""
+        cls = METHODS[self.base][0]
+        shared = dict(quant=self.quant, calib=self.calib, batch_size=self.batch_size, seed=self.seed)
+        if issubclass(cls, ReconMethodConfig):
+            return cls.from_preset(self.base_preset, **shared)
+        return cls(**shared)
+
+    def refine_options(self):
+        """The `RefineOptions` of stage 1."""
+        from ..cat.refine import RefineOptions
+
+        return RefineOptions(iters=self.iters, batch_size=self.refine_batch, lambda_p=self.lambda_p,
+                             temperature=self.temperature, scale_lr=self.scale_lr, zp_lr=self.zp_lr,
+                             weights=self.refine_weights, acts=self.refine_acts, seed=self.seed)  # fmt: skip
+
+
+@register_method(CATRefineConfig)
+def cat_refine(model: nn.Module, calib: torch.Tensor, config: CATRefineConfig,
+               progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+    """Run the base method, then refine its quantization parameters (the caller's model is only read)."""
+    import time
+
+    from ..cat.refine import refine_qparams
+
+    base = quantize(model, calib, config.base_config(), progress)
+    t0 = time.perf_counter()
+    report = refine_qparams(base.model, model, calib, config.refine_options(), progress)
+    timings = {**base.timings, "base": base.seconds, "refine": time.perf_counter() - t0}
+    extras = {**base.extras, "base_method": config.base, "refine": report.to_dict()}
+    return QuantResult(base.model, config, base.report, timings=timings, extras=extras)
