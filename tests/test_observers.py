@@ -193,7 +193,7 @@ def test_mse_beats_minmax_on_heavy_tails() -> None:
 
 
 def test_make_observer() -> None:
-    assert set(OBSERVERS) == {"minmax", "mse", "percentile"}
+    assert set(OBSERVERS) == {"minmax", "mse", "mae", "percentile"}
     obs = make_observer("percentile", QScheme(), percentile=99.0)
     assert isinstance(obs, PercentileObserver) and obs.percentile == 99.0
     with pytest.raises(ConfigError, match="minmax, mse, percentile"):

@@ -1,11 +1,13 @@
-"""Reconstruction engine shared by AdaRound, BRECQ, QDrop and PD-Quant.
+"""Reconstruction engine shared by AdaRound, BRECQ, QDrop, PD-Quant and RepAPQ.
 
 One concept per module: `options` (a pass's settings), `capture` (scoped hooks,
 `StopForward`), `cache` (per-unit tensors on device or host), `rounding` (AdaRound),
 `losses` (MSE / MAE / Fisher / KL), `remainder` (the real rest of the network),
 `tail` (that rest traced once, when it can be), `correction` (PD-Quant's
-distribution correction), `trainables` (install and harden), `step` (one step's
-loss terms), `engine` (the unit loop), `arch` (per-architecture defaults).
+distribution correction), `affine` (RepAPQ's protecting affine and its exact fold),
+`stage` (the enclosing stage for RepAPQ's stage-output term), `trainables` (install
+and harden), `step` (one step's loss terms), `engine` (the unit loop), `arch`
+(per-architecture defaults).
 """
 
 from __future__ import annotations

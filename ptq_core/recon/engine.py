@@ -3,9 +3,9 @@
 For every unit: cache its inputs/outputs (`build_unit_cache`), optionally correct the
 float targets (PD-Quant) and compute Fisher weights (BRECQ), re-observe its
 activation ranges if asked, install its trainables, run the optimisation loop
-(`train_unit`), then harden and switch the unit on for the units after it. Progress
-events carry the unit, the step and each loss term; a callback that raises
-`RunCancelled` stops the run between steps.
+(`train_unit`), then harden (and fold RepAPQ's affine) and switch the unit on for
+the units after it. Progress events carry the unit, the step and each loss term; a
+callback that raises `RunCancelled` stops the run between steps.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from .losses import reconstruction_loss
 from .options import ReconOptions
 from .prepare_cache import build_unit_cache
 from .rounding import RoundingSchedule
+from .stage import stage_rest
 from .step import StepInputs, step_losses
 from .tail import TailRunner
 from .trainables import UnitTrainables, init_unit_act_ranges, unit_trainables
@@ -83,6 +84,7 @@ class UnitRecord:
     error_before: float = float("nan")
     error_after: float = float("nan")
     history: list[dict[str, float]] = field(default_factory=list)
+    affine: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # layer -> folded g, h
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -123,13 +125,17 @@ class UnitTrainer:
         self.inputs, self.tr, self.opts = inputs, tr, opts
         self.schedule = RoundingSchedule(opts.iters, opts.warmup, opts.beta_start, opts.beta_end)
         self.optims = []
-        self.act_sched = None
+        self.act_sched = self.affine_sched = None
         if tr.rounders:
             self.optims.append(torch.optim.Adam(tr.round_params, lr=opts.round_lr))
         if tr.act_params:
             act_opt = torch.optim.Adam(tr.act_params, lr=opts.act_lr)
             self.optims.append(act_opt)
             self.act_sched = torch.optim.lr_scheduler.CosineAnnealingLR(act_opt, opts.iters, 0.0)
+        if tr.affines:
+            affine_opt = torch.optim.Adam(tr.affine_params, lr=opts.affine_lr)
+            self.optims.append(affine_opt)
+            self.affine_sched = torch.optim.lr_scheduler.CosineAnnealingLR(affine_opt, opts.iters, 0.0)
 
     @property
     def idle(self) -> bool:
@@ -147,23 +153,27 @@ class UnitTrainer:
         if self.act_sched is not None:
             self.act_sched.step()
             self.tr.clamp_scales()
+        if self.affine_sched is not None:
+            self.affine_sched.step()
+            self.tr.clamp_gains()
         return losses
 
 
-def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache,
-               layers: list[QuantLayer], opts: ReconOptions) -> list[dict[str, float]]:  # fmt: skip
-    """Optimise one unit's trainables; returns its loss history."""
+def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, layers: list[QuantLayer],
+               opts: ReconOptions, folded: dict[str, dict[str, list[float]]] | None = None,
+               ) -> list[dict[str, float]]:  # fmt: skip
+    """Optimise one unit's trainables; returns its loss history (`folded` receives the affine's g, h)."""
     module = ctx.qmodel.get_submodule(unit.name)
     history: list[dict[str, float]] = []
     store = cache["x_q"].device  # draw indices where the cache lives: no host-device sync per step
     gen = torch.Generator(device=store).manual_seed(ctx.seed * 100003 + index)
     with unit_trainables(layers, opts) as tr:
         logits = ctx.tails if opts.kl_weight > 0 else None
-        inputs = StepInputs(ctx.qmodel, unit.name, module, cache, ctx.images, ctx.fp_logits, tr.rounders, logits)
+        rest = stage_rest(ctx.qmodel, unit.name) if "y_stage" in cache else None
+        inputs = StepInputs(ctx.qmodel, unit.name, module, cache, ctx.images, ctx.fp_logits, tr.rounders, logits,
+                            rest)  # fmt: skip
         trainer = UnitTrainer(inputs, tr, opts)
-        if trainer.idle:
-            return history
-        for step in range(1, opts.iters + 1):
+        for step in range(1, 0 if trainer.idle else opts.iters + 1):
             losses = trainer.step(step, torch.randint(len(cache), (opts.batch_size,), generator=gen, device=store))
             if step % _every(opts) == 0 or step == opts.iters:
                 point = {"step": float(step), **{k: float(v.detach()) for k, v in losses.items()}}
@@ -171,6 +181,8 @@ def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: U
                 terms = {k: v for k, v in point.items() if k != "step"}
                 emit(ctx.progress, ProgressEvent("reconstruct", step, opts.iters, unit.name, index, n_units, terms,
                                                  opts.stage))  # fmt: skip
+    if folded is not None:
+        folded.update(zip(unit.layers, tr.folded, strict=False))
     return history
 
 
@@ -188,7 +200,7 @@ def _reconstruct_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, o
     if opts.quant_act and opts.act_init == "unit":
         init_unit_act_ranges(module, layers, cache["x_q"], ctx.device)
     rec.error_before = unit_output_error(module, cache)
-    rec.history = train_unit(ctx, unit, index, n_units, cache, layers, opts)
+    rec.history = train_unit(ctx, unit, index, n_units, cache, layers, opts, rec.affine)
     rec.error_after = unit_output_error(module, cache)
     rec.seconds = time.perf_counter() - t0
     return rec

@@ -2,7 +2,9 @@
 
 - "mse": ``|pred - target|^p`` summed over channels, averaged over the batch and
   positions (p = 2 in AdaRound/BRECQ/QDrop/PD-Quant; 2.4 in BRECQ's activation pass).
-- "mae": mean absolute error over everything (RepAPQ).
+- "mae": ``|pred - target|`` summed over channels, averaged over the rest (RepAPQ): the
+  mean absolute error times the channel count, on the same scale convention as "mse",
+  so the AdaRound regulariser weight keeps its meaning.
 - "fisher": BRECQ's Fisher-diagonal weighting ``(pred - target)^2 * g^2`` summed over
   channels, averaged over the rest; g = |dKL/dz| + 1 from `remainder.fisher_weights`.
 - prediction difference: ``KL(softmax(z_fp / T) || softmax(z_q / T))``, batch mean,
@@ -38,8 +40,8 @@ def reconstruction_loss(pred: Tensor, target: Tensor, kind: str = "mse", p: floa
     """
     diff = pred - target
     if kind == "mae":
-        return diff.abs().mean()
-    if kind == "fisher":
+        err = diff.abs()
+    elif kind == "fisher":
         if grad is None:
             raise ValueError("the Fisher loss needs the cached gradient weights")
         err = diff.square() * grad.square()

@@ -4,7 +4,8 @@ A method is a short recipe of one or two passes: AdaRound is one layer-wise pass
 learning rounding; BRECQ a block pass learning rounding with activations off,
 then a block pass learning activation step sizes; QDrop one block pass with
 dropping; PD-Quant the same plus the prediction-difference KL and distribution
-correction. Everything a pass needs is in `ReconOptions`.
+correction; RepAPQ one block pass with the MAE loss, the protecting affine and the
+stage-output term. Everything a pass needs is in `ReconOptions`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class ReconOptions:
         round_weight: AdaRound regulariser weight lambda.
         warmup: Fraction of steps with the regulariser off (beta held at its start).
         beta_start, beta_end: Regulariser exponent, annealed linearly after the warm-up.
-        rec_loss: "mse" (|.|^p summed over channels), "mae", "fisher" (BRECQ) or "none".
+        rec_loss: "mse" (|.|^p summed over channels), "mae" (|.| summed over channels),
+            "fisher" (BRECQ) or "none".
         p: Exponent of the "mse" loss (2 = MSE; BRECQ's activation pass uses 2.4).
         drop_prob: QDrop: probability that an element of the unit input takes its float
             value instead of the quantized one, and that an in-block activation quantizer
@@ -52,6 +54,11 @@ class ReconOptions:
         dc_group: Samples per correction group; the loss and the learning-rate schedule
             are those of the authors' batch of this size.
         dc_chunk: Samples corrected at once (any multiple of `dc_group`; memory only).
+        affine: RepAPQ: train a per-output-channel affine ``g * out + h`` on every quantized
+            layer of the unit, folded into its weight scales and bias afterwards (`affine`).
+        affine_lr: Adam learning rate of g and h (cosine decay to 0).
+        stage_weight: RepAPQ's lambda_s: weight of the loss on the enclosing stage's output
+            (the unit's output run through the stage's later blocks; 0 = off; `stage`).
         progress_every: Steps between progress events and loss-history points (0 = auto).
         cache: "auto" (device when it fits, else host memory), "device" or "host".
     """
@@ -81,6 +88,9 @@ class ReconOptions:
     dc_lr: float = 1e-3
     dc_group: int = 32
     dc_chunk: int = 1024
+    affine: bool = False
+    affine_lr: float = 1e-3
+    stage_weight: float = 0.0
     progress_every: int = 0
     cache: str = "auto"
 
@@ -102,10 +112,10 @@ class ReconOptions:
             raise ConfigError(f"drop_prob must be in [0, 1], got {self.drop_prob}")
         if not 0.0 <= self.warmup < 1.0:
             raise ConfigError(f"warmup must be in [0, 1), got {self.warmup}")
-        for name in ("round_lr", "act_lr", "temperature", "dc_lambda", "dc_lr", "p"):
+        for name in ("round_lr", "act_lr", "temperature", "dc_lambda", "dc_lr", "p", "affine_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("round_weight", "kl_weight"):
+        for name in ("round_weight", "kl_weight", "stage_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.rec_loss == "none" and self.kl_weight == 0:

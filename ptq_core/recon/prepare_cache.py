@@ -1,4 +1,5 @@
-"""Build one unit's cache: quantized and float inputs, float outputs, DC targets, Fisher weights."""
+"""Build one unit's cache: quantized and float inputs, float outputs, DC targets, Fisher weights,
+float stage outputs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .capture import capture_io, probe_io
 from .correction import bn_layers, correct_distribution
 from .options import ReconOptions
 from .remainder import fisher_weights
+from .stage import enclosing_stage
 from .trainables import all_float
 
 if TYPE_CHECKING:
@@ -38,6 +40,10 @@ def _estimate_bytes(ctx: ReconContext, unit: Unit, opts: ReconOptions) -> int:
     n_in = 2 + int(opts.dc)  # x_q, x_fp (+ x_dc)
     n_out = 1 + int(opts.dc) + int(opts.rec_loss == "fisher")  # y_fp (+ y_dc, grad)
     per_sample = n_in * math.prod(in_shape) + n_out * math.prod(out_shape)
+    stage = enclosing_stage(ctx.qmodel, unit.name) if opts.stage_weight > 0 else None
+    if stage is not None:
+        with all_float(ctx.qmodel):
+            per_sample += math.prod(probe_io(ctx.qmodel, stage, ctx.images)[1])  # y_stage
     return per_sample * len(ctx.images) * ctx.images.element_size()
 
 
@@ -76,6 +82,11 @@ def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
     cache.put("x_q", x_q)
     cache.put("x_fp", x_fp)
     cache.put("y_fp", y_fp)
+    stage = enclosing_stage(ctx.qmodel, unit.name) if opts.stage_weight > 0 else None
+    if stage is not None:  # RepAPQ's stage term: the float output of the enclosing stage
+        with all_float(ctx.qmodel):
+            _, y_stage = capture_io(ctx.qmodel, stage, ctx.images, ctx.forward_batch, True, store)
+        cache.put("y_stage", y_stage)
     dc_seconds = _correct(ctx, unit, index, n_units, cache, opts) if opts.dc else 0.0
     if opts.rec_loss == "fisher":
         if ctx.fp_logits is None:

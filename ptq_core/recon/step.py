@@ -3,6 +3,7 @@
 - QDrop mixing: ``x_in = x_float`` with probability p, else ``x_q`` (``x_float`` is ``x_dc`` with DC);
 - one pass ``out = unit([x_in; x_q])`` (the second half only with the KL term);
 - ``rec = loss(out[:B], y)`` with ``y = y_dc`` with DC, else ``y_fp``;
+- ``stage = lambda_s * loss(rest_of_stage(out[:B]), y_stage)`` (RepAPQ's across-block term);
 - ``kl = w_kl * KL(softmax(z_fp / T) || softmax(remainder(out[B:]) / T))``;
 - ``round = lambda * sum(1 - |2h - 1|^beta)`` after the warm-up.
 """
@@ -36,6 +37,7 @@ class StepInputs:
     fp_logits: Tensor | None
     rounders: list[AdaRoundQuantizer]
     logits: LogitsFn | None = None  # (name, images, unit output) -> logits; default: full forward
+    stage_rest: nn.Module | None = None  # the enclosing stage's later blocks (stage term on)
 
 
 def _sources(cache: UnitCache) -> tuple[str, str]:
@@ -55,7 +57,7 @@ def step_losses(inp: StepInputs, idx: Tensor, opts: ReconOptions, schedule: Roun
         step: 1-based step number.
 
     Returns:
-        {"rec", "kl", "round", "total"} (only the terms that are on), 0-d tensors.
+        {"rec", "stage", "kl", "round", "total"} (only the terms that are on), 0-d tensors.
     """
     x_src, y_src = _sources(inp.cache)
     x_q, y = inp.cache.take(idx, "x_q", y_src)  # [B, ...]
@@ -71,6 +73,10 @@ def step_losses(inp: StepInputs, idx: Tensor, opts: ReconOptions, schedule: Roun
     if opts.rec_loss != "none":
         grad = inp.cache.take(idx, "grad")[0] if opts.rec_loss == "fisher" else None
         losses["rec"] = reconstruction_loss(out[:b], y, opts.rec_loss, opts.p, grad)
+    if inp.stage_rest is not None:
+        (y_stage,) = inp.cache.take(idx, "y_stage")
+        kind = "mae" if opts.rec_loss == "mae" else "mse"
+        losses["stage"] = opts.stage_weight * reconstruction_loss(inp.stage_rest(out[:b]), y_stage, kind, opts.p)
     if use_kl:
         dev_idx = idx if idx.device == inp.images.device else idx.to(inp.images.device)
         images = inp.images[dev_idx]

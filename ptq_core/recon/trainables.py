@@ -1,9 +1,11 @@
-"""What a unit trains, and putting it back: rounding variables, step sizes, dropping.
+"""What a unit trains, and putting it back: rounding variables, step sizes, dropping, affine.
 
 `unit_trainables` installs AdaRound quantizers on the unit's weights, makes its
-activation step sizes learnable and switches QDrop's in-block dropping on; on
-exit (also when the run is cancelled) it hardens the rounding, freezes the step
-sizes and switches dropping off, as every method requires after each unit.
+activation step sizes learnable, switches QDrop's in-block dropping on and hooks
+RepAPQ's protecting affine onto the unit's layers; on exit (also when the run is
+cancelled) it hardens the rounding, freezes the step sizes, switches dropping off
+and folds the affine into the weight scales and biases, as every method requires
+after each unit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from ..fake_quant import FakeQuantize
 from ..modules import QuantLayer, quant_layers
+from .affine import ChannelAffine, check_affine_layer
 from .options import ReconOptions
 from .rounding import AdaRoundQuantizer
 
@@ -31,6 +34,8 @@ class UnitTrainables:
 
     rounders: list[AdaRoundQuantizer] = field(default_factory=list)
     act_quantizers: list[FakeQuantize] = field(default_factory=list)
+    affines: list[ChannelAffine] = field(default_factory=list)
+    folded: list[dict[str, list[float]]] = field(default_factory=list)  # g, h per affine, after the fold
 
     @property
     def round_params(self) -> list[nn.Parameter]:
@@ -42,11 +47,21 @@ class UnitTrainables:
         """Learnable activation step sizes."""
         return [q.scale for q in self.act_quantizers if isinstance(q.scale, nn.Parameter)]
 
+    @property
+    def affine_params(self) -> list[nn.Parameter]:
+        """Gains g and shifts h of the protecting affines."""
+        return [p for a in self.affines for p in (a.g, a.h)]
+
     @torch.no_grad()
     def clamp_scales(self) -> None:
         """Keep learned step sizes positive."""
         for s in self.act_params:
             s.clamp_(min=MIN_SCALE)
+
+    def clamp_gains(self) -> None:
+        """Keep the affine gains positive."""
+        for a in self.affines:
+            a.clamp_()
 
 
 def _acts(layers: list[QuantLayer]) -> list[FakeQuantize]:
@@ -54,6 +69,9 @@ def _acts(layers: list[QuantLayer]) -> list[FakeQuantize]:
 
 
 def _install(layers: list[QuantLayer], opts: ReconOptions) -> UnitTrainables:
+    if opts.affine:  # refuse before anything is installed
+        for layer in layers:
+            check_affine_layer(layer)
     tr = UnitTrainables()
     for layer in layers:
         fq = layer.weight_quantizer
@@ -69,12 +87,15 @@ def _install(layers: list[QuantLayer], opts: ReconOptions) -> UnitTrainables:
             if opts.drop_prob > 0:
                 fq.drop_prob = opts.drop_prob
                 fq.train(True)
+    if opts.affine:
+        tr.affines = [ChannelAffine(layer) for layer in layers]
     return tr
 
 
 def _finish(layers: list[QuantLayer], tr: UnitTrainables) -> None:
     for rounder in tr.rounders:
         rounder.harden()
+    tr.folded = [a.fold() for a in tr.affines]  # after hardening: the fold keeps the final codes
     for fq in tr.act_quantizers:
         fq.freeze_scale()
     for fq in _acts(layers):

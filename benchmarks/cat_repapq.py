@@ -1,0 +1,227 @@
+"""CAT and RepAPQ evidence (issue 5). Each part prints Markdown and appends it to benchmarks/RESULTS.md.
+
+Usage:
+    python benchmarks/cat_repapq.py cat [...]      the CAT part (see its --help)
+    python benchmarks/cat_repapq.py repapq [--bits W6A6 W8A8 W4A4] [--methods ...] [--seeds 0]
+        fmnist-repvgg at W8A8, W6A6, W4A4 with the fast preset: RTN (MSE observer, 1024
+        images), BRECQ and QDrop on the merged model (fmnist-repvgg-deploy), RepAPQ (given the
+        train form, merges it) and its ablations (no affine, MSE instead of MAE, no stage
+        term), plus RTN on the unmerged branches for context; top-1 on the 10k test split,
+        wall and CPU seconds, peak memory.
+        Every finished cell is appended to benchmarks/cells/repapq.jsonl, so an interrupted
+        run resumes where it stopped (--rerun ignores them). --quick checks the script runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def _append(title: str, body: str, command: str) -> None:
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    with RESULTS.open("a") as f:
+        f.write(f"\n## {title} ({stamp})\n\n`{command}`\n\n{body}\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CAT part (written separately; see issue 5)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def add_cat_parser(sub: argparse._SubParsersAction) -> None:
+    """The `cat` subcommand."""
+    from benchmarks.cat_bench import add_arguments, run
+
+    p = sub.add_parser("cat", help="CAT evidence (issue 5): base methods with and without CAT, and K = 1")
+    add_arguments(p)
+    p.set_defaults(func=lambda args: run(args, _append))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RepAPQ part
+# ----------------------------------------------------------------------------------------------------------
+
+REPAPQ_CELLS = ROOT / "benchmarks" / "cells" / "repapq.jsonl"
+REPAPQ_MODEL = "fmnist-repvgg"
+REPAPQ_BITS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A4": (4, 4)}
+# Baselines quantize the merged (deployable) model, as in the paper's comparisons; RepAPQ gets the train
+# form and merges it itself, into the same function. "rtn, branches" quantizes the unmerged train form
+# (each branch's conv+BN folded and quantized on its own, identity BN left in float): not deployable as
+# one conv, shown for context only.
+# table row -> (registered method, model name, config overrides)
+REPAPQ_VARIANTS: dict[str, tuple[str, str, dict]] = {
+    "rtn (mse)": ("rtn", "fmnist-repvgg-deploy", {}),
+    "brecq": ("brecq", "fmnist-repvgg-deploy", {}),
+    "qdrop": ("qdrop", "fmnist-repvgg-deploy", {}),
+    "repapq": ("repapq", "fmnist-repvgg", {}),
+    "repapq: no affine": ("repapq", "fmnist-repvgg", {"affine": False}),
+    "repapq: MSE not MAE": ("repapq", "fmnist-repvgg", {"distortion": "mse"}),
+    "repapq: no stage term": ("repapq", "fmnist-repvgg", {"stage_weight": 0.0}),
+    "rtn (mse), branches unmerged": ("rtn", "fmnist-repvgg", {}),
+}
+_SHORT = {"rtn (mse)": "rtn", "brecq": "brecq", "qdrop": "qdrop", "repapq": "repapq",
+          "repapq: no affine": "repapq-noaffine", "repapq: MSE not MAE": "repapq-mse",
+          "repapq: no stage term": "repapq-nostage", "rtn (mse), branches unmerged": "rtn-branches"}  # fmt: skip
+_BY_SHORT = {v: k for k, v in _SHORT.items()}
+
+
+def _calib(n: int, seed: int, dev):
+    from ptq_core import calibration_tensor, load_data
+
+    return calibration_tensor(load_data("fmnist-sample"), n, seed).to(dev)
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def repapq_one(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
+    """One cell in this process: quantize, evaluate on the test split, measure."""
+    import torch
+
+    from ptq_core import METHODS, QuantSpec, load_data, load_model, quantize, resolve_device
+    from ptq_core.data import make_loader
+    from ptq_core.metrics import evaluate
+
+    dev = resolve_device(args.device)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    method, model_name, extra = REPAPQ_VARIANTS[_BY_SHORT[variant]]
+    model = load_model(model_name, device=dev).model
+    spec = QuantSpec(wbits=REPAPQ_BITS[bits][0], abits=REPAPQ_BITS[bits][1])
+    cls = METHODS[method][0]
+    if method == "rtn":
+        config = cls(quant=spec, calib=args.calib or 1024, seed=seed)
+    else:
+        config = cls.from_preset(args.preset, quant=spec, seed=seed, calib=args.calib, iters=args.iters, **extra)
+    calib = _calib(config.calib, seed, dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    cpu0 = _cpu_seconds()
+    res = quantize(model, calib, config)
+    cpu_s = _cpu_seconds() - cpu0
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)  # fmt: skip
+    loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
+    return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": evaluate(model, loader, dev)["top1"],
+            "seconds": res.seconds, "cpu_s": cpu_s, "threads": torch.get_num_threads(), "peak_mb": peak,
+            "device": str(dev), "calib": config.calib, "iters": getattr(config, "iters", 0)}  # fmt: skip
+
+
+def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) -> str:
+    model_name = REPAPQ_VARIANTS[_BY_SHORT[variant]][1]
+    return json.dumps([model_name, variant, bits, seed, args.preset, args.iters, args.calib, args.eval_limit])
+
+
+def _repapq_cached() -> dict[str, dict]:
+    if not REPAPQ_CELLS.exists():
+        return {}
+    rows = (json.loads(line) for line in REPAPQ_CELLS.read_text().splitlines() if line.strip())
+    return {r["key"]: r for r in rows}
+
+
+def _repapq_cell(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """One cell from benchmarks/cells/repapq.jsonl when already run, else in a fresh process (None if it failed)."""
+    key = _repapq_key(variant, bits, seed, args)
+    if not args.rerun and not args.quick and (hit := _repapq_cached().get(key)):
+        return hit
+    if args.cached_only:
+        return None
+    cmd = [sys.executable, __file__, "repapq", "--one", f"{variant},{bits},{seed}", "--device", args.device,
+           "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
+    cmd += ["--iters", str(args.iters)] if args.iters else []
+    cmd += ["--calib", str(args.calib)] if args.calib else []
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"<!-- cell {variant} {bits} seed {seed} failed: {out.stderr.strip().splitlines()[-1:]} -->", flush=True)
+        return None
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if not args.quick:
+        row |= {"key": key, "finished": datetime.now().isoformat(timespec="seconds")}
+        REPAPQ_CELLS.parent.mkdir(exist_ok=True)
+        with REPAPQ_CELLS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+def _mean_std(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+
+
+def repapq_table(args: argparse.Namespace) -> str:
+    """Run every cell (printing rows as they finish) and return the Markdown table."""
+    lines = ["| model | bits | method | float top-1 | top-1 (mean ± std) | seeds | wall s | CPU s | peak MB | "
+             "calib / iters |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    print("\n".join(lines), flush=True)
+    for bits in args.bits:
+        for variant in args.methods:
+            runs = [r for s in args.seeds if (r := _repapq_cell(variant, bits, s, args)) is not None]
+            if not runs:
+                continue
+            name = _BY_SHORT[variant]
+            secs, cpu = statistics.mean(r["seconds"] for r in runs), statistics.mean(r["cpu_s"] for r in runs)
+            row = (f"| {REPAPQ_VARIANTS[name][1]} | {bits} | {name} | {runs[0]['fp_top1']:.2f} | "
+                   f"{_mean_std([r['top1'] for r in runs])} | {len(runs)} | {secs:.1f} | {cpu:.0f} | "
+                   f"{max(r['peak_mb'] for r in runs):.0f} | {runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
+            lines.append(row)
+            print(row, flush=True)
+    return "\n".join(lines)
+
+
+def add_repapq_parser(sub: argparse._SubParsersAction) -> None:
+    """The `repapq` subcommand."""
+    p = sub.add_parser("repapq", help="RepAPQ evidence on fmnist-repvgg (issue 5)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--bits", nargs="+", default=list(REPAPQ_BITS), choices=list(REPAPQ_BITS))
+    p.add_argument("--methods", nargs="+", default=list(_BY_SHORT), choices=list(_BY_SHORT))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--preset", default="fast", choices=("fast", "paper"))
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--calib", type=int, default=None)
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/repapq.jsonl")
+    p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
+    p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_repapq)
+
+
+def run_repapq(args: argparse.Namespace) -> None:
+    args.eval_limit = args.eval_limit or None
+    if args.one:
+        variant, bits, seed = args.one.split(",")
+        print(json.dumps(repapq_one(variant, bits, int(seed), args)))
+        return
+    if args.quick:
+        args.bits, args.seeds, args.iters, args.calib, args.eval_limit = ["W4A4"], [0], 4, 64, 256
+    print(f"\nRepAPQ evidence: {REPAPQ_MODEL}, preset {args.preset}, seeds {args.seeds}\n")
+    body = repapq_table(args)
+    if not args.no_append:
+        title = "RepAPQ on fmnist-repvgg" + (" (quick check, not a measurement)" if args.quick
+                                             else f" (preset {args.preset})")  # fmt: skip
+        _append(title, body, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="part", required=True)
+    add_cat_parser(sub)
+    add_repapq_parser(sub)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
