@@ -7,8 +7,10 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts
-from ptq_ui.widgets import errors_shown, keep
+from ptq_ui import bridge, charts, diag_bridge
+from ptq_ui.pickers import require_model
+from ptq_ui.state import selection
+from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
 
 MAX_RUNS = 6
 
@@ -54,6 +56,25 @@ def _table(run: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _live_series() -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """An unsaved round-to-nearest curve at a bit-width slider, recomputed when the slider moves."""
+    c1, c2 = st.columns([1, 3])
+    on = keep("le_live", c1.toggle("Live RTN curve", key=seeded("le_live", default=False),
+                                   help="Round-to-nearest on the current model with the Quantize page's observers, "
+                                        "at the bit-width of the slider, on 64 test images; not saved."))  # fmt: skip
+    bits = keep("le_live_bits", c2.slider("Live bit-width (weights and activations)", 2, 8,
+                                          key=seeded("le_live_bits", default=4), disabled=not on))  # fmt: skip
+    if not on:
+        return {}
+    require_model()
+    sel = selection()
+    with errors_shown():
+        base = current_spec(bridge.quantizable_layers(sel))
+        spec = type(base).from_dict({**base.to_dict(), "wbits": bits, "abits": bits})
+        live = diag_bridge.live_layer_errors(sel, spec)
+    return {f"live RTN {charts.bits_label(spec.wbits, spec.abits)} · {sel.model}": live}
+
+
 def render() -> None:
     """Draw the page."""
     st.title("Layer errors")
@@ -65,22 +86,26 @@ def render() -> None:
     with errors_shown():
         runs = bridge.list_runs(status="done")
     if not runs:
-        st.info("No finished runs yet: run one on the Quantize page.")
-        return
-    chosen = _pick_runs(runs)
-    if not chosen:
-        st.info("Choose one or more runs.")
+        st.info("No finished runs yet: run one on the Quantize page, or switch on the live curve.")
+    chosen = _pick_runs(runs) if runs else []
+    live = _live_series()
+    if not chosen and not live:
+        if runs:
+            st.info("Choose one or more runs.")
         return
     metrics = list(charts.METRIC_LABELS)
     metric = st.radio("Metric", metrics, format_func=lambda m: charts.METRIC_LABELS[m], horizontal=True,
                       key="le_metric")  # fmt: skip
+    alone = {**_series(chosen, "alone"), **{k: v["alone"] for k, v in live.items()}}
+    accumulated = {**_series(chosen, "accumulated"), **{k: v["accumulated"] for k, v in live.items()}}
     left, right = st.columns(2)
-    left.plotly_chart(charts.layer_metric_lines(_series(chosen, "alone"), metric, "Each layer quantized alone"),
+    left.plotly_chart(charts.layer_metric_lines(alone, metric, "Each layer quantized alone"),
                       key="le_alone", config={"displaylogo": False})  # fmt: skip
-    right.plotly_chart(charts.layer_metric_lines(_series(chosen, "accumulated"), metric, "Accumulated (all "
+    right.plotly_chart(charts.layer_metric_lines(accumulated, metric, "Accumulated (all "
                        "layers quantized)"), key="le_acc", config={"displaylogo": False})  # fmt: skip
-    with st.expander(f"Table of {chosen[0].run_id}", expanded=len(chosen) == 1):
-        st.dataframe(_table(chosen[0]), hide_index=True)
+    if chosen:
+        with st.expander(f"Table of {chosen[0].run_id}", expanded=len(chosen) == 1):
+            st.dataframe(_table(chosen[0]), hide_index=True)
 
 
 render()

@@ -1,0 +1,115 @@
+"""Activation clusters: a layer's outputs (or the logits) of the float and quantized model in 2-D."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ptq_ui import bridge, charts_diag, diag_bridge
+from ptq_ui.charts import bits_label
+from ptq_ui.diagnose_view import job_panel
+from ptq_ui.pickers import require_model
+from ptq_ui.state import Selection, selection
+from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+
+INTRO = """
+Every test image becomes one point: the chosen layer's output (average-pooled when it is large) projected to
+2-D. **PCA** is fitted on the float model's features and the quantized features are mapped with *the same*
+projection, so a point that moves was moved by quantization. **UMAP** (slower, computed on request) keeps
+local neighbourhoods instead and is fitted on both sets together. Quantization noise blurs clusters and
+pushes images across class borders; colour by *correct / wrong* to see which images it broke or fixed.
+"""
+
+PROJECTIONS = {"pca": "PCA (instant)", "umap": "UMAP (background job, at most 2,500 images)"}
+MODES = ["side by side", "overlay"]
+
+
+def _controls(sel: Selection) -> dict[str, Any]:
+    with errors_shown():
+        layers = [diag_bridge.LOGITS, *bridge.quantizable_layers(sel)]
+    c1, c2, c3 = st.columns([3, 2, 2])
+    layer = keep("ac_layer", c1.selectbox("Layer output", layers, key=seeded("ac_layer", layers),
+                                          help="'logits' is the model's output."))  # fmt: skip
+    bits = keep("ac_bits", c2.slider("Bits (weights and activations)", 2, 8, key=seeded("ac_bits", default=4)))
+    n = keep("ac_images", c3.slider("Test images", 50, 5000, step=50, key=seeded("ac_images", default=1000)))
+    c4, c5, c6, c7 = st.columns([2, 2, 2, 1])
+    method = keep("ac_method", c4.radio("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
+                                        key=seeded("ac_method", list(PROJECTIONS))))  # fmt: skip
+    color = keep("ac_color", c5.radio("Colour by", list(charts_diag.COLOR_BY), format_func=charts_diag.COLOR_BY.get,
+                                      key=seeded("ac_color", list(charts_diag.COLOR_BY))))  # fmt: skip
+    mode = keep("ac_mode", c6.radio("View", MODES, key=seeded("ac_mode", MODES)))
+    k = keep("ac_k", c7.number_input("k (clusters)", 1, 50, step=1, key=seeded("ac_k", default=10)))
+    return {"layer": layer, "bits": int(bits), "n": int(n), "method": method, "color": color, "mode": mode,
+            "k": int(k)}  # fmt: skip
+
+
+def _numbers(view: dict[str, Any], classes: list[str]) -> None:
+    outcome = view["outcome"]
+    n = len(outcome)
+    c = st.columns(4)
+    c[0].metric("Images", n)
+    c[1].metric("Broken by quantization", int((outcome == 1).sum()), help="float right, quantized wrong")
+    c[2].metric("Fixed by quantization", int((outcome == 2).sum()), help="float wrong, quantized right")
+    c[3].metric("Median relative shift", f"{float(sorted(view['relative_shift'])[n // 2]):.3f}",
+                help="|quantized − float| / mean |float| of the layer's features (before projection)")  # fmt: skip
+    if view["explained"]:
+        st.caption(f"PC1 and PC2 explain {100 * view['explained'][0]:.1f}% and {100 * view['explained'][1]:.1f}% "
+                   f"of the float features' variance ({view['dim']} features per image).")  # fmt: skip
+
+
+def _umap(sel: Selection, spec: Any, ctl: dict[str, Any]) -> dict[str, Any]:
+    """A finished UMAP view of these settings, else a button that computes it in the background (page stops)."""
+    key = diag_bridge.umap_key(sel, spec, ctl["layer"], ctl["k"], ctl["n"])
+    done: dict[str, Any] = st.session_state.setdefault("ac_umap_done", {})
+    job = st.session_state.get("umap_job")
+    if job is not None and not job.running and job.result and job.result["key"] not in done:
+        done[job.result["key"]] = job.result["view"]
+        while len(done) > 4:  # keep the session small
+            done.pop(next(iter(done)))
+    if key in done:
+        return done[key]
+    if job is not None and job.running:
+        job_panel(job, "ac_umap")
+        st.stop()
+    if job is not None and job.snapshot().status == "failed":
+        st.error(f"UMAP failed: {job.snapshot().error}")
+    st.info("UMAP runs in the background on request (the first one in a server process compiles for a while).")
+    if st.button("Compute UMAP", key="ac_umap_go"):
+        with errors_shown():
+            diag_bridge.start_umap(sel, spec, ctl["layer"], ctl["k"], ctl["n"])
+        st.rerun()
+    st.stop()
+
+
+def render() -> None:
+    """Draw the page."""
+    st.title("Activation clusters")
+    st.markdown(INTRO)
+    info = require_model()
+    sel = selection()
+    ctl = _controls(sel)
+    if ctl["method"] == "umap" and ctl["n"] > diag_bridge.MAX_POINTS // 2:
+        st.error(f"UMAP takes at most {diag_bridge.MAX_POINTS:,} points (float and quantized together): choose "
+                 f"at most {diag_bridge.MAX_POINTS // 2:,} images, or PCA.")  # fmt: skip
+        st.stop()
+    if ctl["k"] > ctl["n"]:
+        st.error("k cannot exceed the number of images.")
+        st.stop()
+    with errors_shown():
+        layers = bridge.quantizable_layers(sel)
+        base = current_spec(layers)
+        spec = type(base).from_dict({**base.to_dict(), "wbits": ctl["bits"], "abits": ctl["bits"]})
+    st.caption(f"Round-to-nearest at {bits_label(spec.wbits, spec.abits)} with the observers and first/last policy "
+               "of the Quantize page.")  # fmt: skip
+    if ctl["method"] == "umap":
+        view = _umap(sel, spec, ctl)
+    else:
+        with errors_shown():
+            view = diag_bridge.cluster_view(sel, spec, ctl["layer"], ctl["method"], ctl["k"], ctl["n"])
+    _numbers(view, info["classes"])
+    st.plotly_chart(charts_diag.cluster_figure(view, ctl["color"], ctl["mode"], info["classes"]), key="ac_scatter",
+                    config={"displaylogo": False})  # fmt: skip
+
+
+render()

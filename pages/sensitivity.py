@@ -1,0 +1,218 @@
+"""Sensitivity & diagnosis: one-layer-at-a-time sweep, weight/activation split, diagnosis, mixed precision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ptq_ui import bridge, charts_diag, diag_bridge
+from ptq_ui.charts import bits_label
+from ptq_ui.diagnose_view import finding_rows, fmt_db, job_panel
+from ptq_ui.pickers import require_model
+from ptq_ui.state import Selection, selection
+from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+
+INTRO = """
+Which layers hurt, by how much, and why? Everything here quantizes a **copy** of the model with round-to-nearest
+using the observers and granularity chosen on the Quantize page. *One layer at a time* means only that layer is
+quantized (weights and its input) and the rest stays float, so each number is that layer's own damage.
+"""
+SWEEP_LIMITS = [500, 2000, 0]  # test images of the full sweep (0 = all)
+
+
+def _bits_ui() -> list[int]:
+    options = list(range(2, 9))
+    chosen = st.multiselect(
+        "Bit-widths to sweep",
+        options,
+        key=seeded("sens_bits", default=[2, 4, 8]),
+        help="Each bit-width costs one calibration and one forward pass per layer.",
+    )
+    return sorted(keep("sens_bits", chosen))
+
+
+def _proxy_tab(sel: Selection, spec: Any, bits: list[int]) -> list[dict[str, Any]] | None:
+    st.caption("**Cheap proxy**: the SQNR of the logits on 32 test images when only one layer is quantized. "
+               "Dark red cells are the sensitive layer/bit-width pairs; every 6 dB is about one bit.")  # fmt: skip
+    if not bits:
+        st.error("Choose at least one bit-width.")
+        return None
+    with errors_shown():
+        rows = diag_bridge.sensitivity_proxy(sel, spec, bits)
+    st.plotly_chart(
+        charts_diag.sensitivity_heatmap(rows, "sqnr_db", "Logit SQNR, one layer quantized at a time", "SQNR (dB)"),
+        key="sens_proxy",
+        config={"displaylogo": False},
+    )
+    worst = sorted(rows, key=lambda r: r["sqnr_db"])[:5]
+    st.caption("Most sensitive: " + ", ".join(f"{r['layer']} at {r['bits']}-bit ({fmt_db(r['sqnr_db'])})"
+                                              for r in worst))  # fmt: skip
+    _sweep_panel(sel, spec, bits)
+    return rows
+
+
+def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
+    st.markdown("**Full accuracy sweep** (top-1 drop per layer and bit-width; one evaluation each, runs in the "
+                "background)")  # fmt: skip
+    env = bridge.default_eval_limit()
+    limits = SWEEP_LIMITS if env is None else sorted({env, *SWEEP_LIMITS[:-1]}) + [0]
+    c1, c2 = st.columns([2, 1])
+    limit = keep(
+        "sens_limit",
+        c1.selectbox(
+            "Test images per evaluation",
+            limits,
+            key=seeded("sens_limit", limits, env or 500),
+            format_func=lambda n: "all" if n == 0 else f"first {n}",
+        ),
+    )
+    job = st.session_state.get("sens_job")
+    running = job is not None and job.running
+    if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not bits):
+        with errors_shown():
+            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None)
+        if job.running:
+            st.rerun()
+    if job is None:
+        return
+    if job.running:
+        job_panel(job, "sens")
+        return
+    snap = job.snapshot()
+    if snap.status == "failed":
+        st.error(f"The sweep failed: {snap.error}")
+    elif snap.status == "cancelled":
+        st.warning("The sweep was cancelled.")
+    elif snap.result and snap.result["model"] == sel.model:
+        rows = snap.result["rows"]
+        images = snap.result["eval_limit"] or "all"
+        st.caption(f"{job.label}: {images} test images per evaluation, float top-1 {rows[0]['fp_top1']:.2f}%, "
+                   f"{snap.elapsed:.0f} s.")  # fmt: skip
+        st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "drop", "Top-1 drop (points), one layer quantized "
+                                                        "at a time", "drop (pts)", reverse=True),
+                        key="sens_sweep", config={"displaylogo": False})  # fmt: skip
+        with st.expander("Sweep table"):
+            st.dataframe([{k: r[k] for k in ("layer", "bits", "top1", "drop")} for r in rows], hide_index=True)
+
+
+def _split_tab(sel: Selection, spec: Any) -> None:
+    st.caption(f"The Quantize page's settings ({bits_label(spec.wbits, spec.abits)}, RTN) evaluated four ways. "
+               "If *weights only* is close to float and *activations only* is not, spend effort on the "
+               "activations (observer, bits), and vice versa.")  # fmt: skip
+    limit = bridge.default_eval_limit() or 2000
+    if st.button(f"Evaluate the split on {limit} test images", key="sens_split_go"):
+        st.session_state["sens_split_on"] = True
+    if not st.session_state.get("sens_split_on"):
+        return
+    with errors_shown():
+        split = diag_bridge.weight_act_split(sel, spec, limit)
+    c = st.columns(4)
+    for col, name in zip(c, split, strict=True):
+        col.metric(
+            name.capitalize(),
+            f"{split[name]['top1']:.2f}%",
+            None if name == "float" else f"{split[name]['top1'] - split['float']['top1']:+.2f} pts",
+        )
+    st.plotly_chart(charts_diag.split_bars(split), key="sens_split", config={"displaylogo": False})
+
+
+def _diagnosis_tab(sel: Selection, spec: Any) -> None:
+    st.caption(
+        "Layers whose output SQNR with only them quantized is below the threshold are **flagged**; each "
+        "layer is also checked for known causes (a cause at a layer that is fine is listed as *watch*)."
+    )
+    c = st.columns(4)
+    thr = keep("dg_sqnr", c[0].slider("Flag below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0)))
+    z = keep("dg_z", c[1].slider("Outlier z-score", 1.0, 20.0, step=0.5, key=seeded("dg_z", default=3.5)))
+    ratio = keep("dg_ratio", c[2].slider("Residual range ratio", 2.0, 50.0, step=1.0,
+                                         key=seeded("dg_ratio", default=8.0)))  # fmt: skip
+    neg = keep("dg_neg", c[3].slider("Negative share (%)", 0.0, 20.0, step=0.5, key=seeded("dg_neg", default=1.0)))
+    with errors_shown():
+        result = diag_bridge.diagnose(sel, spec, thr, z, ratio, neg / 100)
+    flagged = [r for r in result["layers"] if r["flagged"]]
+    m = st.columns(3)
+    m[0].metric("Flagged layers", len(flagged), help=", ".join(r["layer"] for r in flagged) or None)
+    m[1].metric("Findings", len(result["findings"]))
+    m[2].metric("Residual adds checked", "yes" if result["residual_checked"] else "no (not traceable)")
+    if result["findings"]:
+        st.dataframe(finding_rows(result["findings"]), hide_index=True, key="dg_table")
+    else:
+        st.success("No layer is over the threshold and no known cause was found.")
+    with st.expander("Causes and fixes"):
+        st.table([{"cause": k, "fix to try": v} for k, v in diag_bridge.FIXES.items()])
+
+
+def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bits: list[int]) -> None:
+    st.caption("Bits per layer under a size budget (average bits per weight), chosen to minimise the predicted "
+               "logit noise: the proxy's per-layer error energies are added up, and a knapsack picks the "
+               "cheapest mix. Each layer's weights and input get the same bits.")  # fmt: skip
+    if not rows or len(bits) < 2:
+        st.info("Sweep at least two bit-widths on the Sensitivity tab first.")
+        return
+    budget = keep(
+        "mp_budget",
+        st.slider(
+            "Budget (average bits per weight)",
+            float(min(bits)),
+            float(max(bits)),
+            step=0.25,
+            key=seeded("mp_budget", default=float(min(4, max(bits)))),
+        ),
+    )
+    with errors_shown():
+        alloc = diag_bridge.allocate(rows, budget)
+    c = st.columns(3)
+    c[0].metric("Size of the swept layers", f"{alloc['size_bits'] / 8e3:.1f} kB",
+                help=f"budget {alloc['budget_bits'] / 8e3:.1f} kB")  # fmt: skip
+    c[1].metric("Predicted logit SQNR", fmt_db(alloc["predicted_sqnr_db"]))
+    fits = [u for u in alloc["uniform"] if u["fits"]]
+    best_uniform = max(fits, key=lambda u: u["predicted_sqnr_db"]) if fits else None
+    c[2].metric(
+        "Best uniform that fits",
+        f"{best_uniform['bits']}-bit" if best_uniform else "none",
+        f"{fmt_db(best_uniform['predicted_sqnr_db'])}" if best_uniform else None,
+        delta_color="off",
+    )
+    order = list(dict.fromkeys(r["layer"] for r in sorted(rows, key=lambda r: r["index"])))
+    st.plotly_chart(charts_diag.allocation_figure(alloc, order), key="mp_bits", config={"displaylogo": False})
+    text = diag_bridge.overrides_text(alloc["bits"])
+    with st.expander("As overrides for the Quantize page"):
+        st.code(text, language=None)
+    b1, b2 = st.columns(2)
+    if b1.button("Use these bits on the Quantize page", key="mp_use"):
+        st.session_state["q_overrides"] = text
+        st.session_state.pop("w_q_overrides", None)
+        st.success("Copied into the per-layer overrides of the Quantize page.")
+    if b2.button("Measure the accuracy", key="mp_measure"):
+        st.session_state["mp_measure_on"] = True
+    if st.session_state.get("mp_measure_on"):
+        with errors_shown():
+            res = diag_bridge.measure_allocation(sel, spec, alloc["bits"], bridge.default_eval_limit() or 2000)
+        q, f = res["quantized"], res["float"]
+        st.metric("Measured top-1 (RTN with these bits)", f"{q['top1']:.2f}%", f"{q['top1'] - f['top1']:+.2f} pts "
+                  f"vs float", help=f"{int(q['samples'])} test images")  # fmt: skip
+
+
+def render() -> None:
+    """Draw the page."""
+    st.title("Sensitivity & diagnosis")
+    st.markdown(INTRO)
+    require_model()
+    sel = selection()
+    with errors_shown():
+        layers = bridge.quantizable_layers(sel)
+    spec = current_spec(layers)
+    bits = _bits_ui()
+    tabs = st.tabs(["Sensitivity", "Weights vs activations", "Diagnosis", "Mixed precision"])
+    with tabs[0]:
+        rows = _proxy_tab(sel, spec, bits)
+    with tabs[1]:
+        _split_tab(sel, spec)
+    with tabs[2]:
+        _diagnosis_tab(sel, spec)
+    with tabs[3]:
+        _mixed_tab(sel, spec, rows, bits)
+
+
+render()

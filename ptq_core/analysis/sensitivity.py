@@ -1,0 +1,177 @@
+"""One-layer-at-a-time sensitivity, and the accuracy split into weight-only and activation-only.
+
+For each bit-width b the model is prepared with every layer at Wb/Ab (no first/last
+exception, no overrides) and calibrated once with round-to-nearest; activation
+ranges come from float activations, so they are exactly those the layer would get
+if it were the only quantized one. Then one layer at a time is switched on:
+
+- `sensitivity_proxy` (cheap): SQNR of the logits against the float logits on a few
+  probe images; the relative error energy ``noise = 10^(-SQNR/10)`` is roughly additive
+  over layers, which `mixed_precision` uses;
+- `sensitivity_accuracy` (full): top-1 on a test loader, the drop against float.
+
+`weight_act_split` evaluates one quantized model four ways: float, weights only,
+activations only, both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..calibrate import iterate_batches
+from ..errors import ConfigError
+from ..methods import ProgressEvent, ProgressFn, QuantResult, emit, quantize
+from ..methods.rtn import RTNConfig
+from ..metrics import evaluate, sqnr_db
+from ..modules import quant_layers, set_quant_state
+from ..prepare import QuantSpec
+from ..qscheme import FLOAT_BITS, check_bits
+
+__all__ = ["DEFAULT_BITS", "uniform_spec", "rtn_model", "logit_sqnr", "sensitivity_proxy", "sensitivity_accuracy",
+           "weight_act_split"]  # fmt: skip
+
+DEFAULT_BITS = (2, 4, 8)
+
+
+def uniform_spec(spec: QuantSpec, bits: int) -> QuantSpec:
+    """`spec` with every layer at W`bits`/A`bits`: no first/last exception, no overrides."""
+    check_bits(bits, allow_float=False)
+    return dataclasses.replace(spec, wbits=bits, abits=bits, first_last_bits=None, overrides={})
+
+
+def rtn_model(model: nn.Module, calib: torch.Tensor, spec: QuantSpec, batch_size: int = 128,
+              progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+    """A round-to-nearest quantized copy of `model` under `spec` (quantization on)."""
+    if len(calib) == 0:
+        raise ConfigError("the calibration set is empty")
+    config = RTNConfig(quant=spec, calib=len(calib), batch_size=batch_size)
+    return quantize(model, calib, config, progress)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(xb).float() for xb in iterate_batches(x, batch_size)])
+
+
+def logit_sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
+    """SQNR (dB) of `out` against the reference logits `ref` (inf when equal)."""
+    return sqnr_db(ref, float((out.double() - ref.double()).pow(2).sum()))
+
+
+def _check_bits(bits: Sequence[int]) -> list[int]:
+    if not bits:
+        raise ConfigError("choose at least one bit-width")
+    return sorted({check_bits(b, allow_float=False) for b in bits})
+
+
+def _pick(names: list[str], layers: Sequence[str] | None) -> list[str]:
+    if layers is None:
+        return names
+    unknown = [n for n in layers if n not in names]
+    if unknown:
+        raise ConfigError(f"not quantized layer(s): {', '.join(unknown[:5])}")
+    return list(layers)
+
+
+def _weight_count(layer: Any) -> int:
+    return int(layer.weight.numel())
+
+
+def sensitivity_proxy(model: nn.Module, calib: torch.Tensor, probe: torch.Tensor, spec: QuantSpec,
+                      bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
+                      progress: ProgressFn | None = None, batch_size: int = 128) -> list[dict[str, Any]]:  # fmt: skip
+    """Logit SQNR with one layer at a time quantized at each bit-width (the rest float).
+
+    Args:
+        model: Float model; never modified.
+        calib: Calibration images (ranges).
+        probe: A few images on which the logits are compared.
+        spec: Observers and granularity to use (its bit-widths are replaced).
+        bits: Bit-widths to try.
+        layers: Layers to sweep (default: all quantized layers).
+        progress: Optional callback; may raise `RunCancelled`.
+
+    Returns:
+        Rows ``{layer, index, bits, sqnr_db, noise, weights}`` (index = execution order,
+        noise = relative error energy of the logits, weights = weight count).
+    """
+    bits = _check_bits(bits)
+    rows: list[dict[str, Any]] = []
+    for bi, b in enumerate(bits):
+        qmodel = rtn_model(model, calib, uniform_spec(spec, b), batch_size).model
+        qlayers = dict(quant_layers(qmodel))
+        order = list(qlayers)
+        names = _pick(order, layers)
+        set_quant_state(qmodel, False, False)
+        ref = _logits(qmodel, probe, batch_size)
+        for li, name in enumerate(names):
+            emit(progress, ProgressEvent("sensitivity proxy", li + 1, len(names), unit=f"{b}-bit", unit_index=bi,
+                                         num_units=len(bits), message=name))  # fmt: skip
+            set_quant_state(qmodel, False, False)
+            qlayers[name].set_quant_state(True, True)
+            s = logit_sqnr(ref, _logits(qmodel, probe, batch_size))
+            rows.append({"layer": name, "index": order.index(name), "bits": b, "sqnr_db": s,
+                         "noise": 0.0 if math.isinf(s) else 10 ** (-s / 10),
+                         "weights": _weight_count(qlayers[name])})  # fmt: skip
+    return rows
+
+
+def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
+                         bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
+                         progress: ProgressFn | None = None, batch_size: int = 128
+                         ) -> list[dict[str, Any]]:  # fmt: skip
+    """Top-1 with one layer at a time quantized at each bit-width; the drop against float.
+
+    Same sweep as `sensitivity_proxy`, measured by accuracy on `loader` (slow: one
+    evaluation per layer and bit-width). Rows ``{layer, index, bits, top1, drop, fp_top1}``.
+    """
+    bits = _check_bits(bits)
+    device = next(model.parameters()).device
+    rows: list[dict[str, Any]] = []
+    fp_top1: float | None = None
+    for bi, b in enumerate(bits):
+        qmodel = rtn_model(model, calib, uniform_spec(spec, b), batch_size).model
+        qlayers = dict(quant_layers(qmodel))
+        order = list(qlayers)
+        names = _pick(order, layers)
+        if fp_top1 is None:
+            set_quant_state(qmodel, False, False)
+            fp_top1 = evaluate(qmodel, loader, device)["top1"]
+        for li, name in enumerate(names):
+            emit(progress, ProgressEvent("sensitivity sweep", li + 1, len(names), unit=f"{b}-bit", unit_index=bi,
+                                         num_units=len(bits), message=name))  # fmt: skip
+            set_quant_state(qmodel, False, False)
+            qlayers[name].set_quant_state(True, True)
+            top1 = evaluate(qmodel, loader, device)["top1"]
+            rows.append({"layer": name, "index": order.index(name), "bits": b, "top1": top1, "drop": fp_top1 - top1,
+                         "fp_top1": fp_top1})  # fmt: skip
+    return rows
+
+
+def weight_act_split(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
+                     progress: ProgressFn | None = None, batch_size: int = 128
+                     ) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Accuracy of the RTN model under `spec` four ways: float, weights only, activations only, both.
+
+    Returns:
+        ``{"float" | "weights only" | "activations only" | "both": {"top1", "top5"}}``.
+    """
+    if spec.wbits == FLOAT_BITS and spec.abits == FLOAT_BITS:
+        raise ConfigError("both weights and activations are float: nothing to split")
+    qmodel = rtn_model(model, calib, spec, batch_size).model
+    device = next(model.parameters()).device
+    out = {}
+    for i, (label, w, a) in enumerate((("float", False, False), ("weights only", True, False),
+                                       ("activations only", False, True), ("both", True, True))):  # fmt: skip
+        emit(progress, ProgressEvent("weight/activation split", i + 1, 4, message=label))
+        set_quant_state(qmodel, w, a)
+        res = evaluate(qmodel, loader, device)
+        out[label] = {"top1": res["top1"], "top5": res["top5"]}
+    return out

@@ -1,0 +1,196 @@
+"""Plotly figures of the Diagnose pages: pure functions of plain data; no torch, no Streamlit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = ["channel_ranges_figure", "channel_sample_heatmap", "error_split_figure", "cluster_figure",
+           "sensitivity_heatmap", "split_bars", "allocation_figure", "COLOR_BY"]  # fmt: skip
+
+_PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
+            "#fecb52", "#1f77b4", "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#d62728")  # fmt: skip
+_OUTCOME_COLORS = ("#00cc96", "#ef553b", "#636efa", "#7f7f7f")
+COLOR_BY = {"class": "true class", "cluster": "k-means cluster (float features)", "outcome": "correct / wrong"}
+_CONFIG_MARGIN = dict(l=10, r=10, t=60, b=10)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=_CONFIG_MARGIN,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))  # fmt: skip
+    return fig
+
+
+def channel_ranges_figure(stats: dict[str, Any], what: str, z_threshold: float) -> go.Figure:
+    """Box per channel (min, quartiles, max) on top; outlier z-score bars below with the threshold."""
+    z = np.asarray(stats["z"], dtype=float)
+    n = len(z)
+    channels = list(range(n))
+    outlier = z > z_threshold
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
+    for flag, color, name in ((False, "#636efa", "channels"), (True, "#ef553b", f"outliers (z > {z_threshold:g})")):
+        idx = [c for c in channels if bool(outlier[c]) == flag]
+        if not idx:
+            continue
+        fig.add_trace(go.Box(
+            x=idx, q1=[stats["q25"][c] for c in idx], median=[stats["median"][c] for c in idx],
+            q3=[stats["q75"][c] for c in idx], lowerfence=[stats["minimum"][c] for c in idx],
+            upperfence=[stats["maximum"][c] for c in idx], name=name, marker_color=color, line=dict(width=1),
+        ), row=1, col=1)  # fmt: skip
+    fig.add_bar(x=channels, y=z.tolist(), marker_color=["#ef553b" if o else "#9aa5ff" for o in outlier],
+                name="outlier score (z of max |x|)", row=2, col=1, showlegend=False,
+                hovertemplate="channel %{x}<br>z = %{y:.2f}<extra></extra>")  # fmt: skip
+    fig.add_hline(y=z_threshold, line_dash="dash", line_color="#ef553b", row=2, col=1)
+    fig.update_yaxes(title_text="value", row=1, col=1)
+    fig.update_yaxes(title_text="z-score", row=2, col=1)
+    fig.update_xaxes(title_text="channel", row=2, col=1)
+    return _layout(fig, f"{what}: range of every channel (box = quartiles, whiskers = min/max)", 520)
+
+
+def channel_sample_heatmap(values: Sequence[Sequence[float]], title: str) -> go.Figure:
+    """RepAPQ's view: max |activation| of every channel (rows) on every sample (columns)."""
+    arr = np.asarray(values, dtype=float)
+    fig = go.Figure(
+        go.Heatmap(
+            z=arr,
+            colorscale="Viridis",
+            colorbar=dict(title="max |x|"),
+            hovertemplate="channel %{y}<br>sample %{x}<br>max |x| %{z:.3g}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="calibration sample")
+    fig.update_yaxes(title_text="channel")
+    return _layout(fig, title, 420)
+
+
+def error_split_figure(split: dict[str, Any], title: str) -> go.Figure:
+    """Stacked bars per channel: clipping MSE and rounding MSE (log axis when they span decades)."""
+    clip, rnd = np.asarray(split["clipping"], float), np.asarray(split["rounding"], float)
+    channels = list(range(len(clip)))
+    fig = go.Figure()
+    fig.add_bar(x=channels, y=rnd.tolist(), name="rounding (inside the grid)", marker_color="#636efa")
+    fig.add_bar(
+        x=channels,
+        y=clip.tolist(),
+        name="clipping (beyond the grid)",
+        marker_color="#ef553b",
+        customdata=[100 * f for f in split["clip_fraction"]],
+        hovertemplate="channel %{x}<br>clipping MSE %{y:.3g}<br>%{customdata:.2f}% clipped<extra></extra>",
+    )
+    fig.update_layout(barmode="stack")
+    fig.update_xaxes(title_text="channel")
+    fig.update_yaxes(title_text="MSE per value")
+    return _layout(fig, title, 360)
+
+
+def _color_groups(view: dict[str, Any], color_by: str, class_names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """(legend name, boolean mask) per colour group."""
+    if color_by == "class":
+        values = np.asarray(view["labels"])
+        names = {i: (class_names[i] if i < len(class_names) else str(i)) for i in np.unique(values)}
+    elif color_by == "cluster":
+        values = np.asarray(view["clusters"])
+        names = {i: f"cluster {i}" for i in np.unique(values)}
+    elif color_by == "outcome":
+        values = np.asarray(view["outcome"])
+        names = {i: view["outcome_names"][i] for i in np.unique(values)}
+    else:
+        raise ValueError(f"unknown colouring {color_by!r}")
+    return [(names[i], values == i) for i in sorted(names)]
+
+
+def _color(color_by: str, i: int) -> str:
+    return _OUTCOME_COLORS[i % 4] if color_by == "outcome" else _PALETTE[i % len(_PALETTE)]
+
+
+def cluster_figure(view: dict[str, Any], color_by: str, mode: str, class_names: Sequence[str]) -> go.Figure:
+    """Float and quantized 2-D coordinates: side by side, or overlaid with float -> quantized arrows.
+
+    WebGL scatter (`go.Scattergl`) throughout; one trace per colour group and panel.
+    """
+    f, q = np.asarray(view["float"]), np.asarray(view["quant"])
+    groups = _color_groups(view, color_by, class_names)
+    axis = "PC" if view["method"] == "pca" else "UMAP "
+    if mode == "side by side":
+        fig = make_subplots(rows=1, cols=2, shared_xaxes=True, shared_yaxes=True,
+                            subplot_titles=("float model", "quantized model"))  # fmt: skip
+        for gi, (name, mask) in enumerate(groups):
+            for col, pts in ((1, f), (2, q)):
+                fig.add_trace(go.Scattergl(x=pts[mask, 0], y=pts[mask, 1], mode="markers", name=name,
+                                           legendgroup=name, showlegend=col == 1,
+                                           marker=dict(size=5, color=_color(color_by, gi), opacity=0.75)),
+                              row=1, col=col)  # fmt: skip
+        fig.update_xaxes(title_text=f"{axis}1")
+        fig.update_yaxes(title_text=f"{axis}2", col=1)
+        return _layout(fig, "Float and quantized, same projection", 480)
+    if mode != "overlay":
+        raise ValueError(f"unknown mode {mode!r}")
+    fig = go.Figure()
+    xs = np.full(3 * len(f), np.nan)
+    ys = np.full(3 * len(f), np.nan)
+    xs[0::3], xs[1::3], ys[0::3], ys[1::3] = f[:, 0], q[:, 0], f[:, 1], q[:, 1]
+    fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", name="displacement", hoverinfo="skip",
+                               line=dict(color="rgba(120,120,120,0.35)", width=1)))  # fmt: skip
+    for gi, (name, mask) in enumerate(groups):
+        color = _color(color_by, gi)
+        fig.add_trace(
+            go.Scattergl(
+                x=f[mask, 0],
+                y=f[mask, 1],
+                mode="markers",
+                name=f"{name} (float)",
+                legendgroup=name,
+                marker=dict(size=5, color=color, symbol="circle-open"),
+            )
+        )
+        fig.add_trace(go.Scattergl(x=q[mask, 0], y=q[mask, 1], mode="markers", name=f"{name} (quantized)",
+                                   legendgroup=name, marker=dict(size=5, color=color, opacity=0.8)))  # fmt: skip
+    fig.update_xaxes(title_text=f"{axis}1")
+    fig.update_yaxes(title_text=f"{axis}2")
+    return _layout(fig, "Overlay: open = float, filled = quantized, line = displacement", 560)
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def sensitivity_heatmap(rows: Sequence[dict[str, Any]], value: str, title: str, colorbar: str,
+                        reverse: bool = False) -> go.Figure:  # fmt: skip
+    """Layers (x, execution order) x bit-widths (y) heat map of one value (SQNR or accuracy drop)."""
+    layers = list(dict.fromkeys(r["layer"] for r in sorted(rows, key=lambda r: r["index"])))
+    bits = sorted({r["bits"] for r in rows})
+    grid = [[None] * len(layers) for _ in bits]
+    for r in rows:
+        grid[bits.index(r["bits"])][layers.index(r["layer"])] = _finite(r[value])
+    fig = go.Figure(go.Heatmap(z=grid, x=layers, y=[f"{b}-bit" for b in bits], colorscale="RdYlGn",
+                               reversescale=reverse, colorbar=dict(title=colorbar),
+                               hovertemplate="%{x}<br>%{y}<br>%{z:.2f}<extra></extra>"))  # fmt: skip
+    fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
+    return _layout(fig, title, 340)
+
+
+def split_bars(split: dict[str, dict[str, float]]) -> go.Figure:
+    """Top-1 of float, weights only, activations only, both."""
+    names = list(split)
+    colors = {"float": "#7f7f7f", "weights only": "#636efa", "activations only": "#ffa15a", "both": "#ef553b"}
+    fig = go.Figure(go.Bar(x=names, y=[split[n]["top1"] for n in names], text=[f"{split[n]['top1']:.2f}%"
+                                                                                for n in names],
+                           marker_color=[colors.get(n, "#636efa") for n in names]))  # fmt: skip
+    fig.update_yaxes(title_text="top-1 (%)")
+    return _layout(fig, "Where the accuracy goes: weights vs activations", 340)
+
+
+def allocation_figure(alloc: dict[str, Any], order: Sequence[str]) -> go.Figure:
+    """Chosen bits per layer (execution order)."""
+    layers = [n for n in order if n in alloc["bits"]]
+    bits = [alloc["bits"][n] for n in layers]
+    fig = go.Figure(go.Bar(x=layers, y=bits, marker_color=[_PALETTE[b % len(_PALETTE)] for b in bits],
+                           hovertemplate="%{x}<br>%{y}-bit<extra></extra>"))  # fmt: skip
+    fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
+    fig.update_yaxes(title_text="bits (weights and input)", dtick=1)
+    return _layout(fig, "Chosen bit-width per layer", 340)

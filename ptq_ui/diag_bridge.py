@@ -1,0 +1,286 @@
+"""Cached doors from the Diagnose pages (outlier channels, clusters, sensitivity) into `ptq_core.analysis`.
+
+Same policy as `bridge`: the shared float model and data come from `bridge`'s
+resource cache and are only read. The round-to-nearest model an analysis looks at is
+built once per (model, settings, calibration) and shared through `st.cache_resource`;
+every analysis works on its own copy of it (the core functions copy before switching
+quantizers), so sessions never see each other's state. Results are small plain data
+(lists, numpy arrays) cached with `st.cache_data` under plain keys. The full accuracy
+sweep runs as a background job (`jobs.start_job`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from ptq_core.analysis import clusters, diagnosis, mixed_precision, outliers, ranges, sensitivity
+from ptq_core.data import calibration_tensor, make_loader
+from ptq_core.errors import ConfigError
+from ptq_core.methods import ProgressEvent, QuantResult, emit
+from ptq_core.metrics import evaluate, layer_errors
+from ptq_core.prepare import QuantSpec
+
+from . import bridge
+from .jobs import Job, start_job
+from .state import Selection
+
+__all__ = ["LOGITS", "MAX_POINTS", "PROJECTIONS", "OUTCOMES", "FIXES", "spec_json", "layer_ranges", "error_split",
+           "outlier_layers", "channel_sample_map", "cluster_view", "umap_key", "start_umap", "sensitivity_proxy",
+           "start_sensitivity_sweep", "weight_act_split", "diagnose", "allocate", "overrides_text",
+           "measure_allocation", "live_layer_errors"]  # fmt: skip
+
+LOGITS = clusters.LOGITS
+MAX_POINTS = clusters.MAX_POINTS
+PROJECTIONS = clusters.PROJECTIONS
+OUTCOMES = clusters.OUTCOMES
+FIXES = diagnosis.FIXES
+_Key = tuple[str, str, str]
+
+
+def spec_json(spec: QuantSpec) -> str:
+    """A plain, hashable cache key for a QuantSpec."""
+    return json.dumps(spec.to_dict(), sort_keys=True)
+
+
+def _loaded(key: _Key, data: str) -> tuple[Any, Any]:
+    loaded, bundle = bridge._resources(Selection(*key[:2], data, key[2]))
+    return loaded.model, bundle
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _calib(key: _Key, data: str, n: int, seed: int) -> torch.Tensor:
+    model, bundle = _loaded(key, data)
+    return calibration_tensor(bundle, n, seed).to(_device(model))
+
+
+def _test_batch(key: _Key, data: str, n: int) -> tuple[torch.Tensor, np.ndarray]:
+    model, bundle = _loaded(key, data)
+    x, y = next(iter(make_loader(bundle.test, batch_size=n, limit=n)))
+    return x.to(_device(model)), y.numpy()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Quantizing a copy with round-to-nearest…")
+def _rtn(key: _Key, data: str, spec: str, calib: int, seed: int) -> QuantResult:
+    """Shared RTN model; never changed (analyses copy it before switching quantizers)."""
+    model, _ = _loaded(key, data)
+    return sensitivity.rtn_model(model, _calib(key, data, calib, seed), QuantSpec.from_dict(json.loads(spec)))
+
+
+# -- outlier channels ----------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring channel ranges…")
+def _ranges(key: _Key, data: str, layer: str, n: int, seed: int) -> dict[str, Any]:
+    model, _ = _loaded(key, data)
+    return ranges.layer_ranges(model, _calib(key, data, n, seed), layer)
+
+
+def layer_ranges(sel: Selection, layer: str, n_images: int, seed: int = 0) -> dict[str, Any]:
+    """Per-channel weight and input-activation statistics of `layer` on `n_images` calibration images."""
+    return _ranges(sel.key, sel.data, layer, n_images, seed)
+
+
+@st.cache_data(max_entries=64, show_spinner="Splitting the error…")
+def _split(key: _Key, data: str, layer: str, source: str, bits: int, per_channel: bool, ratio: float,
+           symmetric: bool, n: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    model, _ = _loaded(key, data)
+    images = _calib(key, data, n, seed) if source == "activations" else None
+    rows = ranges.layer_rows(model, images, layer, source)
+    out = ranges.channel_error_split(rows, bits, per_channel, ratio, symmetric)
+    return {k: np.asarray(v).tolist() for k, v in out.items()}
+
+
+def error_split(sel: Selection, layer: str, source: str, bits: int, per_channel: bool, ratio: float,
+                symmetric: bool, n_images: int, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Clipping vs rounding MSE per channel of `layer`'s weights or inputs under one grid."""
+    return _split(sel.key, sel.data, layer, source, bits, per_channel, ratio, symmetric, n_images, seed)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _outlier_layers(key: _Key, data: str) -> list[str]:
+    return outliers.default_outlier_layers(_loaded(key, data)[0])
+
+
+def outlier_layers(sel: Selection) -> list[str]:
+    """Modules offered for the channel x sample map: re-parameterisable blocks, else every conv/linear."""
+    return _outlier_layers(sel.key, sel.data)
+
+
+@st.cache_data(max_entries=16, show_spinner="Collecting per-sample channel maxima…")
+def _channel_sample(key: _Key, data: str, layer: str, n: int, seed: int) -> dict[str, Any]:
+    model, _ = _loaded(key, data)
+    images = _calib(key, data, n, seed)
+    info = outliers.channel_sample_maxima(copy.deepcopy(model), images, [layer])[layer]  # hooks on a copy
+    return {"map": info["maxima"], "channel_score": info["channel_score"], "median": info["median"],
+            "top": info["top"]}  # fmt: skip
+
+
+def channel_sample_map(sel: Selection, layer: str, n_images: int, seed: int = 0) -> dict[str, Any]:
+    """RepAPQ's channel x sample map of max |output| of `layer` (merged model), with outlier scores."""
+    return _channel_sample(sel.key, sel.data, layer, n_images, seed)
+
+
+# -- activation clusters -------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=16, show_spinner="Embedding float and quantized activations…")
+def _clusters(key: _Key, data: str, spec: str, calib: int, seed: int, layer: str, method: str, k: int,
+              n: int) -> dict[str, Any]:  # fmt: skip
+    q = _rtn(key, data, spec, calib, seed)
+    images, labels = _test_batch(key, data, n)
+    return clusters.cluster_view(q.model, images, labels, layer, method, k, seed)
+
+
+def cluster_view(sel: Selection, spec: QuantSpec, layer: str, method: str, k: int, n_images: int, calib: int = 256,
+                 seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """2-D float and quantized coordinates of `layer`'s outputs on the first `n_images` test images."""
+    if not 3 <= n_images <= MAX_POINTS:
+        raise ConfigError(f"choose between 3 and {MAX_POINTS} images")
+    return _clusters(sel.key, sel.data, spec_json(spec), calib, seed, layer, method, k, n_images)
+
+
+def umap_key(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: int, calib: int = 256,
+             seed: int = 0) -> str:  # fmt: skip
+    """Identity of one UMAP view (to find a finished background result again)."""
+    return json.dumps([*sel.key, sel.data, spec_json(spec), layer, k, n_images, calib, seed])
+
+
+def start_umap(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: int, calib: int = 256,
+               seed: int = 0) -> Job:  # fmt: skip
+    """Compute a UMAP view on a worker thread (numba compiles on first use); kept in the session as "umap_job".
+
+    The job's result is ``{"key": umap_key(...), "view": cluster_view dict}``.
+    """
+    if not 3 <= n_images <= MAX_POINTS // 2:
+        raise ConfigError(f"UMAP takes at most {MAX_POINTS} points: choose between 3 and {MAX_POINTS // 2} images")
+    q = _rtn(sel.key, sel.data, spec_json(spec), calib, seed)
+    images, labels = _test_batch(sel.key, sel.data, n_images)
+    key = umap_key(sel, spec, layer, k, n_images, calib, seed)
+
+    def work(progress) -> dict[str, Any]:
+        emit(progress, ProgressEvent("UMAP", 0, 1, message="embedding (the first UMAP in a process compiles)"))
+        view = clusters.cluster_view(q.model, images, labels, layer, "umap", k, seed)
+        emit(progress, ProgressEvent("UMAP", 1, 1, message="done"))
+        return {"key": key, "view": view}
+
+    job = start_job(work, f"UMAP of {layer} ({n_images} images)")
+    st.session_state["umap_job"] = job
+    return job
+
+
+# -- sensitivity, split, diagnosis, mixed precision ----------------------------------------
+
+
+@st.cache_data(max_entries=16, show_spinner="Sweeping one layer at a time (logit SQNR proxy)…")
+def _proxy(key: _Key, data: str, spec: str, bits: tuple[int, ...], calib: int, probe: int,
+           seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    model, _ = _loaded(key, data)
+    images = _calib(key, data, calib, seed)
+    probe_x, _ = _test_batch(key, data, probe)
+    return sensitivity.sensitivity_proxy(model, images, probe_x, QuantSpec.from_dict(json.loads(spec)), bits)
+
+
+def sensitivity_proxy(sel: Selection, spec: QuantSpec, bits: list[int], calib: int = 64, probe: int = 32,
+                      seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
+    """Logit SQNR with one layer at a time at each bit-width (cached)."""
+    if not bits:
+        raise ConfigError("choose at least one bit-width")
+    return _proxy(sel.key, sel.data, spec_json(spec), tuple(sorted(bits)), calib, probe, seed)
+
+
+def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], eval_limit: int | None,
+                            calib: int = 64, seed: int = 0) -> Job:  # fmt: skip
+    """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job"."""
+    if not bits:
+        raise ConfigError("choose at least one bit-width")
+    model, bundle = _loaded(sel.key, sel.data)
+    images = _calib(sel.key, sel.data, calib, seed)
+    loader = make_loader(bundle.test, limit=eval_limit)
+
+    def work(progress) -> dict[str, Any]:
+        rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, sorted(bits), progress=progress)
+        return {"rows": rows, "spec": spec_json(spec), "eval_limit": eval_limit, "model": sel.model}
+
+    job = start_job(work, f"accuracy sweep {'/'.join(map(str, sorted(bits)))}-bit on {sel.model}")
+    st.session_state["sens_job"] = job
+    return job
+
+
+@st.cache_data(max_entries=16, show_spinner="Evaluating weight-only and activation-only quantization…")
+def _split_acc(key: _Key, data: str, spec: str, calib: int, seed: int, limit: int | None) -> dict[str, Any]:
+    model, bundle = _loaded(key, data)
+    return sensitivity.weight_act_split(model, _calib(key, data, calib, seed), make_loader(bundle.test, limit=limit),
+                                        QuantSpec.from_dict(json.loads(spec)))  # fmt: skip
+
+
+def weight_act_split(sel: Selection, spec: QuantSpec, eval_limit: int | None, calib: int = 256,
+                     seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Top-1/top-5 of float, weights only, activations only and both (RTN under `spec`)."""
+    return _split_acc(sel.key, sel.data, spec_json(spec), calib, seed, eval_limit)
+
+
+@st.cache_data(max_entries=32, show_spinner="Diagnosing every layer…")
+def _diagnose(key: _Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple) -> dict:
+    q = _rtn(key, data, spec, calib, seed)
+    model, _ = _loaded(key, data)
+    images, _ = _test_batch(key, data, probe)
+    return diagnosis.diagnose(q.model, q.report, model, images, diagnosis.DiagnosisConfig(*thresholds))
+
+
+def diagnose(sel: Selection, spec: QuantSpec, sqnr_db: float, z: float, residual_ratio: float,
+             negative_share: float, calib: int = 256, probe: int = 64, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Findings (layer, cause, evidence, fix) of the RTN model under `spec`."""
+    diagnosis.DiagnosisConfig(sqnr_db, z, residual_ratio, negative_share)  # validate before caching
+    return _diagnose(sel.key, sel.data, spec_json(spec), calib, seed, probe, (sqnr_db, z, residual_ratio,
+                                                                              negative_share))  # fmt: skip
+
+
+def allocate(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    """Mixed-precision bits under an average-bits budget (see `mixed_precision.allocate`)."""
+    return mixed_precision.allocate(rows, budget).to_dict()
+
+
+def overrides_text(bits: dict[str, int]) -> str:
+    """The allocation as override lines for the Quantize page (`layer=W/A`)."""
+    return "\n".join(f"{name}={b}/{b}" for name, b in bits.items())
+
+
+@st.cache_data(max_entries=16, show_spinner="Quantizing with the chosen bits and evaluating…")
+def _measure(key: _Key, data: str, spec: str, bits_json: str, calib: int, seed: int, limit: int | None) -> dict:
+    model, bundle = _loaded(key, data)
+    base = QuantSpec.from_dict(json.loads(spec))
+    mixed = QuantSpec.from_dict({**base.to_dict(), "first_last_bits": None,
+                                 "overrides": mixed_precision.overrides_for(json.loads(bits_json))})  # fmt: skip
+    q = sensitivity.rtn_model(model, _calib(key, data, calib, seed), mixed)
+    loader = make_loader(bundle.test, limit=limit)
+    return {"quantized": evaluate(q.model, loader, _device(model)), "float": evaluate(model, loader, _device(model))}
+
+
+def measure_allocation(sel: Selection, spec: QuantSpec, bits: dict[str, int], eval_limit: int | None,
+                       calib: int = 256, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Measured top-1 of RTN with the allocation's bits (and of the float model) on the test images."""
+    return _measure(sel.key, sel.data, spec_json(spec), json.dumps(bits, sort_keys=True), calib, seed, eval_limit)
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring per-layer errors…")
+def _live(key: _Key, data: str, spec: str, calib: int, seed: int, n: int) -> dict[str, list[dict[str, Any]]]:
+    q = _rtn(key, data, spec, calib, seed)
+    images, _ = _test_batch(key, data, n)
+    model = copy.deepcopy(q.model)  # layer_errors switches quantizers: never on the shared model
+    return {view: [e.to_dict() for e in layer_errors(model, images, view)] for view in ("alone", "accumulated")}
+
+
+def live_layer_errors(sel: Selection, spec: QuantSpec, calib: int = 256, n_images: int = 64,
+                      seed: int = 0) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """Per-layer errors (alone and accumulated) of RTN under `spec`, not saved as a run."""
+    return _live(sel.key, sel.data, spec_json(spec), calib, seed, n_images)
