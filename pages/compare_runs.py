@@ -29,14 +29,14 @@ def _row(rec: Any) -> dict[str, Any]:
 
 
 def _filter_ui(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    cols = st.columns(5)
-    for col, field in zip(cols[:3], ("model", "method", "status"), strict=True):
+    cols = st.columns(6)
+    for col, field in zip(cols[:4], ("model", "method", "bits", "status"), strict=True):
         options = [ALL, *sorted({r[field] for r in rows})]
         value = keep(f"cr_{field}", col.selectbox(field.capitalize(), options, key=seeded(f"cr_{field}", options)))
         if value != ALL:
             rows = [r for r in rows if r[field] == value]
-    by = keep("cr_sort", cols[3].selectbox("Sort by", SORT_KEYS, key=seeded("cr_sort", SORT_KEYS)))
-    desc = keep("cr_desc", cols[4].toggle("Descending", key=seeded("cr_desc", default=True)))
+    by = keep("cr_sort", cols[4].selectbox("Sort by", SORT_KEYS, key=seeded("cr_sort", SORT_KEYS)))
+    desc = keep("cr_desc", cols[5].toggle("Descending", key=seeded("cr_desc", default=True)))
     present = [r for r in rows if r[by] is not None]
     return sorted(present, key=lambda r: r[by], reverse=desc) + [r for r in rows if r[by] is None]
 

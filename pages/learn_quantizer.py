@@ -6,12 +6,13 @@ import math
 
 import streamlit as st
 
-from ptq_ui import bridge, charts
+from ptq_ui import bridge, charts, learn_bridge
 from ptq_ui.pickers import require_model
 from ptq_ui.state import Selection, selection
 from ptq_ui.widgets import errors_shown, keep, seeded
 
 SOURCES = {"weights": "weights", "activations": "input activations (64 calibration images)"}
+MODES = {"ratio": "clipping ratio", "manual": "scale and zero point by hand"}
 
 INTRO = """
 A uniform quantizer keeps only `2^b` values: **x̂ = s · (clamp(round(x / s) + z, qmin, qmax) − z)**.
@@ -54,16 +55,40 @@ def _numbers(view: dict) -> None:
     c[2].metric("Total MSE", f"{view['total_mse']:.3g}")
 
 
+def _manual(sel: Selection, layer: str, source: str, bits: int, auto: dict) -> tuple[dict, float]:
+    """Scale and zero point set by hand, starting from the clipping ratio's grid; returns (view, ratio)."""
+    c1, c2 = st.columns(2)
+    signed, qmin, qmax = auto["signed"], auto["qmin"], auto["qmax"]
+    tag = f"{layer}_{source}_{bits}_{signed}"  # a new grid resets the hand-set values
+    scale = c1.number_input("Scale s", min_value=1e-8, max_value=1e6, value=float(f"{auto['scale']:.4g}"),
+                            format="%.4g", key=f"learn_scale_{tag}", help="Grid step: output values are "
+                            "s·(q − z) for integers q in the grid.")  # fmt: skip
+    zp = c2.slider("Zero point z", qmin, qmax, int(auto["zero_point"]), key=f"learn_zp_{tag}",
+                   help="The integer that stands for 0.0; moving it slides the grid along the values.")
+    with errors_shown():
+        view = learn_bridge.grid_view(sel, layer, source, bits, scale, zp, signed)
+    width = view["max"] - view["min"]
+    ratio = min(1.0, (view["hi"] - view["lo"]) / width) if width > 0 else 1.0
+    return view, ratio
+
+
 def render() -> None:
-    """Draw the page."""
+    """Draw the page; the controls and what they change rerun alone (a fragment)."""
     st.title("Learn: the quantizer")
     st.markdown(INTRO)
     require_model()
-    sel = selection()
+    st.fragment(_panel)(selection())
+
+
+def _panel(sel: Selection) -> None:
     source, layer, bits, ratio, symmetric = _controls(sel)
+    mode = st.radio("Set the grid by", list(MODES), format_func=MODES.get, horizontal=True, key="learn_mode",
+                    help="By hand: the grid starts from the clipping ratio's; then scale and zero point rule.")
     with errors_shown():
         view = bridge.quantizer_view(sel, layer, source, bits, ratio, symmetric)
         curve = bridge.clip_curve(sel, layer, source, bits, symmetric)
+    if mode == "manual":
+        view, ratio = _manual(sel, layer, source, bits, view)
     _numbers(view)
     grid = "signed" if view["signed"] else "unsigned"
     title = f"{layer} {source}: {view['count']:,} values, {bits}-bit {grid} grid [{view['lo']:.3g}, {view['hi']:.3g}]"

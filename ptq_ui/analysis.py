@@ -23,7 +23,7 @@ from ptq_core.prepare import QuantSpec, prepare
 from ptq_core.primitives import compute_qparams, histogram_points, lp_search, quant_range, quantization_error
 
 __all__ = ["model_device", "example_batch", "architecture", "quantizable_layers", "layer_values",
-           "quantizer_view", "clip_curve", "float_accuracy"]  # fmt: skip
+           "quantizer_view", "grid_view", "clip_curve", "float_accuracy"]  # fmt: skip
 
 _MAX_VALUES = 200_000  # values kept for the Learn page (seeded subsample)
 _HIST_BINS = 120
@@ -168,7 +168,20 @@ def quantizer_view(values: np.ndarray, bits: int, ratio: float, symmetric: bool)
     if x.numel() == 0:
         raise DataError("no values to quantize")
     scale, zp, signed = _grid(x, bits, ratio, symmetric)
+    return grid_view(values, bits, float(scale), int(zp), signed)
+
+
+def grid_view(values: np.ndarray, bits: int, scale: float, zero_point: int, signed: bool) -> dict[str, Any]:
+    """Like `quantizer_view`, for a grid given by its scale and zero point (the Learn page's manual mode)."""
     qmin, qmax = quant_range(bits, signed)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"scale must be a positive number, got {scale}")
+    if not qmin <= zero_point <= qmax:
+        raise ConfigError(f"zero point must be in {qmin}..{qmax} for a {bits}-bit grid, got {zero_point}")
+    x = torch.from_numpy(np.ascontiguousarray(values))
+    if x.numel() == 0:
+        raise DataError("no values to quantize")
+    scale, zp = torch.tensor(float(scale)), torch.tensor(float(zero_point))
     err = quantization_error(x, scale, zp, qmin, qmax)
     n = x.numel()
     levels = ((torch.arange(qmin, qmax + 1, dtype=torch.float32) - zp) * scale).tolist()

@@ -1,0 +1,172 @@
+"""End to end in a real browser: `streamlit run app.py`, headless Chromium through every page.
+
+The pages come from app.py's navigation (so pages added later are covered). On the
+Quantize page the test starts a round-to-nearest run and waits for its result; on
+every page it asserts that no exception box is shown, and saves a screenshot under
+tests/artifacts/. It uses Debian's chromium (`make test` installs it when missing)
+and is skipped, with the reason, only when no chromium or no playwright is there.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = os.environ.get("PTQ_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+START_S = 180  # server start (imports torch) on a slow 2-core machine
+PAGE_S = 240  # one page's script run (the Learn pages compute on first view)
+RUN_S = 420  # a whole RTN run on the tiny settings
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning'][data-test-connection-state='CONNECTED']"
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - requirements.txt installs it
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install playwright)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).is_file(),
+        reason=f"no chromium at {CHROMIUM}: `apt-get install "
+        "chromium` (make test does it when it runs as root or with sudo)",
+    ),  # fmt: skip
+]
+
+
+def app_pages(app: Path = ROOT / "app.py") -> list[dict[str, str]]:
+    """Every `st.Page("pages/x.py", title=..., url_path=..., default=...)` declared in app.py, in order."""
+    pages = []
+    for node in ast.walk(ast.parse(app.read_text())):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page" and node.args):
+            continue
+        first = node.args[0]
+        if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+            continue
+        kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+        stem = Path(first.value).stem
+        url = "" if kw.get("default") else str(kw.get("url_path") or stem)
+        pages.append({"file": first.value, "title": str(kw.get("title", stem)), "url": url, "stem": stem})
+    return sorted(pages, key=lambda p: p["file"] != "pages/quantize.py")  # start the run first
+
+
+def test_app_pages_are_discovered():
+    pages = app_pages()
+    assert {"pages/model_data.py", "pages/quantize.py", "pages/learn_quantizer.py"} <= {p["file"] for p in pages}
+    assert all((ROOT / p["file"]).is_file() for p in pages)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a free loopback port, with a private run store and a small evaluation."""
+    port = _free_port()
+    home = tmp_path_factory.mktemp("browser-store")
+    env = dict(os.environ, PTQ_EXPLORER_HOME=str(home), PTQ_UI_EVAL_LIMIT="200", PTQ_UI_THREADS="1",
+               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # fmt: skip
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + START_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _settle(page) -> None:
+    """Wait until the script has finished running (the way Streamlit's own e2e tests do)."""
+    page.wait_for_timeout(300)  # let a rerun start
+    page.locator(IDLE).wait_for(timeout=PAGE_S * 1000)
+    page.locator("h1").first.wait_for(timeout=PAGE_S * 1000)
+
+
+def _no_exception(page, where: str) -> None:
+    boxes = page.locator("[data-testid='stException']")
+    assert boxes.count() == 0, f"{where}: {boxes.first.inner_text()[:500]}"
+
+
+def _run_rtn(page) -> None:
+    """Press Run on the Quantize page (default RTN) and wait for the saved result."""
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Quantized top-1").first.wait_for(timeout=RUN_S * 1000)
+    _settle(page)
+    assert page.get_by_text("The run failed").count() == 0
+
+
+def test_every_page_in_chromium(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    seen = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
+            for info in app_pages():
+                page.goto(f"{server}/{info['url']}", wait_until="domcontentloaded")
+                _settle(page)
+                _no_exception(page, info["title"])
+                if info["file"] == "pages/quantize.py":
+                    _run_rtn(page)
+                    _no_exception(page, "Quantize after the run")
+                page.screenshot(path=str(ARTIFACTS / f"{info['stem']}.png"), full_page=True)
+                seen.append(info["title"])
+        finally:
+            browser.close()
+    assert len(seen) == len(app_pages())
