@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: app test setup lint bench clean
+.PHONY: app test setup lint bench clean chromium
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,18 @@ setup: $(STAMP)
 app: setup
 	$(PY) -m streamlit run app.py
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
+
+# The browser test drives Debian's chromium (playwright cannot download browsers here).
+# Installed with apt-get when missing: as root, or through password-less sudo; else the test says why it skips.
+NOCHROMIUM := chromium could not be installed: tests/test_browser.py will be skipped
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || echo "$(NOCHROMIUM)"; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || echo "$(NOCHROMIUM)"; \
+	  else echo "$(NOCHROMIUM) (apt-get needs root)"; fi; }
 
 lint: setup
 	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check ptq_core tests tools benchmarks app.py

@@ -11,7 +11,7 @@ import streamlit as st
 from ptq_ui import bridge, charts
 from ptq_ui.pickers import require_model
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, method_config_ui
+from ptq_ui.widgets import errors_shown, keep, method_config_ui, seeded
 
 
 def _progress(snap: Any) -> tuple[float, str]:
@@ -77,6 +77,8 @@ def _metrics(rec: Any) -> None:
     c = st.columns(4)
     c[0].metric("Float top-1", _pct(m.get("fp_top1")))
     c[1].metric("Quantized top-1", _pct(m.get("top1")), _delta(m.get("top1"), m.get("fp_top1")))
+    if "top1_base" in m:
+        c[1].caption(f"{_pct(m['top1_base'])} without CAT ({_delta(m.get('top1'), m['top1_base'])} from CAT)")
     c[2].metric("Quantized top-5", _pct(m.get("top5")),
                 _delta(m.get("top5"), m.get("fp_top5"), f" (float {_pct(m.get('fp_top5'))})"))  # fmt: skip
     bits, fp_bits = m.get("size_bits"), m.get("fp_size_bits")
@@ -102,6 +104,23 @@ def _result(rec: Any) -> None:
         report = rec.extras.get("report", {})
         st.json({"config": rec.config, "timings_s": rec.timings, "unsupported": report.get("unsupported", []),
                  "folded": report.get("folded", [])}, expanded=False)  # fmt: skip
+
+
+def _cat_ui() -> dict[str, Any] | None:
+    """Optional CAT correction after the method (its own page: Diagnose → CAT corrections)."""
+    on = keep("q_cat", st.toggle("Add CAT after the method", key=seeded("q_cat", default=False),
+                                 help="Cluster the quantized logits and correct each cluster with a closed-form "
+                                      "scale and shift per class (fitted on 1024 calibration-split images the "
+                                      "method did not use)."))  # fmt: skip
+    if not on:
+        return None
+    c1, c2, c3 = st.columns(3)
+    k = keep("q_cat_k", c1.number_input("CAT clusters K", 1, 512, step=1, key=seeded("q_cat_k", default=64)))
+    alpha = keep("q_cat_alpha", c2.number_input("CAT alpha", 0.0, 1.0, step=0.05,
+                                                key=seeded("q_cat_alpha", default=0.4)))  # fmt: skip
+    pca = keep("q_cat_pca", c3.number_input("CAT PCA dimensions (0 = none)", 0, 1000, step=1,
+                                            key=seeded("q_cat_pca", default=0)))  # fmt: skip
+    return {"k": int(k), "alpha": float(alpha), "pca": int(pca) or None}
 
 
 def _latest(model: str) -> Any:
@@ -134,12 +153,13 @@ def render() -> None:
     with errors_shown():
         layers = bridge.quantizable_layers(sel)
     config, eval_limit = method_config_ui(layers, int(info["data"]["calib"]))
+    cat = _cat_ui()
     job = st.session_state.get("job")
     running = job is not None and job.running
     clicked = st.button("Run", type="primary", key="run", disabled=running, help="A run is going" if running else None)
     if clicked and not running:
         st.session_state["job_outcome"] = None
-        bridge.start_quantization(sel, config, eval_limit)
+        bridge.start_quantization(sel, config, eval_limit, cat)
         st.rerun()  # redraw with the Run button disabled and the progress panel (or the result)
     with st.expander("Config as JSON"):
         st.code(json.dumps(config.to_dict(), indent=2), language="json")

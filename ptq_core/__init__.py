@@ -15,6 +15,7 @@ Or end to end, recorded in the run store: `run_quantization("fmnist-resnet20", R
 from __future__ import annotations
 
 from .blocks import Unit, reconstruction_units
+from .cat import CATCorrected, CATOptions
 from .data import DataBundle, calibration_tensor, load_data, make_loader
 from .errors import (
     BitWidthError,
@@ -34,7 +35,11 @@ from .methods import (
     METHODS,
     AdaRoundConfig,
     BRECQConfig,
+    CATRefineConfig,
+    COMQConfig,
+    GPTQConfig,
     MethodConfig,
+    MultipointConfig,
     PDQuantConfig,
     ProgressEvent,
     QDropConfig,
@@ -55,7 +60,8 @@ from .store import RunRecord, RunStore
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdaRoundConfig", "BRECQConfig", "PDQuantConfig", "QDropConfig",
+    "AdaRoundConfig", "BRECQConfig", "PDQuantConfig", "QDropConfig", "COMQConfig", "GPTQConfig", "MultipointConfig",
+    "CATCorrected", "CATOptions", "CATRefineConfig",
     "BitWidthError", "CheckpointError", "ConfigError", "DataBundle", "DataError", "FakeQuantize", "LayerError",
     "METHODS", "MethodConfig", "ModelNotFoundError", "NonFiniteError", "OBSERVERS", "PTQError", "PrepareReport",
     "ProgressEvent", "QScheme", "QuantConv2d", "QuantLinear", "QuantResult", "QuantSpec", "RTNConfig",

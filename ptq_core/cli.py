@@ -52,7 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fisher", action="store_true", help="brecq: Fisher-diagonal weighted loss instead of MSE")
     q.add_argument("--dc", action=argparse.BooleanOptionalAction, default=None,
                    help="pdquant: distribution correction on (default) or off")  # fmt: skip
+    q.add_argument("--sweeps", type=int, default=None, help="comq: passes over all coordinates (default 1)")
+    q.add_argument("--act-order", action="store_true", help="gptq: quantize columns by decreasing H_jj")
+    q.add_argument("--mp-budget", type=float, default=None, help="multipoint: %% extra points (default 5)")
+    q.add_argument("--inputs", choices=("float", "quantized"), default=None,
+                   help="comq/gptq/multipoint: inputs from the float or the partly quantized model")  # fmt: skip
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--cat", action="store_true", help="add CAT's cluster-wise logit correction after the method")
+    q.add_argument("--cat-k", type=int, default=None, help="CAT clusters (default 64; 1 = one plain affine map)")
+    q.add_argument("--cat-alpha", type=float, default=None, help="CAT blend factor in [0, 1] (default 0.4)")
+    q.add_argument("--cat-pca", type=int, default=None, help="CAT: PCA dimensions before k-means (default: none)")
+    q.add_argument("--cat-fit", type=int, default=None,
+                   help="CAT fitting images, taken from the calibration split after the method's (default 1024)")
+    q.add_argument("--refine-base", default=None, help="cat_refine: the method run before it (default pdquant)")
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
     q.add_argument("--json", default=None, metavar="PATH", help="write the full result as JSON")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,7 +96,7 @@ def _config(args: argparse.Namespace):
         return cls.from_preset(args.preset, quant=spec, seed=args.seed, calib=args.calib, iters=args.iters, **extra)
     if args.iters is not None:
         raise PTQError(f"--iters applies to reconstruction methods, not {args.method}")
-    return cls(quant=spec, calib=1024 if args.calib is None else args.calib, seed=args.seed)
+    return cls(quant=spec, calib=1024 if args.calib is None else args.calib, seed=args.seed, **extra)
 
 
 def _method_flags(args: argparse.Namespace) -> dict[str, object]:
@@ -98,7 +110,42 @@ def _method_flags(args: argparse.Namespace) -> dict[str, object]:
         if args.method != "pdquant":
             raise PTQError("--dc/--no-dc applies to pdquant only")
         extra["dc"] = args.dc
+    extra.update(_layerwise_flags(args))
+    if args.method == "cat_refine":  # --preset is the base method's, --iters the refinement's
+        extra["base_preset"] = args.preset
+        if args.refine_base:
+            extra["base"] = args.refine_base
+        if args.iters is not None:
+            extra["iters"], args.iters = args.iters, None
+    elif args.refine_base:
+        raise PTQError("--refine-base applies to cat_refine only")
     return extra
+
+
+def _layerwise_flags(args: argparse.Namespace) -> dict[str, object]:
+    """--sweeps (comq), --act-order (gptq), --mp-budget (multipoint), --inputs (all three)."""
+    extra: dict[str, object] = {}
+    for flag, key, value, methods in (("--sweeps", "sweeps", args.sweeps, ("comq",)),
+                                      ("--act-order", "act_order", args.act_order or None, ("gptq",)),
+                                      ("--mp-budget", "budget", args.mp_budget, ("multipoint",)),
+                                      ("--inputs", "inputs", args.inputs, ("comq", "gptq", "multipoint"))):  # fmt: skip
+        if value is not None:
+            if args.method not in methods:
+                raise PTQError(f"{flag} applies to {'/'.join(methods)} only")
+            extra[key] = value
+    return extra
+
+
+def _cat_options(args: argparse.Namespace):
+    """CATOptions from the --cat flags (None without --cat)."""
+    knobs = {"k": args.cat_k, "alpha": args.cat_alpha, "pca": args.cat_pca, "fit_size": args.cat_fit}
+    if not args.cat:
+        if any(v is not None for v in knobs.values()):
+            raise PTQError("--cat-k, --cat-alpha, --cat-pca and --cat-fit need --cat")
+        return None
+    from .cat import CATOptions
+
+    return CATOptions(**{k: v for k, v in knobs.items() if v is not None})
 
 
 class _Bar:
@@ -133,6 +180,8 @@ def _print_result(res) -> None:
     print(f"model {res.model}  method {res.method}  W{res.wbits}A{res.abits}  device {res.device}  run {res.run_id}")
     print(f"{'':12}{'top-1':>8}{'top-5':>8}{'size MB':>10}")
     print(f"{'float':12}{res.fp_top1:8.2f}{res.fp_top5:8.2f}{mb(res.fp_size_bits):10.3f}")
+    if res.top1_base is not None:
+        print(f"{'without CAT':12}{res.top1_base:8.2f}")
     print(f"{'quantized':12}{res.top1:8.2f}{res.top5:8.2f}{mb(res.size_bits):10.3f}")
     print(f"evaluated on {res.eval_samples} images in {res.seconds:.1f} s")
     worst = sorted(res.layers, key=lambda e: e["sqnr_db"])[:5]
@@ -159,10 +208,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from .pipeline import run_quantization
 
     config = _config(args)
+    cat = _cat_options(args)
     bar = _Bar(args.quiet)
     try:
         res, _ = run_quantization(args.model, config, args.data, args.device, args.weights, progress=bar,
-                                  eval_limit=args.eval_limit)  # fmt: skip
+                                  eval_limit=args.eval_limit, cat=cat)  # fmt: skip
     finally:
         bar.close()
     _print_result(res)

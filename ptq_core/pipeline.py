@@ -12,13 +12,15 @@ from typing import Any
 
 import torch
 
+from .cat.options import CATOptions
+from .cat.pipeline import attach_cat, cat_overhead_bits
 from .data import DataBundle, calibration_tensor, load_data, make_loader
 from .methods import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit, quantize
 from .metrics import evaluate, layer_errors, model_size_bits
 from .models import LoadedModel, load_model, resolve_device
 from .store import RunStore
 
-__all__ = ["RunResult", "run_quantization", "quantize_and_evaluate"]
+__all__ = ["RunResult", "run_quantization", "quantize_and_evaluate", "run_label"]
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RunResult:
     extras: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     run_id: str | None = None
+    top1_base: float | None = None  # with CAT: the base method's top-1 (top1 is then the corrected one)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the CLI's `--json` output)."""
@@ -54,7 +57,8 @@ class RunResult:
     def metrics(self) -> dict[str, float]:
         """The scalar metrics, as stored in the run store."""
         keys = ("fp_top1", "fp_top5", "top1", "top5", "size_bits", "fp_size_bits", "seconds", "eval_samples")
-        return {k: getattr(self, k) for k in keys}
+        extra = {"top1_base": self.top1_base} if self.top1_base is not None else {}
+        return {**{k: getattr(self, k) for k in keys}, **extra}
 
 
 def quantize_and_evaluate(
@@ -65,8 +69,13 @@ def quantize_and_evaluate(
     progress: ProgressFn | None = None,
     eval_limit: int | None = None,
     error_samples: int = 256,
+    cat: CATOptions | None = None,
 ) -> tuple[RunResult, QuantResult]:
-    """Quantize `loaded.model` with `config` and measure it against the float model."""
+    """Quantize `loaded.model` with `config` and measure it against the float model.
+
+    With `cat`, CAT's correction is fitted after the method (`ptq_core.cat.pipeline.attach_cat`):
+    the returned model is the corrected one, `top1` its accuracy and `top1_base` the method's.
+    """
     t0 = time.perf_counter()
     model = loaded.model.to(device).eval()
     calib = calibration_tensor(bundle, config.calib, config.seed).to(device)
@@ -77,21 +86,34 @@ def quantize_and_evaluate(
 
     fp = evaluate(model, loader, device, on_eval("float accuracy"))
     qres = quantize(model, calib, config, progress)
-    q = evaluate(qres.model, loader, device, on_eval("quantized accuracy"))
+    base_model, q_base = qres.model, None
+    if cat is None:
+        q = evaluate(qres.model, loader, device, on_eval("quantized accuracy"))
+    else:
+        q, q_base = attach_cat(model, qres, bundle, config, cat, loader, device, progress)
     emit(progress, ProgressEvent("errors", 0, 1, message="per-layer errors"))
     x_err = next(iter(make_loader(bundle.test, batch_size=error_samples)))[0].to(device)
-    acc = [e.to_dict() for e in layer_errors(qres.model, x_err, "accumulated")]
-    alone = [e.to_dict() for e in layer_errors(qres.model, x_err, "alone")]
+    acc = [e.to_dict() for e in layer_errors(base_model, x_err, "accumulated")]
+    alone = [e.to_dict() for e in layer_errors(base_model, x_err, "alone")]
     spec = config.quant
     result = RunResult(
-        model=loaded.entry.name, method=config.method, wbits=spec.wbits, abits=spec.abits,
+        model=loaded.entry.name, method=run_label(config, cat), wbits=spec.wbits, abits=spec.abits,
         fp_top1=fp["top1"], fp_top5=fp["top5"], top1=q["top1"], top5=q["top5"],
-        size_bits=model_size_bits(qres.model), fp_size_bits=sum(p.numel() for p in model.parameters()) * 32,
+        size_bits=model_size_bits(base_model) + cat_overhead_bits(qres.model),
+        fp_size_bits=sum(p.numel() for p in model.parameters()) * 32,
         seconds=time.perf_counter() - t0, eval_samples=int(q["samples"]), layers=acc, layers_alone=alone,
         report=qres.report.to_dict(), config=config.to_dict(), data=bundle.describe(),
         timings=dict(qres.timings, method=qres.seconds), extras=qres.extras, device=str(device),
+        top1_base=None if q_base is None else q_base["top1"],
     )  # fmt: skip
+    if cat is not None:
+        result.data.update(cat_fit=qres.extras["cat"]["fit_set"], eval=qres.extras["cat"]["eval_set"])
     return result, qres
+
+
+def run_label(config: MethodConfig, cat: CATOptions | None = None) -> str:
+    """The method name a run is recorded under ("pdquant", or "pdquant+cat" with CAT)."""
+    return config.method if cat is None else f"{config.method}+cat"
 
 
 def run_quantization(
@@ -103,18 +125,20 @@ def run_quantization(
     store: RunStore | None = None,
     progress: ProgressFn | None = None,
     eval_limit: int | None = None,
+    cat: CATOptions | None = None,
 ) -> tuple[RunResult, QuantResult]:
     """Load model and data by name, quantize, evaluate, and record the run in `store`.
 
+    With `cat` (`ptq_core.cat.CATOptions`), CAT's correction follows the method.
     A run that fails is recorded as failed; earlier runs are never touched.
     """
     dev = resolve_device(device)
     store = store if store is not None else RunStore()
     spec = config.quant
-    with store.run(model, config.method, spec.wbits, spec.abits, config.to_dict()) as handle:
+    with store.run(model, run_label(config, cat), spec.wbits, spec.abits, config.to_dict()) as handle:
         loaded = load_model(model, weights, dev)
         bundle = load_data(data, loaded.transform)
-        result, qres = quantize_and_evaluate(loaded, bundle, config, dev, progress, eval_limit)
+        result, qres = quantize_and_evaluate(loaded, bundle, config, dev, progress, eval_limit, cat=cat)
         result.run_id = handle.run_id
         handle.finish(result.metrics(), result.layers, result.timings,
                       extras={"layers_alone": result.layers_alone, "report": result.report, "data": result.data,

@@ -21,6 +21,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from ptq_core.cat import CATOptions
 from ptq_core.checkpoints import check_finite, load_state_dict, save_state_dict
 from ptq_core.data import DataBundle, load_data
 from ptq_core.errors import CheckpointError, PTQError
@@ -226,17 +227,23 @@ def default_eval_limit() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def start_quantization(sel: Selection, config: MethodConfig, eval_limit: int | None) -> Job:
-    """Start `run_quantization` on a worker thread; the job is also kept in the session."""
+def start_quantization(sel: Selection, config: MethodConfig, eval_limit: int | None,
+                       cat: dict[str, Any] | None = None) -> Job:  # fmt: skip
+    """Start `run_quantization` on a worker thread; the job is also kept in the session.
+
+    `cat`: `CATOptions` fields to add CAT's correction after the method (None: without).
+    """
     run_store = store()
+    cat_options = CATOptions.from_dict(cat) if cat is not None else None
 
     def work(progress) -> dict[str, Any]:
         result, _qres = run_quantization(sel.model, config, sel.data, sel.device, sel.weights, run_store,
-                                         progress, eval_limit)  # fmt: skip
+                                         progress, eval_limit, cat=cat_options)  # fmt: skip
         return {"run_id": result.run_id, "top1": result.top1, "fp_top1": result.fp_top1}  # no tensors kept
 
     spec = config.quant
-    job = start_job(work, f"{config.method} W{spec.wbits}/A{spec.abits} on {sel.model}")
+    method = f"{config.method} + CAT" if cat_options else config.method
+    job = start_job(work, f"{method} W{spec.wbits}/A{spec.abits} on {sel.model}")
     st.session_state["job"] = job
     return job
 
