@@ -32,7 +32,7 @@ chromium:
 	  else echo "$(NOCHROMIUM) (apt-get needs root)"; fi; }
 
 lint: setup
-	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check ptq_core tests tools benchmarks app.py
+	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check ptq_core ptq_ui pages tests tools benchmarks app.py
 
 bench: setup
 	$(PY) benchmarks/rtn.py

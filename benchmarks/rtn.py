@@ -48,7 +48,8 @@ def measure(model_name: str, calib_n: int, observer: str, device: str) -> dict:
     return {"model": model_name, "device": str(dev), "calib": calib_n, "quantize_s": seconds,
             "prepare_s": res.timings["prepare"], "weights_s": res.timings["weights"],
             "acts_s": res.timings["activations"], "peak_mb": peak, "eval_s": time.perf_counter() - t1,
-            "top1": acc, "fp_top1": json.loads((ROOT / "assets" / f"{model_name}.json").read_text())["fp_top1"]}  # fmt: skip
+            "top1": acc, "fp_top1": json.loads((ROOT / "assets" / f"{model_name}.json").read_text())["fp_top1"],
+            }  # fmt: skip
 
 
 def main() -> None:
@@ -67,8 +68,9 @@ def main() -> None:
     print("| model | device | quantize s (prepare / weights / acts) | peak MB | eval s | float top-1 | W4A4 top-1 |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--calib", str(args.calib), "--observer",
-                              args.observer, "--device", args.device], capture_output=True, text=True, check=True)  # fmt: skip
+        cmd = [sys.executable, __file__, "--one", name, "--calib", str(args.calib), "--observer", args.observer,
+               "--device", args.device]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {r['model']} | {r['device']} | {r['quantize_s']:.1f} ({r['prepare_s']:.1f} / {r['weights_s']:.1f} / "
               f"{r['acts_s']:.1f}) | {r['peak_mb']:.0f} | {r['eval_s']:.1f} | {r['fp_top1']:.2f} | {r['top1']:.2f} |",

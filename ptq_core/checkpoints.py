@@ -272,7 +272,7 @@ def _mismatch_message(rows: list[tuple[str, str, str, str]]) -> str:
     summary = ", ".join(f"{n} {p}" for p, n in counts.items() if n)
     table = [("key", "expected shape", "found shape", "problem")] + rows[:_MAX_TABLE_ROWS]
     widths = [max(len(r[i]) for r in table) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in table]
     if len(rows) > _MAX_TABLE_ROWS:
         lines.append(f"... and {len(rows) - _MAX_TABLE_ROWS} more")
     return f"checkpoint does not fit the model ({summary})\n" + "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import PTQError
 from .methods import METHODS, ProgressEvent, ReconMethodConfig
@@ -189,7 +189,8 @@ def _print_result(res) -> None:
         print("worst layers (all quantized):")
         print(f"  {'layer':32}{'W/A':>7}{'SQNR dB':>9}{'cosine':>8}{'MSE':>11}")
         for e in worst:
-            print(f"  {e['name']:32}{e['wbits']:>3}/{e['abits']:<3}{e['sqnr_db']:9.2f}{e['cosine']:8.4f}{e['mse']:11.3e}")
+            bits = f"{e['wbits']:>3}/{e['abits']:<3}"
+            print(f"  {e['name']:32}{bits}{e['sqnr_db']:9.2f}{e['cosine']:8.4f}{e['mse']:11.3e}")
     if res.report.get("unsupported"):
         print("left in float (unsupported): " + ", ".join(f"{n} ({t})" for n, t in res.report["unsupported"]))
 

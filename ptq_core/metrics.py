@@ -11,9 +11,9 @@ outputs equal the original model's (BatchNorm folding is exact).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn

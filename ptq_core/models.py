@@ -11,9 +11,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,8 +91,8 @@ def _tv_entry(name: str) -> ModelEntry:
     path = _tv_cache_file(name)
     if path.is_file():
         return ModelEntry(name, "torchvision", "cached", str(path), "imagefolder")
-    return ModelEntry(name, "torchvision", "not cached",
-                      f"downloads {_tv_weights(name).url} to {path} on first use (needs network)", "imagefolder")  # fmt: skip
+    note = f"downloads {_tv_weights(name).url} to {path} on first use (needs network)"
+    return ModelEntry(name, "torchvision", "not cached", note, "imagefolder")
 
 
 def list_models() -> list[ModelEntry]:

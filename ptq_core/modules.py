@@ -10,7 +10,7 @@ in float.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,7 @@ class QuantConv2d(nn.Conv2d, QuantLayer):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, w_scheme: QScheme, a_scheme: QScheme, w_observer: str = "mse",
-                   a_observer: str = "mse") -> "QuantConv2d":  # fmt: skip
+                   a_observer: str = "mse") -> QuantConv2d:  # fmt: skip
         """Build from a float conv, sharing nothing with it (parameters are copied)."""
         q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                 conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
@@ -95,7 +95,7 @@ class QuantLinear(nn.Linear, QuantLayer):
 
     @classmethod
     def from_float(cls, fc: nn.Linear, w_scheme: QScheme, a_scheme: QScheme, w_observer: str = "mse",
-                   a_observer: str = "mse") -> "QuantLinear":  # fmt: skip
+                   a_observer: str = "mse") -> QuantLinear:  # fmt: skip
         """Build from a float linear layer (parameters are copied)."""
         q = cls(fc.in_features, fc.out_features, fc.bias is not None, device=fc.weight.device, dtype=fc.weight.dtype)
         return q._adopt(fc, w_scheme, a_scheme, w_observer, a_observer)

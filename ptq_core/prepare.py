@@ -82,7 +82,7 @@ class QuantSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QuantSpec":
+    def from_dict(cls, d: dict[str, Any]) -> QuantSpec:
         """Inverse of `to_dict`; unknown keys are an error."""
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:

@@ -362,7 +362,7 @@ class RunStore:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(base + names + ["seconds"])
-        for rec, metrics in zip(records, flat):
+        for rec, metrics in zip(records, flat, strict=False):
             created = datetime.fromtimestamp(rec.created, timezone.utc).isoformat()
             fixed = [rec.run_id, created, rec.status, rec.model, rec.method, rec.wbits, rec.abits]
             seconds = "" if rec.seconds is None else rec.seconds

@@ -78,7 +78,9 @@ def test_torchvision_offline_error_names_the_file(monkeypatch, tmp_path):
 
 def test_bring_your_own_model_from_a_file(tmp_path):
     src = tmp_path / "mynet.py"
-    src.write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n")
+    src.write_text(
+        "import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
+    )
     import torch.nn as nn
 
     ref = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
@@ -120,8 +122,10 @@ def test_imagefolder_with_a_torchvision_model_and_its_transforms(tmp_path, store
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    save_state_dict(torchvision.models.get_model("mobilenet_v2", weights=None, num_classes=1000), tmp_path / "w.safetensors")
+            pixels = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
+    net = torchvision.models.get_model("mobilenet_v2", weights=None, num_classes=1000)
+    save_state_dict(net, tmp_path / "w.safetensors")
     cfg = RTNConfig(quant=QuantSpec(wbits=8, abits=8, w_observer="minmax", a_observer="minmax"), calib=4, batch_size=4)
     res, _ = run_quantization("mobilenet_v2", cfg, data=f"imagefolder:{tmp_path / 'imgs'}", device="cpu",
                               weights=str(tmp_path / "w.safetensors"))  # fmt: skip

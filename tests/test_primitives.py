@@ -152,7 +152,7 @@ def test_error_falls_as_bits_rise() -> None:
     for bits in range(2, 9):
         scale, zp = _minmax_qparams(x, bits, False, False)
         errors.append(P.lp_loss(x, P.fake_quantize(x, scale, zp, *P.quant_range(bits, False)), 2).item())
-    assert all(a > b for a, b in zip(errors, errors[1:]))
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False))
 
 
 # ---------------------------------------------------------------- gradients

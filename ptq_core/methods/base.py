@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -91,7 +92,7 @@ class MethodConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "MethodConfig":
+    def from_dict(cls, d: dict[str, Any]) -> MethodConfig:
         """Inverse of `to_dict`; unknown keys are an error."""
         d = {k: v for k, v in d.items() if k != "method"}
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}

@@ -97,7 +97,7 @@ class RepVGG(nn.Module):
         x = self.stage3(self.stage2(self.stage1(self.stage0(x))))  # (B, 192, 4, 4)
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    def reparameterize(self) -> "RepVGG":
+    def reparameterize(self) -> RepVGG:
         """Fuse every block in place (call in eval mode); returns self."""
         for m in self.modules():
             if isinstance(m, RepVGGBlock):
