@@ -23,19 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from ptq_ui.server import app_server  # noqa: E402
+
 GOAL_S = 1.0
 
 
@@ -135,12 +135,6 @@ BROWSER_CASES = [  # (url path, slider's label, metric whose value must change)
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metric_value(page: Any, label: str) -> str:
     box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
     return box.locator("[data-testid='stMetricValue']").inner_text()
@@ -176,35 +170,8 @@ def measure_browser(repeats: int) -> list[dict[str, Any]]:
     from playwright.sync_api import sync_playwright
 
     idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     rows = []
-    try:
-        for _ in range(360):
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.5)
+    with app_server(start_timeout=180) as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                          args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -232,9 +199,6 @@ def measure_browser(repeats: int) -> list[dict[str, Any]]:
                              "of which until the rerun starts s": statistics.median(starts),
                              "ok": statistics.median(totals[1:]) < GOAL_S})  # fmt: skip
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(20)
     return rows
 
 

@@ -31,3 +31,29 @@ def fmnist():
     from ptq_core.data import load_embedded
 
     return load_embedded()
+
+
+@pytest.fixture
+def app_env(request, tmp_path, monkeypatch):
+    """For AppTests: a private run store, fresh Streamlit data caches, and the test module's `APP_ENV`."""
+    import streamlit as st
+
+    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(tmp_path / "store"))
+    for key, value in getattr(request.module, "APP_ENV", {}).items():
+        monkeypatch.setenv(key, value)
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_data.clear()
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> str | None:
+    """None when the zoo's resnet20 checkpoint exists, else a random-init resnet20 state_dict file."""
+    from ptq_core.checkpoints import save_state_dict
+    from ptq_core.data import ASSETS_DIR
+    from ptq_core.zoo import resnet20
+
+    if (ASSETS_DIR / "fmnist-resnet20.safetensors").is_file():
+        return None
+    torch.manual_seed(0)
+    return str(save_state_dict(resnet20(), tmp_path_factory.mktemp("w") / "resnet20-random.safetensors"))

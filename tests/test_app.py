@@ -15,39 +15,19 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
 
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from ptq_core.checkpoints import save_state_dict
-from ptq_core.data import ASSETS_DIR
 from ptq_core.errors import ConfigError
 from ptq_core.methods import METHODS, MethodConfig, ProgressEvent
 from ptq_core.store import RunStore
-from ptq_core.zoo import resnet20
 
 PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "pages/compare_runs.py",
          "pages/learn_quantizer.py"]  # fmt: skip
 
+# environment of the app under test (applied by the `app_env` fixture in conftest.py)
+APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str | None:
-    """None when the zoo checkpoint exists, else a random-init resnet20 state_dict."""
-    if (ASSETS_DIR / "fmnist-resnet20.safetensors").is_file():
-        return None
-    torch.manual_seed(0)
-    return str(save_state_dict(resnet20(), tmp_path_factory.mktemp("w") / "resnet20-random.safetensors"))
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    """A private run store, inline jobs, a small evaluation, fresh caches."""
-    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(tmp_path / "store"))
-    monkeypatch.setenv("PTQ_UI_SYNC_JOBS", "1")
-    monkeypatch.setenv("PTQ_UI_EVAL_LIMIT", "500")
-    st.cache_data.clear()
-    yield tmp_path
-    st.cache_data.clear()
 
 
 def new_app(weights: str | None, page: str | None = None) -> AppTest:

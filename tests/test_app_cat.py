@@ -8,22 +8,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from ptq_ui import cat_charts
 
 PAGE = "pages/cat_corrections.py"
 
+# environment of the app under test (applied by the `app_env` fixture in conftest.py)
+APP_ENV = {"PTQ_UI_EVAL_LIMIT": "500"}
 
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    """A private run store, 500 test images, fresh caches."""
-    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(tmp_path / "store"))
-    monkeypatch.setenv("PTQ_UI_EVAL_LIMIT", "500")
-    st.cache_data.clear()
-    yield tmp_path
-    st.cache_data.clear()
 
 
 def metric(at: AppTest, label: str) -> str:

@@ -9,37 +9,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import streamlit as st
-import torch
 from streamlit.testing.v1 import AppTest
 
 from ptq_core.analysis import clusters
-from ptq_core.checkpoints import save_state_dict
-from ptq_core.data import ASSETS_DIR
-from ptq_core.zoo import resnet20
 
 SMALL = {"q_w_observer": "minmax", "q_a_observer": "minmax", "oc_images": 32, "ac_images": 200, "sens_bits": [2, 8]}
 
+# environment of the app under test (applied by the `app_env` fixture in conftest.py)
+APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "100"}
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str | None:
-    """None when the zoo checkpoint exists, else a random-init resnet20 state_dict."""
-    if (ASSETS_DIR / "fmnist-resnet20.safetensors").is_file():
-        return None
-    torch.manual_seed(0)
-    return str(save_state_dict(resnet20(), tmp_path_factory.mktemp("w") / "resnet20-random.safetensors"))
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    """A private run store, inline jobs, a small evaluation, fresh data caches."""
-    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(tmp_path / "store"))
-    monkeypatch.setenv("PTQ_UI_SYNC_JOBS", "1")
-    monkeypatch.setenv("PTQ_UI_EVAL_LIMIT", "100")
-    st.cache_data.clear()
-    yield tmp_path
-    st.cache_data.clear()
 
 
 def open_page(weights: str | None, page: str, **state) -> AppTest:

@@ -7,21 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
 from ptq_core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("PTQ_EXPLORER_HOME", str(tmp_path / "store"))
-    st.cache_data.clear()
-    yield tmp_path
-    st.cache_data.clear()
 
 
 def open_page(page: str, **state) -> AppTest:

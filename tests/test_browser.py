@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import ast
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ptq_ui.server import app_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -75,59 +72,18 @@ def test_app_pages_are_discovered():
     assert all((ROOT / p["file"]).is_file() for p in pages)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on a free loopback port, with a private run store and a small evaluation."""
-    port = _free_port()
     home = tmp_path_factory.mktemp("browser-store")
     env = dict(os.environ, PTQ_EXPLORER_HOME=str(home), PTQ_UI_EVAL_LIMIT="200", PTQ_UI_THREADS="1",
                OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # fmt: skip
-    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + START_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+    with open(home / "server.log", "w") as log:
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            with app_server(env, log, START_S) as url:
+                yield url
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {(home / 'server.log').read_text()[-2000:]}") from None
 
 
 def _settle(page) -> None:
