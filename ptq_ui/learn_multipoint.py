@@ -22,11 +22,12 @@ from ptq_core.layerwise.capture import capture_grams
 from ptq_core.layerwise.gram import weight_groups
 from ptq_core.layerwise.multipoint import GRIDS, allocate_points, greedy_points
 from ptq_core.methods.layerwise_base import layer_error
-from ptq_core.modules import QuantLayer, set_quant_state
+from ptq_core.modules import set_quant_state
 from ptq_core.prepare import QuantSpec, prepare
 from ptq_core.qscheme import check_bits
 
 from .analysis import model_device
+from .learn_views import check_quant_layer
 
 __all__ = ["MAX_POINTS", "BUDGETS", "multipoint_demo", "allocation", "channel_view"]
 
@@ -52,12 +53,7 @@ def multipoint_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int,
         raise ConfigError(f"points must be in 1..{MAX_POINTS}, got {n_points}")
     images = calibration_tensor(bundle, n_images, seed=0).to(model_device(model))
     qmodel, _ = prepare(model, QuantSpec(wbits=bits, abits=32, first_last_bits=None), images[:8])
-    try:
-        qlayer = qmodel.get_submodule(layer)
-    except AttributeError:
-        raise ConfigError(f"the model has no layer {layer!r}") from None
-    if not isinstance(qlayer, QuantLayer):
-        raise ConfigError(f"{layer!r} is not a quantizable (conv or linear) layer")
+    qlayer = check_quant_layer(qmodel, layer)
     set_quant_state(qmodel, False, False)  # float inputs, as the method captures them
     h = capture_grams(qmodel, [layer], images, 64)[layer]
     w = qlayer.weight.detach().reshape(qlayer.weight.shape[0], -1).float()

@@ -62,7 +62,7 @@ def rectified_sigmoid_curve(lo: float = -8.0, hi: float = 8.0, num: int = 161) -
     return {"v": v.tolist(), "h": rectified_sigmoid(v).tolist(), "sigmoid": torch.sigmoid(v).tolist()}
 
 
-def _check_layer(qmodel: nn.Module, layer: str) -> QuantLayer:
+def check_quant_layer(qmodel: nn.Module, layer: str) -> QuantLayer:
     try:
         module = qmodel.get_submodule(layer)
     except AttributeError:
@@ -109,7 +109,7 @@ def adaround_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int, i
     only = {layer: {"wbits": bits, "abits": 32}}  # the other layers stay float: no grid to compute for them
     spec = QuantSpec(wbits=32, abits=32, w_observer="mse", first_last_bits=None, overrides=only)
     qmodel, _ = prepare(model, spec, images[:8])
-    qlayer = _check_layer(qmodel, layer)
+    qlayer = check_quant_layer(qmodel, layer)
     calibrate_weights(qmodel)
     set_quant_state(qmodel, False, False)
     qmodel.requires_grad_(False)
