@@ -4,23 +4,26 @@ For every (model, bits, base method, seed) cell the base method runs once (its
 calibration images: the first ones of the seeded calibration permutation); CAT is
 then fitted on the next 1024 calibration images (disjoint) with K = 64 and with
 K = 1 (one plain affine map), alpha 0.4, no PCA, and all three are measured on the
-10k test split from the same logits. Finished cells are appended to
-benchmarks/cells/cat.jsonl and skipped on the next run (--rerun ignores them).
+10k test split from the same logits. Each cell runs in its own process; finished
+cells are appended to benchmarks/cells/cat.jsonl and skipped on the next run (--rerun
+ignores them). A cell also records the base run's own figures (wall and CPU seconds,
+peak memory), so benchmarks/recon.py reuses its W2A2 base runs instead of repeating them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CELLS = ROOT / "benchmarks" / "cells" / "cat.jsonl"
+
+from benchmarks.cells import CellStore, Meter, mean_std, run_in_process  # noqa: E402
+
+CELLS = CellStore(ROOT / "benchmarks" / "cells" / "cat.jsonl")
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2")
 BITS = {"W2A2": (2, 2), "W4A2": (4, 2)}
 BASES = ("rtn", "brecq", "qdrop", "pdquant")
@@ -48,13 +51,15 @@ def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.
 
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
+    meter = Meter(dev)
     loaded = load_model(model_name, device=dev)
     model = loaded.model.eval()
     bundle = load_data("fmnist-sample", loaded.transform)
     config = _config(method, *BITS[bits], seed, args.preset, args.iters)
     calib = calibration_tensor(bundle, config.calib, seed).to(dev)
     t0 = time.perf_counter()
-    qres = quantize(model, calib, config)
+    with meter:
+        qres = quantize(model, calib, config)
     base_s = time.perf_counter() - t0
     fs = fit_set(bundle, config.calib, args.fit, seed)
     images = fs.images.to(dev)
@@ -62,7 +67,7 @@ def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.
     fit_zq = model_logits(qres.model, images)
     row = {"model": model_name, "bits": bits, "method": method, "seed": seed, "calib": config.calib,
            "iters": getattr(config, "iters", 0), "fit": fs.description, "eval": len(ev.labels),
-           "base_seconds": base_s}  # fmt: skip
+           "base_seconds": base_s, "base": meter.figures()}  # fmt: skip
     for name, over in VARIANTS.items():
         t1 = time.perf_counter()
         _, fit = apply_cat(model, qres.model, images, CATOptions(fit_size=args.fit, **over))
@@ -78,40 +83,40 @@ def _key(model: str, bits: str, method: str, seed: int, args: argparse.Namespace
     return json.dumps([model, bits, method, seed, args.preset, args.iters, args.fit, args.eval_limit])
 
 
-def _cached() -> dict[str, dict]:
-    if not CELLS.exists():
-        return {}
-    rows = (json.loads(line) for line in CELLS.read_text().splitlines() if line.strip())
-    return {r["key"]: r for r in rows}
+def recon_cell(model: str, bits: str, method: str, seed: int, preset: str, iters: int | None,
+               eval_limit: int | None) -> dict | None:  # fmt: skip
+    """This setting's base run, from a finished CAT cell, in benchmarks/recon.py's cell format (or None).
+
+    Only cells run in their own process carry the base run's figures (``"base"``). The fitting
+    set does not change the base run, so a cell with any fitting-set size will do.
+    """
+    want = [model, bits, method, seed, preset, iters]
+    for r in reversed(CELLS.rows()):
+        key = json.loads(r["key"])
+        if "base" in r and key[:6] == want and key[7] == eval_limit:
+            return {"top1": r["base_top1"], "fp_top1": r["fp_top1"], "seconds": r["base_seconds"], **r["base"],
+                    "calib": r["calib"], "iters": r["iters"], "source": "cat.jsonl " + r["key"]}  # fmt: skip
+    return None
 
 
 def cell(model: str, bits: str, method: str, seed: int, args: argparse.Namespace) -> dict | None:
-    """A finished cell from benchmarks/cells/cat.jsonl, or run it now and append it (None if it fails)."""
+    """A finished cell from benchmarks/cells/cat.jsonl, or run it now in its own process (None if it fails)."""
     key = _key(model, bits, method, seed, args)
-    if not args.rerun and not args.quick and (hit := _cached().get(key)):
+    if not args.rerun and not args.quick and (hit := CELLS.get(key)):
         return hit
-    try:
-        row = run_cell(model, bits, method, seed, args)
-    except Exception as exc:  # one failed cell must not stop the table
-        print(f"<!-- cell {model} {bits} {method} seed {seed} failed: {type(exc).__name__}: {exc} -->", flush=True)
+    script = str(ROOT / "benchmarks" / "cat_repapq.py")
+    cmd = [sys.executable, script, "cat", "--one", f"{model},{bits},{method},{seed}", "--device", args.device,
+           "--preset", args.preset, "--fit", str(args.fit), "--threads", str(args.threads),
+           "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
+    cmd += ["--iters", str(args.iters)] if args.iters else []
+    row = run_in_process(cmd, f"{model} {bits} {method} seed {seed}")
+    if row is None:
         return None
     if not args.quick:
-        row |= {"key": key, "finished": datetime.now().isoformat(timespec="seconds")}
-        CELLS.parent.mkdir(exist_ok=True)
-        with CELLS.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        row = CELLS.add(key, row)
     print(f"<!-- done {model} {bits} {method} seed {seed}: base {row['base_top1']:.2f} cat {row['cat']['top1']:.2f} "
           f"k1 {row['k1']['top1']:.2f} ({row['base_seconds']:.0f} s) -->", flush=True)  # fmt: skip
     return row
-
-
-def _ms(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
-
-
-def _signed(xs: list[float]) -> str:
-    m = statistics.mean(xs)
-    return f"{m:+.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{m:+.2f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -127,12 +132,13 @@ def table(rows: list[dict]) -> str:
         rs = sorted(rs, key=lambda r: r["seed"])
         base = [r["base_top1"] for r in rs]
         cat, k1 = [r["cat"]["top1"] for r in rs], [r["k1"]["top1"] for r in rs]
+        gain = mean_std([c - b for c, b in zip(cat, base, strict=True)], signed=True)
+        gain_k1 = mean_std([c - b for c, b in zip(k1, base, strict=True)], signed=True)
         fixes = sum(r["cat"]["fixes"] for r in rs) / len(rs)
         breaks = sum(r["cat"]["breaks"] for r in rs) / len(rs)
         lines.append(f"| {model} | {bits} | {method} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{rs[0]['fp_top1']:.2f} | {_ms(base)} | {_ms(cat)} | {_ms(k1)} | "
-                     f"{_signed([c - b for c, b in zip(cat, base, strict=True)])} | "
-                     f"{_signed([c - b for c, b in zip(k1, base, strict=True)])} | {fixes:.0f} / {breaks:.0f} | "
+                     f"{rs[0]['fp_top1']:.2f} | {mean_std(base)} | {mean_std(cat)} | {mean_std(k1)} | "
+                     f"{gain} | {gain_k1} | {fixes:.0f} / {breaks:.0f} | "
                      f"{rs[0]['calib']} / {rs[0]['fit']['size']} / {rs[0]['eval']} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -142,9 +148,14 @@ def run(args: argparse.Namespace, append) -> None:
     if args.quick:
         args.models, args.bits, args.methods, args.seeds = ["fmnist-resnet20"], ["W4A2"], ["rtn"], [0]
         args.eval_limit, args.fit = 500, 256
+    args.eval_limit = args.eval_limit or None
+    if args.one:
+        model, bits, method, seed = args.one.split(",")
+        print(json.dumps(run_cell(model, bits, method, int(seed), args)))
+        return
     rows = []
     if args.table_only:
-        rows = [r for r in _cached().values() if r["model"] in args.models]
+        rows = [r for r in {r["key"]: r for r in CELLS.rows()}.values() if r["model"] in args.models]
     else:
         for model in args.models:  # seed-major: every method at seed 0 before any second seed
             for seed in args.seeds:
@@ -181,3 +192,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table-only", action="store_true", help="run nothing new; tabulate every finished cell")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)

@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
-
-def _append(title: str, body: str, command: str) -> None:
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-    with RESULTS.open("a") as f:
-        f.write(f"\n## {title} ({stamp})\n\n`{command}`\n\n{body}\n")
-
+from benchmarks.cells import CellStore, Meter, append_results, mean_std, run_in_process  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------
 # CAT part (written separately; see issue 5)
@@ -45,14 +36,14 @@ def add_cat_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cat", help="CAT evidence (issue 5): base methods with and without CAT, and K = 1")
     add_arguments(p)
-    p.set_defaults(func=lambda args: run(args, _append))
+    p.set_defaults(func=lambda args: run(args, append_results))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # RepAPQ part
 # ----------------------------------------------------------------------------------------------------------
 
-REPAPQ_CELLS = ROOT / "benchmarks" / "cells" / "repapq.jsonl"
+REPAPQ_CELLS = CellStore(ROOT / "benchmarks" / "cells" / "repapq.jsonl")
 REPAPQ_MODEL = "fmnist-repvgg"
 REPAPQ_BITS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A4": (4, 4)}
 # Baselines quantize the merged (deployable) model, as in the paper's comparisons; RepAPQ gets the train
@@ -82,21 +73,15 @@ def _calib(n: int, seed: int, dev):
     return calibration_tensor(load_data("fmnist-sample"), n, seed).to(dev)
 
 
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def repapq_one(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
     """One cell in this process: quantize, evaluate on the test split, measure."""
-    import torch
 
     from ptq_core import METHODS, QuantSpec, load_data, load_model, quantize, resolve_device
     from ptq_core.data import make_loader
     from ptq_core.metrics import evaluate
 
     dev = resolve_device(args.device)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    meter = Meter(dev)
     method, model_name, extra = REPAPQ_VARIANTS[_BY_SHORT[variant]]
     model = load_model(model_name, device=dev).model
     spec = QuantSpec(wbits=REPAPQ_BITS[bits][0], abits=REPAPQ_BITS[bits][1])
@@ -106,17 +91,12 @@ def repapq_one(variant: str, bits: str, seed: int, args: argparse.Namespace) -> 
     else:
         config = cls.from_preset(args.preset, quant=spec, seed=seed, calib=args.calib, iters=args.iters, **extra)
     calib = _calib(config.calib, seed, dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    cpu0 = _cpu_seconds()
-    res = quantize(model, calib, config)
-    cpu_s = _cpu_seconds() - cpu0
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)  # fmt: skip
+    with meter:
+        res = quantize(model, calib, config)
     loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
     return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": evaluate(model, loader, dev)["top1"],
-            "seconds": res.seconds, "cpu_s": cpu_s, "threads": torch.get_num_threads(), "peak_mb": peak,
-            "device": str(dev), "calib": config.calib, "iters": getattr(config, "iters", 0)}  # fmt: skip
+            "seconds": res.seconds, **meter.figures(), "calib": config.calib,
+            "iters": getattr(config, "iters", 0)}  # fmt: skip
 
 
 def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) -> str:
@@ -124,17 +104,10 @@ def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) ->
     return json.dumps([model_name, variant, bits, seed, args.preset, args.iters, args.calib, args.eval_limit])
 
 
-def _repapq_cached() -> dict[str, dict]:
-    if not REPAPQ_CELLS.exists():
-        return {}
-    rows = (json.loads(line) for line in REPAPQ_CELLS.read_text().splitlines() if line.strip())
-    return {r["key"]: r for r in rows}
-
-
 def _repapq_cell(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
     """One cell from benchmarks/cells/repapq.jsonl when already run, else in a fresh process (None if it failed)."""
     key = _repapq_key(variant, bits, seed, args)
-    if not args.rerun and not args.quick and (hit := _repapq_cached().get(key)):
+    if not args.rerun and not args.quick and (hit := REPAPQ_CELLS.get(key)):
         return hit
     if args.cached_only:
         return None
@@ -142,21 +115,8 @@ def _repapq_cell(variant: str, bits: str, seed: int, args: argparse.Namespace) -
            "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
     cmd += ["--iters", str(args.iters)] if args.iters else []
     cmd += ["--calib", str(args.calib)] if args.calib else []
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        print(f"<!-- cell {variant} {bits} seed {seed} failed: {out.stderr.strip().splitlines()[-1:]} -->", flush=True)
-        return None
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    if not args.quick:
-        row |= {"key": key, "finished": datetime.now().isoformat(timespec="seconds")}
-        REPAPQ_CELLS.parent.mkdir(exist_ok=True)
-        with REPAPQ_CELLS.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-    return row
-
-
-def _mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+    row = run_in_process(cmd, f"{variant} {bits} seed {seed}")
+    return REPAPQ_CELLS.add(key, row) if row is not None and not args.quick else row
 
 
 def repapq_table(args: argparse.Namespace) -> str:
@@ -172,7 +132,7 @@ def repapq_table(args: argparse.Namespace) -> str:
             name = _BY_SHORT[variant]
             secs, cpu = statistics.mean(r["seconds"] for r in runs), statistics.mean(r["cpu_s"] for r in runs)
             row = (f"| {REPAPQ_VARIANTS[name][1]} | {bits} | {name} | {runs[0]['fp_top1']:.2f} | "
-                   f"{_mean_std([r['top1'] for r in runs])} | {len(runs)} | {secs:.1f} | {cpu:.0f} | "
+                   f"{mean_std([r['top1'] for r in runs])} | {len(runs)} | {secs:.1f} | {cpu:.0f} | "
                    f"{max(r['peak_mb'] for r in runs):.0f} | {runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
             lines.append(row)
             print(row, flush=True)
@@ -211,7 +171,7 @@ def run_repapq(args: argparse.Namespace) -> None:
     if not args.no_append:
         title = "RepAPQ on fmnist-repvgg" + (" (quick check, not a measurement)" if args.quick
                                              else f" (preset {args.preset})")  # fmt: skip
-        _append(title, body, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
+        append_results(title, body, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
 
 
 def main() -> None:

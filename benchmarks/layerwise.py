@@ -34,7 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+from benchmarks.cells import RESULTS, CellStore  # noqa: E402
+
 CELLS = ROOT / "benchmarks" / "cells" / "layerwise.jsonl"
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2", "fmnist-vit")
 BITS = (4, 3, 2)
@@ -49,15 +51,7 @@ METHODS = {  # label -> (method, extra settings)
 
 
 def _done(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    return {c["key"]: c for c in map(json.loads, path.read_text().splitlines()) if c.get("key")}
-
-
-def _append(path: Path, cell: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(cell) + "\n")
+    return {c["key"]: c for c in CellStore(path).rows() if c.get("key")}
 
 
 def _key(*parts) -> str:
@@ -126,7 +120,7 @@ def run_model(name: str, calib_n: int, eval_limit: int | None, cells: Path, bits
     x_err = next(iter(make_loader(data.test, batch_size=128)))[0]
     fp_key = _key(name, "float", eval_limit)
     if fp_key not in done:
-        _append(cells, {"key": fp_key, "top1": evaluate(model, loader)["top1"]})
+        CellStore(cells).add(fp_key, {"top1": evaluate(model, loader)["top1"]})
     capture_s = 0.0
     with gram_cache():
         for bits in bits_list:
@@ -141,19 +135,18 @@ def run_model(name: str, calib_n: int, eval_limit: int | None, cells: Path, bits
                 if getattr(cfg, "inputs", "") == "float":  # count the shared float-input capture in full
                     capture_s = max(capture_s, res.timings.get("inputs", 0.0))
                     seconds += capture_s - res.timings.get("inputs", 0.0)
-                cell = {"key": key, "model": name, "method": label, "bits": bits, "calib": calib_n}
+                cell = {"model": name, "method": label, "bits": bits, "calib": calib_n}
                 cell.update(
                     top1=evaluate(res.model, loader)["top1"],
                     layer_err_pct=_mean_rel_error(res.model, x_err),
                     seconds=seconds,
                     timings=res.timings,
-                    finished=datetime.now().isoformat(timespec="seconds"),
                 )
                 if "overhead" in res.extras:
                     with torch.no_grad():
                         diff = (deploy_multipoint(res.model)(x_err) - res.model(x_err)).abs().max()
                     cell.update(extra_pct=res.extras["overhead"]["extra_percent"], deploy_max_diff=float(diff))
-                _append(cells, cell)
+                cell = CellStore(cells).add(key, cell)
                 print(f"{name} W{bits} {label}: top-1 {cell['top1']:.2f}, {seconds:.1f} s", file=sys.stderr, flush=True)
 
 

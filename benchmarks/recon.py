@@ -19,20 +19,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-# Every finished table cell is appended here, so an interrupted table resumes where it stopped
-# and each figure in RESULTS.md can be traced to its run.
-CELLS = ROOT / "benchmarks" / "cells" / "recon.jsonl"
+
+from benchmarks.cells import CellStore, Meter, append_results, mean_std, run_in_process  # noqa: E402
+
+CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
 METHODS = ("rtn", "adaround", "brecq", "qdrop", "pdquant")
 BITS = {"W4A4": (4, 4), "W2A4": (2, 4), "W2A2": (2, 2)}
 
@@ -174,14 +171,12 @@ def step_table(rows: list[dict]) -> str:
 
 def run_one(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
     """One table cell in this process: quantize, evaluate, measure."""
-    import torch
-
     from ptq_core import METHODS, QuantSpec, load_data, load_model, quantize, resolve_device
     from ptq_core.data import make_loader
     from ptq_core.metrics import evaluate
 
     dev = resolve_device(args.device)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    meter = Meter(dev)
     model = load_model(model_name, device=dev).model
     spec = QuantSpec(wbits=BITS[bits][0], abits=BITS[bits][1])
     cls = METHODS[method][0]
@@ -190,24 +185,18 @@ def run_one(model_name: str, method: str, bits: str, seed: int, args: argparse.N
     else:
         config = cls.from_preset(args.preset, quant=spec, seed=seed, calib=args.calib, iters=args.iters)
     calib = _calib(config.calib, seed, dev)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    cpu0 = _cpu_seconds()
-    res = quantize(model, calib, config)
-    _sync(dev)
-    cpu_s = _cpu_seconds() - cpu0
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)  # fmt: skip
+    with meter:
+        res = quantize(model, calib, config)
     loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
-    fp_top1 = _float_top1(model_name, args.eval_limit, lambda: evaluate(model, loader, dev)["top1"])
-    return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": fp_top1,
-            "seconds": res.seconds, "cpu_s": cpu_s, "threads": torch.get_num_threads(), "peak_mb": peak,
-            "device": str(dev), "calib": config.calib, "iters": getattr(config, "iters", 0)}  # fmt: skip
+    measure_fp = lambda: evaluate(model, loader, dev)["top1"]  # noqa: E731
+    fp_top1 = measure_fp() if args.quick else _float_top1(model_name, args.eval_limit, measure_fp)
+    return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": fp_top1, "seconds": res.seconds,
+            **meter.figures(), "calib": config.calib, "iters": getattr(config, "iters", 0)}  # fmt: skip
 
 
 def _float_top1(model_name: str, eval_limit: int | None, measure) -> float:
     """The float model's top-1, measured once per model and test subset (kept in benchmarks/cells/float.json)."""
-    path = CELLS.parent / "float.json"
+    path = CELLS.path.parent / "float.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     key = f"{model_name}:{eval_limit or 'all'}"
     if key not in known:
@@ -217,43 +206,36 @@ def _float_top1(model_name: str, eval_limit: int | None, measure) -> float:
     return known[key]
 
 
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def _cell_key(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> str:
     return json.dumps([model_name, method, bits, seed, args.preset, args.iters, args.calib, args.eval_limit])
 
 
-def _cached_cells() -> dict[str, dict]:
-    if not CELLS.exists():
-        return {}
-    rows = (json.loads(line) for line in CELLS.read_text().splitlines() if line.strip())
-    return {r["key"]: r for r in rows}
+def _from_cat(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """The same quantization run by the CAT benchmark (its base method), as a table cell, or None.
+
+    The CAT benchmark quantizes W2A2 with the same configs, calibration images and seeds, each cell
+    in its own process, and records the base run's figures; reusing them saves running it twice.
+    """
+    if args.calib is not None:
+        return None
+    from benchmarks.cat_bench import recon_cell
+
+    return recon_cell(model_name, bits, method, seed, args.preset, args.iters, args.eval_limit)
 
 
-def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
-    """One table cell: from benchmarks/cells/recon.jsonl when already run, else in a fresh process."""
+def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """One table cell: from benchmarks/cells/ when already run, else in a fresh process (None if it failed)."""
     key = _cell_key(model_name, method, bits, seed, args)
-    if not args.rerun and not args.quick and (hit := _cached_cells().get(key)):
-        return hit
+    if not args.rerun and not args.quick:
+        if hit := CELLS.get(key) or _from_cat(model_name, method, bits, seed, args):
+            return hit
     cmd = [sys.executable, __file__, "one", "--one", f"{model_name},{method},{bits},{seed}", "--device", args.device,
            "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
     cmd += ["--iters", str(args.iters)] if args.iters else []
     cmd += ["--calib", str(args.calib)] if args.calib else []
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    if not args.quick:
-        row |= {"key": key, "finished": datetime.now().isoformat(timespec="seconds")}
-        CELLS.parent.mkdir(exist_ok=True)
-        with CELLS.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-    return row
-
-
-def _mean_std(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+    cmd += ["--quick"] if args.quick else []
+    row = run_in_process(cmd, f"{model_name} {method} {bits} seed {seed}")
+    return CELLS.add(key, row) if row is not None and not args.quick else row
 
 
 def evidence_table(args: argparse.Namespace) -> str:
@@ -265,12 +247,14 @@ def evidence_table(args: argparse.Namespace) -> str:
         for bits in args.bits:
             means = {}
             for method in args.methods:
-                runs = [_cell(model_name, method, bits, s, args) for s in args.seeds]
+                runs = [r for s in args.seeds if (r := _cell(model_name, method, bits, s, args)) is not None]
+                if not runs:
+                    continue
                 means[method] = statistics.mean(r["top1"] for r in runs)
                 secs, peak = statistics.mean(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs)
                 cpu = statistics.mean(r.get("cpu_s", float("nan")) for r in runs)
                 row = (f"| {model_name} | {bits} | {method} | {runs[0]['fp_top1']:.2f} | "
-                       f"{_mean_std([r['top1'] for r in runs])} | {secs:.1f} | {cpu:.0f} | {peak:.0f} | "
+                       f"{mean_std([r['top1'] for r in runs])} | {secs:.1f} | {cpu:.0f} | {peak:.0f} | "
                        f"{runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
                 lines.append(row)
                 print(row, flush=True)
@@ -280,11 +264,8 @@ def evidence_table(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _append(title: str, body: str, args: argparse.Namespace) -> None:
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-    flags = " ".join(sys.argv[1:])
-    with RESULTS.open("a") as f:
-        f.write(f"\n## {title} ({stamp})\n\n`python benchmarks/recon.py {flags}`\n\n{body}\n")
+def _command() -> str:
+    return "python benchmarks/recon.py " + " ".join(sys.argv[1:])
 
 
 def main() -> None:
@@ -320,12 +301,13 @@ def main() -> None:
               f"(best of {args.rounds} rounds of {args.step_iters} steps)\n")  # fmt: skip
         body = step_table(step_cost(args.device, args.step_iters, args.blocks, args.rounds))
         print(body, flush=True)
-        _append("Reconstruction step cost" + (" (quick check, not a measurement)" if args.quick else ""), body, args)
+        quick = " (quick check, not a measurement)" if args.quick else ""
+        append_results("Reconstruction step cost" + quick, body, _command())
     if args.part in ("table", "all"):
         print(f"\nEvidence table: preset {args.preset}, seeds {args.seeds}\n")
         body = evidence_table(args)
-        _append("Reconstruction methods, evidence table" + (" (quick check, not a measurement)" if args.quick
-                                                            else f" (preset {args.preset})"), body, args)  # fmt: skip
+        quick = " (quick check, not a measurement)" if args.quick else f" (preset {args.preset})"
+        append_results("Reconstruction methods, evidence table" + quick, body, _command())
 
 
 if __name__ == "__main__":
