@@ -149,6 +149,13 @@ class FakeQuantize(nn.Module):
         keep = primitives.bernoulli_mask(x, self.drop_prob) if self.training and self.drop_prob > 0 else None
         return primitives.fake_quantize_fused(x, self.scale, self.zero_point, s.qmin, s.qmax, self.axis, keep)
 
+    def storage_bits(self, numel: int) -> int:
+        """Bits to store a weight of `numel` elements quantized by this quantizer.
+
+        The integer codes at ``bits`` each, plus a 32-bit scale and zero point per channel.
+        """
+        return numel * self.bits + 2 * 32 * self.scale.numel()
+
     def quant_error(self, x: Tensor) -> dict[str, float]:
         """Clipping / rounding split of the error on ``x`` with the current qparams.
 

@@ -149,7 +149,8 @@ def layer_errors(qmodel: nn.Module, x: torch.Tensor, view: str = "accumulated") 
 
 
 def model_size_bits(model: nn.Module) -> int:
-    """Storage in bits: quantized weights at their bit-width plus fp32 scales/zero points; the rest fp32."""
+    """Storage in bits: quantized weights as their quantizer stores them (codes at their bit-width plus
+    fp32 scales and zero points; multipoint: every point's codes and coefficient); the rest fp32."""
     total = 0
     counted: set[int] = set()
     for _, layer in quant_layers(model):
@@ -157,6 +158,6 @@ def model_size_bits(model: nn.Module) -> int:
             counted.update(id(p) for p in fq.parameters())  # learnable scales are not weights
         fq = layer.weight_quantizer
         if layer.quant_weight and not fq.scheme.is_float:
-            total += layer.weight.numel() * fq.bits + 2 * 32 * fq.scale.numel()
+            total += fq.storage_bits(layer.weight.numel())
             counted.add(id(layer.weight))
     return total + sum(p.numel() * 32 for p in model.parameters() if id(p) not in counted)

@@ -23,6 +23,7 @@ from ptq_core.layerwise import (
     input_rows,
 )
 from ptq_core.methods import COMQConfig, GPTQConfig, MultipointConfig, quantize
+from ptq_core.metrics import model_size_bits
 from ptq_core.modules import quant_layers
 from ptq_core.prepare import QuantSpec
 from ptq_core.primitives import fake_quantize
@@ -164,6 +165,20 @@ def test_multipoint_deploy_form_equals_fake_quant():
         q = layer.weight_quantizer
         assert torch.allclose(wq, (q.coeffs[:, :, None] * q.codes.float()).sum(0), atol=1e-7)
         assert q.points.tolist() == points[name]
+
+
+def test_model_size_counts_every_multipoint_point():
+    model, x = _DepthwiseNet().eval(), torch.randn(16, 1, 10, 10)
+    sizes, overheads = [], []
+    for budget in (0.0, 40.0):
+        cfg = MultipointConfig(quant=QuantSpec(wbits=3, abits=8, first_last_bits=None), calib=16, budget=budget)
+        res = quantize(model, x, cfg)
+        sizes.append(model_size_bits(res.model))
+        overheads.append(res.extras["overhead"])
+    extra = overheads[1]["extra_points"]
+    assert overheads[0]["extra_points"] == 0 and extra > 0
+    # each extra point stores its 3-bit vector and one fp32 coefficient
+    assert sizes[1] - sizes[0] == overheads[1]["extra_weight_bits"] + 32 * extra
 
 
 def test_comq_and_gptq_methods_on_a_tiny_model():

@@ -102,5 +102,10 @@ class MultipointQuantizer(_FixedWeight):
         w = (self.coeffs[:, :, None].to(x.dtype) * self.codes.to(x.dtype)).sum(0)  # [C, d]
         return w.reshape(x.shape)
 
+    def storage_bits(self, numel: int) -> int:
+        """Every point's b-bit vector plus its 32-bit coefficient (a channel with n points stores n of each)."""
+        n = int(self.points.sum())
+        return n * (numel // self.points.numel()) * self.bits + 32 * n
+
     def extra_repr(self) -> str:
         return f"bits={self.bits}, multipoint, points={int(self.points.sum())} over {self.points.numel()} channels"
