@@ -1,9 +1,11 @@
 """Reconstruction methods: cost of one step, and the evidence table (issue 3).
 
 Usage:
-    python benchmarks/recon.py [step|table|all] [--device auto] [--quick]
+    python benchmarks/recon.py [step|dc|table|all] [--device auto] [--quick]
         step:  one reconstruction step of ResNet-20 blocks at batch 32 against a bare
                forward + backward of the same float block, plus PD-Quant's KL path.
+        dc:    PD-Quant's distribution correction of ResNet-20 block inputs, group by
+               group of 32 (the authors' loop) against all groups batched at once.
         table: fmnist-resnet20 and fmnist-mobilenetv2 at W4A4, W2A4, W2A2 with the fast
                preset and seeds 0-2: RTN (MSE), AdaRound, BRECQ, QDrop, PD-Quant; top-1
                mean +- std on the 10k test split, wall time and peak memory.
@@ -145,6 +147,53 @@ def step_cost(device: str, iters: int, blocks: list[str], rounds: int = 5) -> li
     return rows
 
 
+def dc_cost(device: str, blocks: list[str], samples: int, steps: int) -> list[dict]:
+    """Seconds of PD-Quant's distribution correction, group by group (the authors' loop) vs batched.
+
+    Both correct `samples` float block inputs of fmnist-resnet20 for `steps` Adam steps with
+    the paper's per-group loss and schedule (groups of 32); they give the same corrected inputs
+    (`tests/test_recon.py::test_batched_dc_equals_per_batch_dc`), only the batching differs.
+    """
+    import torch
+
+    from ptq_core import load_model, resolve_device
+    from ptq_core.recon.correction import correct_distribution
+
+    dev = resolve_device(device)
+    model = load_model("fmnist-resnet20", device=dev).model
+    x = _calib(samples, 0, dev)
+    rows = []
+    for name in blocks:
+        block, seen = model.get_submodule(name), []
+        handle = block.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0].detach()))
+        with torch.no_grad():
+            model(x)
+        handle.remove()
+        times = {}
+        for label, chunk in (("per group", 32), ("batched", samples)):
+            _sync(dev)
+            t0 = time.perf_counter()
+            correct_distribution(block, seen[0], lambda_c=0.02, steps=steps, group=32, chunk=chunk)
+            _sync(dev)
+            times[label] = time.perf_counter() - t0
+        rows.append({"block": name, "shape": list(seen[0].shape[1:]), "device": str(dev), **times})
+    return rows
+
+
+def dc_table(rows: list[dict], samples: int, steps: int) -> str:
+    """Markdown for the distribution-correction rows."""
+    out = [f"| block | input | device | per group of 32, s | batched ({samples} at once), s | speed-up |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        shape = " x ".join(map(str, r["shape"]))
+        speedup = r["per group"] / r["batched"]
+        out.append(f"| {r['block']} | {shape} | {r['device']} | {r['per group']:.1f} | {r['batched']:.1f} | "
+                   f"{speedup:.2f}x |")  # fmt: skip
+    out.append(f"\n{samples} calibration images, {steps} Adam steps per group, lambda_c 0.02, "
+               f"{__import__('torch').get_num_threads()} thread(s).")  # fmt: skip
+    return "\n".join(out)
+
+
 def _calib(n: int, seed: int, dev):
     from ptq_core import calibration_tensor, load_data
 
@@ -270,7 +319,7 @@ def _command() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", nargs="?", default="all", choices=("step", "table", "all", "one"))
+    p.add_argument("part", nargs="?", default="all", choices=("step", "dc", "table", "all", "one"))
     p.add_argument("--device", default="auto")
     p.add_argument("--models", nargs="+", default=["fmnist-resnet20", "fmnist-mobilenetv2"])
     p.add_argument("--bits", nargs="+", default=list(BITS), choices=list(BITS))
@@ -283,6 +332,8 @@ def main() -> None:
     p.add_argument("--step-iters", type=int, default=20, help="timed steps per round in the step part")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds in the step part (best is kept)")
     p.add_argument("--blocks", nargs="+", default=["layer1.1", "layer2.1", "layer3.1"])
+    p.add_argument("--dc-samples", type=int, default=512, help="images corrected in the dc part")
+    p.add_argument("--dc-steps", type=int, default=100, help="Adam steps per group in the dc part")
     p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/recon.jsonl")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -303,6 +354,15 @@ def main() -> None:
         print(body, flush=True)
         quick = " (quick check, not a measurement)" if args.quick else ""
         append_results("Reconstruction step cost" + quick, body, _command())
+    if args.part in ("dc", "all"):
+        if args.quick:
+            args.dc_samples, args.dc_steps = 64, 3
+        print(f"\nDistribution correction: group by group vs batched ({args.dc_steps} steps)\n")
+        body = dc_table(dc_cost(args.device, args.blocks, args.dc_samples, args.dc_steps), args.dc_samples,
+                        args.dc_steps)  # fmt: skip
+        print(body, flush=True)
+        quick = " (quick check, not a measurement)" if args.quick else ""
+        append_results("PD-Quant distribution correction, per group vs batched" + quick, body, _command())
     if args.part in ("table", "all"):
         print(f"\nEvidence table: preset {args.preset}, seeds {args.seeds}\n")
         body = evidence_table(args)
