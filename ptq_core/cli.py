@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconstruction methods: paper settings or the fast CPU/zoo preset")  # fmt: skip
     q.add_argument("--iters", type=int, default=None, help="reconstruction steps per unit (overrides the preset)")
     q.add_argument("--fisher", action="store_true", help="brecq: Fisher-diagonal weighted loss instead of MSE")
+    q.add_argument("--act-aware-rounding", action="store_true",
+                   help="brecq: learn the rounding with activations quantized (released code: float)")  # fmt: skip
     q.add_argument("--dc", action=argparse.BooleanOptionalAction, default=None,
                    help="pdquant: distribution correction on (default) or off")  # fmt: skip
     q.add_argument("--sweeps", type=int, default=None, help="comq: passes over all coordinates (default 1)")
@@ -106,6 +108,10 @@ def _method_flags(args: argparse.Namespace) -> dict[str, object]:
         if args.method != "brecq":
             raise PTQError("--fisher applies to brecq only")
         extra["loss"] = "fisher"
+    if args.act_aware_rounding:
+        if args.method != "brecq":
+            raise PTQError("--act-aware-rounding applies to brecq only")
+        extra["act_aware_rounding"] = True
     if args.dc is not None:
         if args.method != "pdquant":
             raise PTQError("--dc/--no-dc applies to pdquant only")

@@ -11,6 +11,7 @@ from torch import nn
 
 from ptq_core import QuantSpec, RunCancelled, prepare, quantize, reconstruction_units
 from ptq_core.cli import _config, build_parser
+from ptq_core.errors import PTQError
 from ptq_core.methods import AdaRoundConfig, BRECQConfig, PDQuantConfig, QDropConfig, RTNConfig
 from ptq_core.modules import quant_layers
 from ptq_core.recon import (
@@ -222,6 +223,17 @@ def test_presets_and_cli_overrides():
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
     args = build_parser().parse_args(["quantize", "--method", "brecq", "--fisher"])
     assert _config(args).loss == "fisher" and _config(args).iters == 20000
+
+
+def test_brecq_act_aware_rounding_quantizes_activations_in_the_rounding_pass():
+    model = TinyResNet().eval()
+    plain, aware = BRECQConfig.from_preset("fast"), BRECQConfig.from_preset("fast", act_aware_rounding=True)
+    assert [o.quant_act for o in plain.passes(model)] == [False, True]  # the released code: rounding in float
+    assert [o.quant_act for o in aware.passes(model)] == [True, True]
+    args = build_parser().parse_args(["quantize", "--method", "brecq", "--act-aware-rounding"])
+    assert _config(args).act_aware_rounding
+    with pytest.raises(PTQError, match="brecq only"):
+        _config(build_parser().parse_args(["quantize", "--method", "qdrop", "--act-aware-rounding"]))
 
 
 @pytest.mark.parametrize("axis", [None, 1])

@@ -6,6 +6,11 @@ float (stem and head layer by layer), minimising the block-output MSE or, with
 ``g = |dKL/dz| + 1`` comes from the real rest of the network. Pass 2 switches
 activations on and learns their step sizes (LSQ, Adam 4e-4 with cosine decay,
 5 000 steps, p = 2.4) by the same reconstruction.
+
+``act_aware_rounding`` learns the rounding with the activations already quantized
+(MSE-search ranges), as AdaRound and QDrop do, instead of in float as BRECQ's
+released code does. At W2A2 this matters more than anything else in BRECQ's recipe:
+on fmnist-resnet20 it lifts BRECQ from 90.81 to 91.55 (3 seeds; `benchmarks/recon_order.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class BRECQConfig(ReconMethodConfig):
         act_iters: Steps per unit of the step-size pass (0 skips it).
         act_lr: Adam learning rate of the step sizes.
         act_p: Exponent of the step-size pass's reconstruction loss.
+        act_aware_rounding: Learn the rounding with activations quantized (off in the
+            released code, which learns it in float).
     """
 
     method = "brecq"
@@ -42,6 +49,7 @@ class BRECQConfig(ReconMethodConfig):
     act_iters: int = 5000
     act_lr: float = 4e-4
     act_p: float = 2.4
+    act_aware_rounding: bool = False
 
     def validate(self) -> None:
         if self.loss not in ("mse", "fisher"):
@@ -54,7 +62,8 @@ class BRECQConfig(ReconMethodConfig):
         return self.loss == "fisher"
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
-        out = [self.base_options(model, stage="weights", learn_rounding=True, quant_act=False, rec_loss=self.loss)]
+        out = [self.base_options(model, stage="weights", learn_rounding=True, quant_act=self.act_aware_rounding,
+                                 rec_loss=self.loss)]  # fmt: skip
         if self.act_iters:
             out.append(self.base_options(model, stage="activations", iters=self.act_iters, learn_rounding=False,
                                          learn_act_scale=True, quant_act=True, act_init="unit", act_lr=self.act_lr,
