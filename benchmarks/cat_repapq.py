@@ -6,7 +6,7 @@ Usage:
         fmnist-repvgg at W8A8, W6A6, W4A4 with the fast preset: RTN (MSE observer, 1024
         images), BRECQ and QDrop on the merged model (fmnist-repvgg-deploy), RepAPQ (given the
         train form, merges it) and its ablations (no affine, MSE instead of MAE, no stage
-        term), plus RTN on the unmerged branches for context; top-1 on the 10k test split,
+        term, the affine's learning rate at 0.1 and 1e-3 instead of 1e-2), plus RTN on the unmerged branches for context; top-1 on the 10k test split,
         wall and CPU seconds, peak memory.
         Every finished cell is appended to benchmarks/cells/repapq.jsonl, so an interrupted
         run resumes where it stopped (--rerun ignores them). --quick checks the script runs.
@@ -59,11 +59,14 @@ REPAPQ_VARIANTS: dict[str, tuple[str, str, dict]] = {
     "repapq: no affine": ("repapq", "fmnist-repvgg", {"affine": False}),
     "repapq: MSE not MAE": ("repapq", "fmnist-repvgg", {"distortion": "mse"}),
     "repapq: no stage term": ("repapq", "fmnist-repvgg", {"stage_weight": 0.0}),
+    "repapq: affine lr 0.1": ("repapq", "fmnist-repvgg", {"affine_lr": 0.1}),  # the released code's
+    "repapq: affine lr 1e-3": ("repapq", "fmnist-repvgg", {"affine_lr": 1e-3}),
     "rtn (mse), branches unmerged": ("rtn", "fmnist-repvgg", {}),
 }
 _SHORT = {"rtn (mse)": "rtn", "brecq": "brecq", "qdrop": "qdrop", "repapq": "repapq",
           "repapq: no affine": "repapq-noaffine", "repapq: MSE not MAE": "repapq-mse",
-          "repapq: no stage term": "repapq-nostage", "rtn (mse), branches unmerged": "rtn-branches"}  # fmt: skip
+          "repapq: no stage term": "repapq-nostage", "repapq: affine lr 0.1": "repapq-affine0.1",
+          "repapq: affine lr 1e-3": "repapq-affine0.001", "rtn (mse), branches unmerged": "rtn-branches"}  # fmt: skip
 _BY_SHORT = {v: k for k, v in _SHORT.items()}
 
 
