@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.cells import CellStore, Meter, mean_std, run_in_process  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "cat.jsonl")
+FLOAT_CACHE = ROOT / "benchmarks" / "cells" / "cache"  # float test logits per model (not in git)
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2")
 BITS = {"W2A2": (2, 2), "W4A2": (4, 2)}
 BASES = ("rtn", "brecq", "qdrop", "pdquant")
@@ -46,7 +47,7 @@ def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.
     import torch
 
     from ptq_core import calibration_tensor, load_data, load_model, quantize, resolve_device
-    from ptq_core.cat import CATOptions, apply_cat, build_result, eval_logits, fit_set, model_logits
+    from ptq_core.cat import CATOptions, apply_cat, build_result, fit_set, model_logits
     from ptq_core.data import make_loader
 
     torch.set_num_threads(args.threads)
@@ -63,7 +64,8 @@ def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.
     base_s = time.perf_counter() - t0
     fs = fit_set(bundle, config.calib, args.fit, seed)
     images = fs.images.to(dev)
-    ev = eval_logits(model, qres.model, make_loader(bundle.test, limit=args.eval_limit), dev)
+    ev = _test_logits(model_name, model, qres.model, make_loader(bundle.test, limit=args.eval_limit), dev,
+                      args.eval_limit)  # fmt: skip
     fit_zq = model_logits(qres.model, images)
     row = {"model": model_name, "bits": bits, "method": method, "seed": seed, "calib": config.calib,
            "iters": getattr(config, "iters", 0), "fit": fs.description, "eval": len(ev.labels),
@@ -77,6 +79,28 @@ def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.
                      "capped": res.capped, "kl_before": res.gap_before["kl"], "kl_after": res.gap_after["kl"],
                      "fit_seconds": time.perf_counter() - t1}  # fmt: skip
     return row
+
+
+def _test_logits(model_name: str, model, qmodel, loader, dev, eval_limit: int | None):
+    """Float and quantized logits on the test split; the float ones are computed once per model.
+
+    They are the same in every cell, so they are kept in benchmarks/cells/cache/ (not in git),
+    which saves one full float evaluation per cell.
+    """
+    import torch
+
+    from ptq_core.cat import EvalLogits, eval_logits
+
+    path = FLOAT_CACHE / f"{model_name}-{eval_limit or 'all'}.pt"
+    if not path.exists():
+        ev = eval_logits(model, qmodel, loader, dev)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"fp": ev.fp, "labels": ev.labels}, path)
+        return ev
+    known = torch.load(path, weights_only=True)
+    with torch.no_grad():
+        q = torch.cat([qmodel.eval()(x.to(dev)).float().cpu() for x, _ in loader])
+    return EvalLogits(known["fp"], q, known["labels"])
 
 
 def _key(model: str, bits: str, method: str, seed: int, args: argparse.Namespace) -> str:

@@ -6,8 +6,9 @@ Usage:
         fmnist-repvgg at W8A8, W6A6, W4A4 with the fast preset: RTN (MSE observer, 1024
         images), BRECQ and QDrop on the merged model (fmnist-repvgg-deploy), RepAPQ (given the
         train form, merges it) and its ablations (no affine, MSE instead of MAE, no stage
-        term, the affine's learning rate at 0.1 and 1e-3 instead of 1e-2), plus RTN on the unmerged branches for context; top-1 on the 10k test split,
-        wall and CPU seconds, peak memory.
+        term, the affine's learning rate at 0.1 and 1e-3 instead of 1e-2), plus RTN on the
+        unmerged branches for context; top-1 on the 10k test split, wall and CPU seconds,
+        peak memory.
         Every finished cell is appended to benchmarks/cells/repapq.jsonl, so an interrupted
         run resumes where it stopped (--rerun ignores them). --quick checks the script runs.
 """
