@@ -278,6 +278,8 @@ def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Nam
     if not args.rerun and not args.quick:
         if hit := CELLS.get(key) or _from_cat(model_name, method, bits, seed, args):
             return hit
+    if args.cached_only:
+        return None
     cmd = [sys.executable, __file__, "one", "--one", f"{model_name},{method},{bits},{seed}", "--device", args.device,
            "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
     cmd += ["--iters", str(args.iters)] if args.iters else []
@@ -336,6 +338,7 @@ def main() -> None:
     p.add_argument("--dc-steps", type=int, default=100, help="Adam steps per group in the dc part")
     p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/recon.jsonl")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
+    p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.eval_limit = args.eval_limit or None
