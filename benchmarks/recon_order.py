@@ -1,7 +1,7 @@
 """Why BRECQ does not beat AdaRound at W2A2 on fmnist-resnet20 (issue 3): each lead as a BRECQ variant.
 
 Usage:
-    python benchmarks/recon_order.py [--variants ...] [--seeds 0 1 2] [--bits W2A2] [--quick]
+    python benchmarks/recon_order.py [--variants ...] [--seeds 0 1 2] [--bits W2A2] [--cached-only] [--quick]
 
 The papers predict AdaRound < BRECQ at W2A2; the evidence table (`recon.py table`) has them
 tied (90.88 vs 90.81). The leads, each changing one thing in BRECQ's fast preset:
@@ -74,7 +74,7 @@ def table(args: argparse.Namespace) -> str:
             for seed in args.seeds:
                 key = json.dumps([MODEL, variant, bits, seed])
                 cell = None if args.quick else CELLS.get(key)
-                if cell is None:
+                if cell is None and not args.cached_only:
                     cmd = [sys.executable, __file__, "--one", f"{variant},{bits},{seed}"] + (["--quick"] * args.quick)
                     cell = run_in_process(cmd, f"{variant} {bits} seed {seed}")
                     if cell is not None and not args.quick:
@@ -99,6 +99,7 @@ def main() -> None:
     p.add_argument("--bits", nargs="+", default=["W2A2"], choices=list(BITS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
+    p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
