@@ -291,27 +291,29 @@ def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Nam
 
 def evidence_table(args: argparse.Namespace) -> str:
     """Run every cell (printing rows as they finish) and return the Markdown table."""
-    lines = ["| model | bits | method | float top-1 | top-1 mean ± std | wall s | CPU s | peak MB | calib / iters |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | bits | method | seeds | float top-1 | top-1 mean ± std | wall s | CPU s | peak MB | "
+             "calib / iters |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     print("\n".join(lines), flush=True)
     for model_name in args.models:
         for bits in args.bits:
             means = {}
             for method in args.methods:
-                runs = [r for s in args.seeds if (r := _cell(model_name, method, bits, s, args)) is not None]
+                by_seed = {s: r for s in args.seeds if (r := _cell(model_name, method, bits, s, args)) is not None}
+                runs = list(by_seed.values())
                 if not runs:
                     continue
                 means[method] = statistics.mean(r["top1"] for r in runs)
                 secs, peak = statistics.mean(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs)
                 cpu = statistics.mean(r.get("cpu_s", float("nan")) for r in runs)
-                row = (f"| {model_name} | {bits} | {method} | {runs[0]['fp_top1']:.2f} | "
+                seeds = ",".join(map(str, by_seed))
+                row = (f"| {model_name} | {bits} | {method} | {seeds} | {runs[0]['fp_top1']:.2f} | "
                        f"{mean_std([r['top1'] for r in runs])} | {secs:.1f} | {cpu:.0f} | {peak:.0f} | "
                        f"{runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
                 lines.append(row)
                 print(row, flush=True)
             order = " < ".join(sorted(means, key=means.get))
             print(f"<!-- {model_name} {bits} ascending: {order} -->", flush=True)
-            lines.append(f"|  | {bits} | ascending order: {order} |  |  |  |  |  |  |")
+            lines.append(f"|  | {bits} | ascending order: {order} |  |  |  |  |  |  |  |")
     return "\n".join(lines)
 
 
