@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, mean_std, run_in_process  # noqa: E402
+from benchmarks.cells import CellStore, Meter, mean_std  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "cat.jsonl")
 FLOAT_CACHE = ROOT / "benchmarks" / "cells" / "cache"  # float test logits per model (not in git)
@@ -133,11 +133,8 @@ def cell(model: str, bits: str, method: str, seed: int, args: argparse.Namespace
            "--preset", args.preset, "--fit", str(args.fit), "--threads", str(args.threads),
            "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
     cmd += ["--iters", str(args.iters)] if args.iters else []
-    row = run_in_process(cmd, f"{model} {bits} {method} seed {seed}")
-    if row is None:
+    if (row := CELLS.run(key, cmd, f"{model} {bits} {method} seed {seed}", keep=not args.quick)) is None:
         return None
-    if not args.quick:
-        row = CELLS.add(key, row)
     print(f"<!-- done {model} {bits} {method} seed {seed}: base {row['base_top1']:.2f} cat {row['cat']['top1']:.2f} "
           f"k1 {row['k1']['top1']:.2f} ({row['base_seconds']:.0f} s) -->", flush=True)  # fmt: skip
     return row

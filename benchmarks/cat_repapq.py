@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, mean_std, run_in_process  # noqa: E402
+from benchmarks.cells import CellStore, Meter, append_results, mean_std  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------
 # CAT part (written separately; see issue 5)
@@ -119,8 +119,7 @@ def _repapq_cell(variant: str, bits: str, seed: int, args: argparse.Namespace) -
            "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
     cmd += ["--iters", str(args.iters)] if args.iters else []
     cmd += ["--calib", str(args.calib)] if args.calib else []
-    row = run_in_process(cmd, f"{variant} {bits} seed {seed}")
-    return REPAPQ_CELLS.add(key, row) if row is not None and not args.quick else row
+    return REPAPQ_CELLS.run(key, cmd, f"{variant} {bits} seed {seed}", keep=not args.quick)
 
 
 def repapq_table(args: argparse.Namespace) -> str:

@@ -45,6 +45,11 @@ class CellStore:
             f.write(json.dumps(row) + "\n")
         return row
 
+    def run(self, key: str, cmd: Sequence[str], label: str, keep: bool = True) -> dict | None:
+        """Run one cell in a fresh process (`run_in_process`) and, when `keep`, store it under `key`."""
+        row = run_in_process(cmd, label)
+        return self.add(key, row) if row is not None and keep else row
+
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process so far."""

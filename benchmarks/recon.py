@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, mean_std, run_in_process  # noqa: E402
+from benchmarks.cells import CellStore, Meter, append_results, mean_std  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
 METHODS = ("rtn", "adaround", "brecq", "qdrop", "pdquant")
@@ -285,8 +285,7 @@ def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Nam
     cmd += ["--iters", str(args.iters)] if args.iters else []
     cmd += ["--calib", str(args.calib)] if args.calib else []
     cmd += ["--quick"] if args.quick else []
-    row = run_in_process(cmd, f"{model_name} {method} {bits} seed {seed}")
-    return CELLS.add(key, row) if row is not None and not args.quick else row
+    return CELLS.run(key, cmd, f"{model_name} {method} {bits} seed {seed}", keep=not args.quick)
 
 
 def evidence_table(args: argparse.Namespace) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, mean_std, run_in_process  # noqa: E402
+from benchmarks.cells import CellStore, Meter, append_results, mean_std  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon_order.jsonl")
 RECON_CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
@@ -76,9 +76,7 @@ def table(args: argparse.Namespace) -> str:
                 cell = None if args.quick else CELLS.get(key)
                 if cell is None and not args.cached_only:
                     cmd = [sys.executable, __file__, "--one", f"{variant},{bits},{seed}"] + (["--quick"] * args.quick)
-                    cell = run_in_process(cmd, f"{variant} {bits} seed {seed}")
-                    if cell is not None and not args.quick:
-                        cell = CELLS.add(key, cell)
+                    cell = CELLS.run(key, cmd, f"{variant} {bits} seed {seed}", keep=not args.quick)
                 if cell is not None:
                     rows[f"BRECQ {variant}"][seed] = cell
         for name, cells in rows.items():
