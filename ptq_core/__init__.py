@@ -9,7 +9,9 @@ Quick start (Python)::
     result = quantize(loaded.model, calib, RTNConfig(quant=QuantSpec(wbits=4, abits=4)))
     result.model  # fake-quantized copy, ready to evaluate
 
-Or end to end, recorded in the run store: `run_quantization("fmnist-resnet20", RTNConfig())`.
+Or end to end, recorded in the run store::
+
+    record, _ = run_quantization(RunSpec(model="fmnist-resnet20", method=make_config("rtn", wbits=4, abits=4)))
 """
 
 from __future__ import annotations
@@ -52,9 +54,12 @@ from .metrics import LayerError, evaluate, layer_errors, model_size_bits
 from .models import list_models, load_model, resolve_device
 from .modules import QuantConv2d, QuantLinear, quant_layers, set_quant_state
 from .observers import OBSERVERS, make_observer
+from .overrides import format_overrides, parse_overrides
 from .pipeline import RunResult, quantize_and_evaluate, run_quantization
 from .prepare import PrepareReport, QuantSpec, prepare
 from .qscheme import QScheme
+from .settings import Setting, setting, settings
+from .spec import RunSpec, make_config
 from .store import RunRecord, RunStore
 
 __version__ = "0.1.0"
@@ -68,6 +73,7 @@ __all__ = [
     "RunCancelled", "RunRecord", "RunResult", "RunStore", "Unit", "UnsafeCheckpointError", "UnsupportedModelError",
     "WeightsUnavailableError", "calibration_tensor", "config_from_dict", "evaluate", "layer_errors", "list_models",
     "load_data", "load_model", "make_loader", "make_observer", "model_size_bits", "prepare", "quant_layers",
-    "quantize", "quantize_and_evaluate", "reconstruction_units", "resolve_device", "run_quantization",
+    "quantize", "quantize_and_evaluate", "RunSpec", "make_config", "Setting", "setting", "settings",
+    "parse_overrides", "format_overrides", "reconstruction_units", "resolve_device", "run_quantization",
     "set_quant_state", "__version__",
 ]  # fmt: skip

@@ -8,22 +8,120 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from .cat.options import CATOptions
 from .errors import PTQError
-from .methods import METHODS, ProgressEvent, ReconMethodConfig
-from .methods.recon_base import PRESETS
+from .methods import METHODS, MethodConfig, ProgressEvent, config_from_dict
 from .observers import OBSERVERS
+from .overrides import parse_overrides
 from .prepare import QuantSpec
+from .settings import Setting, settings
+from .spec import RunSpec, make_config
+from .store import RunRecord, RunStore, to_jsonable
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "spec_from_args", "method_settings", "stored_spec"]
 
 
-def _bits(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bit-width must be an integer, got {text!r}") from None
+# Options that are spelled differently from the field they set: flag -> (field, value or None = the given value)
+_ALIASES = {
+    "--observer": ("w_observer+a_observer", None),
+    "--granularity": ("w_per_channel", None),
+    "--override": ("overrides", None),
+    "--fisher": ("loss", "fisher"),
+    "--mp-budget": ("budget", None),
+    "--refine-base": ("base", None),
+}
+_RUN_FIELDS = ("model", "weights", "data", "device", "eval_limit", "error_samples")
+
+
+def _scalar(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
+    """The argparse type of a setting: ints and floats with a one-line error; 'none' unsets an optional one."""
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "unset"):
+            return None
+        if kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                what = "bit-width" if name.endswith("bits") else name
+                raise argparse.ArgumentTypeError(f"{what} must be {'an integer' if kind is int else 'a number'}, "
+                                                 f"got {text!r}") from None  # fmt: skip
+        return text
+
+    return parse
+
+
+def method_settings() -> dict[str, tuple[Setting, list[str]]]:
+    """Every setting of the quantization spec and of every registered method: name -> (setting, methods)."""
+    found: dict[str, tuple[Setting, list[str]]] = {s.name: (s, list(METHODS)) for s in settings(QuantSpec)}
+    for method, (cls, _fn) in METHODS.items():
+        for s in settings(cls):
+            if s.nested:
+                continue
+            if s.name in found and found[s.name][0].kind != s.kind:
+                raise TypeError(f"setting {s.name!r} has two types ({found[s.name][0].kind} and {s.kind})")
+            found.setdefault(s.name, (s, []))[1].append(method)
+    return found
+
+
+def _add_setting(group: argparse._ArgumentGroup, s: Setting, flag: str, dest: str, owners: list[str]) -> None:
+    where = "" if len(owners) == len(METHODS) else f" [{'/'.join(owners)}]"
+    default = s.default if not isinstance(s.default, dict) else "none"
+    help_ = f"{s.help}{where} (default {default})"
+    if s.kind is bool:
+        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=help_)  # fmt: skip
+    elif s.name == "overrides":
+        group.add_argument(flag, "--override", dest=dest, action="append", default=argparse.SUPPRESS,
+                           metavar="PATTERN=W/A", help=help_ + "; repeatable")  # fmt: skip
+    else:
+        choices = s.choices if s.kind is str else None
+        group.add_argument(flag, dest=dest, type=_scalar(s.kind, s.optional, s.name), choices=choices,
+                           default=argparse.SUPPRESS, metavar=None if choices else s.name.upper(), help=help_)
+
+
+def _quantize_parser(sub: Any) -> None:
+    q = sub.add_parser("quantize", help="quantize a model and report accuracy and per-layer error",
+                       description="Every setting of the run description has an option; --config runs a stored "
+                                   "description and the options given change it.")  # fmt: skip
+    run = q.add_argument_group("run")
+    run.add_argument("--config", default=None, metavar="SPEC.json", help="a run description (runs show ID --spec)")
+    run.add_argument("--model", default=argparse.SUPPRESS, help="zoo name, torchvision name, or file.py:factory")
+    run.add_argument("--weights", default=argparse.SUPPRESS, help="state_dict file (safetensors or torch, safe)")
+    run.add_argument("--data", default=argparse.SUPPRESS, help="fmnist-sample, fmnist-full or imagefolder:<path>")
+    run.add_argument("--device", default=argparse.SUPPRESS, help="auto, cpu or cuda")
+    run.add_argument("--eval-limit", type=_scalar(int, True, "eval_limit"), default=argparse.SUPPRESS,
+                     help="evaluate on the first N test images only (default: all)")  # fmt: skip
+    run.add_argument("--error-samples", type=_scalar(int, False, "error_samples"), default=argparse.SUPPRESS,
+                     help="test images of the per-layer error tables (default 256)")  # fmt: skip
+    run.add_argument("--method", default=argparse.SUPPRESS, choices=list(METHODS))
+    run.add_argument("--json", default=None, metavar="PATH", help="write the stored run (as runs show ID) as JSON")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    quant = q.add_argument_group("quantization and method settings (each names the methods it applies to)")
+    quant.add_argument("--observer", dest="alias_observer", choices=list(OBSERVERS), default=argparse.SUPPRESS,
+                       help="range estimator of weights and activations (sets both observers)")  # fmt: skip
+    quant.add_argument("--granularity", dest="alias_granularity", choices=("channel", "tensor"),
+                       default=argparse.SUPPRESS, help="weight granularity (sets --w-per-channel)")  # fmt: skip
+    quant.add_argument("--fisher", dest="alias_fisher", action="store_true", default=argparse.SUPPRESS,
+                       help="brecq: Fisher-diagonal weighted loss (--loss fisher)")  # fmt: skip
+    quant.add_argument("--mp-budget", dest="alias_mp_budget", type=_scalar(float, True, "budget"),
+                       default=argparse.SUPPRESS, metavar="PERCENT", help="multipoint: the same as --budget")  # fmt: skip
+    quant.add_argument("--refine-base", dest="alias_refine_base", default=argparse.SUPPRESS, metavar="METHOD",
+                       help="cat_refine: the same as --base")  # fmt: skip
+    for name, (s, owners) in method_settings().items():
+        _add_setting(quant, s, s.flag, f"set_{name}", owners)
+    cat = q.add_argument_group("CAT's correction after the method")
+    cat.add_argument("--cat", action="store_true", default=argparse.SUPPRESS, help="add CAT's cluster-wise logit "
+                     "correction after the method")  # fmt: skip
+    for s in settings(CATOptions):
+        flag = "--cat-" + s.name.replace("_", "-")
+        _add_setting(cat, s, flag, f"cat_{s.name}", ["cat"])
+        if s.name == "fit_size":
+            cat.add_argument("--cat-fit", dest="cat_fit_size", type=int, default=argparse.SUPPRESS, help="same as "
+                             "--cat-fit-size")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,127 +129,81 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ptq_core", description="Post-training quantization workbench.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list loadable models and their weights' status")
-    q = sub.add_parser("quantize", help="quantize a model and report accuracy and per-layer error")
-    q.add_argument("--model", default="fmnist-resnet20", help="zoo name, torchvision name, or file.py:factory")
-    q.add_argument("--weights", default=None, help="state_dict file (safetensors or torch, loaded safely)")
-    q.add_argument("--data", default="fmnist-sample", help="fmnist-sample, fmnist-full or imagefolder:<path>")
-    q.add_argument("--method", default="rtn", choices=list(METHODS))
-    q.add_argument("--observer", default="mse", choices=list(OBSERVERS), help="range estimator (weights and acts)")
-    q.add_argument("--wbits", type=_bits, default=4, help="2-8, or 32 to keep weights in float")
-    q.add_argument("--abits", type=_bits, default=4, help="2-8, or 32 to keep activations in float")
-    q.add_argument("--granularity", choices=("channel", "tensor"), default="channel", help="weight granularity")
-    q.add_argument("--first-last-bits", type=_bits, default=8, help="bits of first/last layer (0: no special case)")
-    q.add_argument("--override", action="append", default=[], metavar="PATTERN=W/A",
-                   help="per-layer bits by name pattern, e.g. 'layer3.*=8/8' (repeatable)")  # fmt: skip
-    q.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    q.add_argument("--calib", type=int, default=None,
-                   help="calibration images (default: the preset's, 1024 for paper)")  # fmt: skip
-    q.add_argument("--preset", choices=PRESETS, default="paper",
-                   help="reconstruction methods: paper settings or the fast CPU/zoo preset")  # fmt: skip
-    q.add_argument("--iters", type=int, default=None, help="reconstruction steps per unit (overrides the preset)")
-    q.add_argument("--fisher", action="store_true", help="brecq: Fisher-diagonal weighted loss instead of MSE")
-    q.add_argument("--act-aware-rounding", action="store_true",
-                   help="brecq: learn the rounding with activations quantized (released code: float)")  # fmt: skip
-    q.add_argument("--dc", action=argparse.BooleanOptionalAction, default=None,
-                   help="pdquant: distribution correction on (default) or off")  # fmt: skip
-    q.add_argument("--sweeps", type=int, default=None, help="comq: passes over all coordinates (default 1)")
-    q.add_argument("--act-order", action="store_true", help="gptq: quantize columns by decreasing H_jj")
-    q.add_argument("--mp-budget", type=float, default=None, help="multipoint: %% extra points (default 5)")
-    q.add_argument("--inputs", choices=("float", "quantized"), default=None,
-                   help="comq/gptq/multipoint: inputs from the float or the partly quantized model")  # fmt: skip
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--cat", action="store_true", help="add CAT's cluster-wise logit correction after the method")
-    q.add_argument("--cat-k", type=int, default=None, help="CAT clusters (default 64; 1 = one plain affine map)")
-    q.add_argument("--cat-alpha", type=float, default=None, help="CAT blend factor in [0, 1] (default 0.4)")
-    q.add_argument("--cat-pca", type=int, default=None, help="CAT: PCA dimensions before k-means (default: none)")
-    q.add_argument("--cat-fit", type=int, default=None,
-                   help="CAT fitting images, taken from the calibration split after the method's (default 1024)")
-    q.add_argument("--refine-base", default=None, help="cat_refine: the method run before it (default pdquant)")
-    q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
-    q.add_argument("--json", default=None, metavar="PATH", help="write the full result as JSON")
-    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    _quantize_parser(sub)
     r = sub.add_parser("runs", help="list, show, delete or export saved runs")
     r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
     r.add_argument("run_ids", nargs="*")
     r.add_argument("--format", choices=("json", "csv"), default="json")
+    r.add_argument("--spec", action="store_true", help="show: print only the run's description (for --config)")
     return p
 
 
-def _overrides(items: list[str]) -> dict[str, dict[str, int]]:
-    out = {}
-    for item in items:
-        pattern, _, bits = item.rpartition("=")
-        w, _, a = bits.partition("/")
-        if not pattern or not w.isdigit() or not a.isdigit():
-            raise PTQError(f"--override {item!r} must look like PATTERN=W/A, e.g. 'layer3.*=8/8'")
-        out[pattern] = {"wbits": int(w), "abits": int(a)}
-    return out
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The method and quantization settings given on the command line, aliases resolved."""
+    values = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_")}
+    aliases = {k[6:]: v for k, v in vars(args).items() if k.startswith("alias_")}
+    if "observer" in aliases:
+        values.setdefault("w_observer", aliases["observer"])
+        values.setdefault("a_observer", aliases["observer"])
+    if "granularity" in aliases:
+        values.setdefault("w_per_channel", aliases["granularity"] == "channel")
+    if aliases.get("fisher"):
+        values.setdefault("loss", "fisher")
+    if "mp_budget" in aliases:
+        values.setdefault("budget", aliases["mp_budget"])
+    if "refine_base" in aliases:
+        values.setdefault("base", aliases["refine_base"])
+    if "overrides" in values:
+        values["overrides"] = parse_overrides(values["overrides"])
+    if values.get("first_last_bits") == 0:  # 0: no special case for the first and last layer
+        values["first_last_bits"] = None
+    return values
 
 
-def _config(args: argparse.Namespace):
-    spec = QuantSpec(wbits=args.wbits, abits=args.abits, w_observer=args.observer, a_observer=args.observer,
-                     w_per_channel=args.granularity == "channel", first_last_bits=args.first_last_bits or None,
-                     overrides=_overrides(args.override))  # fmt: skip
-    cls = METHODS[args.method][0]
-    extra = _method_flags(args)
-    if issubclass(cls, ReconMethodConfig):
-        return cls.from_preset(args.preset, quant=spec, seed=args.seed, calib=args.calib, iters=args.iters, **extra)
-    if args.iters is not None:
-        raise PTQError(f"--iters applies to reconstruction methods, not {args.method}")
-    return cls(quant=spec, calib=1024 if args.calib is None else args.calib, seed=args.seed, **extra)
+def _config(args: argparse.Namespace, base: MethodConfig | None = None) -> MethodConfig:
+    """The method config of a `quantize` command line (on top of `base`, a stored run's, when given)."""
+    values = _given_settings(args)
+    method = getattr(args, "method", None) or (base.method if base is not None else "rtn")
+    known = method_settings()
+    own = {s.name for s in settings(METHODS[method][0])} | {s.name for s in settings(QuantSpec)}
+    for name in values:
+        if name not in own:
+            flag = known[name][0].flag if name in known else name
+            raise PTQError(f"{flag} applies to {'/'.join(known[name][1])} only")
+    if method == "cat_refine" and "preset" in values:  # --preset is the base method's
+        values["base_preset"] = values.pop("preset")
+    if base is not None and base.method == method:
+        stored = base.to_dict()
+        quant_names = {s.name for s in settings(QuantSpec)}
+        quant = {**stored.pop("quant"), **{k: values.pop(k) for k in list(values) if k in quant_names}}
+        return config_from_dict({**stored, **values, "quant": quant})
+    return make_config(method, **values)
 
 
-def _method_flags(args: argparse.Namespace) -> dict[str, object]:
-    """Method-specific flags, refused for the other methods."""
-    extra: dict[str, object] = {}
-    if args.fisher:
-        if args.method != "brecq":
-            raise PTQError("--fisher applies to brecq only")
-        extra["loss"] = "fisher"
-    if args.act_aware_rounding:
-        if args.method != "brecq":
-            raise PTQError("--act-aware-rounding applies to brecq only")
-        extra["act_aware_rounding"] = True
-    if args.dc is not None:
-        if args.method != "pdquant":
-            raise PTQError("--dc/--no-dc applies to pdquant only")
-        extra["dc"] = args.dc
-    extra.update(_layerwise_flags(args))
-    if args.method == "cat_refine":  # --preset is the base method's, --iters the refinement's
-        extra["base_preset"] = args.preset
-        if args.refine_base:
-            extra["base"] = args.refine_base
-        if args.iters is not None:
-            extra["iters"], args.iters = args.iters, None
-    elif args.refine_base:
-        raise PTQError("--refine-base applies to cat_refine only")
-    return extra
-
-
-def _layerwise_flags(args: argparse.Namespace) -> dict[str, object]:
-    """--sweeps (comq), --act-order (gptq), --mp-budget (multipoint), --inputs (all three)."""
-    extra: dict[str, object] = {}
-    for flag, key, value, methods in (("--sweeps", "sweeps", args.sweeps, ("comq",)),
-                                      ("--act-order", "act_order", args.act_order or None, ("gptq",)),
-                                      ("--mp-budget", "budget", args.mp_budget, ("multipoint",)),
-                                      ("--inputs", "inputs", args.inputs, ("comq", "gptq", "multipoint"))):  # fmt: skip
-        if value is not None:
-            if args.method not in methods:
-                raise PTQError(f"{flag} applies to {'/'.join(methods)} only")
-            extra[key] = value
-    return extra
-
-
-def _cat_options(args: argparse.Namespace):
-    """CATOptions from the --cat flags (None without --cat)."""
-    knobs = {"k": args.cat_k, "alpha": args.cat_alpha, "pca": args.cat_pca, "fit_size": args.cat_fit}
-    if not args.cat:
-        if any(v is not None for v in knobs.values()):
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The run description of a `quantize` command line (`--config` first, then the options given)."""
+    base = RunSpec.from_json(_read(args.config)) if args.config else RunSpec()
+    run = {k: getattr(args, k) for k in _RUN_FIELDS if hasattr(args, k)}
+    cat_values = {k[4:]: v for k, v in vars(args).items() if k.startswith("cat_")}
+    cat = base.cat
+    if getattr(args, "cat", False) or cat_values:
+        if cat is None and not getattr(args, "cat", False):
             raise PTQError("--cat-k, --cat-alpha, --cat-pca and --cat-fit need --cat")
-        return None
-    from .cat import CATOptions
+        cat = CATOptions.from_dict({**(cat.to_dict() if cat else {}), **cat_values})
+    return _spec(base, run, _config(args, base.method), cat)
 
-    return CATOptions(**{k: v for k, v in knobs.items() if v is not None})
+
+def _spec(base: RunSpec, run: dict[str, Any], method: MethodConfig, cat: CATOptions | None) -> RunSpec:
+    fields = {k: getattr(base, k) for k in _RUN_FIELDS} | run
+    return RunSpec(method=method, cat=cat, **fields)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise PTQError(f"cannot read {path}: {exc.strerror}") from None
 
 
 class _Bar:
@@ -181,24 +233,27 @@ class _Bar:
             self.bar = None
 
 
-def _print_result(res) -> None:
+def _print_result(rec: RunRecord) -> None:
+    m, extras = rec.metrics, rec.extras
     mb = lambda bits: bits / 8 / 1e6  # noqa: E731
-    print(f"model {res.model}  method {res.method}  W{res.wbits}A{res.abits}  device {res.device}  run {res.run_id}")
+    print(f"model {rec.model}  method {rec.method}  {rec.bits_label}  device {extras.get('device')}  run {rec.run_id}")
     print(f"{'':12}{'top-1':>8}{'top-5':>8}{'size MB':>10}")
-    print(f"{'float':12}{res.fp_top1:8.2f}{res.fp_top5:8.2f}{mb(res.fp_size_bits):10.3f}")
-    if res.top1_base is not None:
-        print(f"{'without CAT':12}{res.top1_base:8.2f}")
-    print(f"{'quantized':12}{res.top1:8.2f}{res.top5:8.2f}{mb(res.size_bits):10.3f}")
-    print(f"evaluated on {res.eval_samples} images in {res.seconds:.1f} s")
-    worst = sorted(res.layers, key=lambda e: e["sqnr_db"])[:5]
+    print(f"{'float':12}{m['fp_top1']:8.2f}{m['fp_top5']:8.2f}{mb(m['fp_size_bits']):10.3f}")
+    if "top1_base" in m:
+        print(f"{'without CAT':12}{m['top1_base']:8.2f}")
+    print(f"{'quantized':12}{m['top1']:8.2f}{m['top5']:8.2f}{mb(m['size_bits']):10.3f}")
+    print(f"evaluated on the first {m['eval_samples']} test images of {extras['data']['name']}, calibrated on "
+          f"{m['calib_samples']} images, in {m['seconds']:.1f} s")  # fmt: skip
+    worst = sorted(rec.layers, key=lambda e: e["sqnr_db"] if e["sqnr_db"] is not None else float("inf"))[:5]
     if worst:
         print("worst layers (all quantized):")
         print(f"  {'layer':32}{'W/A':>7}{'SQNR dB':>9}{'cosine':>8}{'MSE':>11}")
         for e in worst:
             bits = f"{e['wbits']:>3}/{e['abits']:<3}"
             print(f"  {e['name']:32}{bits}{e['sqnr_db']:9.2f}{e['cosine']:8.4f}{e['mse']:11.3e}")
-    if res.report.get("unsupported"):
-        print("left in float (unsupported): " + ", ".join(f"{n} ({t})" for n, t in res.report["unsupported"]))
+    unsupported = extras.get("report", {}).get("unsupported")
+    if unsupported:
+        print("left in float (unsupported): " + ", ".join(f"{n} ({t})" for n, t in unsupported))
 
 
 def _cmd_models() -> int:
@@ -214,45 +269,52 @@ def _cmd_models() -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .pipeline import run_quantization
 
-    config = _config(args)
-    cat = _cat_options(args)
+    spec = spec_from_args(args)
     bar = _Bar(args.quiet)
     try:
-        res, _ = run_quantization(args.model, config, args.data, args.device, args.weights, progress=bar,
-                                  eval_limit=args.eval_limit, cat=cat)  # fmt: skip
+        record, _ = run_quantization(spec, progress=bar)
     finally:
         bar.close()
-    _print_result(res)
+    _print_result(record)
     if args.json:
         with open(args.json, "w") as f:
-            f.write(_dumps(res.to_dict()))
+            f.write(_dumps(record.to_dict()))
     return 0
 
 
 def _dumps(d: dict) -> str:
-    from .store import to_jsonable
-
     return json.dumps(to_jsonable(d), indent=2)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .store import RunStore
-
     store = RunStore()
+    if args.spec and args.action != "show":
+        raise PTQError("--spec goes with runs show")
     if args.action == "list":
         for r in store.list():
             top1 = r.metrics.get("top1")
             acc = f"{top1:6.2f}" if isinstance(top1, (int, float)) else "     -"
-            print(f"{r.run_id}  {r.status:9} {r.model:22} {r.method:9} W{r.wbits}A{r.abits}  top-1 {acc}")
+            n = r.metrics.get("eval_samples")
+            on = f" on {n} test images" if n else ""
+            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}")
     elif args.action == "show":
         for rid in args.run_ids:
-            print(_dumps(store.get(rid).to_dict()))
+            record = store.get(rid)
+            print(_dumps(stored_spec(record).to_dict() if args.spec else record.to_dict()))
     elif args.action == "delete":
         print(f"deleted {store.delete(args.run_ids)} run(s)")
     else:
         ids = args.run_ids or None
         print(store.export_json(ids) if args.format == "json" else store.export_csv(ids))
     return 0
+
+
+def stored_spec(record: RunRecord) -> RunSpec:
+    """The description a stored run was made from (ConfigError for runs stored before descriptions)."""
+    if not record.spec:
+        raise PTQError(f"run {record.run_id} was stored before runs kept their description; it cannot be re-run "
+                       "exactly (its method settings are in runs show)")  # fmt: skip
+    return RunSpec.from_dict(record.spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

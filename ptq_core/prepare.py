@@ -25,9 +25,12 @@ from .fold import fold_bn_
 from .hooks import traced_forward
 from .modules import QUANT_MODULES, QuantLayer
 from .observers import OBSERVERS
-from .qscheme import FLOAT_BITS, QScheme
+from .qscheme import FLOAT_BITS, MAX_BITS, MIN_BITS, QScheme
+from .settings import check_settings, setting
 
-__all__ = ["QuantSpec", "LayerInfo", "PrepareReport", "prepare", "check_finite_params", "execution_order"]
+BIT_CHOICES = (*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS)
+
+__all__ = ["BIT_CHOICES", "QuantSpec", "LayerInfo", "PrepareReport", "prepare", "check_finite_params", "execution_order"]
 
 # leaf modules that hold no quantizable weight matrix and pass data through in float
 _FLOAT_OK = (
@@ -45,16 +48,19 @@ class QuantSpec:
     pattern (fnmatch, e.g. ``"layer3.*"``) to ``{"wbits": b, "abits": b}``.
     """
 
-    wbits: int = 4
-    abits: int = 4
-    w_observer: str = "mse"
-    a_observer: str = "mse"
-    w_per_channel: bool = True
-    w_symmetric: bool = False
-    a_symmetric: bool = False
-    first_last_bits: int | None = 8
-    overrides: dict[str, dict[str, int]] = field(default_factory=dict)
-    fold_bn: bool = True
+    wbits: int = setting(4, help="weight bits (2-8; 32 keeps weights in float)", choices=BIT_CHOICES)
+    abits: int = setting(4, help="activation bits (2-8; 32 keeps activations in float)", choices=BIT_CHOICES)
+    w_observer: str = setting("mse", help="weight range estimator", choices=tuple(OBSERVERS))
+    a_observer: str = setting("mse", help="activation range estimator", choices=tuple(OBSERVERS))
+    w_per_channel: bool = setting(True, help="one weight scale per output channel (else one per tensor)")
+    w_symmetric: bool = setting(False, help="symmetric, signed weight grid (else asymmetric with a zero point)")
+    a_symmetric: bool = setting(False, help="symmetric, signed activation grid")
+    first_last_bits: int | None = setting(8, help="bits of the first and last layer (unset: same as the rest)",
+                                          choices=BIT_CHOICES)
+    overrides: dict[str, dict[str, int]] = setting(
+        default_factory=dict, help="per-layer bits by name pattern: PATTERN=W/A, e.g. 'layer3.*=8/8'"
+    )
+    fold_bn: bool = setting(True, help="fold BatchNorm into the preceding convolution")
 
     def __post_init__(self) -> None:
         for bits in (self.wbits, self.abits, *([self.first_last_bits] if self.first_last_bits else [])):
@@ -67,6 +73,7 @@ class QuantSpec:
                 raise ConfigError(f"override {pattern!r} must be a dict with keys wbits and/or abits")
             for b in bits.values():
                 QScheme(bits=b)
+        check_settings(self)
 
     def weight_scheme(self, bits: int) -> QScheme:
         """Weight grid: per output channel by default; signed when symmetric."""

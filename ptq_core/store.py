@@ -33,11 +33,11 @@ __all__ = [
     "default_store_path", "environment", "to_jsonable",
 ]  # fmt: skip
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the run's description (spec) and its bits label
 STATUSES = ("running", "done", "failed", "cancelled")
 _HOME_VAR = "PTQ_EXPLORER_HOME"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_JSON_FIELDS = ("config", "metrics", "layers", "timings", "env", "extras")
+_JSON_FIELDS = ("config", "metrics", "layers", "timings", "env", "extras", "spec")
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS runs (
@@ -45,9 +45,12 @@ _SCHEMA = (
     status TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL,
     wbits INTEGER NOT NULL, abits INTEGER NOT NULL,
     config TEXT NOT NULL, metrics TEXT NOT NULL, layers TEXT NOT NULL,
-    timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL)""",
+    timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL,
+    spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS runs_created ON runs (created)",
 )
+# columns added by each schema version, for stores written by an older one
+_ADDED = {2: ("spec TEXT NOT NULL DEFAULT '{}'", "label TEXT NOT NULL DEFAULT ''")}
 
 
 def default_store_path() -> Path:
@@ -120,7 +123,13 @@ def _dumps(obj: Any) -> str:
 
 @dataclasses.dataclass
 class RunRecord:
-    """One PTQ run as stored: identity, settings, results and where it ran."""
+    """One PTQ run as stored: identity, settings, results and where it ran.
+
+    `spec` is the run's description (`ptq_core.spec.RunSpec.to_dict()`; empty for runs
+    stored before descriptions existed), `config` its method settings, `label` the bits it
+    really used (``W2A2``, or ``W2A2 + 6 overrides, 2.6 bits avg``), and `extras` what the
+    run recorded beside metrics and layers, the method's own under ``extras["method"]``.
+    """
 
     run_id: str
     created: float
@@ -137,6 +146,13 @@ class RunRecord:
     env: dict = dataclasses.field(default_factory=dict)
     error: str | None = None
     extras: dict = dataclasses.field(default_factory=dict)
+    spec: dict = dataclasses.field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def bits_label(self) -> str:
+        """The effective bits (the stored label, else ``W{wbits}A{abits}``)."""
+        return self.label or f"W{self.wbits}A{self.abits}"
 
     @property
     def seconds(self) -> float | None:
@@ -167,10 +183,10 @@ class RunHandle:
         self.finished = False
 
     def finish(
-        self, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None
+        self, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None, label: str | None = None
     ) -> None:
         """Record the results and mark the run "done" (see :meth:`RunStore.finish`)."""
-        self.store.finish(self.run_id, metrics, layers, timings, extras)
+        self.store.finish(self.run_id, metrics, layers, timings, extras, label)
         self.finished = True
 
 
@@ -249,27 +265,42 @@ class RunStore:
                 conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
                 raise self._not_a_store(f"schema version {row[0]} is newer than this program's")
+            elif row[0] < SCHEMA_VERSION:
+                self._upgrade(conn, row[0])
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+        """Add the columns of the later schema versions; stored runs are kept as they are."""
+        have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for column in _ADDED.get(v, ()):
+                if column.split()[0] not in have:
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     # -- writing --------------------------------------------------------------------
 
-    def start(self, model: str, method: str, wbits: int, abits: int, config: dict) -> str:
-        """Insert a "running" run and return its id."""
+    def start(self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None) -> str:
+        """Insert a "running" run and return its id (`spec`: the run's description)."""
         record = RunRecord(
             run_id=uuid.uuid4().hex[:12], created=time.time(), finished=None, status="running",
             model=str(model), method=str(method), wbits=int(wbits), abits=int(abits),
-            config=config, env=environment(),
+            config=config, env=environment(), spec=spec or {},
         )  # fmt: skip
         with self._connect() as conn:
-            conn.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(_COLUMNS))})", record._to_row())
+            conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                         record._to_row())  # fmt: skip
         return record.run_id
 
     def finish(
-        self, run_id: str, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None
-    ) -> None:
-        """Store the results of run ``run_id`` and mark it "done"."""
+        self, run_id: str, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None,
+        label: str | None = None,
+    ) -> None:  # fmt: skip
+        """Store the results of run ``run_id`` and mark it "done" (`label`: its effective bits)."""
+        values = {"label": label} if label is not None else {}
         self._update(
             run_id, status="done", finished=time.time(), metrics=_dumps(metrics),
-            layers=_dumps(layers), timings=_dumps(timings), extras=_dumps(extras or {}),
+            layers=_dumps(layers), timings=_dumps(timings), extras=_dumps(extras or {}), **values,
         )  # fmt: skip
 
     def fail(self, run_id: str, error: str, status: str = "failed") -> None:
@@ -294,7 +325,9 @@ class RunStore:
             return conn.total_changes - before
 
     @contextmanager
-    def run(self, model: str, method: str, wbits: int, abits: int, config: dict) -> Iterator[RunHandle]:
+    def run(
+        self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None
+    ) -> Iterator[RunHandle]:
         """Record a run around a block of code.
 
         The block calls ``handle.finish(...)``. If it raises, the run is marked
@@ -302,7 +335,7 @@ class RunStore:
         exception propagates. A block that ends without calling ``finish`` leaves a
         "failed" run saying so.
         """
-        handle = RunHandle(self, self.start(model, method, wbits, abits, config))
+        handle = RunHandle(self, self.start(model, method, wbits, abits, config, spec))
         try:
             yield handle
         except BaseException as exc:
@@ -351,22 +384,27 @@ class RunStore:
     def export_csv(self, run_ids: Iterable[str] | None = None) -> str:
         """Return the given runs (all if None) as CSV, one row per run.
 
-        Columns: run_id, created (ISO 8601, UTC), status, model, method, wbits, abits,
-        every scalar metric (nested dicts as ``a.b``), seconds.
+        Columns: run_id, created (ISO 8601, UTC), status, model, method, wbits, abits, bits (the
+        effective bits label), error, every scalar metric, every scalar of the run's description
+        as ``spec.a.b`` (the method's settings included), the whole description as JSON, seconds.
         """
         records = self._records(run_ids)
-        base = ["run_id", "created", "status", "model", "method", "wbits", "abits"]
+        base = ["run_id", "created", "status", "model", "method", "wbits", "abits", "bits", "error"]
         flat = [_flat_scalars(rec.metrics) for rec in records]
+        specs = [_flat_scalars(rec.spec or {"method": rec.config}, "spec.") for rec in records]
         metric_keys = list(dict.fromkeys(key for row in flat for key in row))
+        spec_keys = list(dict.fromkeys(key for row in specs for key in row))
         names = [f"metrics.{k}" if k in base + ["seconds"] else k for k in metric_keys]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(base + names + ["seconds"])
-        for rec, metrics in zip(records, flat, strict=False):
+        writer.writerow(base + names + spec_keys + ["spec_json", "seconds"])
+        for rec, metrics, spec in zip(records, flat, specs, strict=True):
             created = datetime.fromtimestamp(rec.created, timezone.utc).isoformat()
-            fixed = [rec.run_id, created, rec.status, rec.model, rec.method, rec.wbits, rec.abits]
+            fixed = [rec.run_id, created, rec.status, rec.model, rec.method, rec.wbits, rec.abits, rec.bits_label,
+                     rec.error or ""]  # fmt: skip
             seconds = "" if rec.seconds is None else rec.seconds
-            writer.writerow(fixed + [metrics.get(k, "") for k in metric_keys] + [seconds])
+            writer.writerow(fixed + [metrics.get(k, "") for k in metric_keys] + [spec.get(k, "") for k in spec_keys]
+                            + [_dumps(rec.spec or {"method": rec.config}), seconds])  # fmt: skip
         return out.getvalue()
 
 

@@ -91,8 +91,8 @@ def test_quantize_page_adds_cat_and_draws_the_refine_method(app_env, monkeypatch
     at.button(key="run").click().run()
     clean(at)
     record = RunStore().get(at.session_state["last_run_id"])
-    assert record.method == "rtn+cat" and record.extras["cat"]["k"] == 8
-    assert record.metrics["top1_base"] == pytest.approx(record.extras["cat"]["top1_base"])
+    assert record.method == "rtn+cat" and record.extras["method"]["cat"]["k"] == 8
+    assert record.metrics["top1_base"] == pytest.approx(record.extras["method"]["cat"]["top1_base"])
     assert "without CAT" in captions(at)
 
 

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from ptq_core import RTNConfig, RunStore, run_quantization
+from ptq_core import RTNConfig, RunSpec, RunStore, run_quantization
 from ptq_core.checkpoints import save_state_dict
 from ptq_core.errors import (
     BitWidthError,
@@ -41,8 +41,9 @@ def _snapshot(store: RunStore) -> list[dict]:
 
 
 def _run(store: RunStore, **kw):
-    return run_quantization(kw.pop("model", "fmnist-resnet20"), kw.pop("config", CFG), store=store, device="cpu",
-                            eval_limit=64, **kw)  # fmt: skip
+    spec = RunSpec(model=kw.pop("model", "fmnist-resnet20"), method=kw.pop("config", CFG), device="cpu",
+                   eval_limit=64, **kw)  # fmt: skip
+    return run_quantization(spec, store=store)
 
 
 def _assert_intact(store: RunStore, before: list[dict], failed: int = 1) -> None:

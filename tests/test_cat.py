@@ -232,10 +232,13 @@ def test_cli_cat_reports_base_and_corrected_accuracy(tmp_path):
                          timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
-    assert data["method"] == "rtn+cat" and isinstance(data["top1_base"], float) and isinstance(data["top1"], float)
-    cat = data["extras"]["cat"]
-    assert cat["k"] == 8 and cat["alpha"] == 0.5 and cat["top1"] == pytest.approx(data["top1"])
-    assert cat["top1_base"] == pytest.approx(data["top1_base"])
+    m = data["metrics"]
+    assert data["method"] == "rtn+cat" and isinstance(m["top1_base"], float) and isinstance(m["top1"], float)
+    cat = data["extras"]["method"]["cat"]
+    assert cat["k"] == 8 and cat["alpha"] == 0.5 and cat["top1"] == pytest.approx(m["top1"])
+    assert cat["top1_base"] == pytest.approx(m["top1_base"])
+    assert data["spec"]["cat"]["k"] == 8 and data["spec"]["cat"]["fit_size"] == 256
+    data = data["extras"]
     assert data["data"]["cat_fit"] == {"split": "calib", "data": "fmnist-sample", "size": 256, "seed": 0,
                                        "offset": 128, "overlap_with_calibration": 0, "disjoint": True}  # fmt: skip
     assert data["data"]["eval"]["size"] == 300

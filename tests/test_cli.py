@@ -25,15 +25,40 @@ def test_quantize_round_trip(tmp_path):
               "--calib", "128", "--eval-limit", "1000", "--json", str(out), "--quiet", home=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
-    for key in ("model", "method", "wbits", "abits", "fp_top1", "top1", "top5", "seconds", "run_id", "layers"):
+    for key in ("model", "method", "wbits", "abits", "label", "spec", "run_id", "layers", "metrics"):
         assert key in data
-    assert abs(data["fp_top1"] - data["top1"]) <= 0.5
+    m = data["metrics"]
+    assert abs(m["fp_top1"] - m["top1"]) <= 0.5 and m["eval_samples"] == 1000 and m["calib_samples"] == 128
     assert {"name", "mse", "sqnr_db", "cosine"} <= set(data["layers"][0])
     assert "quantized" in res.stdout and "worst layers" in res.stdout
     listing = cli("runs", "list", home=tmp_path)
     assert data["run_id"] in listing.stdout and "done" in listing.stdout
     shown = json.loads(cli("runs", "show", data["run_id"], home=tmp_path).stdout)
-    assert shown["metrics"]["top1"] == pytest.approx(data["top1"])
+    assert shown == data  # one result schema: --json is what the store holds
+
+
+def test_a_stored_description_reruns_bit_identically(tmp_path):
+    """quantize --json a.json; runs show ID --spec > s.json; quantize --config s.json --json b.json."""
+    a, s, b = tmp_path / "a.json", tmp_path / "s.json", tmp_path / "b.json"
+    res = cli("quantize", "--method", "rtn", "--wbits", "3", "--abits", "4", "--calib", "64", "--eval-limit", "300",
+              "--override", "layer3.*=8/8", "--seed", "3", "--json", str(a), "--quiet", home=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    first = json.loads(a.read_text())
+    shown = cli("runs", "show", first["run_id"], "--spec", home=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    s.write_text(shown.stdout)
+    assert json.loads(shown.stdout) == first["spec"]
+    res = cli("quantize", "--config", str(s), "--json", str(b), "--quiet", home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    second = json.loads(b.read_text())
+    assert second["run_id"] != first["run_id"] and second["spec"] == first["spec"]
+    assert second["metrics"]["top1"] == first["metrics"]["top1"]
+    assert second["layers"] == first["layers"] and second["extras"]["layers_alone"] == first["extras"]["layers_alone"]
+    assert first["label"].startswith("W3A4 + ") and "overrides" in first["label"]
+    changed = cli("quantize", "--config", str(s), "--abits", "8", "--json", str(b), "--quiet", home=tmp_path)
+    assert changed.returncode == 0, changed.stderr
+    third = json.loads(b.read_text())
+    assert third["spec"]["method"]["quant"]["abits"] == 8 and third["spec"]["method"]["seed"] == 3
 
 
 def test_models_lists_zoo_and_torchvision(tmp_path):
@@ -50,6 +75,8 @@ def test_models_lists_zoo_and_torchvision(tmp_path):
         (["--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["--override", "layer9.*=8/8"], "match no quantizable layer"),
         (["--wbits", "four"], "bit-width must be an integer"),
+        (["--iters", "5"], "--iters applies to adaround/brecq/"),
+        (["--config", "no-such-file.json"], "cannot read no-such-file.json"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):

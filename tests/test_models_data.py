@@ -116,7 +116,7 @@ def test_imagefolder_with_a_torchvision_model_and_its_transforms(tmp_path, store
     import torchvision
     from PIL import Image
 
-    from ptq_core import QuantSpec, RTNConfig, run_quantization
+    from ptq_core import QuantSpec, RTNConfig, RunSpec, run_quantization
 
     rng = np.random.default_rng(0)
     for cls in ("cat", "dog"):
@@ -127,7 +127,8 @@ def test_imagefolder_with_a_torchvision_model_and_its_transforms(tmp_path, store
     net = torchvision.models.get_model("mobilenet_v2", weights=None, num_classes=1000)
     save_state_dict(net, tmp_path / "w.safetensors")
     cfg = RTNConfig(quant=QuantSpec(wbits=8, abits=8, w_observer="minmax", a_observer="minmax"), calib=4, batch_size=4)
-    res, _ = run_quantization("mobilenet_v2", cfg, data=f"imagefolder:{tmp_path / 'imgs'}", device="cpu",
-                              weights=str(tmp_path / "w.safetensors"))  # fmt: skip
-    assert res.eval_samples == 4 and res.data["calib"] == 4
+    spec = RunSpec(model="mobilenet_v2", method=cfg, data=f"imagefolder:{tmp_path / 'imgs'}", device="cpu",
+                   weights=str(tmp_path / "w.safetensors"))  # fmt: skip
+    res, _ = run_quantization(spec)
+    assert res.metrics["eval_samples"] == 4 and res.extras["data"]["calib"] == 4
     assert len(res.layers) == 53

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..settings import check_settings, setting
 
 __all__ = ["CATOptions"]
 
@@ -15,33 +16,27 @@ __all__ = ["CATOptions"]
 class CATOptions:
     """How CAT's correction is fitted and applied.
 
-    Attributes:
-        k: Number of k-means clusters (64 in the paper; 1 is the plain affine map it argues against).
-        alpha: Blend toward the cluster's affine prediction, 0 (none) to 1 (all); 0.4 in the paper.
-        pca: PCA dimensions of the quantized logits before k-means; None (the paper's default) skips PCA.
-        fit_size: Fitting images, drawn from the calibration split after the base method's images (1024).
-        min_cluster: Clusters with fewer fitting samples than this keep the identity (gamma 1, beta 0).
-            The paper only does this for empty clusters (1); our default 2 also covers single-sample
-            clusters, whose fitted map would copy one float logit vector.
-        max_gamma: Slopes are clipped to [-max_gamma, max_gamma] (beta refitted so the cluster mean
-            still maps onto the float mean); None leaves them as fitted (the paper's code).
-        kmeans_seed: Seed of the k-means++ initialisation (the reference uses random_state 42).
-        kmeans_iters: Lloyd iterations at most.
-        var_floor: Floor of the per-class variance (1e-8 in the reference code).
+    `min_cluster`: the paper keeps the identity only for empty clusters (1); our default 2
+    also covers single-sample clusters, whose fitted map would copy one float logit vector.
+    `max_gamma`: slopes are clipped and beta refitted so the cluster mean still maps onto the
+    float mean; unset leaves them as fitted (the paper's code).
     """
 
-    k: int = 64
-    alpha: float = 0.4
-    pca: int | None = None
-    fit_size: int = 1024
-    min_cluster: int = 2
-    max_gamma: float | None = 10.0
-    kmeans_seed: int = 42
-    kmeans_iters: int = 100
-    var_floor: float = 1e-8
+    k: int = setting(64, help="k-means clusters (64 in the paper; 1 is one plain affine map)", min=1)
+    alpha: float = setting(0.4, help="blend toward the cluster's affine prediction, 0 (none) to 1 (all)",
+                           min=0, max=1)  # fmt: skip
+    pca: int | None = setting(None, help="PCA dimensions of the logits before k-means (unset: no PCA)", min=1)
+    fit_size: int = setting(1024, help="fitting images, from the calibration split after the method's", min=1)
+    min_cluster: int = setting(2, help="clusters with fewer fitting samples keep the identity", min=1)
+    max_gamma: float | None = setting(10.0, help="slopes clipped to [-max_gamma, max_gamma] (unset: as fitted)",
+                                      min=0)  # fmt: skip
+    kmeans_seed: int = setting(42, help="seed of the k-means++ initialisation", min=0)
+    kmeans_iters: int = setting(100, help="Lloyd iterations at most", min=1)
+    var_floor: float = setting(1e-8, help="floor of the per-class variance", min=0)
 
     def __post_init__(self) -> None:
         self.validate()
+        check_settings(self)
 
     def validate(self) -> None:
         """Raise `ConfigError` with a one-line reason for a bad setting."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..prepare import PrepareReport, QuantSpec
+from ..settings import check_settings, setting
 
 __all__ = [
     "MethodConfig",
@@ -68,10 +69,11 @@ class MethodConfig:
     """
 
     method: ClassVar[str] = ""
-    quant: QuantSpec = field(default_factory=QuantSpec)
-    calib: int = 1024
-    batch_size: int = 128
-    seed: int = 0
+    version: ClassVar[int] = 1  # of the stored form; `from_dict` upgrades older ones (see `upgrade`)
+    quant: QuantSpec = setting(default_factory=QuantSpec, help="bit-widths, observers and policies", nested=True)
+    calib: int = setting(1024, help="calibration images", min=1)
+    batch_size: int = setting(128, help="batch size of the calibration forward passes", min=1)
+    seed: int = setting(0, help="seed of the calibration draw and of the method's randomness", min=0)
 
     def __post_init__(self) -> None:
         if isinstance(self.quant, dict):
@@ -81,20 +83,30 @@ class MethodConfig:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
         self.validate()
+        check_settings(self)
 
     def validate(self) -> None:
         """Method-specific checks; raise `ConfigError` with a clear message."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict including the method name."""
-        d = dataclasses.asdict(self)
-        d["method"] = self.method
+        """A JSON-ready dict including the method name and the version of this form."""
+        return {"method": self.method, "version": self.version, **dataclasses.asdict(self)}
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any], version: int) -> dict[str, Any]:
+        """Turn a stored dict of an older `version` into the current form (override when fields change).
+
+        Version 0 is a dict stored before configs carried a version; its fields are today's.
+        """
+        if version > cls.version:
+            raise ConfigError(f"{cls.method} settings of version {version} are newer than this program's")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MethodConfig:
-        """Inverse of `to_dict`; unknown keys are an error."""
-        d = {k: v for k, v in d.items() if k != "method"}
+        """Inverse of `to_dict`; older versions are upgraded, unknown keys are an error."""
+        version = int(d.get("version", 0))
+        d = cls.upgrade({k: v for k, v in d.items() if k not in ("method", "version")}, version)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown {cls.method} setting(s): {', '.join(sorted(unknown))}")

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..recon import ReconOptions
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .recon_base import ReconMethodConfig, run_reconstruction
 
@@ -38,25 +39,18 @@ __all__ = ["BRECQConfig", "brecq"]
 
 @dataclass
 class BRECQConfig(ReconMethodConfig):
-    """BRECQ settings.
-
-    Attributes:
-        loss: "mse" (the released script's default) or "fisher".
-        act_iters: Steps per unit of the step-size pass (0 skips it).
-        act_lr: Adam learning rate of the step sizes.
-        act_p: Exponent of the step-size pass's reconstruction loss.
-        act_aware_rounding: Learn the rounding with activations quantized (off in the
-            released code, which learns it in float).
-    """
+    """BRECQ settings."""
 
     method = "brecq"
     FAST_EXTRA: ClassVar[dict[str, Any]] = {"act_iters": 200}
 
-    loss: str = "mse"
-    act_iters: int = 5000
-    act_lr: float = 4e-4
-    act_p: float = 2.4
-    act_aware_rounding: bool = False
+    loss: str = setting("mse", help="reconstruction loss: mse (the released script's default) or the "
+                        "Fisher-diagonal weighted one", choices=("mse", "fisher"))  # fmt: skip
+    act_iters: int = setting(5000, help="steps per unit of the step-size pass (0 skips it)", min=0)
+    act_lr: float = setting(4e-4, help="Adam learning rate of the activation step sizes", min=0)
+    act_p: float = setting(2.4, help="exponent of the step-size pass's reconstruction loss", min=0)
+    act_aware_rounding: bool = setting(False, help="learn the rounding with activations quantized (the "
+                                       "released code learns it in float)")  # fmt: skip
 
     def validate(self) -> None:
         if self.loss not in ("mse", "fisher"):

@@ -10,12 +10,13 @@ correction, is added after any method by the pipeline (``cat=CATOptions()``, CLI
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..settings import setting
 from .base import METHODS, MethodConfig, ProgressFn, QuantResult, quantize, register_method
 from .recon_base import PRESETS, ReconMethodConfig
 
@@ -25,32 +26,21 @@ __all__ = ["CATRefineConfig", "cat_refine"]
 @dataclass
 class CATRefineConfig(MethodConfig):
     """CAT stage 1: a base method, then KL-driven refinement of step sizes and zero points.
-
-    Attributes:
-        base: The method that quantizes first (any registered method except cat_refine).
-        base_preset: Preset of a reconstruction base method ("fast" or "paper").
-        iters: Refinement steps (Adam).
-        refine_batch: Images per refinement step.
-        lambda_p: Weight of the drift regulariser ||delta - delta_0||^2 + ||z - z_0||^2.
-        temperature: Softmax temperature T (unset: 4 for ResNets, 1 for MobileNetV2).
-        scale_lr: Learning rate of the log step sizes.
-        zp_lr: Learning rate of the zero points.
-        refine_weights: Refine the weight quantizers.
-        refine_acts: Refine the activation quantizers.
     """
 
     method = "cat_refine"
 
-    base: str = field(default="pdquant", metadata={"help": "method run first (rtn, brecq, qdrop, pdquant, ...)"})
-    base_preset: str = field(default="fast", metadata={"choices": PRESETS})
-    iters: int = 500
-    refine_batch: int = 32
-    lambda_p: float = 0.01
-    temperature: float | None = None
-    scale_lr: float = 1e-3
-    zp_lr: float = 1e-2
-    refine_weights: bool = True
-    refine_acts: bool = True
+    base: str = setting("pdquant", help="the method that quantizes first (rtn, brecq, qdrop, pdquant, ...)")
+    base_preset: str = setting("fast", help="preset of a reconstruction base method", choices=PRESETS)
+    iters: int = setting(500, help="refinement steps (Adam)", min=1)
+    refine_batch: int = setting(32, help="images per refinement step", min=1)
+    lambda_p: float = setting(0.01, help="weight of the drift regulariser on step sizes and zero points", min=0)
+    temperature: float | None = setting(None, help="softmax temperature T (unset: 4 for ResNets, 1 for "
+                                        "MobileNetV2)", min=0)  # fmt: skip
+    scale_lr: float = setting(1e-3, help="learning rate of the log step sizes", min=0)
+    zp_lr: float = setting(1e-2, help="learning rate of the zero points", min=0)
+    refine_weights: bool = setting(True, help="refine the weight quantizers")
+    refine_acts: bool = setting(True, help="refine the activation quantizers")
 
     def validate(self) -> None:
         if self.base == self.method or self.base not in METHODS:

@@ -25,6 +25,7 @@ from ..layerwise.gram import weight_groups
 from ..layerwise.quantizers import CodeQuantizer
 from ..modules import QuantLayer
 from ..primitives import compute_qparams
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .layerwise_base import LayerwiseConfig, grid_of, run_layerwise
 
@@ -35,28 +36,20 @@ GRIDS = ("observer", "minmax")
 
 @dataclass
 class COMQConfig(LayerwiseConfig):
-    """COMQ settings (paper defaults).
-
-    Attributes:
-        sweeps: Passes over all coordinates (K).
-        order: ``"greedy"`` (paper), ``"natural"`` or ``"random"``.
-        start: ``"float"`` (reference code: Q starts at W) or ``"nearest"`` (start at RTN).
-        update_scale: Least-squares per-channel scale after each sweep.
-        grid: ``"observer"`` (the layer's observer grid) or ``"minmax"`` (reference code).
-        scalar: Factor on the min-max scale (``grid="minmax"`` only).
-        trace_points: Points kept of each layer's error curve (at least 64).
-        trace_rows: Rows whose visiting order is kept in the trace.
-    """
+    """COMQ settings (paper defaults)."""
 
     method = "comq"
-    sweeps: int = 1
-    order: str = "greedy"
-    start: str = "float"
-    update_scale: bool = True
-    grid: str = "observer"
-    scalar: float = 1.0
-    trace_points: int = 256
-    trace_rows: int = 8
+    sweeps: int = setting(1, help="passes over all coordinates (K)", min=1)
+    order: str = setting("greedy", help="coordinate order (greedy: the paper's)", choices=("greedy", "natural",
+                         "random"))  # fmt: skip
+    start: str = setting("float", help="start from the float weights (reference code) or from round-to-nearest",
+                         choices=("float", "nearest"))  # fmt: skip
+    update_scale: bool = setting(True, help="least-squares per-channel scale after each sweep")
+    grid: str = setting("observer", help="the layer's observer grid, or min-max (reference code)",
+                        choices=("observer", "minmax"))  # fmt: skip
+    scalar: float = setting(1.0, help="factor on the min-max scale (grid minmax only)", min=0)
+    trace_points: int = setting(256, help="points kept of each layer's error curve (at least 64)", min=64)
+    trace_rows: int = setting(8, help="rows whose visiting order is kept in the trace", min=0)
 
     def validate(self) -> None:
         super().validate()

@@ -21,6 +21,7 @@ from ..layerwise.gptq import gptq_solve
 from ..layerwise.gram import weight_groups
 from ..layerwise.quantizers import CodeQuantizer
 from ..modules import QuantLayer
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .layerwise_base import LayerwiseConfig, grid_of, layer_error, run_layerwise
 
@@ -29,19 +30,14 @@ __all__ = ["GPTQConfig", "gptq"]
 
 @dataclass
 class GPTQConfig(LayerwiseConfig):
-    """GPTQ settings (the paper's defaults).
-
-    Attributes:
-        percdamp: Damping added to H's diagonal, as a fraction of its mean.
-        block: Columns per lazy-update block.
-        act_order: Quantize columns by decreasing ``H_jj``.
-    """
+    """GPTQ settings (the paper's defaults)."""
 
     method = "gptq"
-    inputs: str = "quantized"
-    percdamp: float = 0.01
-    block: int = 128
-    act_order: bool = False
+    inputs: str = setting("quantized", help="each layer's inputs from the float model or from the partly "
+                          "quantized one", choices=("float", "quantized"))  # fmt: skip
+    percdamp: float = setting(0.01, help="damping added to H's diagonal, as a fraction of its mean", min=0)
+    block: int = setting(128, help="columns per lazy-update block", min=1)
+    act_order: bool = setting(False, help="quantize columns by decreasing H_jj")
 
     def validate(self) -> None:
         super().validate()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..layerwise.capture import cached_grams, capture_grams
 from ..modules import QuantLayer, quant_layers, set_quant_state
 from ..prepare import QuantSpec, prepare
+from ..settings import setting
 from .base import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit
 
 __all__ = ["INPUTS", "LayerwiseConfig", "LayerSolver", "run_layerwise", "layer_error", "grid_of"]
@@ -42,15 +43,14 @@ def _weight_only() -> QuantSpec:
 class LayerwiseConfig(MethodConfig):
     """Settings shared by the layer-wise solvers.
 
-    Attributes:
-        quant: Bit-widths and grids; weight-only (``abits=32``) by default.
-        inputs: ``"float"``: each layer's X from the float model (one pass for all
-            layers); ``"quantized"``: from the model whose earlier layers are
-            already solved (one pass per layer).
+    `quant` is weight-only (``abits=32``) by default.
     """
 
-    quant: QuantSpec = field(default_factory=_weight_only)
-    inputs: str = "float"
+    quant: QuantSpec = setting(default_factory=_weight_only, help="bit-widths, observers and policies",
+                               nested=True)  # fmt: skip
+    inputs: str = setting("float", help="each layer's inputs from the float model (one pass for all layers) "
+                          "or from the partly quantized one (one pass per layer)",
+                          choices=("float", "quantized"))  # fmt: skip
 
     def validate(self) -> None:
         if self.inputs not in INPUTS:

@@ -27,6 +27,7 @@ from ..layerwise.gram import weight_groups
 from ..layerwise.multipoint import GRIDS, SELECTIONS, allocate_points, greedy_points
 from ..layerwise.quantizers import MultipointQuantizer
 from ..modules import QuantLayer
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .layerwise_base import LayerwiseConfig, layer_error, run_layerwise
 
@@ -35,26 +36,20 @@ __all__ = ["MultipointConfig", "multipoint"]
 
 @dataclass
 class MultipointConfig(LayerwiseConfig):
-    """Multipoint settings.
-
-    Attributes:
-        budget: Extra points as a percentage of output channels (None: no limit).
-        threshold: Relative per-channel output error to stop at (None: off).
-        n_max: Most points a channel may get.
-        selection: ``"error"`` (paper) or ``"random"`` (ablation).
-        grid: ``"signed"`` (all 2^b codes) or ``"symmetric"`` (2^b - 1 codes).
-        candidates: Coefficients tried per sign in each point's search.
-        decay_channels: Channels per layer whose error-decay curve is kept.
-    """
+    """Multipoint settings."""
 
     method = "multipoint"
-    budget: float | None = 5.0
-    threshold: float | None = None
-    n_max: int = 4
-    selection: str = "error"
-    grid: str = "signed"
-    candidates: int = 128
-    decay_channels: int = 4
+    budget: float | None = setting(5.0, help="extra points as a percentage of output channels (unset: no "
+                                   "limit)", min=0)  # fmt: skip
+    threshold: float | None = setting(None, help="relative per-channel output error to stop at (unset: off)",
+                                      min=0)  # fmt: skip
+    n_max: int = setting(4, help="most points a channel may get", min=1)
+    selection: str = setting("error", help="where extra points go: by output error (paper) or at random "
+                             "(ablation)", choices=("error", "random"))  # fmt: skip
+    grid: str = setting("signed", help="all 2^b codes (signed) or 2^b - 1 (symmetric)",
+                        choices=("signed", "symmetric"))  # fmt: skip
+    candidates: int = setting(128, help="coefficients tried per sign in each point's search", min=1)
+    decay_channels: int = setting(4, help="channels per layer whose error-decay curve is kept", min=0)
 
     def validate(self) -> None:
         super().validate()

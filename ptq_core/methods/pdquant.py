@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..recon import ReconOptions
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .recon_base import ReconMethodConfig, _arch_value, run_reconstruction
 
@@ -26,33 +27,24 @@ __all__ = ["PDQuantConfig", "pdquant"]
 
 @dataclass
 class PDQuantConfig(ReconMethodConfig):
-    """PD-Quant settings (paper: V lr 3e-3, step-size lr 4e-5, lambda_r 0.1, DC 500 steps at lr 1e-3).
-
-    Attributes:
-        drop_prob: QDrop probability of the float value.
-        act_lr: Adam learning rate of the activation step sizes.
-        lambda_r: The KL term is weighted ``1 / lambda_r``.
-        temperature: Softmax temperature T; None takes the architecture table.
-        dc: Distribution correction of the float targets on or off.
-        dc_lambda: lambda_c; None takes the architecture table.
-        dc_steps: Adam steps of the correction.
-        dc_lr: Initial learning rate of the correction.
-        dc_chunk: Samples corrected at once (memory only; results do not depend on it).
-    """
+    """PD-Quant settings (paper: V lr 3e-3, step-size lr 4e-5, lambda_r 0.1, DC 500 steps at lr 1e-3)."""
 
     method = "pdquant"
     FAST_EXTRA: ClassVar[dict[str, Any]] = {"round_lr": 3e-2, "act_lr": 4e-4, "dc_steps": 25, "dc_lr": 2e-2}
 
-    round_lr: float = 3e-3
-    drop_prob: float = 0.5
-    act_lr: float = 4e-5
-    lambda_r: float = 0.1
-    temperature: float | None = None
-    dc: bool = True
-    dc_lambda: float | None = None
-    dc_steps: int = 500
-    dc_lr: float = 1e-3
-    dc_chunk: int = 1024
+    round_lr: float = setting(3e-3, help="Adam learning rate of the AdaRound variables", min=0)
+    drop_prob: float = setting(0.5, help="probability that an activation takes its float value", min=0, max=1)
+    act_lr: float = setting(4e-5, help="Adam learning rate of the activation step sizes", min=0)
+    lambda_r: float = setting(0.1, help="the prediction-difference KL term is weighted 1 / lambda_r", min=0)
+    temperature: float | None = setting(None, help="softmax temperature T of the KL term (unset: the "
+                                        "architecture table)", min=0)  # fmt: skip
+    dc: bool = setting(True, help="distribution correction of the float targets")
+    dc_lambda: float | None = setting(None, help="distribution correction lambda_c (unset: the architecture "
+                                      "table)", min=0)  # fmt: skip
+    dc_steps: int = setting(500, help="Adam steps of the distribution correction", min=0)
+    dc_lr: float = setting(1e-3, help="initial learning rate of the distribution correction", min=0)
+    dc_chunk: int = setting(1024, help="samples corrected at once (memory only; results do not depend on it)",
+                            min=1)  # fmt: skip
 
     def validate(self) -> None:
         if not self.lambda_r > 0:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..recon import ReconOptions
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .recon_base import ReconMethodConfig, run_reconstruction
 
@@ -24,18 +25,13 @@ __all__ = ["QDropConfig", "qdrop"]
 
 @dataclass
 class QDropConfig(ReconMethodConfig):
-    """QDrop settings (paper: p 0.5, step-size lr 4e-5 with cosine decay, V lr 1e-3).
-
-    Attributes:
-        drop_prob: Probability that an element takes its float value.
-        act_lr: Adam learning rate of the activation step sizes.
-    """
+    """QDrop settings (paper: p 0.5, step-size lr 4e-5 with cosine decay, V lr 1e-3)."""
 
     method = "qdrop"
     FAST_EXTRA: ClassVar[dict[str, Any]] = {"act_lr": 4e-4}
 
-    drop_prob: float = 0.5
-    act_lr: float = 4e-5
+    drop_prob: float = setting(0.5, help="probability that an activation takes its float value", min=0, max=1)
+    act_lr: float = setting(4e-5, help="Adam learning rate of the activation step sizes", min=0)
 
     def validate(self) -> None:
         if not 0.0 <= self.drop_prob <= 1.0:

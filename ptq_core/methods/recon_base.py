@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..modules import set_quant_state
 from ..prepare import prepare
 from ..recon import ReconContext, ReconOptions, arch_family, float_logits, reconstruct
+from ..settings import setting
 from .base import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit
 
 __all__ = ["ReconMethodConfig", "PRESETS", "FAST", "prepare_for_reconstruction", "run_reconstruction"]
@@ -42,29 +43,24 @@ FAST: dict[str, Any] = {"calib": 512, "iters": 500, "round_lr": 1e-2}
 
 @dataclass
 class ReconMethodConfig(MethodConfig):
-    """Settings shared by AdaRound, BRECQ, QDrop and PD-Quant.
+    """Settings shared by AdaRound, BRECQ, QDrop, PD-Quant and RepAPQ.
 
-    Attributes:
-        preset: "paper" or "fast" (informative; the values below are what runs).
-        iters: Optimisation steps per unit.
-        recon_batch: Samples per step (32 in the papers).
-        round_lr: Adam learning rate of the AdaRound variables.
-        round_weight: AdaRound regulariser weight lambda; None takes the architecture table.
-        warmup: Fraction of steps before the regulariser starts.
-        progress_every: Steps between progress events (0 = about 100 per unit).
-        cache: Where unit caches live: "auto", "device" or "host".
+    `preset` records where the values came from: `from_preset` fills the fields from
+    it, and the fields are what runs.
     """
 
     FAST_EXTRA: ClassVar[dict[str, Any]] = {}
 
-    preset: str = "paper"
-    iters: int = 20000
-    recon_batch: int = 32
-    round_lr: float = 1e-3
-    round_weight: float | None = None
-    warmup: float = 0.2
-    progress_every: int = 0
-    cache: str = "auto"
+    preset: str = setting("paper", help="where the defaults come from: the papers' settings or the fast "
+                          "CPU/zoo preset (the fields below are what runs)", choices=PRESETS)  # fmt: skip
+    iters: int = setting(20000, help="optimisation steps per unit", min=1)
+    recon_batch: int = setting(32, help="samples per optimisation step (32 in the papers)", min=1)
+    round_lr: float = setting(1e-3, help="Adam learning rate of the AdaRound variables", min=0)
+    round_weight: float | None = setting(None, help="AdaRound regulariser weight lambda (unset: the "
+                                         "architecture table)", min=0)  # fmt: skip
+    warmup: float = setting(0.2, help="fraction of steps before the rounding regulariser starts", min=0, max=1)
+    progress_every: int = setting(0, help="steps between progress events (0: about 100 per unit)", min=0)
+    cache: str = setting("auto", help="where unit caches live", choices=("auto", "device", "host"))
 
     def validate(self) -> None:
         if self.preset not in PRESETS:

@@ -67,6 +67,7 @@ from torch import nn
 
 from ..errors import ConfigError, UnsupportedModelError
 from ..recon import ReconOptions
+from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .recon_base import ReconMethodConfig, run_reconstruction
 
@@ -79,26 +80,19 @@ DISTORTIONS = ("mae", "mse")
 class RepAPQConfig(ReconMethodConfig):
     """RepAPQ settings (released code: batch 64, Adam with cosine decay; scales lr 1e-3, g/h lr 0.1).
 
-    Attributes:
-        distortion: "mae" (range search with p = 1 and MAE reconstruction) or "mse"
-            (ablation: the MSE search, p = 2.4, and the MSE loss).
-        affine: Train and fold the protecting affine g, h (QPRep).
-        affine_lr: Adam learning rate of g and h.
-        act_lr: Adam learning rate of the activation step sizes.
-        stage_weight: lambda_s, weight of the stage-output term (0 = off).
-        mae_weights: Also search the weight ranges with MAE (literal reading; see the module docstring).
     """
 
     method = "repapq"
     FAST_EXTRA: ClassVar[dict[str, Any]] = {"recon_batch": 32, "affine_lr": 1e-2}
 
-    recon_batch: int = 64
-    distortion: str = "mae"
-    affine: bool = True
-    affine_lr: float = 0.1
-    act_lr: float = 1e-3
-    stage_weight: float = 1.0
-    mae_weights: bool = False
+    recon_batch: int = setting(64, help="samples per optimisation step (64 in the released code)", min=1)
+    distortion: str = setting("mae", help="mae (range search with p = 1 and MAE reconstruction) or mse "
+                              "(ablation: p = 2.4 search and MSE loss)", choices=("mae", "mse"))  # fmt: skip
+    affine: bool = setting(True, help="train and fold the protecting per-channel affine g, h")
+    affine_lr: float = setting(0.1, help="Adam learning rate of the protecting affine g, h", min=0)
+    act_lr: float = setting(1e-3, help="Adam learning rate of the activation step sizes", min=0)
+    stage_weight: float = setting(1.0, help="lambda_s, weight of the stage-output term (0: off)", min=0)
+    mae_weights: bool = setting(False, help="also search the weight ranges with MAE")
 
     def validate(self) -> None:
         if self.distortion not in DISTORTIONS:
