@@ -10,8 +10,9 @@ from ptq_ui import bridge, charts_diag, diag_bridge
 from ptq_ui.charts import bits_label
 from ptq_ui.diagnose_view import job_panel
 from ptq_ui.pickers import require_model
+from ptq_ui.run_form import current_spec
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
 INTRO = """
 Every test image becomes one point: the chosen layer's output (average-pooled when it is large) projected to
@@ -98,10 +99,15 @@ def render() -> None:
         st.stop()
     with errors_shown():
         layers = bridge.quantizable_layers(sel)
-        base = current_spec(layers)
+        overrides = current_spec(layers).overrides
+        use = bool(overrides) and keep("ac_overrides", st.checkbox(
+            f"Also apply the Quantize page's {len(overrides)} per-layer override(s)", key=seeded("ac_overrides",
+            default=False), help="They fix those layers' bits, so the bits slider no longer moves them."))  # fmt: skip
+        base = current_spec(layers, overrides=use)
         spec = type(base).from_dict({**base.to_dict(), "wbits": ctl["bits"], "abits": ctl["bits"]})
-    st.caption(f"Round-to-nearest at {bits_label(spec.wbits, spec.abits)} with the observers and first/last policy "
-               "of the Quantize page.")  # fmt: skip
+    extra = f" plus the Quantize page's overrides ({', '.join(spec.overrides)})" if spec.overrides else ""
+    st.caption(literal(f"Round-to-nearest at {bits_label(spec.wbits, spec.abits)}{extra}, with the observers and "
+                       f"first/last policy of the Quantize page; the first {ctl['n']:,} test images."))
     if ctl["method"] == "umap":
         view = _umap(sel, spec, ctl)
     else:

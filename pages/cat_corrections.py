@@ -8,8 +8,9 @@ import streamlit as st
 
 from ptq_ui import bridge, cat_charts, cat_view
 from ptq_ui.pickers import require_model
+from ptq_ui.run_form import current_spec, form
 from ptq_ui.state import selection
-from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, seeded
 
 PLOT = {"displaylogo": False}
 
@@ -20,7 +21,7 @@ def _base_config() -> tuple[str, dict[str, Any]]:
     with errors_shown():
         spec = current_spec(bridge.quantizable_layers(sel))
     rtn = {"method": "rtn", "quant": spec.to_dict(), "calib": 256, "batch_size": 128,
-           "seed": int(st.session_state.get("q_seed", 0))}  # fmt: skip
+           "seed": int(form()["seed"])}  # fmt: skip
     choices = cat_view.base_choices(sel.model, rtn)
     labels = list(choices)
     label = keep("cat_base", st.selectbox("Base quantization", labels, key=seeded("cat_base", labels, labels[0]),

@@ -8,23 +8,31 @@ from typing import Any
 import streamlit as st
 
 from ptq_ui import bridge, charts
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.runs import describe_run
+from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
 ALL = "(all)"
 SORT_KEYS = ["created", "top1", "drop", "wbits", "abits", "size MB", "seconds", "model", "method"]
 
 
 def _row(rec: Any) -> dict[str, Any]:
-    m = rec.metrics
+    """One table row: the numbers and every setting that decides them."""
+    m, spec = rec.metrics, rec.spec or {}
+    method = spec.get("method", rec.config)
+    quant = method.get("quant", {})
     top1, fp = m.get("top1"), m.get("fp_top1")
+    observers = f"{quant['w_observer']}/{quant['a_observer']}" if "w_observer" in quant else None
     return {
         "run_id": rec.run_id, "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
         "status": rec.status, "model": rec.model, "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
-        "bits": charts.bits_label(rec.wbits, rec.abits), "fp_top1": fp, "top1": top1,
-        "drop": None if top1 is None or fp is None else round(fp - top1, 2), "top5": m.get("top5"),
+        "bits": rec.bits_label, "w_bits_avg": m.get("w_bits_avg", rec.wbits if rec.wbits != 32 else None),
+        "fp_top1": fp, "top1": top1, "drop": None if top1 is None or fp is None else round(fp - top1, 2),
+        "top5": m.get("top5"), "test images": m.get("eval_samples") or spec.get("eval_limit"),
+        "data": rec.extras.get("data", {}).get("name") or spec.get("data"), "observers": observers,
+        "overrides": len(quant.get("overrides", {})), "preset": method.get("preset"), "iters": method.get("iters"),
+        "calib": m.get("calib_samples") or method.get("calib"), "seed": method.get("seed"),
         "size MB": None if m.get("size_bits") is None else round(m["size_bits"] / 8e6, 4),
-        "seconds": None if rec.seconds is None else round(rec.seconds, 1), "calib": rec.config.get("calib"),
-        "error": rec.error or "",
+        "seconds": None if rec.seconds is None else round(rec.seconds, 1), "error": rec.error or "",
     }  # fmt: skip
 
 
@@ -46,8 +54,9 @@ def _charts(rows: list[dict[str, Any]]) -> None:
     if not done:
         return
     left, right = st.columns(2)
-    pts = [dict(r, x_bits=r["wbits"] if r["wbits"] != 32 else 16) for r in done]  # float drawn at 16
-    fig = charts.accuracy_scatter(pts, "x_bits", "weight bits (float shown at 16)", "Accuracy against weight bits")
+    pts = [dict(r, x_bits=min(r["w_bits_avg"] or 16, 16)) for r in done]  # float drawn at 16
+    fig = charts.accuracy_scatter(pts, "x_bits", "weight bits, parameter-weighted average (float at 16)",
+                                  "Accuracy against weight bits")  # fmt: skip
     left.plotly_chart(fig, key="cr_bits", config={"displaylogo": False})
     fig = charts.accuracy_scatter(done, "seconds", "run time (s)", "Accuracy against run time")
     right.plotly_chart(fig, key="cr_time", config={"displaylogo": False})
@@ -95,9 +104,13 @@ def render() -> None:
     if not runs:
         st.info("No saved runs yet: run one on the Quantize page.")
         return
+    records = {r.run_id: r for r in runs}
     rows = _filter_ui([_row(r) for r in runs])
+    st.caption("Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "
+               "evaluated on different subsets.")  # fmt: skip
     st.dataframe(rows, hide_index=True, column_order=["run_id", "created", "status", "model", "method", "bits",
-                 "fp_top1", "top1", "drop", "top5", "size MB", "seconds", "calib", "error"],
+                 "fp_top1", "top1", "drop", "top5", "test images", "data", "observers", "overrides", "preset",
+                 "iters", "calib", "seed", "size MB", "seconds", "error"],
                  column_config={"top1": st.column_config.NumberColumn("top-1 %", format="%.2f"),
                                 "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f"),
                                 "top5": st.column_config.NumberColumn("top-5 %", format="%.2f"),
@@ -106,7 +119,22 @@ def render() -> None:
         st.info("No run matches the filters.")
         return
     _charts(rows)
+    _detail(rows, records)
     _actions(rows)
+
+
+def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
+    """One run in full: what its numbers are, its error if it failed, its description to re-run."""
+    ids = [r["run_id"] for r in rows]
+    run_id = keep("cr_detail", st.selectbox("Run details", ids, key=seeded("cr_detail", ids),
+                                            format_func=lambda i: f"{i} · {records[i].method} "
+                                            f"{records[i].bits_label} · {records[i].status}"))  # fmt: skip
+    rec = records[run_id]
+    st.caption(literal(describe_run(rec)))
+    if rec.error:
+        st.error(literal(f"{rec.status}: {rec.error}"))
+    with st.expander("Run description (re-run it with `python -m ptq_core quantize --config FILE`)"):
+        st.json(rec.spec or {"method": rec.config, "note": "stored before runs kept their description"})
 
 
 render()

@@ -9,8 +9,9 @@ import streamlit as st
 
 from ptq_ui import bridge, charts, diag_bridge
 from ptq_ui.pickers import require_model
+from ptq_ui.run_form import current_spec
 from ptq_ui.state import selection
-from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, seeded
 
 MAX_RUNS = 6
 

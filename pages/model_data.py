@@ -8,8 +8,9 @@ import streamlit as st
 
 from ptq_ui import bridge
 from ptq_ui.pickers import data_ui, device_ui, model_ui, require_model
+from ptq_ui.run_form import current_spec
 from ptq_ui.state import selection
-from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, seeded
 
 ACC_LIMITS = [1000, 5000, 0]  # 0 = whole test split
 

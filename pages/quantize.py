@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts
+from ptq_ui import bridge, charts, run_form
 from ptq_ui.pickers import require_model
+from ptq_ui.runs import describe_run
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, method_config_ui, seeded
+from ptq_ui.widgets import errors_shown, literal
 
 
 def _progress(snap: Any) -> tuple[float, str]:
@@ -92,35 +92,18 @@ def _metrics(rec: Any) -> None:
 def _result(rec: Any) -> None:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.created))
     st.subheader("Result")
-    st.caption(f"Run `{rec.run_id}` ({when}): {rec.method} {charts.bits_label(rec.wbits, rec.abits)} on "
-               f"{rec.model}, {int(rec.metrics.get('eval_samples', 0)):,} test images, "
-               f"{rec.metrics.get('seconds', 0):.1f} s on {rec.extras.get('device', '?')}.")  # fmt: skip
+    st.caption(f"Run `{rec.run_id}` ({when}, {rec.metrics.get('seconds', 0):.1f} s on "
+               f"{rec.extras.get('device', '?')}): {literal(describe_run(rec))}.")  # fmt: skip
     _metrics(rec)
     st.plotly_chart(charts.sqnr_bars(rec.layers, "Per-layer SQNR (all layers quantized)"), key="result_sqnr",
                     config={"displaylogo": False})  # fmt: skip
     st.caption("SQNR = 10·log10(signal energy / error energy) of each layer's output; every 6 dB is about one "
                "bit. Low bars are where the error enters or piles up; see Layer errors for the split.")  # fmt: skip
-    with st.expander("Settings, timings and what stayed float"):
+    with st.expander("Run description, timings and what stayed float"):
         report = rec.extras.get("report", {})
-        st.json({"config": rec.config, "timings_s": rec.timings, "unsupported": report.get("unsupported", []),
+        st.json({"spec": rec.spec or {"method": rec.config}, "bits": rec.extras.get("bits", {}),
+                 "timings_s": rec.timings, "unsupported": report.get("unsupported", []),
                  "folded": report.get("folded", [])}, expanded=False)  # fmt: skip
-
-
-def _cat_ui() -> dict[str, Any] | None:
-    """Optional CAT correction after the method (its own page: Diagnose → CAT corrections)."""
-    on = keep("q_cat", st.toggle("Add CAT after the method", key=seeded("q_cat", default=False),
-                                 help="Cluster the quantized logits and correct each cluster with a closed-form "
-                                      "scale and shift per class (fitted on 1024 calibration-split images the "
-                                      "method did not use)."))  # fmt: skip
-    if not on:
-        return None
-    c1, c2, c3 = st.columns(3)
-    k = keep("q_cat_k", c1.number_input("CAT clusters K", 1, 512, step=1, key=seeded("q_cat_k", default=64)))
-    alpha = keep("q_cat_alpha", c2.number_input("CAT alpha", 0.0, 1.0, step=0.05,
-                                                key=seeded("q_cat_alpha", default=0.4)))  # fmt: skip
-    pca = keep("q_cat_pca", c3.number_input("CAT PCA dimensions (0 = none)", 0, 1000, step=1,
-                                            key=seeded("q_cat_pca", default=0)))  # fmt: skip
-    return {"k": int(k), "alpha": float(alpha), "pca": int(pca) or None}
 
 
 def _latest(model: str) -> Any:
@@ -138,7 +121,7 @@ def _latest(model: str) -> Any:
 def _outcome() -> None:
     outcome = st.session_state.get("job_outcome")
     if outcome and outcome["status"] == "failed":
-        st.error(f"The run failed: {outcome['error']}. Saved runs are untouched.")
+        st.error(literal(f"The run failed: {outcome['error']}. Saved runs are untouched."))
     elif outcome and outcome["status"] == "cancelled":
         st.warning(f"{outcome['label']} was cancelled; it is recorded as cancelled.")
 
@@ -146,23 +129,30 @@ def _outcome() -> None:
 def render() -> None:
     """Draw the page."""
     st.title("Quantize")
-    st.caption("Round-to-nearest is the baseline; other methods appear here as they are registered. Weights "
-               "and each layer's input activations are fake-quantized; the logits stay float.")  # fmt: skip
+    st.caption("Weights and each layer's input activations are fake-quantized; the logits stay float. The run "
+               "description below is exactly what Run starts and what the run store keeps.")  # fmt: skip
     info = require_model()
     sel = selection()
     with errors_shown():
         layers = bridge.quantizable_layers(sel)
-    config, eval_limit = method_config_ui(layers, int(info["data"]["calib"]))
-    cat = _cat_ui()
+    draft = run_form.run_form_ui(sel, layers, int(info["data"]["calib"]))
+    for note in draft.notes:
+        st.info(literal(note))
+    for error in draft.errors:
+        st.error(literal(error))
     job = st.session_state.get("job")
     running = job is not None and job.running
-    clicked = st.button("Run", type="primary", key="run", disabled=running, help="A run is going" if running else None)
-    if clicked and not running:
+    why = "A run is going" if running else "Fix the settings above first" if draft.spec is None else None
+    clicked = st.button("Run", type="primary", key="run", disabled=why is not None, help=why)
+    if clicked and why is None:
         st.session_state["job_outcome"] = None
-        bridge.start_quantization(sel, config, eval_limit, cat)
+        bridge.start_quantization(sel, draft.spec)
         st.rerun()  # redraw with the Run button disabled and the progress panel (or the result)
-    with st.expander("Config as JSON"):
-        st.code(json.dumps(config.to_dict(), indent=2), language="json")
+    with st.expander("Config as JSON (the run description)"):
+        if draft.spec is None:
+            st.caption("No valid run description: fix the settings above.")
+        else:
+            st.code(draft.spec.to_json(), language="json")
     _acknowledge(job)
     if job is not None and job.running:
         _job_panel(job)

@@ -10,8 +10,9 @@ from ptq_ui import bridge, charts_diag, diag_bridge
 from ptq_ui.charts import bits_label
 from ptq_ui.diagnose_view import finding_rows, fmt_db, job_panel
 from ptq_ui.pickers import require_model
+from ptq_ui.run_form import current_spec, set_overrides
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import current_spec, errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, seeded
 
 INTRO = """
 Which layers hurt, by how much, and why? Everything here quantizes a **copy** of the model with round-to-nearest
@@ -97,7 +98,8 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
 
 
 def _split_tab(sel: Selection, spec: Any) -> None:
-    st.caption(f"The Quantize page's settings ({bits_label(spec.wbits, spec.abits)}, RTN) evaluated four ways. "
+    extra = f" + {len(spec.overrides)} override pattern(s)" if spec.overrides else ""
+    st.caption(f"The Quantize page's settings ({bits_label(spec.wbits, spec.abits)}{extra}, RTN) evaluated four ways. "
                "If *weights only* is close to float and *activations only* is not, spend effort on the "
                "activations (observer, bits), and vice versa.")  # fmt: skip
     limit = bridge.default_eval_limit() or 2000
@@ -107,6 +109,7 @@ def _split_tab(sel: Selection, spec: Any) -> None:
         return
     with errors_shown():
         split = diag_bridge.weight_act_split(sel, spec, limit)
+    st.caption(f"Top-1 on the first {limit:,} test images of {sel.data}.")
     c = st.columns(4)
     for col, name in zip(c, split, strict=True):
         col.metric(
@@ -181,8 +184,7 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
         st.code(text, language=None)
     b1, b2 = st.columns(2)
     if b1.button("Use these bits on the Quantize page", key="mp_use"):
-        st.session_state["q_overrides"] = text
-        st.session_state.pop("w_q_overrides", None)
+        set_overrides(text)
         st.success("Copied into the per-layer overrides of the Quantize page.")
     if b2.button("Measure the accuracy", key="mp_measure"):
         st.session_state["mp_measure_on"] = True

@@ -107,8 +107,8 @@ def _quantize_parser(sub: Any) -> None:
                        default=argparse.SUPPRESS, help="weight granularity (sets --w-per-channel)")  # fmt: skip
     quant.add_argument("--fisher", dest="alias_fisher", action="store_true", default=argparse.SUPPRESS,
                        help="brecq: Fisher-diagonal weighted loss (--loss fisher)")  # fmt: skip
-    quant.add_argument("--mp-budget", dest="alias_mp_budget", type=_scalar(float, True, "budget"),
-                       default=argparse.SUPPRESS, metavar="PERCENT", help="multipoint: the same as --budget")  # fmt: skip
+    quant.add_argument("--mp-budget", dest="alias_mp_budget", type=_scalar(float, True, "budget"),  # fmt: skip
+                       default=argparse.SUPPRESS, metavar="PERCENT", help="multipoint: the same as --budget")
     quant.add_argument("--refine-base", dest="alias_refine_base", default=argparse.SUPPRESS, metavar="METHOD",
                        help="cat_refine: the same as --base")  # fmt: skip
     for name, (s, owners) in method_settings().items():

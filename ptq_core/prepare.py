@@ -30,7 +30,9 @@ from .settings import check_settings, setting
 
 BIT_CHOICES = (*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS)
 
-__all__ = ["BIT_CHOICES", "QuantSpec", "LayerInfo", "PrepareReport", "prepare", "check_finite_params", "execution_order"]
+__all__ = [
+    "BIT_CHOICES", "QuantSpec", "LayerInfo", "PrepareReport", "prepare", "check_finite_params", "execution_order",
+]  # fmt: skip
 
 # leaf modules that hold no quantizable weight matrix and pass data through in float
 _FLOAT_OK = (

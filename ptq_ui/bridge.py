@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ptq_core.cat import CATOptions
 from ptq_core.checkpoints import check_finite, load_state_dict, save_state_dict
 from ptq_core.data import DataBundle, load_data
 from ptq_core.errors import CheckpointError, PTQError
@@ -30,20 +28,20 @@ from ptq_core.models import LoadedModel, list_models, load_model, resolve_device
 from ptq_core.pipeline import run_quantization
 from ptq_core.prepare import QuantSpec
 from ptq_core.qscheme import FLOAT_BITS, MAX_BITS, MIN_BITS
+from ptq_core.spec import RunSpec
 from ptq_core.store import RunRecord, RunStore, default_store_path
 
 from . import analysis
 from .jobs import Job, start_job
 from .state import Selection
 
-__all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "SHARED_FIELDS", "cuda_available", "device_label",
+__all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", "device_label",
            "model_entries", "loaded_info", "architecture", "float_accuracy", "quantizable_layers", "layer_values",
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
-           "export_runs", "start_quantization", "save_upload", "default_eval_limit", "method_fields"]  # fmt: skip
+           "export_runs", "start_quantization", "save_upload", "default_eval_limit"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150
-SHARED_FIELDS = ("quant", "calib", "batch_size", "seed")  # drawn by one common widget group
 _UPLOAD_DIR = Path(tempfile.gettempdir()) / "ptq-explorer-uploads"
 
 
@@ -185,11 +183,6 @@ def method_classes() -> dict[str, type[MethodConfig]]:
     return {name: cls for name, (cls, _fn) in METHODS.items()}
 
 
-def method_fields(cls: type[MethodConfig]) -> list[str]:
-    """Names of a config's own fields (beyond the shared quant/calib/batch_size/seed)."""
-    return [f.name for f in fields(cls) if f.name not in SHARED_FIELDS]
-
-
 @st.cache_resource(show_spinner=False)
 def _store(path: str) -> RunStore:
     return RunStore(path)
@@ -222,28 +215,21 @@ def export_runs(run_ids: list[str] | None, fmt: str) -> str:
 
 
 def default_eval_limit() -> int | None:
-    """Evaluation images per run: env `PTQ_UI_EVAL_LIMIT` (tests), else None (the whole test split)."""
+    """Test images per run: env `PTQ_UI_EVAL_LIMIT` (tests), else None (the whole test split)."""
     value = os.environ.get("PTQ_UI_EVAL_LIMIT", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def start_quantization(sel: Selection, config: MethodConfig, eval_limit: int | None,
-                       cat: dict[str, Any] | None = None) -> Job:  # fmt: skip
-    """Start `run_quantization` on a worker thread; the job is also kept in the session.
-
-    `cat`: `CATOptions` fields to add CAT's correction after the method (None: without).
-    """
+def start_quantization(sel: Selection, spec: RunSpec) -> Job:
+    """Run `spec` on a worker thread over the already loaded model and data; the job is kept in the session."""
     run_store = store()
-    cat_options = CATOptions.from_dict(cat) if cat is not None else None
+    resources = _resources(sel)
 
     def work(progress) -> dict[str, Any]:
-        result, _qres = run_quantization(sel.model, config, sel.data, sel.device, sel.weights, run_store,
-                                         progress, eval_limit, cat=cat_options)  # fmt: skip
-        return {"run_id": result.run_id, "top1": result.top1, "fp_top1": result.fp_top1}  # no tensors kept
+        record, _qres = run_quantization(spec, run_store, progress, resources)
+        return {"run_id": record.run_id, "top1": record.metrics["top1"]}  # no tensors kept
 
-    spec = config.quant
-    method = f"{config.method} + CAT" if cat_options else config.method
-    job = start_job(work, f"{method} W{spec.wbits}/A{spec.abits} on {sel.model}")
+    job = start_job(work, spec.title())
     st.session_state["job"] = job
     return job
 

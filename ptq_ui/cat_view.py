@@ -43,7 +43,7 @@ def base_choices(model: str, rtn_config: dict[str, Any]) -> dict[str, dict[str, 
     for rec in bridge.list_runs(status="done", model=model, limit=30):
         cfg = dict(rec.config)
         if cfg.get("method") in METHODS:
-            out[f"{rec.method} W{rec.wbits}/A{rec.abits} · run {rec.run_id}"] = cfg
+            out[f"{rec.method} {rec.bits_label} · run {rec.run_id}"] = cfg
     return out
 
 

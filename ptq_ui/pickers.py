@@ -145,7 +145,7 @@ def sidebar_ui() -> None:
             when = time.strftime("%H:%M", time.localtime(r.created))
             top1 = r.metrics.get("top1")
             acc = f" · top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else ""
-            st.caption(f"Last run ({when}): {r.method} W{r.wbits}/A{r.abits} on {r.model} — {r.status}{acc}")
+            st.caption(f"Last run ({when}): {r.method} {r.bits_label} on {r.model} — {r.status}{acc}")
 
 
 def require_model(allow_download: bool = False, explain: bool = True) -> dict[str, Any]:

@@ -20,22 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "data": "fmnist-sample",
     "device": "auto",
     "last_run_id": None,
-    # quantization settings shared by the Quantize and Model & data pages
-    "q_method": "rtn",
-    "q_wbits": 4,
-    "q_abits": 4,
-    "q_w_observer": "mse",
-    "q_a_observer": "mse",
-    "q_granularity": "per-channel",
-    "q_w_symmetric": False,
-    "q_a_symmetric": False,
-    "q_first_last": "8-bit",
-    "q_overrides": "",
-    "q_fold_bn": True,
-    "q_calib": 256,
-    "q_seed": 0,
-    "q_batch_size": 128,
-}
+}  # the run's settings are one value, `run_form.FORM`
 
 
 @dataclass(frozen=True)

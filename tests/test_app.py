@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
 
 import pytest
@@ -20,7 +20,10 @@ from streamlit.testing.v1 import AppTest
 
 from ptq_core.errors import ConfigError
 from ptq_core.methods import METHODS, MethodConfig, ProgressEvent
+from ptq_core.settings import setting
 from ptq_core.store import RunStore
+
+from .app_support import assert_clean, metric, new_app
 
 PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "pages/compare_runs.py",
          "pages/learn_quantizer.py"]  # fmt: skip
@@ -28,31 +31,6 @@ PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "p
 # environment of the app under test (applied by the `app_env` fixture in conftest.py)
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
 
-
-
-def new_app(weights: str | None, page: str | None = None) -> AppTest:
-    """A fresh session (like a new browser tab), optionally on `page`."""
-    at = AppTest.from_file("../app.py", default_timeout=120)
-    if weights:
-        at.session_state["weights"] = weights
-        at.session_state["weights_for"] = "fmnist-resnet20"
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    """The value of the metric called `label` (first match)."""
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def test_every_page_renders(app_env, weights):
@@ -180,9 +158,11 @@ def test_bad_override_is_refused(app_env, weights):
     at = new_app(weights, "pages/quantize.py")
     at.text_area(key="w_q_overrides").set_value("nosuchlayer.*=8/8").run()
     assert any("matches no layer" in e.value for e in at.error)
-    assert all(b.key != "run" for b in at.button)  # the page stopped before the Run button
+    assert at.button(key="run").disabled  # nothing can run while a setting is invalid
     at.text_area(key="w_q_overrides").set_value("layer1.*=9/4").run()
     assert any("out of range" in e.value for e in at.error)
+    at.text_area(key="w_q_overrides").set_value("layer1.*=8/4").run()
+    assert not at.error and not at.button(key="run").disabled
 
 
 def test_unsafe_upload_is_refused(app_env):
@@ -202,18 +182,14 @@ def test_unsafe_upload_is_refused(app_env):
 
 @dataclass
 class DummyConfig(MethodConfig):
-    """A method with its own settings, to check the generic form.
-
-    Attributes:
-        iters: Optimisation steps per block.
-    """
+    """A method with its own settings, to check the generic form."""
 
     method: ClassVar[str] = "dummy"
-    iters: int = field(default=200, metadata={"min": 1, "max": 10000})
-    lr: float = 1e-3
-    warmup: bool = True
-    loss: Literal["mse", "lp"] = "mse"
-    drop_prob: float | None = None
+    iters: int = setting(200, help="optimisation steps per block", min=1, max=10000)
+    lr: float = setting(1e-3, help="learning rate")
+    warmup: bool = setting(True, help="warm up")
+    loss: Literal["mse", "lp"] = setting("mse", help="loss")
+    drop_prob: float | None = setting(None, help="dropping probability", min=0, max=1)
 
 
 def test_method_form_is_built_from_the_config_fields(app_env, weights, monkeypatch):
@@ -226,7 +202,7 @@ def test_method_form_is_built_from_the_config_fields(app_env, weights, monkeypat
     at.checkbox(key="w_qm_dummy_drop_prob__on").check().run()
     at.number_input(key="w_qm_dummy_drop_prob").set_value(0.5).run()
     assert_clean(at)
-    config = json.loads(at.code[0].value)
+    config = json.loads(at.code[0].value)["method"]
     assert config["method"] == "dummy" and config["iters"] == 5 and config["loss"] == "lp"
     assert config["drop_prob"] == 0.5 and config["warmup"] is True and config["quant"]["wbits"] == 4
 
@@ -276,13 +252,3 @@ def test_charts_are_plain_functions():
     assert [t.name for t in fig.data] == ["W8/A8", "W4/A4"]
     lines = charts.layer_metric_lines({"a": layers, "b": layers}, "sqnr_db", "t")
     assert len(lines.data) == 2
-
-
-def test_parse_overrides():
-    from ptq_ui.widgets import parse_overrides
-
-    names = ["conv1", "layer1.0.conv1", "fc"]
-    assert parse_overrides("layer1.*=8/8  # keep\n\nfc=8/32", names) == {
-        "layer1.*": {"wbits": 8, "abits": 8}, "fc": {"wbits": 8, "abits": 32}}  # fmt: skip
-    with pytest.raises(ConfigError, match="PATTERN=W/A"):
-        parse_overrides("layer1.* 8/8", names)

@@ -37,7 +37,7 @@ def clean(at: AppTest) -> None:
 
 def test_page_renders_and_sliders_change_it(app_env):
     at = AppTest.from_file("../app.py", default_timeout=240)
-    at.session_state["q_wbits"], at.session_state["q_abits"] = 4, 2  # base: RTN W4A2, 256 calibration images
+    at.session_state["run_form"] = {"quant": {"wbits": 4, "abits": 2}}  # base: RTN W4A2, 256 calibration images
     at.run()
     at.switch_page(PAGE).run()
     clean(at)
@@ -78,7 +78,7 @@ def test_quantize_page_adds_cat_and_draws_the_refine_method(app_env, monkeypatch
 
     monkeypatch.setenv("PTQ_UI_SYNC_JOBS", "1")
     at = AppTest.from_file("../app.py", default_timeout=240)
-    at.session_state["q_wbits"], at.session_state["q_abits"] = 4, 2
+    at.session_state["run_form"] = {"quant": {"wbits": 4, "abits": 2}}
     at.run()
     at.switch_page("pages/quantize.py").run()
     at.selectbox(key="w_q_method").set_value("cat_refine").run()  # stage 1's settings draw as a form

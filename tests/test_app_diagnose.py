@@ -13,7 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from ptq_core.analysis import clusters
 
-SMALL = {"q_w_observer": "minmax", "q_a_observer": "minmax", "oc_images": 32, "ac_images": 200, "sens_bits": [2, 8]}
+SMALL = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}}, "oc_images": 32, "ac_images": 200,
+         "sens_bits": [2, 8]}  # fmt: skip
 
 # environment of the app under test (applied by the `app_env` fixture in conftest.py)
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "100"}
@@ -128,7 +129,7 @@ def test_sensitivity_page(app_env, weights):
     at.slider(key="w_mp_budget").set_value(6.0).run()
     assert metric(at, "Size of the swept layers") != size_low
     at.button(key="mp_use").click().run()
-    assert "layer1.0.conv1=" in at.session_state["q_overrides"]
+    assert "layer1.0.conv1=" in at.session_state["run_form"]["overrides"]
     at.button(key="sens_split_go").click().run()
     assert_clean(at)
     assert metric(at, "Weights only").endswith("%") and metric(at, "Activations only").endswith("%")

@@ -1,0 +1,192 @@
+"""Trustworthy runs in the app: what the Quantize page shows is what runs, is stored, and is labelled.
+
+One test per defect of the trustworthy-runs issue, plus a property test over random widget
+changes. Jobs run inline and evaluations use the first 500 test images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ptq_core.spec import RunSpec, make_config
+from ptq_core.store import RunStore
+
+from .app_support import captions, metric, new_app, shown_spec
+
+APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
+QUANTIZE = "pages/quantize.py"
+SMALL = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}, "calib": 64}}
+
+
+def _run_and_check(at) -> dict:
+    """Press Run; the stored description must equal the one shown just before."""
+    shown = shown_spec(at)
+    at.button(key="run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    record = RunStore().get(at.session_state["last_run_id"])
+    assert record.status == "done", record.error
+    assert record.spec == shown
+    return shown
+
+
+def test_a_bad_override_resets_no_other_setting(app_env, weights):
+    """Defect 1: a bad override hid the form; fixing it showed calib 1 / batch 1 / 500 test images."""
+    at = new_app(weights, QUANTIZE, **SMALL)
+    at.number_input(key="w_q_calib").set_value(96).run()
+    at.number_input(key="w_q_batch_size").set_value(48).run()
+    at.selectbox(key="w_q_eval_limit").set_value(2000).run()
+    at.text_area(key="w_q_overrides").set_value("foo=bar").run()
+    assert any("PATTERN=W/A" in e.value for e in at.error)
+    assert at.number_input(key="w_q_calib").value == 96  # the rest of the form is still drawn, unchanged
+    at.text_area(key="w_q_overrides").set_value("").run()
+    assert not at.error
+    assert (at.number_input(key="w_q_calib").value, at.number_input(key="w_q_batch_size").value) == (96, 48)
+    assert at.selectbox(key="w_q_eval_limit").value == 2000
+    shown = shown_spec(at)
+    assert (shown["method"]["calib"], shown["method"]["batch_size"], shown["eval_limit"]) == (96, 48, 2000)
+    at.selectbox(key="w_q_eval_limit").set_value(500).run()  # keep the run short
+    spec = _run_and_check(at)
+    assert (spec["method"]["calib"], spec["method"]["batch_size"]) == (96, 48)
+
+
+def _image_folder(root, per_class: int = 6):
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_a_small_data_set_does_not_overwrite_the_calibration_choice(app_env, weights, tmp_path):
+    """Defect 2: 12 ImageFolder images clamped calibration to 12, and it stayed 12 on the embedded sample."""
+    folder = _image_folder(tmp_path / "imgs")
+    at = new_app(weights, QUANTIZE, **SMALL)
+    at.number_input(key="w_q_calib").set_value(256).run()
+    at.switch_page("pages/model_data.py").run()
+    at.radio(key="w_data_kind").set_value("imagefolder").run()
+    at.text_input(key="w_data_folder").set_value(str(folder)).run()
+    at.switch_page(QUANTIZE).run()
+    assert at.number_input(key="w_q_calib").value <= 12
+    assert shown_spec(at)["method"]["calib"] <= 12 and any("256" in i.value for i in at.info)
+    at.switch_page("pages/model_data.py").run()
+    at.radio(key="w_data_kind").set_value("fmnist-sample").run()
+    at.switch_page(QUANTIZE).run()
+    assert at.number_input(key="w_q_calib").value == 256
+    assert shown_spec(at)["method"]["calib"] == 256
+
+
+def test_overrides_are_labelled_everywhere(app_env, weights):
+    """Defect 3: a run with per-layer overrides was labelled and filtered as uniform W2/A2."""
+    store = RunStore()
+    uniform = RunSpec(method=make_config("rtn", wbits=2, abits=2)).to_dict()
+    with store.run("fmnist-resnet20", "rtn", 2, 2, uniform["method"], spec=uniform) as handle:
+        handle.finish({"fp_top1": 93.0, "top1": 57.0, "eval_samples": 500, "w_bits_avg": 2.3}, [], {}, label="W2A2")
+    at = new_app(weights, QUANTIZE, **SMALL)
+    at.selectbox(key="w_q_wbits").set_value(2).run()
+    at.selectbox(key="w_q_abits").set_value(2).run()
+    at.text_area(key="w_q_overrides").set_value("layer3.*=8/8").run()
+    _run_and_check(at)
+    record = RunStore().get(at.session_state["last_run_id"])
+    assert record.label.startswith("W2A2 + ") and "bits avg" in record.label
+    assert record.label in captions(at)  # the result header
+    at.switch_page("pages/compare_runs.py").run()
+    table = at.dataframe[0].value
+    assert sorted(table["bits"]) == sorted(["W2A2", record.label])
+    assert record.label in at.selectbox(key="w_cr_bits").options and "W2A2" in at.selectbox(key="w_cr_bits").options
+    at.selectbox(key="w_cr_bits").set_value("W2A2").run()
+    assert at.dataframe[0].value["run_id"].tolist() == [handle.run_id]
+    rows = list(csv.DictReader(io.StringIO(store.export_csv())))
+    assert {r["bits"] for r in rows} == {"W2A2", record.label}
+    assert float(next(r for r in rows if r["bits"] == record.label)["w_bits_avg"]) > 2.5
+
+
+def _stored(store: RunStore, seed: int, eval_limit: int, top1: float, fail: str | None = None) -> str:
+    spec = RunSpec(method=make_config("qdrop", preset="fast", wbits=4, abits=4, seed=seed), eval_limit=eval_limit)
+    d = spec.to_dict()
+    run_id = store.start("fmnist-resnet20", "qdrop", 4, 4, d["method"], spec=d)
+    if fail:
+        store.fail(run_id, fail)
+    else:
+        store.finish(run_id, {"fp_top1": 93.0 + eval_limit / 1e4, "top1": top1, "eval_samples": eval_limit}, [], {},
+                     extras={"data": {"name": "fmnist-sample"}}, label="W4A4")  # fmt: skip
+    return run_id
+
+
+def test_compare_runs_says_what_each_number_is(app_env):
+    """Defect 4: no test-image count, observer, overrides, preset, seed or data; failed runs showed no error."""
+    store = RunStore()
+    _stored(store, 0, 500, 90.0)
+    _stored(store, 1, 2000, 91.0)
+    failed = _stored(store, 2, 500, 0.0, fail="ConfigError: the calibration went wrong")
+    at = new_app(None, "pages/compare_runs.py")
+    assert not at.exception
+    table = at.dataframe[0].value
+    for column in ("test images", "data", "observers", "overrides", "preset", "iters", "seed", "calib", "error"):
+        assert column in table.columns, column
+    assert sorted(table["test images"].dropna().astype(int)) == [500, 500, 2000]
+    assert set(table["seed"]) == {0, 1, 2} and set(table["preset"]) == {"fast"}
+    at.selectbox(key="w_cr_detail").set_value(failed).run()
+    assert any("the calibration went wrong" in e.value for e in at.error)
+    rows = list(csv.DictReader(io.StringIO(store.export_csv())))
+    assert {r["spec.method.seed"] for r in rows} == {"0", "1", "2"}
+    assert all(RunSpec.from_json(r["spec_json"]).method.preset == "fast" for r in rows)
+
+
+def test_activation_clusters_say_which_bits_they_use(app_env, weights):
+    """Defect 5: the page applied the Quantize page's overrides silently; its bits slider then did nothing."""
+    state = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}, "overrides": "layer*=8/8"},
+             "ac_images": 100, "ac_layer": "logits"}  # fmt: skip
+    at = new_app(weights, "pages/activation_clusters.py", **state)
+    assert not at.exception
+    text = captions(at)
+    assert "Round-to-nearest at W4/A4," in text and "overrides" not in text.split("Round-to-nearest")[1].split(".")[0]
+    at.slider(key="w_ac_bits").set_value(2).run()
+    shift2 = metric(at, "Median relative shift")
+    at.slider(key="w_ac_bits").set_value(8).run()
+    assert float(metric(at, "Median relative shift")) < float(shift2)  # the slider moves every layer
+    at.checkbox(key="w_ac_overrides").check().run()
+    assert "layer\\*" in captions(at) or "layer*" in captions(at)
+
+
+def test_every_accuracy_says_on_which_test_images(app_env, weights):
+    """Defect 6: the same quantity showed different numbers on different pages with nothing saying why."""
+    at = new_app(weights, QUANTIZE, **SMALL)
+    _run_and_check(at)
+    assert "on the first 500 test images" in captions(at)
+    at.switch_page("pages/learn_cat.py").run()
+    assert "on the first 1,000 test images" in captions(at) and "RTN W3A3" in captions(at)
+    at.switch_page("pages/model_data.py").run()
+    labels = [m.label for m in at.metric if "op-1" in m.label]
+    assert labels and all("test split" in label or "images" in label for label in labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_widget_changes_store_what_was_shown(app_env, weights, seed):
+    """Property: after any sequence of changes (invalid ones included), Run stores the description shown."""
+    rng = random.Random(seed)
+    at = new_app(weights, QUANTIZE, **SMALL)
+    changes = [
+        lambda: at.selectbox(key="w_q_wbits").set_value(rng.choice([2, 3, 4, 8])),
+        lambda: at.selectbox(key="w_q_abits").set_value(rng.choice([4, 8, 32])),
+        lambda: at.selectbox(key="w_q_w_observer").set_value(rng.choice(["minmax", "percentile"])),
+        lambda: at.number_input(key="w_q_calib").set_value(rng.choice([16, 32, 48])),
+        lambda: at.number_input(key="w_q_batch_size").set_value(rng.choice([8, 16, 64])),
+        lambda: at.number_input(key="w_q_seed").set_value(rng.randrange(100)),
+        lambda: at.text_area(key="w_q_overrides").set_value(rng.choice(["foo=bar", "layer9.*=8/8", "fc=8/8", ""])),
+        lambda: at.radio(key="w_q_granularity").set_value(rng.choice(["per-channel", "per-tensor"])),
+        lambda: at.checkbox(key="w_q_a_symmetric").set_value(rng.random() < 0.5),
+    ]
+    for _ in range(8):
+        rng.choice(changes)()
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+    at.text_area(key="w_q_overrides").set_value(rng.choice(["fc=8/8", ""])).run()  # end on a valid form
+    spec = _run_and_check(at)
+    assert spec["method"]["calib"] == at.number_input(key="w_q_calib").value
