@@ -31,12 +31,16 @@ class _UnitTracer(fx.Tracer):
         return qualname in self.leaves or isinstance(m, QuantLayer) or super().is_leaf_module(m, qualname)
 
 
-def trace_units(model: nn.Module, unit_names: list[str]) -> fx.Graph | None:
-    """The model's graph with every unit a single node, or None if it cannot be traced."""
+def trace_units(model: nn.Module, unit_names: list[str], with_error: bool = False):
+    """The model's graph with every unit a single node, or None if it cannot be traced.
+
+    With `with_error`, returns ``(graph or None, the tracing error's text or "")``.
+    """
     try:
-        return _UnitTracer(set(unit_names)).trace(model)
-    except Exception:  # noqa: BLE001 - any tracing failure means: use the full forward
-        return None
+        graph, error = _UnitTracer(set(unit_names)).trace(model), ""
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the fallback
+        graph, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return (graph, error) if with_error else graph
 
 
 def _tail_graph(graph: fx.Graph, name: str) -> fx.Graph | None:
