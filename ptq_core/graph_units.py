@@ -37,10 +37,10 @@ from torch import fx, nn
 
 from .modules import QuantLayer
 
-__all__ = ["GraphInfo", "analyse_graph", "graph_unit_spans", "cut_points"]
+__all__ = ["GraphInfo", "analyse_graph", "cut_points", "dependent_nodes", "graph_unit_spans"]
 
 
-def _dependent(nodes: list[fx.Node]) -> set[fx.Node]:
+def dependent_nodes(nodes: list[fx.Node]) -> set[fx.Node]:
     """Nodes whose value depends on a model input."""
     dep: set[fx.Node] = set()
     for n in nodes:
@@ -53,7 +53,7 @@ def cut_points(graph: fx.Graph) -> set[fx.Node]:
     """Input-dependent nodes after which no earlier input-dependent value is used again."""
     nodes = list(graph.nodes)
     pos = {n: i for i, n in enumerate(nodes)}
-    dep = _dependent(nodes)
+    dep = dependent_nodes(nodes)
     last = {n: max((pos[u] for u in n.users), default=pos[n]) for n in nodes}
     open_: set[fx.Node] = set()
     closing: dict[int, list[fx.Node]] = {}
@@ -120,7 +120,7 @@ def analyse_graph(graph: fx.Graph, qmodel: nn.Module) -> GraphInfo:
                 spans[-1].append(n.target)
         if n in cuts and spans[-1]:
             spans.append([])
-    return GraphInfo([s for s in spans if s], modules, cuts, _dependent(nodes), order)
+    return GraphInfo([s for s in spans if s], modules, cuts, dependent_nodes(nodes), order)
 
 
 def _is_container(m: nn.Module) -> bool:

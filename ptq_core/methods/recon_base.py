@@ -13,22 +13,30 @@ Presets:
   fmnist-resnet20 takes about 1 minute (BRECQ, QDrop) to 3.5 minutes (PD-Quant).
 
 `--iters` and `--calib` (``iters=`` / ``calib=``) override either preset.
+
+Units: ``unit_source`` picks where block units come from ("graph", the default, falls
+back to the known block classes and then to layers when the model cannot be traced;
+"blocks"; "layers"), ``unit_patterns`` overrides them by module-name pattern (CLI
+``--unit``). The plan, with any fallback and its reason, is stored in the result's
+``extras["recon"]["unit_plan"]``; each unit's record says what distribution correction
+did and which KL path ran.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..blocks import UNIT_SOURCES, Unit, UnitPlan, find_units
 from ..calibrate import calibrate_activations, calibrate_weights
 from ..errors import ConfigError
 from ..modules import set_quant_state
 from ..prepare import prepare
-from ..recon import ReconContext, ReconOptions, arch_family, float_logits, reconstruct
+from ..recon import ReconContext, ReconOptions, arch_family, float_logits, reconstruct, units_for
 from .base import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit
 
 __all__ = ["ReconMethodConfig", "PRESETS", "FAST", "prepare_for_reconstruction", "run_reconstruction"]
@@ -53,6 +61,8 @@ class ReconMethodConfig(MethodConfig):
         warmup: Fraction of steps before the regulariser starts.
         progress_every: Steps between progress events (0 = about 100 per unit).
         cache: Where unit caches live: "auto", "device" or "host".
+        unit_source: Where block units come from: "graph", "blocks" or "layers" (`find_units`).
+        unit_patterns: Module-name patterns (fnmatch) whose matches become units, overriding the source.
     """
 
     FAST_EXTRA: ClassVar[dict[str, Any]] = {}
@@ -65,8 +75,12 @@ class ReconMethodConfig(MethodConfig):
     warmup: float = 0.2
     progress_every: int = 0
     cache: str = "auto"
+    unit_source: str = "graph"
+    unit_patterns: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        if self.unit_source not in UNIT_SOURCES:
+            raise ConfigError(f"unit_source must be one of {', '.join(UNIT_SOURCES)}, got {self.unit_source!r}")
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         for name in ("iters", "recon_batch"):
@@ -133,6 +147,13 @@ def prepare_for_reconstruction(model: nn.Module, calib: torch.Tensor, config: Re
     return qmodel, report
 
 
+def _pass_units(ctx: ReconContext, plan: UnitPlan, opts: ReconOptions) -> list[Unit]:
+    """The plan's units for a block pass; every layer on its own for a layer pass (AdaRound)."""
+    if opts.granularity == "block":
+        return plan.units
+    return units_for(ctx.qmodel, ctx.images[:2], "layer")
+
+
 def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig,
                        progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
     """Prepare a copy of `model`, run the method's passes over it, switch quantization on.
@@ -147,13 +168,16 @@ def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMetho
         qmodel, report = prepare_for_reconstruction(model, calib, config, progress)
         t1 = time.perf_counter()
         logits = float_logits(model, calib, config.batch_size) if config.needs_logits() else None
-        ctx = ReconContext(qmodel, model, calib, logits, progress, config.batch_size, config.seed)
+        ctx = ReconContext(qmodel, model, calib, logits, progress, config.batch_size, config.seed,
+                           folded=dict(report.folded))  # fmt: skip
+        plan = find_units(qmodel, calib[:2], config.unit_source, config.unit_patterns)
         passes = config.passes(model)
-        records = [rec for opts in passes for rec in reconstruct(ctx, opts)]
+        records = [rec for opts in passes for rec in reconstruct(ctx, opts, _pass_units(ctx, plan, opts))]
         set_quant_state(qmodel, True, True)
     t2 = time.perf_counter()
     dc = sum(r.dc_seconds for r in records)
     timings = {"prepare": t1 - t0, "reconstruct": t2 - t1 - dc, "correct": dc}
     extras = {"recon": {"arch_family": arch_family(model), "peak_cache_mb": ctx.peak_cache_bytes / 2**20,
-                        "passes": [o.to_dict() for o in passes], "units": [r.to_dict() for r in records]}}  # fmt: skip
+                        "passes": [o.to_dict() for o in passes], "units": [r.to_dict() for r in records],
+                        "unit_plan": plan.to_dict()}}  # fmt: skip
     return QuantResult(qmodel, config, report, timings=timings, extras=extras)
