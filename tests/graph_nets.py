@@ -37,7 +37,7 @@ class DWBottleneck(nn.Module):
 class DWNet(nn.Module):
     def __init__(self, width: int = 8) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*conv_bn(1, width, 3))
+        self.stem = nn.Sequential(*conv_bn(1, width, 3, 2))
         self.blocks = nn.Sequential(DWBottleneck(width, width), DWBottleneck(width, 2 * width, 2),
                                     DWBottleneck(2 * width, 2 * width), DWBottleneck(2 * width, 4 * width, 2))
         self.head = nn.Linear(4 * width, 10)
@@ -74,7 +74,7 @@ class DenseBlock(nn.Module):
 class DenseNetLike(nn.Module):
     def __init__(self, width: int = 8, growth: int = 6) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*conv_bn(1, width, 3))
+        self.stem = nn.Sequential(*conv_bn(1, width, 3, 2))
         self.dense1 = DenseBlock(width, growth, 2)
         c = width + 2 * growth
         self.transition = nn.Sequential(*conv_bn(c, width, 1), nn.AvgPool2d(2))
@@ -141,7 +141,7 @@ class InceptionNet(nn.Module):
 
 def vgg_chain(width: int = 8) -> nn.Sequential:
     """A plain chain: every layer is its own unit."""
-    return nn.Sequential(*conv_bn(1, width), *conv_bn(width, width), nn.MaxPool2d(2), *conv_bn(width, 2 * width),
+    return nn.Sequential(*conv_bn(1, width, 3, 2), *conv_bn(width, width), nn.MaxPool2d(2), *conv_bn(width, 2 * width),
                          nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10))
 
 
