@@ -1,4 +1,4 @@
-"""Command line: `python -m ptq_core {models,quantize,runs} ...`.
+"""Command line: `python -m ptq_core {models,quantize,units,runs} ...`.
 
 Bad arguments exit non-zero with a one-line message (never a stack trace).
 """
@@ -70,11 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images only")
     q.add_argument("--json", default=None, metavar="PATH", help="write the full result as JSON")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("--unit", action="append", default=[], metavar="PATTERN",
+                   help="reconstruction methods: modules matching PATTERN become units (repeatable)")  # fmt: skip
+    _add_units_parser(sub)
     r = sub.add_parser("runs", help="list, show, delete or export saved runs")
     r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
     r.add_argument("run_ids", nargs="*")
     r.add_argument("--format", choices=("json", "csv"), default="json")
     return p
+
+
+def _add_units_parser(sub) -> None:
+    u = sub.add_parser("units", help="print a model's reconstruction units and the KL path each will use")
+    u.add_argument("--model", default="fmnist-resnet20", help="zoo name, torchvision name, or file.py:factory")
+    u.add_argument("--weights", default=None, help="state_dict file (required for file.py:factory)")
+    u.add_argument("--data", default="fmnist-sample", help="where the example images come from")
+    u.add_argument("--source", choices=("graph", "blocks", "layers"), default="graph", help="where units come from")
+    u.add_argument("--unit", action="append", default=[], metavar="PATTERN",
+                   help="modules matching PATTERN become units (repeatable)")  # fmt: skip
+
+
+def _cmd_units(args: argparse.Namespace) -> int:
+    from .units_report import format_units_report, units_report
+
+    print(format_units_report(units_report(args.model, args.weights, args.data, args.source, args.unit)))
+    return 0
 
 
 def _overrides(items: list[str]) -> dict[str, dict[str, int]]:
@@ -112,6 +132,10 @@ def _method_flags(args: argparse.Namespace) -> dict[str, object]:
         if args.method != "brecq":
             raise PTQError("--act-aware-rounding applies to brecq only")
         extra["act_aware_rounding"] = True
+    if args.unit:
+        if not issubclass(METHODS[args.method][0], ReconMethodConfig):
+            raise PTQError("--unit applies to reconstruction methods only")
+        extra["unit_patterns"] = list(args.unit)
     if args.dc is not None:
         if args.method != "pdquant":
             raise PTQError("--dc/--no-dc applies to pdquant only")
@@ -263,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models()
         if args.command == "quantize":
             return _cmd_quantize(args)
+        if args.command == "units":
+            return _cmd_units(args)
         return _cmd_runs(args)
     except PTQError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -204,3 +204,23 @@ def test_one_step_runs_no_prefix(name, source):
     finally:
         for h in hooks:
             h.remove()
+
+
+def test_cli_units_prints_units_and_kl_paths(tmp_path, capsys):
+    from ptq_core.cli import _config, build_parser, main
+
+    from .graph_nets import dw_bottleneck_net
+
+    weights = tmp_path / "w.pt"
+    torch.save(randomize_bn(dw_bottleneck_net()).state_dict(), weights)
+    model = "tests/graph_nets.py:dw_bottleneck_net"
+    assert main(["units", "--model", model, "--weights", str(weights), "--source", "layers"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("16 units from layers") and len(out.splitlines()) == 2 + 16
+    assert sum("skip input" in line for line in out.splitlines()) == 14  # every layer inside a bottleneck
+    assert main(["units", "--model", model, "--weights", str(weights)]) == 0
+    out = capsys.readouterr().out
+    assert "6 units from graph" in out and "DWBottleneck" in out and "skip" not in out and NO_BN in out
+    cfg = _config(build_parser().parse_args(["quantize", "--method", "qdrop", "--unit", "layer1.*"]))
+    assert cfg.unit_patterns == ["layer1.*"]
+    assert main(["quantize", "--method", "rtn", "--unit", "layer1.*"]) == 2
