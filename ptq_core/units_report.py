@@ -89,14 +89,15 @@ def units_report(model_name: str, weights: str | None = None, data: str = "fmnis
 def format_units_report(rep: UnitsReport) -> str:
     """A plain-text table of the report."""
     p = rep.plan
-    head = f"{rep.model}: {len(rep.units)} units from {p.source}" + (f" (asked for {p.requested})"
-                                                                         if p.source != p.requested else "")  # fmt: skip
-    lines = [head]
+    asked = f" (asked for {p.requested})" if p.source != p.requested else ""
+    lines = [f"{rep.model}: {len(rep.units)} units from {p.source}{asked}"]
     if p.fallback:
         lines.append(f"fallback: {p.fallback}")
     lines += [f"note: {n}" for n in p.notes]
     width = max([len(u.name) for u in rep.units] + [4])
-    lines.append(f"{'#':>3}  {'unit':{width}}  {'kind':6}{'class':26}{'layers':>6}  {'distribution correction':42}KL path")
+    lines.append(
+        f"{'#':>3}  {'unit':{width}}  {'kind':6}{'class':26}{'layers':>6}  {'distribution correction':42}KL path"
+    )
     for i, u in enumerate(rep.units):
         lines.append(f"{i:>3}  {u.name:{width}}  {u.kind:6}{u.block_type[:25]:26}{len(u.layers):>6}  {u.dc:42}"
                      f"{u.kl_path}")  # fmt: skip

@@ -27,8 +27,9 @@ class DWBottleneck(nn.Module):
         self.expand = nn.Sequential(*conv_bn(cin, mid, 1))
         self.dw = nn.Sequential(*conv_bn(mid, mid, 3, stride, groups=mid))
         self.project = nn.Sequential(*conv_bn(mid, cout, 1, act=False))
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(*conv_bn(cin, cout, 1, stride,
-                                                                                                   act=False))
+        self.shortcut = (
+            nn.Identity() if stride == 1 and cin == cout else nn.Sequential(*conv_bn(cin, cout, 1, stride, act=False))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.project(self.dw(self.expand(x))) + self.shortcut(x))
@@ -38,8 +39,12 @@ class DWNet(nn.Module):
     def __init__(self, width: int = 8) -> None:
         super().__init__()
         self.stem = nn.Sequential(*conv_bn(1, width, 3, 2))
-        self.blocks = nn.Sequential(DWBottleneck(width, width), DWBottleneck(width, 2 * width, 2),
-                                    DWBottleneck(2 * width, 2 * width), DWBottleneck(2 * width, 4 * width, 2))
+        self.blocks = nn.Sequential(
+            DWBottleneck(width, width),
+            DWBottleneck(width, 2 * width, 2),
+            DWBottleneck(2 * width, 2 * width),
+            DWBottleneck(2 * width, 4 * width, 2),
+        )
         self.head = nn.Linear(4 * width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,14 +140,23 @@ class InceptionNet(nn.Module):
         self.fc = nn.Linear(3 * width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.mix2(self.pool(self.mix1(self.stem(x)))),
-                                                                       1), 1))
+        return self.fc(
+            torch.flatten(nn.functional.adaptive_avg_pool2d(self.mix2(self.pool(self.mix1(self.stem(x)))), 1), 1)
+        )
 
 
 def vgg_chain(width: int = 8) -> nn.Sequential:
     """A plain chain: every layer is its own unit."""
-    return nn.Sequential(*conv_bn(1, width, 3, 2), *conv_bn(width, width), nn.MaxPool2d(2), *conv_bn(width, 2 * width),
-                         nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10))
+    return nn.Sequential(
+        *conv_bn(1, width, 3, 2),
+        *conv_bn(width, width),
+        nn.MaxPool2d(2),
+        *conv_bn(width, 2 * width),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * width, 10),
+    )
 
 
 def dw_bottleneck_net() -> DWNet:
