@@ -36,7 +36,7 @@ from ..calibrate import calibrate_activations, calibrate_weights
 from ..errors import ConfigError
 from ..modules import set_quant_state
 from ..prepare import prepare
-from ..recon import ReconContext, ReconOptions, arch_family, float_logits, reconstruct, units_for
+from ..recon import ReconContext, ReconOptions, arch_family, float_logits, reconstruct
 from .base import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit
 
 __all__ = ["ReconMethodConfig", "PRESETS", "FAST", "prepare_for_reconstruction", "run_reconstruction"]
@@ -151,7 +151,7 @@ def _pass_units(ctx: ReconContext, plan: UnitPlan, opts: ReconOptions) -> list[U
     """The plan's units for a block pass; every layer on its own for a layer pass (AdaRound)."""
     if opts.granularity == "block":
         return plan.units
-    return units_for(ctx.qmodel, ctx.images[:2], "layer")
+    return [Unit(n, "layer", type(ctx.qmodel.get_submodule(n)).__name__, [n]) for u in plan.units for n in u.layers]
 
 
 def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig,
