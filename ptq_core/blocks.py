@@ -160,7 +160,7 @@ def _graph_plan(qmodel: nn.Module, example: torch.Tensor) -> tuple[UnitPlan | No
     graph, error = trace_units(qmodel, [], with_error=True)
     if graph is None:
         return None, f"torch.fx could not trace the model ({error})"
-    spans, notes = graph_unit_spans(qmodel, graph)
+    spans, notes = graph_unit_spans(qmodel, graph, tuple(block_types()))
     order = execution_order(qmodel, example[:1], (QuantLayer,))
     if sorted(ly for _, layers in spans for ly in layers) != sorted(order):
         return None, "the trace does not call every quantized layer exactly once"

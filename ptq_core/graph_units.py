@@ -16,9 +16,11 @@ name. So a graph unit is always an existing submodule, chosen by these rules:
 1. A span with two or more quantized layers is the innermost submodule with its
    own ``forward`` (not a plain container) whose single input and single output
    are cut points and whose layers are whole spans.
-2. A single-layer span inside an instance of a class that rule 1 chose elsewhere
-   joins that instance (a MobileNetV2 inverted residual without its skip is still
-   one unit, as BRECQ has it); otherwise the layer is its own unit.
+2. A single-layer span inside an instance of a class that rule 1 chose elsewhere,
+   or of a known block class (`blocks.block_types`), joins that instance when the
+   instance's input and output are cut points (a MobileNetV2 inverted residual
+   without its skip, or a RepVGG block merged into one conv, is still one unit, as
+   BRECQ has it); otherwise the layer is its own unit.
 3. A multi-layer span that no such module runs becomes the smallest submodule
    holding exactly its layers with one tensor in and one out (the values that cross
    its boundary reach the rest of the network as skip inputs of the KL tail); if
@@ -137,8 +139,15 @@ class _Finder:
 
     def __post_init__(self) -> None:
         self.qlayers = set(self.info.layer_order)
-        self.layers = {name: self._layers(name) for name in self.info.modules if name}
+        self.layers = {name: self._layers(name) for name in self.info.modules if name and self._exists(name)}
         self.span_of = {ly: i for i, span in enumerate(self.info.spans) for ly in span}
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.qmodel.get_submodule(name)
+        except AttributeError:  # a module-stack key that is no submodule path
+            return False
+        return True
 
     def _layers(self, name: str) -> frozenset[str]:
         nodes = self.info.modules[name]
@@ -148,9 +157,9 @@ class _Finder:
         layers = self.layers[name]
         return all(set(self.info.spans[self.span_of[ly]]) <= layers for ly in layers)
 
-    def blockish(self, name: str) -> bool:
+    def blockish(self, name: str, min_layers: int = 2) -> bool:
         m = self.qmodel.get_submodule(name)
-        return (not _is_container(m) and not isinstance(m, QuantLayer) and len(self.layers[name]) >= 2
+        return (not _is_container(m) and not isinstance(m, QuantLayer) and len(self.layers[name]) >= min_layers
                 and self._whole_spans(name) and self.info.single_entry_exit(name))  # fmt: skip
 
     def innermost(self, span: list[str], names: list[str]) -> str | None:
@@ -162,12 +171,14 @@ class _Finder:
         return min(exact, key=lambda n: -n.count(".")) if exact else None
 
 
-def graph_unit_spans(qmodel: nn.Module, graph: fx.Graph) -> tuple[list[tuple[str, list[str]]], list[str]]:
+def graph_unit_spans(qmodel: nn.Module, graph: fx.Graph, known: tuple[type[nn.Module], ...] = ()
+                     ) -> tuple[list[tuple[str, list[str]]], list[str]]:  # fmt: skip
     """Units as (module name, its quantized layers) in forward order, and notes on anything unusual.
 
     Args:
         qmodel: The prepared model.
         graph: Its trace with quantized layers as leaves (`trace_units(qmodel, [])`).
+        known: Block classes that hold a single-layer span together (rule 2).
 
     Returns:
         ``([(unit name, [layer, ...]), ...], notes)``; a layer unit is named after the layer.
@@ -189,8 +200,8 @@ def graph_unit_spans(qmodel: nn.Module, graph: fx.Graph) -> tuple[list[tuple[str
             name = f.innermost(span, blockish)
             if name is not None:
                 choose(name)
-    classes = {type(qmodel.get_submodule(c)) for c in chosen}
-    of_class = [n for n in blockish if type(qmodel.get_submodule(n)) in classes]
+    classes = {type(qmodel.get_submodule(c)) for c in chosen} | set(known)
+    of_class = [n for n in f.layers if type(qmodel.get_submodule(n)) in classes and f.blockish(n, 1)]
     for span in info.spans:  # rules 2 and 3
         if _covered(span, chosen):
             continue
