@@ -130,34 +130,44 @@ def run(args: argparse.Namespace) -> list[dict]:
         tx, ty = tx[:500], ty[:500]
     rows = []
     models = {}
-    for seed in seeds:  # seed by seed, so an interrupted grid still covers every network
-        for net in nets:
-            if net not in models:
-                model = _model(net, x, y, 1 if args.quick else args.epochs)
-                models[net] = (
-                    model,
-                    _top1(model, tx, ty),
-                    execution_order(model, x[:1], (torch.nn.Conv2d, torch.nn.Linear)),
-                )
-            model, fp, layer_names = models[net]
-            for bname, bits in bits_grid.items():
-                for method in methods:
-                    graph_row = None
-                    for source in SOURCES:
-                        key = f"{net}|{method}|{bname}|{source}|{seed}|{args.iters}|{args.calib}|{args.epochs}"
-                        row = None if args.quick else CELLS.get(key)
-                        if row is None and source == "layers" and graph_row and graph_row["unit_names"] == layer_names:
-                            row = graph_row | {"source": "layers", "same_as_graph": True}  # the same run
-                        if row is None:
-                            cell = _cell(model, _calib(x, args.calib, seed), tx, ty, method, bits, seed, source,
-                                         args.iters, args.calib)  # fmt: skip
-                            cell |= {"net": net, "method": method, "bits": bname, "source": source, "seed": seed,
-                                     "fp_top1": fp}  # fmt: skip
-                            row = cell if args.quick else CELLS.add(key, cell)
-                            print(f"<!-- {key}: top-1 {row['top1']:.2f}, {row['cpu_s']:.0f} s -->", flush=True)
-                        graph_row = row if source == "graph" else graph_row
-                        rows.append(row)
+    # the issue's network first, then seed 0 of the others, then seed 1, fmnist-resnet20 last: an interrupted
+    # grid still has both seeds of the main case and one seed of every other network
+    order = [(nets[0], seed) for seed in seeds] + [(n, seed) for seed in seeds for n in nets[1:]]
+    order = sorted(order, key=lambda p: p[0] == "fmnist-resnet20")
+    for net, seed in order:
+        if net not in models:
+            model = _model(net, x, y, 1 if args.quick else args.epochs)
+            layers = execution_order(model, x[:1], (torch.nn.Conv2d, torch.nn.Linear))
+            models[net] = (model, _top1(model, tx, ty), layers)
+        model, fp, layer_names = models[net]
+        for bname, bits in bits_grid.items():
+            for method in methods:
+                graph_row = None
+                for source in SOURCES:
+                    key = f"{net}|{method}|{bname}|{source}|{seed}|{args.iters}|{args.calib}|{args.epochs}"
+                    row = None if args.quick else CELLS.get(key)
+                    if row is None and source == "layers" and graph_row and graph_row["unit_names"] == layer_names:
+                        row = graph_row | {"source": "layers", "same_as_graph": True}  # the same run
+                    if row is None:
+                        cell = _cell(model, _calib(x, args.calib, seed), tx, ty, method, bits, seed, source,
+                                     args.iters, args.calib)  # fmt: skip
+                        cell |= {"net": net, "method": method, "bits": bname, "source": source, "seed": seed,
+                                 "fp_top1": fp, "layerwise": cell["unit_names"] == layer_names}  # fmt: skip
+                        row = cell if args.quick else CELLS.add(key, cell)
+                        print(f"<!-- {key}: top-1 {row['top1']:.2f}, {row['cpu_s']:.0f} s -->", flush=True)
+                    graph_row = row if source == "graph" else graph_row
+                    rows.append(row)
     return rows
+
+
+def stored(args: argparse.Namespace) -> list[dict]:
+    """The finished cells of this setting (an unfinished grid: what is there)."""
+    tail = f"|{args.iters}|{args.calib}|{args.epochs}"
+    rows = [r for r in CELLS.rows() if r["key"].endswith(tail)]
+    dup = [
+        r | {"source": "layers", "same_as_graph": True} for r in rows if r["source"] == "graph" and r.get("layerwise")
+    ]
+    return rows + dup
 
 
 def table(rows: list[dict]) -> str:
@@ -165,16 +175,14 @@ def table(rows: list[dict]) -> str:
     for r in sorted(rows, key=lambda r: (NETS.index(r["net"]), METHODS.index(r["method"]), list(BITS).index(r["bits"]),
                                          SOURCES.index(r["source"]))):  # fmt: skip
         groups.setdefault((r["net"], r["method"], r["bits"], r["source"]), []).append(r)
-    lines = [
-        "| network (float top-1) | method | W/A | units from | units | top-1 | CPU s | DC units | KL tail units |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = "| network (float top-1) | method | W/A | units from | units | seeds | top-1 | CPU s | DC units | KL tail |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for (net, method, bits, source), rs in groups.items():
         same = rs[0].get("same_as_graph", False)
         dc = f"{rs[0]['dc_units']}/{rs[0]['units']}" if method == "pdquant" else "-"
         tail = f"{rs[0]['tail_units']}/{rs[0]['units']}" if method == "pdquant" else "-"
         label = "layers (same units)" if same else source
-        lines.append(f"| {net} ({rs[0]['fp_top1']:.2f}) | {method} | {bits} | {label} | {rs[0]['units']} | "
+        lines.append(f"| {net} ({rs[0]['fp_top1']:.2f}) | {method} | {bits} | {label} | {rs[0]['units']} | {len(rs)} | "
                      f"{mean_std([r['top1'] for r in rs])} | {statistics.mean(r['cpu_s'] for r in rs):.0f} | {dc} | "
                      f"{tail} |")  # fmt: skip
     return "\n".join(lines)
@@ -186,9 +194,10 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=ITERS)
     p.add_argument("--calib", type=int, default=CALIB)
     p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--table-only", action="store_true", help="only the cells already stored (an unfinished grid)")
     args = p.parse_args()
     t0 = time.perf_counter()
-    rows = run(args)
+    rows = stored(args) if args.table_only else run(args)
     body = table(rows)
     print(body)
     print(f"<!-- {time.perf_counter() - t0:.0f} s -->")
