@@ -66,6 +66,9 @@ def test_graph_finds_the_blocks_of_unknown_classes(name):
 
 def _zoo_and_torchvision():
     cases = [(arch, lambda a=arch: (ZOO_ARCHS[a](), torch.randn(2, 1, 28, 28))) for arch in ZOO_ARCHS]
+    # merged RepVGG blocks are one conv each: only the known class keeps each a block unit
+    cases.append(("fmnist-repvgg-deploy", lambda: (ZOO_ARCHS["fmnist-repvgg"]().eval().reparameterize(),
+                                                   torch.randn(2, 1, 28, 28))))  # fmt: skip
     import torchvision
 
     for tv in ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "mnasnet1_0"):
