@@ -139,6 +139,8 @@ def find_units(qmodel: nn.Module, example: torch.Tensor, source: str = "graph",
             why += "; no known block class in the model either: one unit per layer"
         elif why:
             why += ": known block classes used"
+        elif source == "blocks" and used == "layers":
+            why = "no known block class in the model: one unit per layer"
         plan = UnitPlan(units, source, used, fallback=why)
     if patterns:
         _apply_patterns(qmodel, plan, list(patterns))
