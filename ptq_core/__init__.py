@@ -16,7 +16,7 @@ Or end to end, recorded in the run store::
 
 from __future__ import annotations
 
-from .blocks import Unit, reconstruction_units
+from .blocks import Unit, UnitPlan, find_units, reconstruction_units
 from .cat import CATCorrected, CATOptions
 from .data import DataBundle, calibration_tensor, load_data, make_loader
 from .errors import (
@@ -70,10 +70,11 @@ __all__ = [
     "BitWidthError", "CheckpointError", "ConfigError", "DataBundle", "DataError", "FakeQuantize", "LayerError",
     "METHODS", "MethodConfig", "ModelNotFoundError", "NonFiniteError", "OBSERVERS", "PTQError", "PrepareReport",
     "ProgressEvent", "QScheme", "QuantConv2d", "QuantLinear", "QuantResult", "QuantSpec", "RTNConfig",
-    "RunCancelled", "RunRecord", "RunResult", "RunStore", "Unit", "UnsafeCheckpointError", "UnsupportedModelError",
-    "WeightsUnavailableError", "calibration_tensor", "config_from_dict", "evaluate", "layer_errors", "list_models",
+    "RunCancelled", "RunRecord", "RunResult", "RunStore", "Unit", "UnitPlan", "UnsafeCheckpointError",
+    "UnsupportedModelError", "WeightsUnavailableError", "calibration_tensor", "config_from_dict", "evaluate",
+    "layer_errors", "list_models",
     "load_data", "load_model", "make_loader", "make_observer", "model_size_bits", "prepare", "quant_layers",
     "quantize", "quantize_and_evaluate", "RunSpec", "make_config", "Setting", "setting", "settings",
-    "parse_overrides", "format_overrides", "reconstruction_units", "resolve_device", "run_quantization",
+    "parse_overrides", "format_overrides", "find_units", "reconstruction_units", "resolve_device", "run_quantization",
     "set_quant_state", "__version__",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Command line: `python -m ptq_core {models,quantize,runs} ...`.
+"""Command line: `python -m ptq_core {models,quantize,units,runs} ...`.
 
 Bad arguments exit non-zero with a one-line message (never a stack trace).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,9 +93,11 @@ def _add_setting(group: argparse._ArgumentGroup, s: Setting, flag: str, dest: st
     if s.kind is bool:
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=help_)  # fmt: skip
-    elif s.name == "overrides":
-        group.add_argument(flag, "--override", dest=dest, action="append", default=argparse.SUPPRESS,
-                           metavar="PATTERN=W/A", help=help_ + "; repeatable")  # fmt: skip
+    elif s.name == "overrides" or typing.get_origin(s.kind) is list:
+        alias = {"overrides": ["--override"], "unit_patterns": ["--unit"]}.get(s.name, [])
+        metavar = "PATTERN=W/A" if s.name == "overrides" else "PATTERN"
+        group.add_argument(flag, *alias, dest=dest, action="append", default=argparse.SUPPRESS, metavar=metavar,
+                           help=help_ + "; repeatable")  # fmt: skip
     else:
         choices = s.choices if s.kind is str else None
         group.add_argument(flag, dest=dest, type=_scalar(s.kind, s.optional, s.name), choices=choices,
@@ -148,12 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list loadable models and their weights' status")
     _quantize_parser(sub)
+    _add_units_parser(sub)
     r = sub.add_parser("runs", help="list, show, delete or export saved runs")
     r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
     r.add_argument("run_ids", nargs="*")
     r.add_argument("--format", choices=("json", "csv"), default="json")
     r.add_argument("--spec", action="store_true", help="show: print only the run's description (for --config)")
     return p
+
+
+def _add_units_parser(sub) -> None:
+    u = sub.add_parser("units", help="print a model's reconstruction units and the KL path each will use")
+    u.add_argument("--model", default="fmnist-resnet20", help="zoo name, torchvision name, or file.py:factory")
+    u.add_argument("--weights", default=None, help="state_dict file (required for file.py:factory)")
+    u.add_argument("--data", default="fmnist-sample", help="where the example images come from")
+    u.add_argument("--source", choices=("graph", "blocks", "layers"), default="graph", help="where units come from")
+    u.add_argument("--unit", action="append", default=[], metavar="PATTERN",
+                   help="modules matching PATTERN become units (repeatable)")  # fmt: skip
+
+
+def _cmd_units(args: argparse.Namespace) -> int:
+    from .units_report import format_units_report, units_report
+
+    print(format_units_report(units_report(args.model, args.weights, args.data, args.source, args.unit)))
+    return 0
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -343,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models()
         if args.command == "quantize":
             return _cmd_quantize(args)
+        if args.command == "units":
+            return _cmd_units(args)
         return _cmd_runs(args)
     except PTQError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ is shown is what runs.
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -270,6 +271,10 @@ def _field_widget(s: Setting, wkey: str, path: tuple[str, ...], after: Callable[
         st.checkbox(f"Set {s.name.replace('_', ' ')}", key=on_key, on_change=toggled, help=s.help)
         if _get(path) is None:
             return
+    if typing.get_origin(s.kind) is list:  # e.g. name patterns: one per line
+        st.text_area(_label(s.name) + " (one per line)", help=s.help, **_bind(wkey, path, show="\n".join,
+                     read=lambda text: [line.strip() for line in text.splitlines() if line.strip()], after=after))
+        return
     kw = {"help": s.help, **_bind(wkey, path, after=after)}
     if s.choices:
         st.selectbox(_label(s.name), list(s.choices), **kw)

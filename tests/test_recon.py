@@ -76,7 +76,9 @@ def test_each_method_beats_rtn_at_2bit_weights(config):
     assert err < 0.9 * rtn, f"{config.method}: logit MSE {err:.4g} vs RTN {rtn:.4g}"
     units = res.extras["recon"]["units"]
     assert units and all(u["history"] for u in units if u["stage"] != "activations")
-    assert all(u["error_after"] <= u["error_before"] * 1.05 for u in units)
+    # + 1e-4: PD-Quant's 8-bit stem now has DC (its BN is folded into it) and trains toward the corrected
+    # targets, so its tiny error against the uncorrected float output may rise by about 3e-5
+    assert all(u["error_after"] <= u["error_before"] * 1.05 + 1e-4 for u in units)
 
 
 def test_hardened_adaround_is_within_one_step_of_nearest():

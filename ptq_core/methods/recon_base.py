@@ -13,6 +13,13 @@ Presets:
   is in benchmarks/RESULTS.md.
 
 `--iters` and `--calib` (``iters=`` / ``calib=``) override either preset.
+
+Units: ``unit_source`` picks where block units come from ("graph", the default, falls
+back to the known block classes and then to layers when the model cannot be traced;
+"blocks"; "layers"), ``unit_patterns`` overrides them by module-name pattern (CLI
+``--unit``). The plan, with any fallback and its reason, is stored in the result's
+``extras["recon"]["unit_plan"]``; each unit's record says what distribution correction
+did and which KL path ran.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..blocks import UNIT_SOURCES, Unit, UnitPlan, find_units
 from ..calibrate import calibrate_activations, calibrate_weights
 from ..errors import ConfigError
 from ..modules import set_quant_state
@@ -61,8 +69,15 @@ class ReconMethodConfig(MethodConfig):
     warmup: float = setting(0.2, help="fraction of steps before the rounding regulariser starts", min=0, max=1)
     progress_every: int = setting(0, help="steps between progress events (0: about 100 per unit)", min=0)
     cache: str = setting("auto", help="where unit caches live", choices=("auto", "device", "host"))
+    unit_source: str = setting("graph", help="where block units come from: the dataflow graph (falls back to "
+                               "known block classes, then layers), the known block classes, or one per layer",
+                               choices=UNIT_SOURCES)  # fmt: skip
+    unit_patterns: list[str] = setting(default_factory=list, help="module-name patterns (fnmatch) whose matches "
+                                       "become units, overriding the source")  # fmt: skip
 
     def validate(self) -> None:
+        if self.unit_source not in UNIT_SOURCES:
+            raise ConfigError(f"unit_source must be one of {', '.join(UNIT_SOURCES)}, got {self.unit_source!r}")
         if self.preset not in PRESETS:
             raise ConfigError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         for name in ("iters", "recon_batch"):
@@ -129,6 +144,13 @@ def prepare_for_reconstruction(model: nn.Module, calib: torch.Tensor, config: Re
     return qmodel, report
 
 
+def _pass_units(ctx: ReconContext, plan: UnitPlan, opts: ReconOptions) -> list[Unit]:
+    """The plan's units for a block pass; every layer on its own for a layer pass (AdaRound)."""
+    if opts.granularity == "block":
+        return plan.units
+    return [Unit(n, "layer", type(ctx.qmodel.get_submodule(n)).__name__, [n]) for u in plan.units for n in u.layers]
+
+
 def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig,
                        progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
     """Prepare a copy of `model`, run the method's passes over it, switch quantization on.
@@ -143,13 +165,16 @@ def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMetho
         qmodel, report = prepare_for_reconstruction(model, calib, config, progress)
         t1 = time.perf_counter()
         logits = float_logits(model, calib, config.batch_size) if config.needs_logits() else None
-        ctx = ReconContext(qmodel, model, calib, logits, progress, config.batch_size, config.seed)
+        ctx = ReconContext(qmodel, model, calib, logits, progress, config.batch_size, config.seed,
+                           folded=dict(report.folded))  # fmt: skip
+        plan = find_units(qmodel, calib[:2], config.unit_source, config.unit_patterns)
         passes = config.passes(model)
-        records = [rec for opts in passes for rec in reconstruct(ctx, opts)]
+        records = [rec for opts in passes for rec in reconstruct(ctx, opts, _pass_units(ctx, plan, opts))]
         set_quant_state(qmodel, True, True)
     t2 = time.perf_counter()
     dc = sum(r.dc_seconds for r in records)
     timings = {"prepare": t1 - t0, "reconstruct": t2 - t1 - dc, "correct": dc}
     extras = {"recon": {"arch_family": arch_family(model), "peak_cache_mb": ctx.peak_cache_bytes / 2**20,
-                        "passes": [o.to_dict() for o in passes], "units": [r.to_dict() for r in records]}}  # fmt: skip
+                        "passes": [o.to_dict() for o in passes], "units": [r.to_dict() for r in records],
+                        "unit_plan": plan.to_dict()}}  # fmt: skip
     return QuantResult(qmodel, config, report, timings=timings, extras=extras)

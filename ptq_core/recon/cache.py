@@ -3,7 +3,8 @@
 For each unit the engine keeps, for every calibration image: the unit's input in
 the partly quantized model (``x_q``), its input and output in the float model
 (``x_fp``, ``y_fp``), and optionally the corrected float input/output of PD-Quant
-(``x_dc``, ``y_dc``) and BRECQ's Fisher weights (``grad``). They stay on the
+(``x_dc``, ``y_dc``), BRECQ's Fisher weights (``grad``) and, for the KL tail, the
+values computed before the unit that are used after it (``skip_0``, ...). They stay on the
 compute device when they fit, else in (pinned) host memory, and each step fetches
 only its mini-batch.
 """
@@ -41,10 +42,16 @@ def choose_store(device: torch.device, nbytes: int, mode: str = "auto") -> torch
 
 @dataclass
 class UnitCache:
-    """Named per-sample tensors of one unit, all with the same first dimension N."""
+    """Named per-sample tensors of one unit, all with the same first dimension N.
+
+    `skips` names the cached values crossing the unit's cut, in the KL tail's order
+    (None: not captured, so the KL term runs the full forward).
+    """
 
     device: torch.device
     tensors: dict[str, Tensor] = field(default_factory=dict)
+    skips: list[str] | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. "dc": what the correction did
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values()))) if self.tensors else 0

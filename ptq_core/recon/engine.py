@@ -45,6 +45,7 @@ class ReconContext:
         progress: Progress callback (may raise `RunCancelled`).
         forward_batch: Batch size of caching passes.
         seed: Seed of the mini-batch draws.
+        folded: Layer name -> the BatchNorm folded into it (distribution correction of layer units).
     """
 
     qmodel: nn.Module
@@ -56,6 +57,7 @@ class ReconContext:
     seed: int = 0
     peak_cache_bytes: int = 0
     tails: TailRunner | None = None
+    folded: dict[str, str] = field(default_factory=dict)
 
     def tail_runner(self, units: list[Unit]) -> TailRunner:
         """The (cached) runner of the network's rest after each of `units`."""
@@ -71,7 +73,12 @@ class ReconContext:
 
 @dataclass
 class UnitRecord:
-    """What happened to one unit: timings, cache, loss history and output error before/after."""
+    """What happened to one unit: timings, cache, loss history, output error before/after, DC and KL path.
+
+    `dc` says what distribution correction did ("" when off); `kl_path` which way the
+    rest of the network ran ("tail", "tail + N skip inputs" or "full forward: why"; ""
+    when the pass does not run it).
+    """
 
     name: str
     kind: str
@@ -85,15 +92,17 @@ class UnitRecord:
     error_after: float = float("nan")
     history: list[dict[str, float]] = field(default_factory=list)
     affine: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # layer -> folded g, h
+    dc: str = ""
+    kl_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
 
 
-def units_for(qmodel: nn.Module, example: Tensor, granularity: str) -> list[Unit]:
-    """Blocks (stem and head layer by layer), or one unit per quantized layer."""
-    units = reconstruction_units(qmodel, example)
+def units_for(qmodel: nn.Module, example: Tensor, granularity: str, source: str = "graph") -> list[Unit]:
+    """Blocks (`reconstruction_units` from `source`), or one unit per quantized layer."""
+    units = reconstruction_units(qmodel, example, source)
     if granularity == "block":
         return units
     return [Unit(name, "layer", type(qmodel.get_submodule(name)).__name__, [name]) for u in units for name in u.layers]
@@ -202,6 +211,9 @@ def _reconstruct_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, o
     rec.error_before = unit_output_error(module, cache)
     rec.history = train_unit(ctx, unit, index, n_units, cache, layers, opts, rec.affine)
     rec.error_after = unit_output_error(module, cache)
+    rec.dc = cache.notes.get("dc", "") if opts.dc else ""
+    if opts.uses_remainder and ctx.tails is not None:
+        rec.kl_path = ctx.tails.path(unit.name)
     rec.seconds = time.perf_counter() - t0
     return rec
 

@@ -1,5 +1,11 @@
 """Build one unit's cache: quantized and float inputs, float outputs, DC targets, Fisher weights,
-float stage outputs."""
+float stage outputs, and the values that cross the unit's cut (for the KL tail).
+
+Distribution correction runs on every unit whose float counterpart has BatchNorm
+(`float_unit`): a block of any class, or a layer whose BatchNorm was folded into it
+(the float layer followed by that BatchNorm). A unit without one is recorded and
+announced as "no BatchNorm in this unit: no correction".
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ from .trainables import all_float
 if TYPE_CHECKING:
     from .engine import ReconContext
 
-__all__ = ["build_unit_cache", "float_block"]
+__all__ = ["build_unit_cache", "float_block", "float_unit", "NO_BN"]
+
+NO_BN = "no BatchNorm in this unit: no correction"
 
 
 def float_block(fp_model: nn.Module, name: str) -> nn.Module | None:
@@ -32,6 +40,27 @@ def float_block(fp_model: nn.Module, name: str) -> nn.Module | None:
     except AttributeError:
         return None
     return block if bn_layers(block) else None
+
+
+def float_unit(fp_model: nn.Module, name: str, folded: dict[str, str]) -> nn.Module | None:
+    """The caller's float counterpart of unit `name` when it has BatchNorm layers to correct toward.
+
+    Args:
+        fp_model: The caller's float model (BatchNorm kept).
+        name: The unit's module name.
+        folded: Layer name -> name of the BatchNorm folded into it (`PrepareReport.folded`).
+
+    Returns:
+        The float module of that name if it holds BatchNorm layers, else the float layer
+        followed by its folded BatchNorm, else None.
+    """
+    block = float_block(fp_model, name)
+    if block is not None or name not in folded:
+        return block
+    try:
+        return nn.Sequential(fp_model.get_submodule(name), fp_model.get_submodule(folded[name]))
+    except AttributeError:
+        return None
 
 
 def _estimate_bytes(ctx: ReconContext, unit: Unit, opts: ReconOptions) -> int:
@@ -48,9 +77,13 @@ def _estimate_bytes(ctx: ReconContext, unit: Unit, opts: ReconOptions) -> int:
 
 
 def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, opts: ReconOptions) -> float:
-    block = float_block(ctx.fp_model, unit.name)
+    block = float_unit(ctx.fp_model, unit.name, ctx.folded)
     if block is None or opts.dc_steps == 0:
+        cache.notes["dc"] = NO_BN if block is None else "dc_steps is 0: no correction"
+        emit(ctx.progress, ProgressEvent("correct", 1, 1, unit.name, index, n_units,
+                                         message=f"{opts.stage}: {cache.notes['dc']}"))  # fmt: skip
         return 0.0
+    cache.notes["dc"] = f"corrected toward {len(bn_layers(block))} BatchNorm layer(s)"
     t0 = time.perf_counter()
     every = max(1, opts.dc_steps // 20)
 
@@ -64,6 +97,16 @@ def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: Uni
     cache.put("x_dc", x_dc)
     cache.put("y_dc", y_dc)
     return time.perf_counter() - t0
+
+
+def _cache_skips(ctx: ReconContext, unit: Unit, cache: UnitCache, store) -> None:
+    """The values crossing the unit's cut, for its KL tail (nothing cached: the full forward runs)."""
+    skips = ctx.tails.capture_skips(unit.name, ctx.images, ctx.forward_batch, store)
+    if skips is None:
+        return
+    for k, t in enumerate(skips):
+        cache.put(f"skip_{k}", t)
+    cache.skips = [f"skip_{k}" for k in range(len(skips))]
 
 
 def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
@@ -87,11 +130,15 @@ def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
         with all_float(ctx.qmodel):
             _, y_stage = capture_io(ctx.qmodel, stage, ctx.images, ctx.forward_batch, True, store)
         cache.put("y_stage", y_stage)
+    if opts.uses_remainder and ctx.tails is not None:
+        _cache_skips(ctx, unit, cache, store)
     dc_seconds = _correct(ctx, unit, index, n_units, cache, opts) if opts.dc else 0.0
     if opts.rec_loss == "fisher":
         if ctx.fp_logits is None:
             raise ValueError("the Fisher loss needs the float logits in the context")
-        grad = fisher_weights(ctx.qmodel, unit.name, x_fp, ctx.images, ctx.fp_logits, opts.batch_size, ctx.tails)
+        skips = [cache[n] for n in cache.skips] if cache.skips is not None else None
+        grad = fisher_weights(ctx.qmodel, unit.name, x_fp, ctx.images, ctx.fp_logits, opts.batch_size, ctx.tails,
+                              skips)  # fmt: skip
         cache.put("grad", grad)
     if store.type == "cpu" and ctx.device.type == "cuda":
         for name, t in cache.tensors.items():

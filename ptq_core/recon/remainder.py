@@ -22,7 +22,8 @@ from .losses import prediction_kl
 
 __all__ = ["LogitsFn", "unit_output_replaced", "logits_with_unit_output", "fisher_weights", "float_logits"]
 
-LogitsFn = Callable[[str, Tensor, Tensor], Tensor]  # (unit name, images, unit output) -> logits
+# (unit name, images, unit output, cached values crossing the unit's cut or None) -> logits
+LogitsFn = Callable[[str, Tensor, Tensor, "list[Tensor] | None"], Tensor]
 
 
 class _Given(nn.Module):
@@ -76,7 +77,8 @@ def float_logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Ten
 
 
 def fisher_weights(model: nn.Module, name: str, unit_in: Tensor, images: Tensor, fp_logits: Tensor,
-                   batch_size: int = 32, logits_fn: LogitsFn | None = None) -> Tensor:  # fmt: skip
+                   batch_size: int = 32, logits_fn: LogitsFn | None = None,
+                   skips: list[Tensor] | None = None) -> Tensor:  # fmt: skip
     """BRECQ's Fisher-diagonal weights ``g = |dKL(p_fp || p_q) / dz| + 1`` per output element.
 
     The unit runs in its current (quantized) state on its float input; the KL's
@@ -89,19 +91,21 @@ def fisher_weights(model: nn.Module, name: str, unit_in: Tensor, images: Tensor,
         images: Network inputs [N, ...] on the model's device.
         fp_logits: Float logits [N, classes] on the model's device.
         batch_size: Batch of the KL's batch mean (32 in BRECQ).
-        logits_fn: ``(name, images, unit_out) -> logits`` (default: `logits_with_unit_output`).
+        logits_fn: ``(name, images, unit_out, skips) -> logits`` (default: `logits_with_unit_output`).
+        skips: Cached values crossing the unit's cut [N, ...] each, for `logits_fn` (`TailRunner`).
 
     Returns:
         Weights [N, *unit output shape] on `unit_in`'s device.
     """
     unit = model.get_submodule(name)
-    logits_fn = logits_fn or (lambda n, x, z: logits_with_unit_output(model, n, x, z))
+    logits_fn = logits_fn or (lambda n, x, z, _s: logits_with_unit_output(model, n, x, z))
     out: list[Tensor] = []
     for i in range(0, len(images), batch_size):
         with torch.no_grad():
             z = unit(unit_in[i : i + batch_size].to(images.device))
         z.requires_grad_(True)
-        kl = prediction_kl(logits_fn(name, images[i : i + batch_size], z), fp_logits[i : i + batch_size])
+        part = None if skips is None else [s[i : i + batch_size].to(images.device) for s in skips]
+        kl = prediction_kl(logits_fn(name, images[i : i + batch_size], z, part), fp_logits[i : i + batch_size])
         (g,) = torch.autograd.grad(kl, z)
         out.append((g.abs() + 1.0).to(unit_in.device))
     return torch.cat(out)

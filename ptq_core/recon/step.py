@@ -36,7 +36,7 @@ class StepInputs:
     images: Tensor
     fp_logits: Tensor | None
     rounders: list[AdaRoundQuantizer]
-    logits: LogitsFn | None = None  # (name, images, unit output) -> logits; default: full forward
+    logits: LogitsFn | None = None  # (name, images, unit output, skips) -> logits; default: full forward
     stage_rest: nn.Module | None = None  # the enclosing stage's later blocks (stage term on)
 
 
@@ -81,7 +81,8 @@ def step_losses(inp: StepInputs, idx: Tensor, opts: ReconOptions, schedule: Roun
         dev_idx = idx if idx.device == inp.images.device else idx.to(inp.images.device)
         images = inp.images[dev_idx]
         if inp.logits is not None:
-            logits = inp.logits(inp.name, images, out[b:])
+            skips = inp.cache.take(idx, *inp.cache.skips) if inp.cache.skips is not None else None
+            logits = inp.logits(inp.name, images, out[b:], skips)
         else:
             logits = logits_with_unit_output(inp.qmodel, inp.name, images, out[b:])
         losses["kl"] = opts.kl_weight * prediction_kl(logits, inp.fp_logits[dev_idx], opts.temperature)
