@@ -70,6 +70,7 @@ class ExportLayer(_LayerBase):
             self.weight = None
             self.float_weight = nn.Parameter(layer.quantized_weight().detach().clone(), requires_grad=False)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+        self.bias_shape = (-1, 1, 1) if self.is_conv else (-1,)
         if self.is_conv:
             self.args, self.padding_mode = _conv_args(layer), layer.padding_mode
             self.pad = tuple(layer._reversed_padding_repeated_twice)
@@ -77,9 +78,8 @@ class ExportLayer(_LayerBase):
     def forward(self, x: Tensor) -> Tensor:
         x = self._input(x)
         w = self.weight() if self.weight is not None else self.float_weight
-        if self.is_conv:
-            return _conv(x, w, self.bias, self.args, self.padding_mode, self.pad)
-        return F.linear(x, w, self.bias)
+        y = _conv(x, w, None, self.args, self.padding_mode, self.pad) if self.is_conv else F.linear(x, w)
+        return y if self.bias is None else y + self.bias.reshape(self.bias_shape)
 
 
 class ExportMultipoint(_LayerBase):

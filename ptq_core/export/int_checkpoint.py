@@ -16,7 +16,8 @@ with its schemes, observers, shapes and on/off switches.
 `load_int_checkpoint(path, float_model, example)` needs only the *architecture*
 (`float_model`, whose weights are not used) and one input batch (`example`, to trace
 it): it prepares the model as `ptq_core.prepare.prepare` does (with and without
-BatchNorm folding, keeping the one whose tensors match the file), installs the saved
+BatchNorm folding, and for a re-parameterisable model also with its branches merged
+as RepAPQ does, keeping the one whose layers and tensors match the file), installs the saved
 quantizers (a `CodeQuantizer` holding the codes, or a `MultipointQuantizer`), sets each
 quantized weight to its dequantized codes and loads the remaining tensors. Its logits
 are bit-identical to the saved model's.
@@ -24,6 +25,7 @@ are bit-identical to the saved model's.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,11 @@ from ..cat.module import CATCorrected
 from ..errors import CheckpointError, ConfigError
 from ..fake_quant import FakeQuantize
 from ..layerwise.quantizers import CodeQuantizer, MultipointQuantizer
+from ..methods.repapq import merge_branches, rep_blocks
 from ..modules import QuantLayer, quant_layers
 from ..prepare import QuantSpec, prepare
 from ..qscheme import QScheme
-from .grid import weight_codes, weight_quantized
+from .grid import act_grid, weight_codes, weight_quantized
 from .packing import pack_codes, unpack_codes
 
 __all__ = ["FORMAT", "save_int_checkpoint", "load_int_checkpoint", "read_int_checkpoint"]
@@ -89,7 +92,8 @@ def save_int_checkpoint(qmodel: nn.Module, path: str | Path) -> Path:
         The path written.
 
     Raises:
-        ExportError: If a quantized weight is not on an affine grid nor multipoint.
+        ExportError: If a quantized weight is neither on an affine grid nor multipoint, or an
+            input quantizer is not the plain affine fake-quantizer.
     """
     from safetensors.torch import save_file
 
@@ -98,6 +102,7 @@ def save_int_checkpoint(qmodel: nn.Module, path: str | Path) -> Path:
     with torch.no_grad():
         for name, layer in quant_layers(qmodel):
             weight = _weight_entry(name, layer, tensors)
+            act_grid(name, layer)  # refuses an input quantizer that is not the plain affine one
             act = _quantizer_entry(layer.act_quantizer, f"{name}.input", tensors)
             layers.append({"name": name, "kind": type(layer).__name__, "quant_weight": layer.quant_weight,
                            "quant_act": layer.quant_act, "weight_shape": list(layer.weight.shape),
@@ -176,9 +181,10 @@ def _skeleton(float_model: nn.Module, example: Tensor, meta: dict[str, Any], ten
     names = [entry["name"] for entry in meta["layers"]]
     coded = {entry["name"]: entry["weight"]["form"] != "float" for entry in meta["layers"]}
     saved = set(_float_state(tensors))
-    for fold in (True, False):
+    archs = [float_model] + ([merge_branches(float_model, example)] if rep_blocks(float_model) else [])
+    for arch, fold in itertools.product(archs, (True, False)):
         spec = QuantSpec(wbits=8, abits=8, first_last_bits=None, fold_bn=fold)
-        base, _ = prepare(float_model, spec, example)
+        base, _ = prepare(arch, spec, example)
         model = CATCorrected(base) if meta["cat"] else base
         if [n for n, _ in quant_layers(model)] != names:
             continue
