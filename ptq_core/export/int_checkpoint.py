@@ -78,7 +78,8 @@ def _weight_entry(name: str, layer: QuantLayer, tensors: dict[str, Tensor]) -> d
 
 def _covered(key: str, name: str, coded: bool) -> bool:
     """Whether a layer's entry already holds state-dict `key` (its quantizers; its weight when coded)."""
-    return key.startswith((f"{name}.weight_quantizer.", f"{name}.act_quantizer.")) or (coded and key == f"{name}.weight")
+    quantizers = (f"{name}.weight_quantizer.", f"{name}.act_quantizer.")
+    return key.startswith(quantizers) or (coded and key == f"{name}.weight")
 
 
 def save_int_checkpoint(qmodel: nn.Module, path: str | Path) -> Path:

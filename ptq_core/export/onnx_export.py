@@ -25,6 +25,7 @@ __all__ = ["MIN_OPSET", "MAX_OPSET", "DEFAULT_OPSET", "export_onnx"]
 MIN_OPSET = 13  # per-axis DequantizeLinear
 MAX_OPSET = 20  # newest opset of the TorchScript exporter
 DEFAULT_OPSET = 17
+_BATCH_AXES = {"input": {0: "batch"}, "logits": {0: "batch"}}
 
 
 def export_onnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
@@ -53,6 +54,6 @@ def export_onnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | Path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})  # fmt: skip
+                          output_names=["logits"], dynamic_axes=_BATCH_AXES)  # fmt: skip
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path

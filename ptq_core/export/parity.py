@@ -23,6 +23,7 @@ from ..errors import ExportError
 
 __all__ = ["ParityReport", "onnx_session", "onnx_logits", "onnx_parity"]
 
+_DISABLED = ["WeightBiasQuantization"]
 Batches = Tensor | Iterable[Tensor | tuple[Tensor, Tensor] | list[Tensor]]
 
 
@@ -37,7 +38,8 @@ class ParityReport:
         mean_abs_diff: Mean absolute logit difference.
         onnx_top1: Top-1 accuracy of onnxruntime (None without labels).
         reference_top1: Top-1 accuracy of the reference (None without labels).
-        atol: Tolerance on `max_abs_diff`.
+        atol: Tolerance on `max_abs_diff` (a single grid-boundary flip may come close to it).
+        mean_atol: Tolerance on `mean_abs_diff` (catches small but systematic differences).
         min_agreement: Least acceptable `agreement`.
     """
 
@@ -48,12 +50,14 @@ class ParityReport:
     onnx_top1: float | None
     reference_top1: float | None
     atol: float
+    mean_atol: float
     min_agreement: float
 
     @property
     def passed(self) -> bool:
-        """True when the logit difference and the top-1 agreement are within tolerance."""
-        return self.max_abs_diff <= self.atol and self.agreement >= self.min_agreement
+        """True when the logit differences and the top-1 agreement are within tolerance."""
+        close = self.max_abs_diff <= self.atol and self.mean_abs_diff <= self.mean_atol
+        return close and self.agreement >= self.min_agreement
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, `passed` included."""
@@ -61,14 +65,22 @@ class ParityReport:
 
 
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime `InferenceSession` on the CPU provider (`threads` intra-op threads, None = default)."""
+    """An onnxruntime `InferenceSession` on the CPU provider (`threads` intra-op threads, None = default).
+
+    onnxruntime's ``WeightBiasQuantization`` graph rewrite is switched off: it would
+    quantize a *float* weight (a layer with ``wbits=32`` but a quantized input) to int8
+    and a Conv's float bias to int32, which the fake-quant model does not do. (The
+    exported graph keeps biases as a separate Add, so the default session leaves
+    them alone anyway; only float-weight layers behind a QDQ input need this.)
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=_DISABLED)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unexported error types
         raise ExportError(f"onnxruntime cannot load {path}: {exc}") from None
 
@@ -92,8 +104,9 @@ def onnx_logits(session: Any, batches: Batches) -> tuple[Tensor, Tensor | None]:
     return torch.cat(outs), (torch.cat(labels) if labels else None)
 
 
-def onnx_parity(path: str | Path, inputs: Batches, reference_logits: Tensor, atol: float = 1e-3,
-                min_agreement: float = 0.99, threads: int | None = None) -> ParityReport:  # fmt: skip
+def onnx_parity(path: str | Path, inputs: Batches, reference_logits: Tensor, atol: float = 5e-2,
+                mean_atol: float = 1e-3, min_agreement: float = 0.99,
+                threads: int | None = None) -> ParityReport:  # fmt: skip
     """Run `path` on `inputs` with onnxruntime and compare with `reference_logits`.
 
     Args:
@@ -102,6 +115,7 @@ def onnx_parity(path: str | Path, inputs: Batches, reference_logits: Tensor, ato
             (a DataLoader), in the order of `reference_logits`.
         reference_logits: ``[N, classes]`` PyTorch fake-quant logits of the same inputs.
         atol: Largest acceptable absolute logit difference.
+        mean_atol: Largest acceptable mean absolute logit difference.
         min_agreement: Least acceptable share of equal top-1 predictions.
         threads: onnxruntime intra-op threads (None: its default).
 
@@ -121,4 +135,5 @@ def onnx_parity(path: str | Path, inputs: Batches, reference_logits: Tensor, ato
     return ParityReport(samples=len(ref), agreement=float((pred == ref_pred).float().mean()),
                         max_abs_diff=float(diff.max()) if diff.numel() else 0.0,
                         mean_abs_diff=float(diff.mean()) if diff.numel() else 0.0, onnx_top1=acc(pred),
-                        reference_top1=acc(ref_pred), atol=atol, min_agreement=min_agreement)  # fmt: skip
+                        reference_top1=acc(ref_pred), atol=atol, mean_atol=mean_atol,
+                        min_agreement=min_agreement)  # fmt: skip
