@@ -156,6 +156,19 @@ def test_onnx_other_grids(spec, tmp_path):
     assert report.passed, report
 
 
+def test_onnx_weight_only_is_float_exact(tmp_path):
+    """No activation grid, so no grid-boundary flips: only float summation order differs."""
+    spec = QuantSpec(wbits=4, abits=32)
+    qmodel = quantize(float_model(), images(32, seed=0), GPTQConfig(quant=spec, calib=32)).model
+    x = images(96, seed=3)
+    with torch.no_grad():
+        ref = qmodel(x)
+    path = export_onnx(qmodel, x[:2], tmp_path / "wo.onnx")
+    assert "QuantizeLinear" not in op_types(path)
+    report = onnx_parity(path, x, ref, atol=1e-4, mean_atol=1e-5, min_agreement=1.0)
+    assert report.passed, report
+
+
 def test_onnx_weights_are_integer_codes_per_channel(tmp_path):
     qmodel = quantized("adaround")
     path = export_onnx(qmodel, images(2, seed=0), tmp_path / "w.onnx")

@@ -67,15 +67,20 @@ class ParityReport:
 def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     """An onnxruntime `InferenceSession` on the CPU provider (`threads` intra-op threads, None = default).
 
-    onnxruntime's ``WeightBiasQuantization`` graph rewrite is switched off: it would
-    quantize a *float* weight (a layer with ``wbits=32`` but a quantized input) to int8
-    and a Conv's float bias to int32, which the fake-quant model does not do. (The
-    exported graph keeps biases as a separate Add, so the default session leaves
-    them alone anyway; only float-weight layers behind a QDQ input need this.)
+    Two of onnxruntime's default rewrites compute something other than the graph, and
+    the session turns them off so that it runs what the fake-quant model computes:
+
+    - ``WeightBiasQuantization`` would quantize a *float* weight behind a QDQ input
+      (a layer with ``wbits=32``) to int8, and a Conv's float bias to int32 (the
+      exported graph keeps biases in a separate Add, so they are safe anyway);
+    - the ``DequantizeLinear -> MatMul`` fusion into ``MatMulNBits`` defaults to
+      accuracy level 4, which quantizes the float *input* to int8 as well; level 1
+      keeps the integer-weight kernel with float inputs.
     """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")  # fp32 inputs
     if threads is not None:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     try:
