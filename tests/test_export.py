@@ -208,6 +208,16 @@ def test_onnx_activation_grid_is_exact_outside_the_range(tmp_path):
     assert report.passed, report
 
 
+@pytest.mark.parametrize("opset", [13, 20])
+def test_onnx_opset_range(opset, tmp_path):
+    qmodel = quantized("rtn")
+    x = images(32, seed=3)
+    path = export_onnx(qmodel, x[:1], tmp_path / f"o{opset}.onnx", opset=opset)
+    assert onnx.load(str(path)).opset_import[0].version == opset
+    with torch.no_grad():
+        assert onnx_parity(path, x, qmodel(x), atol=ATOL, mean_atol=MEAN_ATOL, min_agreement=1.0).passed
+
+
 def test_opset_out_of_range_is_refused(tmp_path):
     with pytest.raises(ExportError, match="opset 9"):
         export_onnx(quantized("rtn"), images(2, seed=0), tmp_path / "x.onnx", opset=9)
