@@ -76,6 +76,7 @@ def run_cell(model_name: str, setting: str, args: argparse.Namespace, work: Path
     batches = list(images.split(64))
     qmodel = quantize(model, calib, config_for(setting, args.calib, args.iters)).model.eval()
     with torch.no_grad():
+        qmodel(batches[0])  # warm-up
         ref, pt_s = timed_logits(qmodel, batches)
     onnx_path = export_onnx(qmodel, images[:2], work / f"{model_name}-{setting}.onnx")
     session = onnx_session(onnx_path, threads=1)
