@@ -5,9 +5,12 @@ becomes an `ExportLayer` (input `ActQDQ`, weight `IntWeight` codes, then the pla
 conv / linear) and each multipoint layer its deployable expanded form
 (`ExportMultipoint`: the b-bit integer vectors as an ordinary layer with one output
 per point, then a dense channel merge that applies the coefficients and the bias).
-A `CATCorrected` model keeps its logit correction after the converted base. In eager
-mode the copy gives the fake-quant model's logits (the multipoint merge and CAT up to
-float summation order); `torch.onnx.export` turns it into a QDQ graph.
+A `CATCorrected` model keeps its logit correction after the converted base. A layer's
+float bias is added after the conv / matmul rather than passed to it: runtimes treat
+a QDQ Conv's bias input as int32 at scale ``s_x * s_w`` (onnxruntime's
+``WeightBiasQuantization`` rounds it so), while the fake-quant model keeps it float.
+In eager mode the copy gives the fake-quant model's logits up to float summation
+order; `torch.onnx.export` turns it into a QDQ graph.
 """
 
 from __future__ import annotations

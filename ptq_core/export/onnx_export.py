@@ -5,8 +5,8 @@ the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, which works
 offline and honours the custom QDQ symbolics). The graph has QuantizeLinear /
 DequantizeLinear pairs on every quantized layer input (per tensor), int8 / uint8
 weight initializers behind DequantizeLinear (per output channel, axis 0), a float
-Clip before each QuantizeLinear whose grid is narrower than 8 bits, and a dynamic
-batch dimension. `onnx.checker.check_model` validates the file.
+Clip before each QuantizeLinear whose grid is narrower than 8 bits, float biases as
+separate Adds, and a dynamic batch dimension. `onnx.checker.check_model` validates the file.
 """
 
 from __future__ import annotations
