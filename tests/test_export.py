@@ -24,6 +24,7 @@ from ptq_core.export import (
     unpack_codes,
 )
 from ptq_core.fake_quant import FakeQuantize
+from ptq_core.layerwise.quantizers import CodeQuantizer, MultipointQuantizer
 from ptq_core.methods import (
     AdaRoundConfig,
     BRECQConfig,
@@ -37,6 +38,7 @@ from ptq_core.methods import (
     RTNConfig,
 )
 from ptq_core.modules import quant_layers
+from ptq_core.recon.rounding import AdaRoundQuantizer
 from ptq_core.zoo import RepVGGBlock, ResNetCifar
 
 from .helpers import randomize_bn
@@ -119,6 +121,15 @@ def op_types(path) -> list[str]:
 # ---------------------------------------------------------------- ONNX
 
 
+@pytest.mark.parametrize(("case", "kind"), [("adaround", AdaRoundQuantizer), ("brecq", AdaRoundQuantizer),
+                                            ("qdrop", AdaRoundQuantizer), ("pdquant", AdaRoundQuantizer),
+                                            ("repapq", AdaRoundQuantizer), ("gptq", CodeQuantizer),
+                                            ("comq", CodeQuantizer), ("multipoint", MultipointQuantizer)])  # fmt: skip
+def test_cases_carry_their_methods_quantizers(case, kind):
+    """The export tests below really see learned roundings, solved codes and multipoint sums."""
+    assert any(isinstance(layer.weight_quantizer, kind) for _, layer in quant_layers(quantized(case)))
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_onnx_matches_fake_quant(case, tmp_path):
     qmodel = quantized(case)
@@ -142,6 +153,8 @@ def test_onnx_matches_fake_quant(case, tmp_path):
     assert len(clips) == len(narrow)  # sub-8-bit grids are clamped before quantizing; 8-bit ones saturate
     if case == "cat":
         assert "ArgMin" in ops  # the correction runs inside the graph, after the logits
+        with torch.no_grad():
+            assert not torch.allclose(ref, quantized("rtn")(x), atol=1e-3)  # and it does change them
 
 
 @pytest.mark.parametrize("spec", [QuantSpec(wbits=32, abits=4),  # float weights behind a quantized input
