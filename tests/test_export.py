@@ -288,6 +288,8 @@ def test_int_checkpoint_refuses_other_architecture_and_other_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(CheckpointError, match="not a ptq-int-checkpoint"):
         load_int_checkpoint(tmp_path / "plain.safetensors", float_model(), images(2, seed=0))
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_int_checkpoint(tmp_path / "missing.safetensors", float_model(), images(2, seed=0))
 
 
 # ---------------------------------------------------------------- encodings
