@@ -19,6 +19,7 @@ __all__ = [
     "WeightsUnavailableError",
     "UnsupportedModelError",
     "RunCancelled",
+    "ExportError",
 ]
 
 
@@ -67,3 +68,7 @@ class UnsupportedModelError(PTQError):
 
 class RunCancelled(PTQError):
     """Raised inside a method when the user cancels a run."""
+
+
+class ExportError(PTQError):
+    """A quantized model (or one of its layers) that cannot be written in a deployable form."""
