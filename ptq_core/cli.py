@@ -1,4 +1,4 @@
-"""Command line: `python -m ptq_core {models,quantize,units,runs} ...`.
+"""Command line: `python -m ptq_core {models,quantize,units,export,runs} ...`.
 
 Bad arguments exit non-zero with a one-line message (never a stack trace).
 """
@@ -18,11 +18,12 @@ from .methods import METHODS, MethodConfig, ProgressEvent, config_from_dict
 from .observers import OBSERVERS
 from .overrides import parse_overrides
 from .prepare import QuantSpec
+from .rebuild import stored_spec
 from .settings import Setting, settings
 from .spec import RunSpec, make_config
 from .store import RunRecord, RunStore, to_jsonable
 
-__all__ = ["main", "build_parser", "spec_from_args", "method_settings", "stored_spec"]
+__all__ = ["main", "build_parser", "spec_from_args", "method_settings"]
 
 
 # Options that are spelled differently from the field they set: flag -> (field, value or None = the given value)
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list loadable models and their weights' status")
     _quantize_parser(sub)
     _add_units_parser(sub)
+    e = sub.add_parser("export", help="rebuild a saved run and export it (ONNX, integer checkpoint, encodings), "
+                       "checked against the stored top-1")  # fmt: skip
+    e.add_argument("run_id")
+    e.add_argument("--format", choices=("onnx", "int", "encodings", "all"), default="onnx")
+    e.add_argument("-o", "--output", default=None, help="file to write (with --format all: a prefix; default RUN_ID)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     r = sub.add_parser("runs", help="list, show, delete or export saved runs")
     r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
     r.add_argument("run_ids", nargs="*")
@@ -348,12 +356,27 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def stored_spec(record: RunRecord) -> RunSpec:
-    """The description a stored run was made from (ConfigError for runs stored before descriptions)."""
-    if not record.spec:
-        raise PTQError(f"run {record.run_id} was stored before runs kept their description; it cannot be re-run "
-                       "exactly (its method settings are in runs show)")  # fmt: skip
-    return RunSpec.from_dict(record.spec)
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .rebuild import rebuild_run
+    from .run_export import FORMATS, SUFFIX, write_artifact
+
+    record = RunStore().get(args.run_id)
+    formats = FORMATS if args.format == "all" else (args.format,)
+    out = args.output or f"{args.run_id}"
+    bar = _Bar(args.quiet)
+    try:
+        rebuilt = rebuild_run(record, bar)
+    finally:
+        bar.close()
+    ok = True
+    for fmt in formats:
+        path = out if len(formats) == 1 and args.output else out + SUFFIX[fmt]
+        report = write_artifact(rebuilt, fmt, path, args.opset)
+        print("\n".join(report.lines()))
+        ok &= report.passed
+    if not ok:
+        print("error: an exported file does not agree with the stored run (see above)", file=sys.stderr)
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_quantize(args)
         if args.command == "units":
             return _cmd_units(args)
+        if args.command == "export":
+            return _cmd_export(args)
         return _cmd_runs(args)
     except PTQError as exc:
         print(f"error: {exc}", file=sys.stderr)
