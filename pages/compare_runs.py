@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from ptq_ui import bridge, charts
+from ptq_ui.diagnose_view import job_panel
 from ptq_ui.runs import describe_run
 from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
@@ -135,6 +136,43 @@ def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
         st.error(literal(f"{rec.status}: {rec.error}"))
     with st.expander("Run description (re-run it with `python -m ptq_core quantize --config FILE`)"):
         st.json(rec.spec or {"method": rec.config, "note": "stored before runs kept their description"})
+    if rec.status == "done" and rec.spec:
+        _export(rec.run_id)
+
+
+def _export(run_id: str) -> None:
+    """Rebuild the run and offer its ONNX file, integer checkpoint and encodings, each checked."""
+    st.markdown("**Export**")
+    job = st.session_state.get("export_job")
+    ready = job is not None and not job.running and job.result and job.result["run_id"] == run_id
+    if job is not None and job.running:
+        job_panel(job, "cr_export")
+        return
+    if not ready:
+        if job is not None and job.snapshot().status == "failed":
+            st.error(literal(f"Export failed: {job.snapshot().error}"))
+        st.caption("The run is quantized again from its description (same seed, same images); its top-1 must "
+                   "equal the stored one, then each file is checked: the ONNX model in onnxruntime on the run's "
+                   "test images, the integer checkpoint by reloading it.")  # fmt: skip
+        if st.button("Prepare the export files", key="cr_export_go"):
+            bridge.start_export(run_id)
+            st.rerun()
+        return
+    result = job.result
+    for report in result["reports"]:
+        checks = ", ".join(f"{k} {v}" for k, v in report["checks"].items())
+        verdict = "checked" if report["passed"] else "CHECK FAILED"
+        text = f"{report['format']}: {verdict}" + (f" ({checks})" if checks else "")
+        (st.caption if report["passed"] else st.error)(literal(text))
+    binary = "application/octet-stream"
+    names = {"onnx": ("ONNX (QDQ)", binary), "int": ("Integer checkpoint", binary),
+             "encodings": ("Encodings (JSON)", "application/json")}
+    cols = st.columns(len(result["files"]))
+    for col, (fmt, path) in zip(cols, result["files"].items(), strict=True):
+        label, mime = names[fmt]
+        col.download_button(label, bridge.read_file(path), path.rsplit("/", 1)[-1], mime, key=f"cr_dl_{fmt}",
+                            on_click="ignore")  # fmt: skip
+    st.dataframe(result["encodings"], hide_index=True, height=300)
 
 
 render()

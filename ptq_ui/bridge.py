@@ -38,7 +38,8 @@ from .state import Selection
 __all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", "device_label",
            "model_entries", "loaded_info", "architecture", "float_accuracy", "quantizable_layers", "layer_values",
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
-           "export_runs", "start_quantization", "save_upload", "default_eval_limit"]  # fmt: skip
+           "export_runs", "start_quantization", "save_upload", "default_eval_limit", "start_export",
+           "read_file"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150
@@ -232,6 +233,47 @@ def start_quantization(sel: Selection, spec: RunSpec) -> Job:
     job = start_job(work, spec.title())
     st.session_state["job"] = job
     return job
+
+
+def start_export(run_id: str) -> Job:
+    """Rebuild a saved run and write its three export files on a worker thread (kept as "export_job").
+
+    The job's result: ``{"run_id", "files": {format: path}, "reports": [...], "encodings": rows}``.
+    """
+    from ptq_core.export import encodings
+    from ptq_core.rebuild import rebuild_run
+    from ptq_core.run_export import FORMATS, SUFFIX, write_artifact
+
+    record = store().get(run_id)
+    folder = Path(tempfile.mkdtemp(prefix=f"ptq-export-{run_id}-"))
+
+    def work(progress) -> dict[str, Any]:
+        rebuilt = rebuild_run(record, progress)
+        reports = [write_artifact(rebuilt, fmt, folder / f"{run_id}{SUFFIX[fmt]}") for fmt in FORMATS]
+        rows = [_encoding_row(e) for e in encodings(rebuilt.quantized.model)]
+        return {"run_id": run_id, "files": {r.format: r.path for r in reports},
+                "reports": [r.to_dict() for r in reports], "encodings": rows}  # fmt: skip
+
+    job = start_job(work, f"export of run {run_id}")
+    st.session_state["export_job"] = job
+    return job
+
+
+def _encoding_row(e: dict[str, Any]) -> dict[str, Any]:
+    """One table row of a layer's encoding: bits, grid bounds and the range of its scales."""
+    w, a = e.get("weight") or {}, e.get("activation") or {}
+    ws = np.asarray(w.get("scale", []), dtype=float).ravel()
+    one = lambda v: v[0] if isinstance(v, list) and len(v) == 1 else v  # noqa: E731
+    return {"layer": e["name"], "W bits": e.get("wbits"), "A bits": e.get("abits"),
+            "W grid": f"[{w.get('quant_min')}, {w.get('quant_max')}]" if w else "float",
+            "W scale min": float(ws.min()) if ws.size else None, "W scale max": float(ws.max()) if ws.size else None,
+            "A grid": f"[{a.get('quant_min')}, {a.get('quant_max')}]" if a else "float",
+            "A scale": one(a.get("scale")) if a else None, "A zero point": one(a.get("zero_point")) if a else None}
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a file this app wrote (for a download button)."""
+    return Path(path).read_bytes()
 
 
 # -- uploads -------------------------------------------------------------------------------

@@ -190,3 +190,17 @@ def test_random_widget_changes_store_what_was_shown(app_env, weights, seed):
     at.text_area(key="w_q_overrides").set_value(rng.choice(["fc=8/8", ""])).run()  # end on a valid form
     spec = _run_and_check(at)
     assert spec["method"]["calib"] == at.number_input(key="w_q_calib").value
+
+
+def test_a_saved_run_is_exported_from_compare_runs(app_env, weights):
+    """Export (issue 15): the run is rebuilt, checked, and its three files are offered with the encodings."""
+    at = new_app(weights, QUANTIZE, **SMALL)
+    _run_and_check(at)
+    run_id = at.session_state["last_run_id"]
+    at.switch_page("pages/compare_runs.py").run()
+    at.selectbox(key="w_cr_detail").set_value(run_id).run()
+    at.button(key="cr_export_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "onnx: checked" in captions(at) and "int: checked" in captions(at)
+    table = at.dataframe[-1].value
+    assert "layer1.0.conv1" in table["layer"].tolist() and set(table["W bits"]) >= {4, 8}
