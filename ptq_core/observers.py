@@ -210,7 +210,7 @@ class PercentileObserver(Observer):
 
 
 class MSEObserver(Observer):
-    """Lp range search (methods.md §1.1) over a bounded sample of what was observed.
+    """Lp range search (docs/methods.md) over a bounded sample of what was observed.
 
     Per-tensor: keeps at most ``max_elements`` deterministically subsampled values (each
     batches weighted about equally) plus the exact global min and max. Per-channel: keeps the last
@@ -302,7 +302,7 @@ class MSEObserver(Observer):
 
 
 class MAEObserver(MSEObserver):
-    """The same range search minimising the mean absolute error (p = 1; RepAPQ, methods.md §4.2).
+    """The same range search minimising the mean absolute error (p = 1; RepAPQ, docs/methods.md).
 
     A few large outliers pull an MSE (p = 2.4) range wide to shrink their squared clipping
     error; under p = 1 they weigh only linearly, so the range stays near the bulk.

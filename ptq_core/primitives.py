@@ -1,6 +1,6 @@
 """Pure quantization math: tensors in, tensors out, no module state.
 
-The uniform affine fake-quantizer (methods.md §0.1) is
+The uniform affine fake-quantizer (docs/methods.md) is
 ``Q(x) = s * (clamp(round(x / s) + z, qmin, qmax) - z)`` with scale ``s > 0`` and
 integer zero point ``z``. ``x / s`` is computed as ``x * (1 / s)`` and rounding is
 half-to-even (``torch.round``), exactly as ``torch.fake_quantize_per_*_affine`` do, so
@@ -443,7 +443,7 @@ def lp_search(
     return_curve: bool = False,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """Range search minimising the Lp quantization error (methods.md §1.1, BRECQ/QDrop/PD-Quant).
+    """Range search minimising the Lp quantization error (docs/methods.md, BRECQ/QDrop/PD-Quant).
 
     Symmetric grids and nonnegative data (judged over the whole tensor, as PD-Quant does)
     use a 1-D search over ``thr = i/n * max|x|``: range ``[-thr, thr]``, or ``[0, thr]`` for

@@ -1,4 +1,4 @@
-"""CAT (methods.md §2): closed-form tables, identity cases, save/load, safeguards, stage 1, CLI."""
+"""CAT (docs/methods.md): closed-form tables, identity cases, save/load, safeguards, stage 1, CLI."""
 
 from __future__ import annotations
 

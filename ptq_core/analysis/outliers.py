@@ -1,6 +1,6 @@
 """Channel- and sample-specific activation outliers of a re-parameterised (merged) model.
 
-RepAPQ's motivation (methods.md §4.1, §8): after a RepVGG/MobileOne block's branches are
+RepAPQ's motivation (docs/methods.md): after a RepVGG/MobileOne block's branches are
 merged, a few channels on a few samples carry very large activations. This analysis
 records, for every chosen layer, the per-sample per-channel maximum |activation| and two
 scores that tell the two kinds of outlier apart:

@@ -1,4 +1,4 @@
-"""CAT, Cluster-based Affine Transformation (Zoljodi et al., 2025; methods.md §2).
+"""CAT, Cluster-based Affine Transformation (Zoljodi et al., 2025; docs/methods.md).
 
 Stage 1 (`refine_qparams`, also the registered method ``cat_refine``) tunes the step
 sizes and zero points of any quantized model toward the float model's softened

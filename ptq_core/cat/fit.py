@@ -1,4 +1,4 @@
-"""CAT stage 2 (methods.md §2.3-2.4): PCA, k-means and the closed-form per-cluster, per-class affine map.
+"""CAT stage 2 (docs/methods.md): PCA, k-means and the closed-form per-cluster, per-class affine map.
 
 Everything here is pure tensor math on logits, device-agnostic and deterministic
 for a given seed. For cluster k with samples S_k and class c:
@@ -232,7 +232,7 @@ class CATFit:
 def fit_cat(zq: Tensor, zf: Tensor, options: CATOptions | None = None) -> CATFit:
     """Fit CAT on quantized logits `zq` and float logits `zf` of the same fitting images [N, C].
 
-    Steps: optional PCA of `zq`, k-means, closed-form tables (methods.md §2.3).
+    Steps: optional PCA of `zq`, k-means, closed-form tables (docs/methods.md).
     """
     opts = options or CATOptions()
     _check_logits(zq, "quantized logits")

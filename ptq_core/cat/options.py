@@ -1,4 +1,4 @@
-"""CAT's stage-2 settings (methods.md §2.3-2.5): clusters, PCA, blend factor, fitting set, safeguards."""
+"""CAT's stage-2 settings (docs/methods.md): clusters, PCA, blend factor, fitting set, safeguards."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CAT stage 1 (methods.md §2.2): refine step sizes and zero points of an already-quantized model.
+"""CAT stage 1 (docs/methods.md): refine step sizes and zero points of an already-quantized model.
 
 Objective over the calibration images X, with p = softmax(z / T):
 

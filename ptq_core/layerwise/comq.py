@@ -1,4 +1,4 @@
-"""COMQ's solver: exact coordinate descent on integer codes, in the Gram form (methods.md §3).
+"""COMQ's solver: exact coordinate descent on integer codes, in the Gram form (docs/methods.md).
 
 For every output row r the layer error is ``(w_r - q_r)ᵀ H (w_r - q_r)`` with
 ``q_r = s_r (c_r - z_r)`` and integer codes c. Holding every other coordinate

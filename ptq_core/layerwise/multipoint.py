@@ -1,4 +1,4 @@
-"""Multipoint quantization (Liu et al., AAAI 2021; methods.md §6): greedy sums of b-bit vectors.
+"""Multipoint quantization (Liu et al., AAAI 2021; docs/methods.md): greedy sums of b-bit vectors.
 
 Each output channel ``w`` (d inputs) is approximated by ``a_1 v_1 + ... + a_n v_n``
 with integer vectors ``v`` on a b-bit grid and float coefficients ``a``. Point i

@@ -1,4 +1,4 @@
-"""AdaRound (Nagel et al., ICML 2020; methods.md §1.2): learned rounding, layer by layer.
+"""AdaRound (Nagel et al., ICML 2020; docs/methods.md): learned rounding, layer by layer.
 
 Every quantized layer is a unit of its own. Its weights' rounding directions are
 learned so that the layer, fed the partly quantized model's input (quantized by

@@ -1,4 +1,4 @@
-"""BRECQ (Li et al., ICLR 2021; methods.md §1.3): block reconstruction, then step sizes.
+"""BRECQ (Li et al., ICLR 2021; docs/methods.md): block reconstruction, then step sizes.
 
 Pass 1 learns the rounding of every block's weights jointly with activations in
 float (stem and head layer by layer), minimising the block-output MSE or, with

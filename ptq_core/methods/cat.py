@@ -1,4 +1,4 @@
-"""CAT stage 1 as a method (methods.md §2.2): any base method, then step-size / zero-point refinement.
+"""CAT stage 1 as a method (docs/methods.md): any base method, then step-size / zero-point refinement.
 
 ``cat_refine`` runs its base method (``base``, e.g. "pdquant" as in the paper's
 pipeline, or rtn, brecq, qdrop, ...) with the same quantization settings,

@@ -1,4 +1,4 @@
-"""COMQ: coordinate-wise minimisation of the layer output error (Zhang et al., 2024; methods.md §3).
+"""COMQ: coordinate-wise minimisation of the layer output error (Zhang et al., 2024; docs/methods.md).
 
 Backprop-free and weight-only by default: every Conv2d (unfolded) and Linear layer
 gets integer codes on its per-channel grid by exact coordinate descent on

@@ -1,4 +1,4 @@
-"""Multipoint quantization (Liu et al., AAAI 2021; methods.md §6): more b-bit points where they pay.
+"""Multipoint quantization (Liu et al., AAAI 2021; docs/methods.md): more b-bit points where they pay.
 
 Every output channel is a greedy sum of b-bit vectors with float coefficients
 (`ptq_core.layerwise.multipoint`). All channels get one point; extra points go to

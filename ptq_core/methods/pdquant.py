@@ -1,4 +1,4 @@
-"""PD-Quant (Liu et al., CVPR 2023; methods.md §5): prediction difference plus distribution correction.
+"""PD-Quant (Liu et al., CVPR 2023; docs/methods.md): prediction difference plus distribution correction.
 
 QDrop's block reconstruction (mixing with probability 0.5, in-block dropping)
 plus the KL divergence between the float model's softened prediction and the

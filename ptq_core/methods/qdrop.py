@@ -1,4 +1,4 @@
-"""QDrop (Wei et al., ICLR 2022; methods.md §1.4): block reconstruction with random dropping.
+"""QDrop (Wei et al., ICLR 2022; docs/methods.md): block reconstruction with random dropping.
 
 Rounding and activation step sizes are learned together, block by block. Each
 element of the block input is the quantized-model value or, with probability

@@ -3,7 +3,7 @@
 Presets:
 
 - ``paper``: the seed papers' settings (1024 calibration images, batch 32, 20 000
-  steps per unit, per-architecture lambda / T / lambda_c; methods.md §1.2-1.4, §5.4).
+  steps per unit, per-architecture lambda / T / lambda_c; docs/methods.md).
 - ``fast``: for the CPU and the Fashion-MNIST zoo, used by the app. Shared: 512 images,
   500 steps per unit, AdaRound lr 1e-2 (so a rounding variable can still travel about
   as far as in 20 000 steps at 1e-3); BRECQ: 200 step-size steps; QDrop: step-size lr

@@ -1,4 +1,4 @@
-"""RepAPQ (Zhang et al., arXiv 2402.16121; methods.md §4): PTQ for re-parameterised networks.
+"""RepAPQ (Zhang et al., arXiv 2402.16121; docs/methods.md): PTQ for re-parameterised networks.
 
 Steps, as this module runs them over the reconstruction engine:
 
@@ -21,7 +21,7 @@ Steps, as this module runs them over the reconstruction engine:
    quantized output is run through the stage's later blocks and compared with the float
    stage output (`ptq_core.recon.stage`).
 
-Readings of the parts methods.md marks UNVERIFIED, and why:
+Readings of the parts the paper leaves open, and why:
 
 - g and h start at 1 and 0, sit on the merged conv's output before the ReLU (bias
   included), and fold into scales and bias; g is kept positive so the folded scales are.

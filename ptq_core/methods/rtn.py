@@ -1,6 +1,6 @@
 """Round-to-nearest (RTN): ranges from an observer, every value to its nearest grid point.
 
-The baseline of every PTQ paper (methods.md §1.1). The observer (min-max, MSE/Lp
+The baseline of every PTQ paper (docs/methods.md). The observer (min-max, MSE/Lp
 search with p = 2.4, MAE (p = 1), or percentile) is chosen in `QuantSpec.w_observer` and
 `QuantSpec.a_observer`; weights are per output channel by default.
 """

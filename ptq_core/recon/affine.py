@@ -1,6 +1,6 @@
 """A per-output-channel protecting affine on a quantized layer's output, and its exact fold.
 
-RepAPQ's QPRep (methods.md §4.2, step 2) trains ``y = g * layer(x) + h`` with one
+RepAPQ's QPRep (docs/methods.md, step 2) trains ``y = g * layer(x) + h`` with one
 gain ``g_c`` (init 1) and shift ``h_c`` (init 0) per output channel, where
 ``layer(x) = conv(Q_a(x), Q_w(W)) + b`` is the whole quantized layer, bias included.
 It sits on the layer's output, before whatever follows it (the ReLU of a RepVGG block),

@@ -1,4 +1,4 @@
-"""Per-architecture hyper-parameters of the seed papers (methods.md §2.2, §5.4).
+"""Per-architecture hyper-parameters of the seed papers (docs/methods.md).
 
 AdaRound regulariser weight lambda, PD-Quant temperature T and distribution-
 correction weight lambda_c, as set in the authors' run scripts, keyed by

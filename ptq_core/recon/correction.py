@@ -1,4 +1,4 @@
-"""PD-Quant's distribution correction (DC) of the float reconstruction targets (methods.md §5.3).
+"""PD-Quant's distribution correction (DC) of the float reconstruction targets (docs/methods.md).
 
 For a float block with BatchNorm layers, each sample's block input x is replaced
 by x' minimising

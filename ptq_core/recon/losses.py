@@ -1,4 +1,4 @@
-"""Reconstruction losses, each switchable (methods.md §1.2-1.4, §4, §5).
+"""Reconstruction losses, each switchable (docs/methods.md).
 
 - "mse": ``|pred - target|^p`` summed over channels, averaged over the batch and
   positions (p = 2 in AdaRound/BRECQ/QDrop/PD-Quant; 2.4 in BRECQ's activation pass).

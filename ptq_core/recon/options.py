@@ -22,7 +22,7 @@ REC_LOSSES = ("mse", "mae", "fisher", "none")
 
 @dataclass
 class ReconOptions:
-    """One pass of unit-by-unit reconstruction (methods.md §1.2-1.4, §5).
+    """One pass of unit-by-unit reconstruction (docs/methods.md).
 
     Attributes:
         stage: Label of the pass in progress events and history ("weights", "acts", ...).

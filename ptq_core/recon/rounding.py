@@ -1,4 +1,4 @@
-"""AdaRound: learn whether each weight rounds down or up (Nagel et al., 2020; methods.md §1.2).
+"""AdaRound: learn whether each weight rounds down or up (Nagel et al., 2020; docs/methods.md).
 
 The soft weight is ``s * (clamp(floor(W/s) + h(V) + z, qmin, qmax) - z)`` with the
 rectified sigmoid ``h(V) = clip(sigmoid(V) * (zeta - gamma) + gamma, 0, 1)``,

@@ -1,4 +1,4 @@
-"""The enclosing stage of a unit, for RepAPQ's across-block term (methods.md §4.2, step 4).
+"""The enclosing stage of a unit, for RepAPQ's across-block term (docs/methods.md, step 4).
 
 A unit's stage is the `nn.Sequential` that holds it directly (a RepVGG / ResNet stage,
 a torchvision ``layerN``). The term compares ``S_{>j}(B_j^q(x))``, the unit's quantized
