@@ -116,8 +116,10 @@ def render() -> None:
     deleted = st.session_state.pop("cr_deleted", None)
     if deleted is not None:
         n, kept = deleted
-        st.success(f"Deleted {n} run(s).") if not kept else st.warning(f"Deleted {n} run(s); {kept} were not "
-                                                                         "yours and were kept.")  # fmt: skip
+        if kept:
+            st.warning(f"Deleted {n} run(s); {kept} were not yours and were kept.")
+        else:
+            st.success(f"Deleted {n} run(s).")
     _rerun_outcome()
     with errors_shown():
         runs = bridge.list_runs()
@@ -175,8 +177,10 @@ def _rerun(spec: dict[str, Any]) -> None:
 
 def _rerun_outcome() -> None:
     msg = st.session_state.pop("cr_rerun_msg", None)
-    if msg is not None:
-        (st.success if msg[0] == "ok" else st.error)(literal(msg[1]))
+    if msg is not None and msg[0] == "ok":
+        st.success(literal(msg[1]))
+    elif msg is not None:
+        st.error(literal(msg[1]))
 
 
 render()

@@ -177,7 +177,7 @@ def render() -> None:
     with errors_shown():
         rec = _latest(sel.model)
     if rec is None:
-        st.info("You have no saved run of this model yet: choose the settings and press Run (Compare runs lists "
+        st.info("No saved run of yours for this model yet: choose the settings and press Run (Compare runs lists "
                 "everyone's runs).")  # fmt: skip
     else:
         _result(rec)
