@@ -25,8 +25,8 @@ def _row(rec: Any) -> dict[str, Any]:
     observers = f"{quant['w_observer']}/{quant['a_observer']}" if "w_observer" in quant else None
     return {
         "run_id": rec.run_id, "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
-        "status": rec.status, "owner": _who(rec.owner), "mine": rec.owner == owner(), "model": bridge.model_label(rec.model),
-        "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
+        "status": rec.status, "owner": _who(rec.owner), "mine": rec.owner == owner(),
+        "model": bridge.model_label(rec.model), "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
         "bits": rec.bits_label, "w_bits_avg": m.get("w_bits_avg", rec.wbits if rec.wbits != 32 else None),
         "fp_top1": fp, "top1": top1, "drop": None if top1 is None or fp is None else round(fp - top1, 2),
         "top5": m.get("top5"), "test images": m.get("eval_samples") or spec.get("eval_limit"),

@@ -375,8 +375,8 @@ class RunStore:
             why = (f"the process running it (pid {pid} on {host}) ended without finishing" if dead else
                    f"no heartbeat for over {stale_s:.0f} s from pid {pid} on {host}")  # fmt: skip
             with self._connect() as conn:
-                conn.execute("UPDATE runs SET status = 'interrupted', finished = ?, error = ? "
-                             "WHERE run_id = ? AND status = 'running'", (now, f"interrupted: {why}", run_id))  # fmt: skip
+                conn.execute("UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE run_id = ? "
+                             "AND status = 'running'", (now, f"interrupted: {why}", run_id))  # fmt: skip
         return [g[0] for g in gone]
 
     @contextmanager

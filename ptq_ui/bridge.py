@@ -41,8 +41,8 @@ __all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", 
            "model_entries", "loaded_info", "architecture", "float_accuracy", "quantizable_layers", "layer_values",
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
            "export_runs", "start_quantization", "save_upload", "default_eval_limit", "uploads_root", "session_dir",
-           "save_code_upload", "redact", "redact_json", "model_label", "check_weights", "delete_any", "queue_counts", "rerun",
-           "uploaded_code_allowed"]  # fmt: skip
+           "save_code_upload", "redact", "redact_json", "model_label", "check_weights", "delete_any", "queue_counts",
+           "rerun", "uploaded_code_allowed"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150

@@ -183,7 +183,8 @@ class Job:
     def _run(self, fn: Callable[[Callable[[ProgressEvent], None]], Any]) -> None:
         if self.queue is not None and not self.queue.wait_turn(self):
             with self._lock:
-                self.status, self.error, self.finished = "cancelled", "cancelled while waiting in the queue", time.time()
+                self.status, self.finished = "cancelled", time.time()
+                self.error = "cancelled while waiting in the queue"
             return
         try:
             with self._lock:

@@ -218,8 +218,9 @@ def sidebar_ui() -> None:
             when = time.strftime("%H:%M", time.localtime(r.created))
             top1 = r.metrics.get("top1")
             acc = f" · top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else ""
-            st.caption(literal(f"Your last run {r.run_id} ({when}): {r.method} {r.bits_label} on {bridge.model_label(r.model)} "
-                               f"— {r.status}{acc}"))  # fmt: skip
+            model = bridge.model_label(r.model)
+            st.caption(literal(f"Your last run {r.run_id} ({when}): {r.method} {r.bits_label} on {model} — "
+                               f"{r.status}{acc}"))  # fmt: skip
 
 
 def require_model(allow_download: bool = False, explain: bool = True) -> dict[str, Any]:
