@@ -74,7 +74,7 @@ def _umap(sel: Selection, spec: Any, ctl: dict[str, Any]) -> dict[str, Any]:
         job_panel(job, "ac_umap")
         st.stop()
     if job is not None and job.snapshot().status == "failed":
-        st.error(f"UMAP failed: {job.snapshot().error}")
+        st.error(literal(f"UMAP failed: {job.snapshot().error}"))
     st.info("UMAP runs in the background on request (the first one in a server process compiles for a while).")
     if st.button("Compute UMAP", key="ac_umap_go"):
         with errors_shown():

@@ -10,6 +10,7 @@ import streamlit as st
 from ptq_ui import bridge, charts
 from ptq_ui.diagnose_view import job_panel
 from ptq_ui.runs import describe_run
+from ptq_ui.state import owner
 from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
 ALL = "(all)"
@@ -25,7 +26,8 @@ def _row(rec: Any) -> dict[str, Any]:
     observers = f"{quant['w_observer']}/{quant['a_observer']}" if "w_observer" in quant else None
     return {
         "run_id": rec.run_id, "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
-        "status": rec.status, "model": rec.model, "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
+        "status": rec.status, "owner": _who(rec.owner), "mine": rec.owner == owner(),
+        "model": bridge.model_label(rec.model), "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
         "bits": rec.bits_label, "w_bits_avg": m.get("w_bits_avg", rec.wbits if rec.wbits != 32 else None),
         "fp_top1": fp, "top1": top1, "drop": None if top1 is None or fp is None else round(fp - top1, 2),
         "top5": m.get("top5"), "test images": m.get("eval_samples") or spec.get("eval_limit"),
@@ -37,15 +39,24 @@ def _row(rec: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _who(run_owner: str) -> str:
+    """An owner as shown: "you", a user's name, "a session", or "command line" (no session ids)."""
+    if run_owner == owner():
+        return "you"
+    if run_owner.startswith("user:"):
+        return run_owner.removeprefix("user:")
+    return "a session" if run_owner.startswith("session:") else "command line"
+
+
 def _filter_ui(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    cols = st.columns(6)
-    for col, field in zip(cols[:4], ("model", "method", "bits", "status"), strict=True):
+    cols = st.columns(7)
+    for col, field in zip(cols[:5], ("model", "method", "bits", "status", "owner"), strict=True):
         options = [ALL, *sorted({r[field] for r in rows})]
         value = keep(f"cr_{field}", col.selectbox(field.capitalize(), options, key=seeded(f"cr_{field}", options)))
         if value != ALL:
             rows = [r for r in rows if r[field] == value]
-    by = keep("cr_sort", cols[4].selectbox("Sort by", SORT_KEYS, key=seeded("cr_sort", SORT_KEYS)))
-    desc = keep("cr_desc", cols[5].toggle("Descending", key=seeded("cr_desc", default=True)))
+    by = keep("cr_sort", cols[5].selectbox("Sort by", SORT_KEYS, key=seeded("cr_sort", SORT_KEYS)))
+    desc = keep("cr_desc", cols[6].toggle("Descending", key=seeded("cr_desc", default=True)))
     present = [r for r in rows if r[by] is not None]
     return sorted(present, key=lambda r: r[by], reverse=desc) + [r for r in rows if r[by] is None]
 
@@ -64,11 +75,12 @@ def _charts(rows: list[dict[str, Any]]) -> None:
 
 
 def _delete(ids: list[str]) -> None:
-    """Button callback: delete, then clear the selection (its options are about to change)."""
-    n = bridge.delete_runs(ids)
+    """Button callback: delete (only this user's runs, unless the server lets anyone delete any), then clear
+    the selection (its options are about to change)."""
+    n = bridge.delete_runs(ids, owner())
     st.session_state["cr_selected"] = []
     st.session_state["w_cr_selected"] = []
-    st.session_state["cr_deleted"] = n
+    st.session_state["cr_deleted"] = (n, len(ids) - n)
     if st.session_state.get("last_run_id") in ids:
         st.session_state["last_run_id"] = None
 
@@ -86,20 +98,30 @@ def _actions(rows: list[dict[str, Any]]) -> None:
                          key="cr_csv", on_click="ignore")  # fmt: skip
     c[1].download_button("Export JSON", bridge.export_runs(target, "json"), "ptq-runs.json", "application/json",
                          key="cr_json", on_click="ignore")  # fmt: skip
-    sure = c[3].checkbox("Yes, delete the selected runs", key="cr_sure", disabled=not chosen)
-    c[2].button("Delete selected", key="cr_delete", disabled=not (chosen and sure), on_click=_delete,
-                args=(chosen,))  # fmt: skip
+    mine = {r["run_id"] for r in rows if r["mine"] or bridge.delete_any()}
+    others = [i for i in chosen if i not in mine]
+    sure = c[3].checkbox("Yes, delete the selected runs", key="cr_sure", disabled=not chosen or bool(others))
+    why = "You can delete only your own runs" if others else None
+    c[2].button("Delete selected", key="cr_delete", disabled=not (chosen and sure) or bool(others), help=why,
+                on_click=_delete, args=(chosen,))  # fmt: skip
+    if others:
+        st.warning(f"{len(others)} of the selected runs are not yours: you can delete only your own runs.")
     st.caption(f"Export covers {'the selected' if chosen else 'all listed'} runs ({len(target)}).")
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Compare runs")
-    st.caption("Every run saved by this app or the `ptq` command line. Failed and cancelled runs are kept "
-               "with their error.")  # fmt: skip
+    st.caption("Every run saved by this app or the `ptq` command line, by everyone using it; you can delete your "
+               "own. Failed, cancelled and interrupted runs are kept with their error.")  # fmt: skip
     deleted = st.session_state.pop("cr_deleted", None)
     if deleted is not None:
-        st.success(f"Deleted {deleted} run(s).")
+        n, kept = deleted
+        if kept:
+            st.warning(f"Deleted {n} run(s); {kept} were not yours and were kept.")
+        else:
+            st.success(f"Deleted {n} run(s).")
+    _rerun_outcome()
     with errors_shown():
         runs = bridge.list_runs()
     if not runs:
@@ -109,7 +131,7 @@ def render() -> None:
     rows = _filter_ui([_row(r) for r in runs])
     st.caption("Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "
                "evaluated on different subsets.")  # fmt: skip
-    st.dataframe(rows, hide_index=True, column_order=["run_id", "created", "status", "model", "method", "bits",
+    st.dataframe(rows, hide_index=True, column_order=["run_id", "created", "status", "owner", "model", "method", "bits",
                  "fp_top1", "top1", "drop", "top5", "test images", "data", "observers", "overrides", "preset",
                  "iters", "calib", "seed", "size MB", "seconds", "error"],
                  column_config={"top1": st.column_config.NumberColumn("top-1 %", format="%.2f"),
@@ -131,11 +153,18 @@ def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
                                             format_func=lambda i: f"{i} · {records[i].method} "
                                             f"{records[i].bits_label} · {records[i].status}"))  # fmt: skip
     rec = records[run_id]
-    st.caption(literal(describe_run(rec)))
+    st.caption(literal(bridge.redact(describe_run(rec))))
     if rec.error:
-        st.error(literal(f"{rec.status}: {rec.error}"))
+        st.error(literal(bridge.redact(f"{rec.status}: {rec.error}")))
+    if rec.status in ("interrupted", "failed", "cancelled") and rec.spec:
+        job = st.session_state.get("job")
+        busy = job is not None and job.running
+        st.button("Re-run this description", key="cr_rerun", disabled=busy, on_click=_rerun, args=(rec.spec,),
+                  help="Your job is still going" if busy else "Queues the same run again, as yours; follow it "
+                  "on the Quantize page.")  # fmt: skip
     with st.expander("Run description (re-run it with `python -m ptq_core quantize --config FILE`)"):
-        st.json(rec.spec or {"method": rec.config, "note": "stored before runs kept their description"})
+        st.json(bridge.redact_json(rec.spec or {"method": rec.config, "note": "stored before runs kept their "
+                                                "description"}))  # fmt: skip
     if rec.status == "done" and rec.spec:
         _export(rec.run_id)
 
@@ -173,6 +202,23 @@ def _export(run_id: str) -> None:
         col.download_button(label, bridge.read_file(path), path.rsplit("/", 1)[-1], mime, key=f"cr_dl_{fmt}",
                             on_click="ignore")  # fmt: skip
     st.dataframe(result["encodings"], hide_index=True, height=300)
+
+
+def _rerun(spec: dict[str, Any]) -> None:
+    """Button callback: queue the stored description again; the outcome is shown on the next draw."""
+    try:
+        bridge.rerun(spec, owner())
+        st.session_state["cr_rerun_msg"] = ("ok", "Queued again as your run: follow it on the Quantize page.")
+    except bridge.PTQError as exc:
+        st.session_state["cr_rerun_msg"] = ("error", f"Cannot re-run it: {exc}")
+
+
+def _rerun_outcome() -> None:
+    msg = st.session_state.pop("cr_rerun_msg", None)
+    if msg is not None and msg[0] == "ok":
+        st.success(literal(msg[1]))
+    elif msg is not None:
+        st.error(literal(msg[1]))
 
 
 render()

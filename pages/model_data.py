@@ -10,18 +10,21 @@ from ptq_ui import bridge
 from ptq_ui.pickers import data_ui, device_ui, model_ui, require_model
 from ptq_ui.run_form import current_spec
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
 ACC_LIMITS = [1000, 5000, 0]  # 0 = whole test split
 
 
 def _choices() -> None:
+    """Both columns are always drawn (a missing folder never hides the model choice); then stop if incomplete."""
     left, right = st.columns([3, 2], gap="large")
-    with right:  # drawn first: the model column may stop the page
-        data_ui()
-        device_ui()
     with left:
-        model_ui()
+        model_ready = model_ui()
+    with right:
+        data_ready = data_ui()
+        device_ui()
+    if not (model_ready and data_ready):
+        st.stop()
 
 
 def _si(n: float) -> str:
@@ -49,7 +52,7 @@ def _architecture(info: dict[str, Any]) -> None:
     c[3].metric("Unsupported layers", len(arch["unsupported"]))
     if arch["unsupported"]:
         names = ", ".join(f"{n} ({t})" for n, t in arch["unsupported"])
-        st.warning(f"Left in float (no quantized twin): {names}")
+        st.warning(literal(f"Left in float (no quantized twin): {names}"))
     if arch["float_params"]:
         st.info(f"Parameters kept in float (not inside a conv/linear layer): {', '.join(arch['float_params'])}")
     if arch["decomposed"]:
@@ -88,8 +91,9 @@ def render() -> None:
     st.divider()
     info = require_model(allow_download=st.session_state.pop("allow_download", False), explain=False)
     data = info["data"]
-    st.caption(f"**{info['name']}** ({info['source']}, {info['status']}) · data: {data['source']}, "
-               f"{data['calib']:,} calibration / {data['test']:,} test images, {len(info['classes'])} classes")
+    st.caption(f"**{literal(bridge.model_label(info['name']))}** ({info['source']}, {info['status']}) · data: "
+               f"{literal(bridge.redact(data['source']))}, {data['calib']:,} calibration / {data['test']:,} test "
+               f"images, {len(info['classes'])} classes")  # fmt: skip
     _architecture(info)
     _accuracy(info)
 

@@ -10,7 +10,7 @@ import streamlit as st
 from ptq_ui import bridge, charts, run_form
 from ptq_ui.pickers import require_model
 from ptq_ui.runs import describe_run
-from ptq_ui.state import selection
+from ptq_ui.state import owner, selection
 from ptq_ui.widgets import errors_shown, literal
 
 
@@ -48,8 +48,11 @@ def _job_panel(job: Any) -> None:
     @st.fragment(run_every=1.0)
     def panel() -> None:
         snap = job.snapshot()
-        if snap.status != "running":
+        if snap.status not in ("queued", "running"):
             st.rerun()  # whole page: draws the result and stops the refresh
+        if snap.status == "queued":
+            _queued(job, snap)
+            return
         frac, text = _progress(snap)
         st.progress(frac, text=f"{job.label}: {text}")
         if snap.losses:
@@ -60,6 +63,18 @@ def _job_panel(job: Any) -> None:
         c2.caption(f"{snap.elapsed:.0f} s elapsed" + (" · cancelling…" if snap.cancel_requested else ""))
 
     panel()
+
+
+def _queued(job: Any, snap: Any) -> None:
+    """A job waiting for a free slot: its place, what runs now, and Cancel."""
+    q = bridge.queue_counts()
+    place = snap.position or 1
+    st.info(f"Queued: place {place} in the queue. {snap.running_jobs} of {q['slots']} job slot(s) of this "
+            f"server are busy; your run starts when one is free ({q['threads']} torch thread(s) per job).")  # fmt: skip
+    c1, c2 = st.columns([1, 4])
+    if c1.button("Cancel", key="job_cancel", disabled=snap.cancel_requested):
+        job.cancel()
+    c2.caption(f"{literal(job.label)} · waiting {snap.elapsed:.0f} s")
 
 
 def _pct(value: Any) -> str:
@@ -93,7 +108,7 @@ def _result(rec: Any) -> None:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.created))
     st.subheader("Result")
     st.caption(f"Run `{rec.run_id}` ({when}, {rec.metrics.get('seconds', 0):.1f} s on "
-               f"{rec.extras.get('device', '?')}): {literal(describe_run(rec))}.")  # fmt: skip
+               f"{rec.extras.get('device', '?')}): {literal(bridge.redact(describe_run(rec)))}.")  # fmt: skip
     _metrics(rec)
     st.plotly_chart(charts.sqnr_bars(rec.layers, "Per-layer SQNR (all layers quantized)"), key="result_sqnr",
                     config={"displaylogo": False})  # fmt: skip
@@ -101,20 +116,21 @@ def _result(rec: Any) -> None:
                "bit. Low bars are where the error enters or piles up; see Layer errors for the split.")  # fmt: skip
     with st.expander("Run description, timings and what stayed float"):
         report = rec.extras.get("report", {})
-        st.json({"spec": rec.spec or {"method": rec.config}, "bits": rec.extras.get("bits", {}),
+        st.json(bridge.redact_json({"spec": rec.spec or {"method": rec.config}, "bits": rec.extras.get("bits", {}),
                  "timings_s": rec.timings, "unsupported": report.get("unsupported", []),
-                 "folded": report.get("folded", [])}, expanded=False)  # fmt: skip
+                 "folded": report.get("folded", [])}), expanded=False)  # fmt: skip
 
 
 def _latest(model: str) -> Any:
-    """This session's last run, else the newest finished run of `model` in the store."""
+    """This session's last run, else this user's newest finished run of `model` (never someone else's)."""
     run_id = st.session_state.get("last_run_id")
     if run_id:
         try:
             return bridge.get_run(run_id)
         except bridge.PTQError:
             st.session_state["last_run_id"] = None
-    runs = bridge.list_runs(status="done", model=model, limit=1)
+            st.warning("Your last run is no longer in the run store (it was deleted).")
+    runs = bridge.list_runs(status="done", model=model, limit=1, owner=owner())
     return runs[0] if runs else None
 
 
@@ -123,7 +139,7 @@ def _outcome() -> None:
     if outcome and outcome["status"] == "failed":
         st.error(literal(f"The run failed: {outcome['error']}. Saved runs are untouched."))
     elif outcome and outcome["status"] == "cancelled":
-        st.warning(f"{outcome['label']} was cancelled; it is recorded as cancelled.")
+        st.warning(literal(f"{outcome['label']} was cancelled: {outcome['error']}."))
 
 
 def render() -> None:
@@ -146,13 +162,14 @@ def render() -> None:
     clicked = st.button("Run", type="primary", key="run", disabled=why is not None, help=why)
     if clicked and why is None:
         st.session_state["job_outcome"] = None
-        bridge.start_quantization(sel, draft.spec)
+        with errors_shown():
+            bridge.start_quantization(sel, draft.spec, owner())
         st.rerun()  # redraw with the Run button disabled and the progress panel (or the result)
     with st.expander("Config as JSON (the run description)"):
         if draft.spec is None:
             st.caption("No valid run description: fix the settings above.")
         else:
-            st.code(draft.spec.to_json(), language="json")
+            st.code(bridge.redact(draft.spec.to_json()), language="json")
     _acknowledge(job)
     if job is not None and job.running:
         _job_panel(job)
@@ -160,7 +177,8 @@ def render() -> None:
     with errors_shown():
         rec = _latest(sel.model)
     if rec is None:
-        st.info("No saved run for this model yet: choose the settings and press Run.")
+        st.info("No saved run of yours for this model yet: choose the settings and press Run (Compare runs lists "
+                "everyone's runs).")  # fmt: skip
     else:
         _result(rec)
 

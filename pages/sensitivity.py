@@ -12,7 +12,7 @@ from ptq_ui.diagnose_view import finding_rows, fmt_db, job_panel
 from ptq_ui.pickers import require_model
 from ptq_ui.run_form import current_spec, set_overrides
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
 INTRO = """
 Which layers hurt, by how much, and why? Everything here quantizes a **copy** of the model with round-to-nearest
@@ -82,7 +82,7 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
         return
     snap = job.snapshot()
     if snap.status == "failed":
-        st.error(f"The sweep failed: {snap.error}")
+        st.error(literal(f"The sweep failed: {snap.error}"))
     elif snap.status == "cancelled":
         st.warning("The sweep was cancelled.")
     elif snap.result and snap.result["model"] == sel.model:

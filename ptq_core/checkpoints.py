@@ -354,7 +354,10 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
         pass  # no signature available (some builtins); try calling it anyway
 
     def build() -> nn.Module:
-        model = factory()
+        try:
+            model = factory()
+        except Exception as exc:  # the user's code: its own message, one line
+            raise ConfigError(f"model factory {attr} in {path.name} raised {_first_line(exc)}") from exc
         if not isinstance(model, nn.Module):
             kind = type(model).__name__
             raise ConfigError(f"model factory {spec!r} returned {kind}, not an nn.Module")

@@ -343,7 +343,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             acc = f"{top1:6.2f}" if isinstance(top1, (int, float)) else "     -"
             n = r.metrics.get("eval_samples")
             on = f" on {n} test images" if n else ""
-            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}")
+            who = f"  by {r.owner}" if r.owner else ""
+            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}{who}")
+            if r.status == "interrupted":
+                print(f"    {r.error}; re-run: runs show {r.run_id} --spec > run.json && quantize --config run.json")
     elif args.action == "show":
         for rid in args.run_ids:
             record = store.get(rid)

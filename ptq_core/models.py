@@ -21,11 +21,11 @@ from torch import nn
 
 from .checkpoints import apply_state_dict, load_factory, load_state_dict
 from .data import ASSETS_DIR
-from .errors import ConfigError, ModelNotFoundError, WeightsUnavailableError
+from .errors import ConfigError, DataError, ModelNotFoundError, WeightsUnavailableError
 from .zoo import ZOO_ARCHS
 
 __all__ = ["ModelEntry", "LoadedModel", "TORCHVISION_MODELS", "list_models", "load_model", "resolve_device",
-           "model_card"]  # fmt: skip
+           "model_card", "check_model_data"]  # fmt: skip
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "mnasnet1_0", "vit_b_16")
 _ZOO_NAMES = (*ZOO_ARCHS, "fmnist-repvgg-deploy")
@@ -158,3 +158,39 @@ def load_model(name: str, weights: str | Path | None = None, device: str | torch
     raise ModelNotFoundError(
         f"unknown model {name!r}: choose one of {', '.join(_ZOO_NAMES + TORCHVISION_MODELS)}, or path/file.py:factory"
     )
+
+
+def check_model_data(loaded: LoadedModel, data: Any) -> None:
+    """Refuse a model and data set that do not fit: image type, channels, size, number of classes.
+
+    One test image goes through the model (no gradients, the model is not changed).
+
+    Args:
+        loaded: The float model.
+        data: Its `ptq_core.data.DataBundle`.
+
+    Raises:
+        DataError: With what the model takes and what the data gives.
+    """
+    name, where = loaded.entry.name, data.name
+    try:
+        x = data.test[0][0]
+    except Exception as exc:  # noqa: BLE001 - an unreadable file in the user's folder
+        raise DataError(f"reading the first test image of {where} failed ({type(exc).__name__}: {exc})") from None
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{name} cannot use {where}: the data gives {type(x).__name__} images and this model has no "
+                        "image transform (zoo models take 28×28 grayscale Fashion-MNIST tensors). Use Fashion-MNIST "
+                        "data with it, or a torchvision model with ImageFolder data.")  # fmt: skip
+    device = next(iter(loaded.model.parameters()), torch.empty(0)).device
+    try:
+        with torch.no_grad():
+            out = loaded.model(x.unsqueeze(0).to(device))
+    except Exception as exc:  # noqa: BLE001 - a shape error from inside the model
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{name} cannot take the images of {where} (one image is {' × '.join(map(str, x.shape))}, "
+                        f"channels × height × width): {first}") from None  # fmt: skip
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise DataError(f"{name} should return class scores (batch × classes); it returned "
+                        f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")  # fmt: skip
+    if out.shape[1] < len(data.classes):
+        raise DataError(f"{name} scores {out.shape[1]} classes but {where} has {len(data.classes)}")

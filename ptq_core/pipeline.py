@@ -113,6 +113,7 @@ def run_quantization(
     store: RunStore | None = None,
     progress: ProgressFn | None = None,
     resources: tuple[LoadedModel, DataBundle] | None = None,
+    owner: str = "",
 ) -> tuple[RunRecord, QuantResult]:
     """Run `spec` and record it in `store` (the default store when None).
 
@@ -122,6 +123,7 @@ def run_quantization(
         progress: Receives `ProgressEvent`s; may raise `RunCancelled`.
         resources: The already loaded model and data of `spec` (the app's cached ones);
             loaded from `spec` when None. They are only read.
+        owner: Who starts the run (the app's user or session), kept with the record.
 
     Returns:
         The stored record (what `runs show ID` prints) and the method's `QuantResult`.
@@ -129,7 +131,8 @@ def run_quantization(
     """
     store = store if store is not None else RunStore()
     q = spec.method.quant
-    with store.run(spec.model, spec.label, q.wbits, q.abits, spec.method.to_dict(), spec=spec.to_dict()) as handle:
+    with store.run(spec.model, spec.label, q.wbits, q.abits, spec.method.to_dict(), spec=spec.to_dict(),
+                   owner=owner) as handle:
         dev = resolve_device(spec.device)
         if resources is None:
             loaded = load_model(spec.model, spec.weights, dev)

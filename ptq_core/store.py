@@ -14,7 +14,9 @@ import json
 import math
 import os
 import platform
+import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -33,8 +35,10 @@ __all__ = [
     "default_store_path", "environment", "to_jsonable",
 ]  # fmt: skip
 
-SCHEMA_VERSION = 2  # 2: the run's description (spec) and its bits label
-STATUSES = ("running", "done", "failed", "cancelled")
+SCHEMA_VERSION = 3  # 2: the run's description (spec) and its bits label; 3: owner, pid, host, heartbeat
+STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
+HEARTBEAT_S = 30.0  # a running run's process touches its row this often
+STALE_S = 180.0  # a "running" run silent this long (and not provably alive) is interrupted
 _HOME_VAR = "PTQ_EXPLORER_HOME"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _JSON_FIELDS = ("config", "metrics", "layers", "timings", "env", "extras", "spec")
@@ -46,11 +50,15 @@ _SCHEMA = (
     wbits INTEGER NOT NULL, abits INTEGER NOT NULL,
     config TEXT NOT NULL, metrics TEXT NOT NULL, layers TEXT NOT NULL,
     timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL,
-    spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '')""",
+    spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '', pid INTEGER, host TEXT NOT NULL DEFAULT '', heartbeat REAL)""",
     "CREATE INDEX IF NOT EXISTS runs_created ON runs (created)",
 )
 # columns added by each schema version, for stores written by an older one
-_ADDED = {2: ("spec TEXT NOT NULL DEFAULT '{}'", "label TEXT NOT NULL DEFAULT ''")}
+_ADDED = {
+    2: ("spec TEXT NOT NULL DEFAULT '{}'", "label TEXT NOT NULL DEFAULT ''"),
+    3: ("owner TEXT NOT NULL DEFAULT ''", "pid INTEGER", "host TEXT NOT NULL DEFAULT ''", "heartbeat REAL"),
+}
 
 
 def default_store_path() -> Path:
@@ -129,6 +137,9 @@ class RunRecord:
     stored before descriptions existed), `config` its method settings, `label` the bits it
     really used (``W2A2``, or ``W2A2 + 6 overrides, 2.6 bits avg``), and `extras` what the
     run recorded beside metrics and layers, the method's own under ``extras["method"]``.
+    `owner` is who started it (an app user or session; empty for the command line and older
+    stores); `pid`, `host` and `heartbeat` say which process runs it and when it last said
+    so, which tells a live run from one whose process died ("interrupted").
     """
 
     run_id: str
@@ -148,6 +159,10 @@ class RunRecord:
     extras: dict = dataclasses.field(default_factory=dict)
     spec: dict = dataclasses.field(default_factory=dict)
     label: str = ""
+    owner: str = ""
+    pid: int | None = None
+    host: str = ""
+    heartbeat: float | None = None
 
     @property
     def bits_label(self) -> str:
@@ -280,12 +295,18 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------
 
-    def start(self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None) -> str:
-        """Insert a "running" run and return its id (`spec`: the run's description)."""
+    def start(
+        self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None,
+        owner: str = "",
+    ) -> str:  # fmt: skip
+        """Insert a "running" run of this process and return its id (`spec`: the run's description,
+        `owner`: who started it)."""
+        now = time.time()
         record = RunRecord(
-            run_id=uuid.uuid4().hex[:12], created=time.time(), finished=None, status="running",
+            run_id=uuid.uuid4().hex[:12], created=now, finished=None, status="running",
             model=str(model), method=str(method), wbits=int(wbits), abits=int(abits),
-            config=config, env=environment(), spec=spec or {},
+            config=config, env=environment(), spec=spec or {}, owner=str(owner), pid=os.getpid(),
+            host=socket.gethostname(), heartbeat=now,
         )  # fmt: skip
         with self._connect() as conn:
             conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
@@ -316,26 +337,66 @@ class RunStore:
             if cur.rowcount == 0:
                 raise _unknown(run_id)
 
-    def delete(self, run_ids: Iterable[str]) -> int:
-        """Delete runs by id and return how many rows went away."""
+    def delete(self, run_ids: Iterable[str], owner: str | None = None) -> int:
+        """Delete runs by id and return how many rows went away (only `owner`'s runs when given)."""
         ids = [(run_id,) for run_id in run_ids]
+        sql = "DELETE FROM runs WHERE run_id = ?" + ("" if owner is None else " AND owner = ?")
         with self._connect() as conn:
             before = conn.total_changes
-            conn.executemany("DELETE FROM runs WHERE run_id = ?", ids)
+            conn.executemany(sql, ids if owner is None else [(i, owner) for (i,) in ids])
             return conn.total_changes - before
+
+    def beat(self, run_id: str) -> None:
+        """Record that the process running ``run_id`` is alive (the run's heartbeat)."""
+        with self._connect() as conn:
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = 'running'",
+                         (time.time(), run_id))  # fmt: skip
+
+    def mark_interrupted(self, stale_s: float = STALE_S) -> list[str]:
+        """Mark "running" runs whose process is gone as "interrupted"; return their ids.
+
+        A run is gone when it was started on this host by a process that no longer exists,
+        or when its heartbeat is older than `stale_s` (another host, or a reused pid after
+        a restart). Runs of live processes on this host are never touched.
+        """
+        with self._connect(write=False) as conn:
+            rows = conn.execute("SELECT run_id, pid, host, heartbeat, created FROM runs "
+                                "WHERE status = 'running'").fetchall()  # fmt: skip
+        here, now = socket.gethostname(), time.time()
+        gone = []
+        for row in rows:
+            local = row["host"] == here and row["pid"] is not None
+            alive = _pid_alive(row["pid"]) if local else True
+            last = row["heartbeat"] if row["heartbeat"] is not None else row["created"]
+            stale = now - last > stale_s and not (local and alive and row["pid"] == os.getpid())
+            if not alive or stale:
+                gone.append((row["run_id"], row["pid"], row["host"] or "an unknown host", not alive))
+        for run_id, pid, host, dead in gone:
+            why = (f"the process running it (pid {pid} on {host}) ended without finishing" if dead else
+                   f"no heartbeat for over {stale_s:.0f} s from pid {pid} on {host}")  # fmt: skip
+            with self._connect() as conn:
+                conn.execute("UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE run_id = ? "
+                             "AND status = 'running'", (now, f"interrupted: {why}", run_id))  # fmt: skip
+        return [g[0] for g in gone]
 
     @contextmanager
     def run(
-        self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None
-    ) -> Iterator[RunHandle]:
+        self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None,
+        owner: str = "",
+    ) -> Iterator[RunHandle]:  # fmt: skip
         """Record a run around a block of code.
 
         The block calls ``handle.finish(...)``. If it raises, the run is marked
         "failed" (or "cancelled" for RunCancelled / KeyboardInterrupt) and the
         exception propagates. A block that ends without calling ``finish`` leaves a
-        "failed" run saying so.
+        "failed" run saying so. While the block runs, a daemon thread refreshes the
+        run's heartbeat every `HEARTBEAT_S` seconds.
         """
-        handle = RunHandle(self, self.start(model, method, wbits, abits, config, spec))
+        handle = RunHandle(self, self.start(model, method, wbits, abits, config, spec, owner))
+        stop = threading.Event()
+        beater = threading.Thread(target=self._beat_until, args=(handle.run_id, stop), daemon=True,
+                                  name=f"ptq-heartbeat-{handle.run_id}")  # fmt: skip
+        beater.start()
         try:
             yield handle
         except BaseException as exc:
@@ -344,13 +405,21 @@ class RunStore:
                 with suppress(PTQError, sqlite3.Error):  # never hide the run's own error
                     self.fail(handle.run_id, _describe(exc), "cancelled" if cancelled else "failed")
             raise
+        finally:
+            stop.set()
         if not handle.finished:
             self.fail(handle.run_id, "run ended without results (finish() was not called)")
+
+    def _beat_until(self, run_id: str, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with suppress(PTQError, sqlite3.Error):  # a busy store must not stop the run
+                self.beat(run_id)
 
     # -- reading --------------------------------------------------------------------
 
     def get(self, run_id: str) -> RunRecord:
         """Return run ``run_id``; raises ConfigError if there is none."""
+        self.mark_interrupted()
         with self._connect(write=False) as conn:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
@@ -359,10 +428,14 @@ class RunStore:
 
     def list(
         self, status: str | None = None, model: str | None = None, method: str | None = None,
-        limit: int | None = None,
+        limit: int | None = None, owner: str | None = None,
     ) -> list[RunRecord]:  # fmt: skip
-        """Return runs newest first, optionally filtered and capped at ``limit``."""
-        filters = {"status": status, "model": model, "method": method}
+        """Return runs newest first, optionally filtered and capped at ``limit``.
+
+        Runs whose process died are marked "interrupted" first (see :meth:`mark_interrupted`).
+        """
+        self.mark_interrupted()
+        filters = {"status": status, "model": model, "method": method, "owner": owner}
         where = [f"{name} = ?" for name, value in filters.items() if value is not None]
         params: list[Any] = [value for value in filters.values() if value is not None]
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
@@ -416,6 +489,17 @@ def _flat_scalars(metrics: dict, prefix: str = "") -> dict[str, Any]:
         elif value is None or isinstance(value, (bool, int, float, str)):
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal counts as alive)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def _one_line(text: str, limit: int = 500) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +23,30 @@ import torch
 
 from ptq_core.checkpoints import check_finite, load_state_dict, save_state_dict
 from ptq_core.data import DataBundle, load_data
-from ptq_core.errors import CheckpointError, PTQError
+from ptq_core.errors import CheckpointError, ConfigError, DataError, PTQError
 from ptq_core.methods import METHODS, MethodConfig
-from ptq_core.models import LoadedModel, list_models, load_model, resolve_device
+from ptq_core.models import LoadedModel, check_model_data, list_models, load_model, resolve_device
 from ptq_core.pipeline import run_quantization
 from ptq_core.prepare import QuantSpec
 from ptq_core.qscheme import FLOAT_BITS, MAX_BITS, MIN_BITS
+from ptq_core.serving import check_factory_allowed, is_factory, uploaded_code_allowed
 from ptq_core.spec import RunSpec
 from ptq_core.store import RunRecord, RunStore, default_store_path
 
 from . import analysis
-from .jobs import Job, start_job
-from .state import Selection
+from .jobs import Job, job_queue, start_job
+from .state import Selection, session_id
 
 __all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", "device_label",
            "model_entries", "loaded_info", "architecture", "float_accuracy", "quantizable_layers", "layer_values",
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
-           "export_runs", "start_quantization", "save_upload", "default_eval_limit", "start_export",
-           "read_file"]  # fmt: skip
+           "export_runs", "start_quantization", "save_upload", "default_eval_limit", "uploads_root", "session_dir",
+           "save_code_upload", "redact", "redact_json", "model_label", "check_weights", "delete_any", "queue_counts",
+           "rerun", "uploaded_code_allowed", "start_export", "read_file"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150
-_UPLOAD_DIR = Path(tempfile.gettempdir()) / "ptq-explorer-uploads"
+MAX_CODE_KB = 256  # an uploaded model file
 
 
 def _configure_torch() -> None:
@@ -94,15 +97,35 @@ def _bundle(data: str, transform_key: str, _loaded: LoadedModel | None) -> DataB
 
 
 def _resources(sel: Selection) -> tuple[LoadedModel, DataBundle]:
-    """The shared float model and data bundle of a selection (raise PTQError when unavailable)."""
+    """The shared float model and data bundle of a selection (raise PTQError when unavailable).
+
+    A `file.py:factory` model is refused unless the operator allowed it (`ptq_core.serving`).
+    """
+    check_factory_allowed(sel.model, [session_dir()])
     loaded = _model(*sel.key)
     folder = not sel.data.startswith("fmnist-")
     return loaded, _bundle(sel.data, "|".join(sel.key) if folder else "", loaded if folder else None)
 
 
+@st.cache_data(max_entries=32, show_spinner="Checking that the model takes this data…")
+def _pair_problem(key: tuple[str, str, str], data: str, _loaded: LoadedModel, _bundle: DataBundle) -> str | None:
+    try:
+        check_model_data(_loaded, _bundle)
+    except PTQError as exc:
+        return str(exc)
+    return None
+
+
 def loaded_info(sel: Selection) -> dict[str, Any]:
-    """Load the selection and describe it: model entry, card, data sizes."""
+    """Load the selection and describe it: model entry, card, data sizes.
+
+    Raises:
+        PTQError: The model or data cannot be loaded, or the model does not take the data.
+    """
     loaded, bundle = _resources(sel)
+    problem = _pair_problem(sel.key, sel.data, loaded, bundle)
+    if problem:
+        raise DataError(problem)
     e = loaded.entry
     return {"name": e.name, "source": e.source, "status": e.status, "detail": e.detail, "card": dict(e.card),
             "data": bundle.describe(), "classes": list(bundle.classes)}  # fmt: skip
@@ -195,9 +218,14 @@ def store() -> RunStore:
 
 
 def list_runs(status: str | None = None, model: str | None = None, method: str | None = None,
-              limit: int | None = None) -> list[RunRecord]:  # fmt: skip
-    """Saved runs, newest first."""
-    return store().list(status, model, method, limit)
+              limit: int | None = None, owner: str | None = None) -> list[RunRecord]:  # fmt: skip
+    """Saved runs, newest first (only `owner`'s when given)."""
+    return store().list(status, model, method, limit, owner)
+
+
+def delete_any() -> bool:
+    """Whether every user may delete every run (env `PTQ_DELETE_ANY_RUN=1`, a trusting team)."""
+    return os.environ.get("PTQ_DELETE_ANY_RUN", "").strip().lower() in ("1", "true", "yes")
 
 
 def get_run(run_id: str) -> RunRecord:
@@ -205,9 +233,9 @@ def get_run(run_id: str) -> RunRecord:
     return store().get(run_id)
 
 
-def delete_runs(run_ids: list[str]) -> int:
-    """Delete runs; returns how many were removed."""
-    return store().delete(run_ids)
+def delete_runs(run_ids: list[str], owner: str) -> int:
+    """Delete those of the runs that belong to `owner` (any run under `delete_any`); returns how many went."""
+    return store().delete(run_ids, None if delete_any() else owner)
 
 
 def export_runs(run_ids: list[str] | None, fmt: str) -> str:
@@ -221,16 +249,19 @@ def default_eval_limit() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def start_quantization(sel: Selection, spec: RunSpec) -> Job:
-    """Run `spec` on a worker thread over the already loaded model and data; the job is kept in the session."""
+def start_quantization(sel: Selection, spec: RunSpec, owner: str) -> Job:
+    """Queue `spec` for a worker thread over the already loaded model and data; the job is kept in the session.
+
+    The job waits in the server's queue (`jobs.job_queue`) for a free slot; the run is stored as `owner`'s.
+    """
     run_store = store()
     resources = _resources(sel)
 
     def work(progress) -> dict[str, Any]:
-        record, _qres = run_quantization(spec, run_store, progress, resources)
+        record, _qres = run_quantization(spec, run_store, progress, resources, owner=owner)
         return {"run_id": record.run_id, "top1": record.metrics["top1"]}  # no tensors kept
 
-    job = start_job(work, spec.title())
+    job = start_job(work, spec.title(), queue=job_queue())
     st.session_state["job"] = job
     return job
 
@@ -245,7 +276,8 @@ def start_export(run_id: str) -> Job:
     from ptq_core.run_export import FORMATS, SUFFIX, write_artifact
 
     record = store().get(run_id)
-    folder = Path(tempfile.mkdtemp(prefix=f"ptq-export-{run_id}-"))
+    folder = session_dir() / "exports"  # removed with the session, like uploads
+    folder.mkdir(parents=True, exist_ok=True)
 
     def work(progress) -> dict[str, Any]:
         rebuilt = rebuild_run(record, progress)
@@ -254,7 +286,7 @@ def start_export(run_id: str) -> Job:
         return {"run_id": run_id, "files": {r.format: r.path for r in reports},
                 "reports": [r.to_dict() for r in reports], "encodings": rows}  # fmt: skip
 
-    job = start_job(work, f"export of run {run_id}")
+    job = start_job(work, f"export of run {run_id}", queue=job_queue())
     st.session_state["export_job"] = job
     return job
 
@@ -276,11 +308,97 @@ def read_file(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
+def rerun(spec_dict: dict[str, Any], owner: str) -> Job:
+    """Queue a stored run's description again (e.g. one that was interrupted), as `owner`'s run."""
+    if not spec_dict:
+        raise ConfigError("this run was stored before runs kept their description: it cannot be re-run exactly")
+    spec = RunSpec.from_dict(spec_dict)
+    sel = Selection(spec.model, spec.weights, spec.data, spec.device)
+    if spec.weights and not Path(spec.weights).is_file():
+        raise CheckpointError("the weights this run used were an upload of a session that has ended; upload "
+                              "them again and start the run from the Quantize page")  # fmt: skip
+    loaded_info(sel)  # refused like a choice on Model & data
+    return start_quantization(sel, spec, owner)
+
+
+def queue_counts() -> dict[str, int]:
+    """Jobs running and waiting in the whole server, and how many may run at once."""
+    q = job_queue()
+    running, waiting = q.counts()
+    return {"running": running, "waiting": waiting, "slots": q.slots, "threads": q.threads or 0}
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 
+def uploads_root() -> Path:
+    """Where sessions keep their uploads: `uploads/` beside the run store."""
+    return default_store_path().parent / "uploads"
+
+
+def _release_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@st.cache_resource(scope="session", on_release=_release_dir, show_spinner=False)
+def _session_dir(sid: str) -> Path:
+    path = uploads_root() / sid
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def session_dir() -> Path:
+    """This session's upload folder; removed when the session ends."""
+    return _session_dir(session_id())
+
+
+def redact(text: str) -> str:
+    """`text` with the upload folder's server path replaced by ``uploads/`` (paths are not shown)."""
+    return re.sub(re.escape(str(uploads_root())) + r"/[0-9a-f]+/", "uploads/", text)
+
+
+def redact_json(obj: Any) -> Any:
+    """A JSON-able value with upload paths redacted (see `redact`)."""
+    return json.loads(redact(json.dumps(obj)))
+
+
+def model_label(name: str) -> str:
+    """How a model name is shown: an uploaded file as ``uploaded net.py:build``, never its server path."""
+    if is_factory(name) and str(uploads_root()) in name:
+        file, _, attr = name.rpartition(":")
+        return f"uploaded {Path(file).name.split('-', 1)[-1]}:{attr}"
+    return redact(name)
+
+
+def _safe_name(filename: str) -> str:
+    return re.sub(r"[^\w.-]", "_", Path(filename).name)[:60] or "upload"
+
+
+def save_code_upload(data: bytes, filename: str) -> str:
+    """Keep an uploaded model file (.py) in this session's folder; returns its path. Nothing runs here.
+
+    Raises:
+        ConfigError: Uploaded code is off on this server, the file is too large, not UTF-8 or not Python.
+    """
+    if not uploaded_code_allowed():
+        raise ConfigError("uploading model code is off on this server (the operator turns it on with "
+                          "PTQ_ALLOW_UPLOADED_CODE=1)")  # fmt: skip
+    if len(data) > MAX_CODE_KB * 1024:
+        raise ConfigError(f"{filename} is {len(data) // 1024} KB; a model file may have {MAX_CODE_KB} KB")
+    try:
+        compile(data.decode("utf-8"), filename, "exec")  # syntax only; nothing is executed
+    except (UnicodeDecodeError, SyntaxError, ValueError) as exc:
+        raise ConfigError(f"{filename} is not a Python file ({type(exc).__name__}: {exc})") from None
+    stem = _safe_name(filename).removesuffix(".py")
+    path = session_dir() / f"{hashlib.sha256(data).hexdigest()[:12]}-{stem}.py"
+    path.write_bytes(data)
+    return str(path)
+
+
 def save_upload(data: bytes, filename: str) -> str:
-    """Check an uploaded state_dict safely and keep it as a .safetensors file; returns its path.
+    """Check an uploaded state_dict safely and keep it as a .safetensors file in this session's folder.
+
+    Returns its path. Whether it fits an architecture is checked by `check_weights`.
 
     Raises:
         CheckpointError / UnsafeCheckpointError / NonFiniteError with the reason.
@@ -289,8 +407,13 @@ def save_upload(data: bytes, filename: str) -> str:
         raise CheckpointError(f"{filename} is {len(data) / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB")
     state_dict = load_state_dict(data, name=filename)  # safetensors or weights_only torch.load; never code
     check_finite(state_dict)
-    _UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
-    path = _UPLOAD_DIR / f"{hashlib.sha256(data).hexdigest()[:20]}.safetensors"
+    path = session_dir() / f"{hashlib.sha256(data).hexdigest()[:20]}.safetensors"
     if not path.is_file():
         save_state_dict(state_dict, path)
     return str(path)
+
+
+def check_weights(model: str, path: str, device: str) -> None:
+    """Load `model` with the weights at `path` (cached for the run); raise PTQError when they do not fit."""
+    check_factory_allowed(model, [session_dir()])
+    _model(model, path, device)

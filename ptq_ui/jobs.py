@@ -1,9 +1,18 @@
-"""Background jobs: one worker thread per job, progress collected thread-safely, cancel by event.
+"""Background jobs: one worker thread per job, a process-wide queue, progress collected thread-safely.
 
 The worker only calls the job function and `Job.progress`; it never touches
 Streamlit. The page keeps the `Job` in `st.session_state` and a fragment polls
 `Job.snapshot()`. With `PTQ_UI_SYNC_JOBS=1` the function runs inline instead
 (AppTest cannot tick `run_every` fragments).
+
+The queue: every session of the server shares one `JobQueue`. At most `slots` jobs run
+at once (env `PTQ_MAX_JOBS`, default one per 2 cores); the others wait in arrival order,
+see their place, and can be cancelled while they wait. Each job sets its own torch
+thread budget when it starts (env `PTQ_JOB_THREADS`, default cores // slots).
+`torch.set_num_threads` is process-wide in name, but with torch's OpenMP backend (the
+CPU wheels' default) it sets the calling thread's OpenMP team size, and a thread that
+never called it takes the last value set anywhere: so each worker thread calls it once
+with its budget before any torch work, and the jobs' teams add up to at most the cores.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import Any
 from ptq_core.errors import PTQError, RunCancelled
 from ptq_core.methods import ProgressEvent
 
-__all__ = ["Job", "JobSnapshot", "start_job", "sync_jobs"]
+__all__ = ["Job", "JobQueue", "JobSnapshot", "job_queue", "start_job", "sync_jobs"]
 
 _MAX_LOSS_POINTS = 5000  # loss history kept for the live chart
 
@@ -34,7 +43,7 @@ def sync_jobs() -> bool:
 class JobSnapshot:
     """A consistent copy of a job's state for drawing."""
 
-    status: str  # "running", "done", "failed", "cancelled"
+    status: str  # "queued", "running", "done", "failed", "cancelled"
     last: ProgressEvent | None
     losses: list[dict[str, Any]]
     events: int
@@ -42,6 +51,77 @@ class JobSnapshot:
     error: str | None
     result: Any
     cancel_requested: bool
+    position: int | None = None  # 1 = next to start, while queued
+    running_jobs: int = 0  # jobs running in the whole server, while queued
+
+
+class JobQueue:
+    """At most `slots` jobs run at once; the others wait in arrival order (cancellable while waiting).
+
+    Args:
+        slots: Jobs that may run at the same time (at least 1).
+        threads: torch threads each running job uses (None: leave torch as it is).
+    """
+
+    def __init__(self, slots: int, threads: int | None = None) -> None:
+        self.slots = max(1, int(slots))
+        self.threads = threads
+        self._cond = threading.Condition()
+        self._waiting: list[Job] = []
+        self._running: list[Job] = []
+
+    def wait_turn(self, job: Job) -> bool:
+        """Block until `job` may run (True), or until it is cancelled while waiting (False)."""
+        with self._cond:
+            self._waiting.append(job)
+            try:
+                while True:
+                    if job.cancel_event.is_set():
+                        return False
+                    if self._waiting[0] is job and len(self._running) < self.slots:
+                        self._running.append(job)
+                        return True
+                    self._cond.wait(0.25)
+            finally:
+                self._waiting.remove(job)
+                self._cond.notify_all()
+
+    def done(self, job: Job) -> None:
+        """`job` has finished: its slot goes to the next waiting job."""
+        with self._cond:
+            if job in self._running:
+                self._running.remove(job)
+            self._cond.notify_all()
+
+    def position(self, job: Job) -> int | None:
+        """1-based place of a waiting job (None when it is not waiting)."""
+        with self._cond:
+            return self._waiting.index(job) + 1 if job in self._waiting else None
+
+    def counts(self) -> tuple[int, int]:
+        """(running, waiting) jobs right now."""
+        with self._cond:
+            return len(self._running), len(self._waiting)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
+_QUEUE: JobQueue | None = None
+_QUEUE_LOCK = threading.Lock()
+
+
+def job_queue() -> JobQueue:
+    """The server's one queue, sized from `PTQ_MAX_JOBS` and `PTQ_JOB_THREADS` when first used."""
+    global _QUEUE
+    with _QUEUE_LOCK:
+        if _QUEUE is None:
+            cores = os.cpu_count() or 2
+            slots = _env_int("PTQ_MAX_JOBS", max(1, cores // 2))
+            _QUEUE = JobQueue(slots, _env_int("PTQ_JOB_THREADS", max(1, cores // slots)))
+        return _QUEUE
 
 
 @dataclass
@@ -50,7 +130,7 @@ class Job:
 
     label: str
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    status: str = "running"
+    status: str = "queued"
     started: float = field(default_factory=time.time)
     finished: float | None = None
     result: Any = None
@@ -61,6 +141,7 @@ class Job:
     _losses: list[dict[str, Any]] = field(default_factory=list)
     _events: int = 0
     thread: threading.Thread | None = None
+    queue: JobQueue | None = None
 
     def progress(self, event: ProgressEvent) -> None:
         """Progress callback for the core: record the event; raise `RunCancelled` if asked to stop."""
@@ -81,18 +162,37 @@ class Job:
 
     @property
     def running(self) -> bool:
-        """True until the job function has returned or raised."""
-        return self.status == "running"
+        """True until the job function has returned or raised (also while it waits in the queue)."""
+        return self.status in ("queued", "running")
+
+    @property
+    def queued(self) -> bool:
+        """True while the job waits for a free slot."""
+        return self.status == "queued"
 
     def snapshot(self) -> JobSnapshot:
         """Copy the state under the lock."""
+        position = self.queue.position(self) if self.queue is not None and self.queued else None
+        running_jobs = self.queue.counts()[0] if position is not None else 0
         with self._lock:
             end = self.finished or time.time()
             return JobSnapshot(self.status, self._last, list(self._losses), self._events, end - self.started,
-                               self.error, self.result, self.cancel_event.is_set())  # fmt: skip
+                               self.error, self.result, self.cancel_event.is_set(), position,
+                               running_jobs)  # fmt: skip
 
     def _run(self, fn: Callable[[Callable[[ProgressEvent], None]], Any]) -> None:
+        if self.queue is not None and not self.queue.wait_turn(self):
+            with self._lock:
+                self.status, self.finished = "cancelled", time.time()
+                self.error = "cancelled while waiting in the queue"
+            return
         try:
+            with self._lock:
+                self.status, self.started = "running", time.time()
+            if self.queue is not None and self.queue.threads:
+                import torch  # the budget of this worker thread (see the module docstring)
+
+                torch.set_num_threads(self.queue.threads)
             result = fn(self.progress)
             status, error = "done", None
         except RunCancelled as exc:
@@ -102,16 +202,24 @@ class Job:
         except Exception as exc:  # noqa: BLE001 - shown on the page, never lost in the thread
             traceback.print_exc()
             result, status, error = None, "failed", f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+        finally:
+            if self.queue is not None:
+                self.queue.done(self)
         with self._lock:
             self.result, self.status, self.error, self.finished = result, status, error, time.time()
 
 
-def start_job(fn: Callable[[Callable[[ProgressEvent], None]], Any], label: str, sync: bool | None = None) -> Job:
-    """Run `fn(progress)` on a daemon thread (or inline when `sync`) and return its `Job`."""
+def start_job(fn: Callable[[Callable[[ProgressEvent], None]], Any], label: str, sync: bool | None = None,
+              queue: JobQueue | None = None) -> Job:  # fmt: skip
+    """Run `fn(progress)` on a daemon thread (or inline when `sync`) and return its `Job`.
+
+    With a `queue`, the thread first waits for a free slot there (the job is "queued" meanwhile).
+    """
     job = Job(label)
     if sync if sync is not None else sync_jobs():
         job._run(fn)
         return job
+    job.queue = queue
     job.thread = threading.Thread(target=job._run, args=(fn,), name=f"ptq-job-{job.job_id}", daemon=True)
     job.thread.start()
     return job

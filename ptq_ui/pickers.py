@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from ptq_core.serving import allowed_model_dirs
+
 from . import bridge
-from .state import selection, set_weights
-from .widgets import errors_shown, keep, seeded, show_error
+from .state import clean_name, owner, selection, set_weights
+from .widgets import errors_shown, keep, literal, one_line, seeded, show_error
 
 __all__ = ["model_ui", "weights_upload_ui", "data_ui", "device_ui", "sidebar_ui", "require_model"]
 
@@ -55,7 +58,11 @@ def _pick_named(source: str) -> None:
 
 
 def weights_upload_ui(model: str, required: bool) -> None:
-    """Upload a state_dict (.safetensors, or a .pt/.pth loaded without running code) for `model`."""
+    """Upload a state_dict (.safetensors, or a .pt/.pth loaded without running code) for `model`.
+
+    The file is kept in this session's folder and loaded into `model` before it is attached:
+    a file that does not fit shows only its error.
+    """
     label = "Weights (state_dict)" + ("" if required else " — optional, replaces the default weights")
     upload = st.file_uploader(label, type=["safetensors", "pt", "pth", "bin"], key=f"upload:{model}",
                               max_upload_size=bridge.MAX_UPLOAD_MB,
@@ -63,45 +70,92 @@ def weights_upload_ui(model: str, required: bool) -> None:
                                    "need code to load are refused.")  # fmt: skip
     if upload is not None:
         try:
-            set_weights(model, bridge.save_upload(upload.getvalue(), upload.name))
-            st.success(f"{upload.name}: a valid state_dict, attached to {model}.")
+            path = bridge.save_upload(upload.getvalue(), upload.name)
+            bridge.check_weights(model, path, st.session_state["device"])
         except bridge.PTQError as exc:
             set_weights(model, None)
             show_error(exc)
+        except Exception as exc:  # noqa: BLE001 - the user's model code: show its message
+            set_weights(model, None)
+            st.error(literal(one_line(exc)))
+        else:
+            set_weights(model, path)
+            st.success(literal(f"{upload.name}: a state_dict that fits {bridge.model_label(model)}, attached."))
     elif st.session_state.get("weights_for") == model and st.session_state.get("weights"):
-        st.caption(f"Using uploaded weights {st.session_state['weights']}")
+        st.caption("Using your uploaded weights.")
         if st.button("Forget the uploaded weights", key=f"forget:{model}"):
             set_weights(model, None)
             st.rerun()
 
 
-def model_ui() -> None:
-    """Source (zoo / torchvision / own file), model and optional or required weights."""
+OWN_WAYS = {"upload": "Upload a .py file", "server": "A file on the server"}
+
+
+def _own_model_name() -> str | None:
+    """The `file.py:factory` name of the user's own model, or None (with the reason shown)."""
+    ways = [w for w, on in (("upload", bridge.uploaded_code_allowed()), ("server", bool(allowed_model_dirs()))) if on]
+    if not ways:
+        st.info("Your own model code is off on this server. Its operator can allow uploaded model files "
+                "(PTQ_ALLOW_UPLOADED_CODE=1) or model files from named folders (PTQ_ALLOWED_MODEL_DIRS).")  # fmt: skip
+        return None
+    st.caption("A Python file with a no-argument function or class that builds the model, then its weights. "
+               "The file's code runs in this app's server.")  # fmt: skip
+    way = ways[0] if len(ways) == 1 else keep("own_way", st.radio("Model file", ways, key=seeded("own_way", ways),
+                                                                  format_func=OWN_WAYS.get, horizontal=True))
+    if way == "server":
+        st.caption("Allowed folders: " + ", ".join(f"`{d}`" for d in allowed_model_dirs()))
+        spec = keep("custom_factory", st.text_input("Model factory (`path/to/file.py:factory`)",
+                                                    key=seeded("custom_factory", default=""))).strip()
+        if not spec:
+            st.info("Enter the model factory to continue.")
+            return None
+        if ".py:" not in spec:
+            st.error("The factory must look like path/to/file.py:factory")
+            return None
+        return spec
+    code = st.file_uploader("Model file (.py)", type=["py"], key="code_upload", help="Kept for this session only.")
+    attr = keep("custom_attr", st.text_input("Function or class that builds the model",
+                                             key=seeded("custom_attr", default="build"))).strip()  # fmt: skip
+    if code is not None:
+        try:
+            st.session_state["custom_code"] = bridge.save_code_upload(code.getvalue(), code.name)
+        except bridge.PTQError as exc:
+            st.session_state["custom_code"] = None
+            show_error(exc)
+            return None
+    path = st.session_state.get("custom_code")
+    if not path or not Path(path).is_file():
+        st.info("Upload the model's .py file to continue.")
+        return None
+    if not attr.isidentifier():
+        st.error(literal(f"{attr!r} is not a Python name: give the function or class that builds the model"))
+        return None
+    return f"{path}:{attr}"
+
+
+def model_ui() -> bool:
+    """Source (zoo / torchvision / own file), model and optional or required weights; False when incomplete."""
     source = keep("model_source", st.radio("Model source", list(SOURCES), key=seeded("model_source", list(SOURCES)),
                                            format_func=SOURCES.get, horizontal=True))  # fmt: skip
     if source in ("zoo", "torchvision"):
         _pick_named(source)
-        return
-    st.caption("Give a Python file and a no-argument function or class in it that builds the model, then upload "
-               "its weights. The file's code runs in this app: only use your own files.")  # fmt: skip
-    spec = st.text_input("Model factory (`path/to/file.py:factory`)", key=seeded("custom_factory", default=""))
-    keep("custom_factory", spec)
-    if spec.strip():
-        if ".py:" not in spec:
-            st.error("The factory must look like path/to/file.py:factory")
-            st.stop()
-        keep("model", spec.strip())
-        weights_upload_ui(spec.strip(), required=True)
-        if selection().weights is None:
-            st.info("Upload the model's weights to continue.")
-            st.stop()
-    else:
-        st.info("Enter the model factory to continue.")
-        st.stop()
+        return True
+    name = _own_model_name()
+    if name is None:
+        return False
+    keep("model", name)
+    weights_upload_ui(name, required=True)
+    if selection().weights is None:
+        st.info("Upload the model's weights to continue.")
+        return False
+    return True
 
 
-def data_ui() -> None:
-    """Embedded sample, full Fashion-MNIST, or an ImageFolder path."""
+def data_ui() -> bool:
+    """Embedded sample, full Fashion-MNIST, or an ImageFolder path; False while the folder is missing.
+
+    Only the data changes here: the model source and model stay as they are.
+    """
     kinds = list(DATA_KINDS)
     kind = keep("data_kind", st.radio("Data", kinds, key=seeded("data_kind", kinds), format_func=DATA_KINDS.get,
                                       horizontal=True))  # fmt: skip
@@ -110,10 +164,11 @@ def data_ui() -> None:
                                                    key=seeded("data_folder"), placeholder="/data/imagenet/val"))
         if not folder.strip():
             st.info("Enter a folder to use ImageFolder data.")
-            st.stop()
+            return False
         keep("data", f"imagefolder:{folder.strip()}")
     else:
         keep("data", kind)
+    return True
 
 
 def device_ui() -> None:
@@ -125,18 +180,36 @@ def device_ui() -> None:
     st.caption(f"Runs on: {bridge.device_label(device)}")
 
 
+def _name_changed() -> None:
+    st.session_state["user_name"] = clean_name(st.session_state["w_user_name"])
+
+
+def identity_ui() -> None:
+    """Who this session is: an optional name (runs started under it are theirs), else the session."""
+    st.session_state.setdefault("w_user_name", st.session_state.get("user_name", ""))
+    st.text_input("Your name (optional)", key="w_user_name", on_change=_name_changed,
+                  help="Runs you start are yours: only you can delete them, and your last run is shown here. "
+                       "Without a name they belong to this browser tab until it is closed. A name is not a "
+                       "password: anyone who types it acts as you.")  # fmt: skip
+    st.caption(f"You are {literal(owner())}")
+
+
 def sidebar_ui() -> None:
-    """Current model, data, device, a running job and the last saved run."""
+    """Who you are, current model, data, device, your job and your last saved run."""
     sel = selection()
     with st.container():
+        identity_ui()
         st.markdown("**Working on**")
         weights = " (own weights)" if sel.weights else ""
-        st.caption(f"Model: `{sel.model}`{weights}  \nData: `{sel.data}`  \nDevice: {bridge.device_label(sel.device)}")
+        st.caption(f"Model: `{bridge.model_label(sel.model)}`{weights}  \nData: `{sel.data}`  \n"
+                   f"Device: {bridge.device_label(sel.device)}")  # fmt: skip
         job = st.session_state.get("job")
         if job is not None and job.running:
-            st.caption(f":material/hourglass_top: Running: {job.label}")
+            snap = job.snapshot()
+            where = f"queued, place {snap.position}" if snap.position else "running"
+            st.caption(f"Your job ({where}): {literal(job.label)}")
         try:
-            last = bridge.list_runs(limit=1)
+            last = bridge.list_runs(limit=1, owner=owner())
         except bridge.PTQError as exc:
             st.caption(f"Run store unavailable: {exc}")
             return
@@ -145,7 +218,9 @@ def sidebar_ui() -> None:
             when = time.strftime("%H:%M", time.localtime(r.created))
             top1 = r.metrics.get("top1")
             acc = f" · top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else ""
-            st.caption(f"Last run ({when}): {r.method} {r.bits_label} on {r.model} — {r.status}{acc}")
+            model = bridge.model_label(r.model)
+            st.caption(literal(f"Your last run {r.run_id} ({when}): {r.method} {r.bits_label} on {model} — "
+                               f"{r.status}{acc}"))  # fmt: skip
 
 
 def require_model(allow_download: bool = False, explain: bool = True) -> dict[str, Any]:

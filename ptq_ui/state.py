@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
-__all__ = ["DEFAULTS", "Selection", "init_state", "selection", "set_weights"]
+__all__ = ["DEFAULTS", "Selection", "init_state", "selection", "set_weights", "session_id", "owner",
+           "clean_name"]  # fmt: skip
 
 # persistent keys (widgets use "w_<key>" and copy their value back, see widgets.seeded)
 DEFAULTS: dict[str, Any] = {
@@ -20,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "data": "fmnist-sample",
     "device": "auto",
     "last_run_id": None,
+    "user_name": "",  # the name a user gives; runs are theirs under it (see `owner`)
 }  # the run's settings are one value, `run_form.FORM`
 
 
@@ -39,9 +43,28 @@ class Selection:
 
 
 def init_state() -> None:
-    """Put every default into the session once (never overwrites a choice)."""
+    """Put every default into the session once (never overwrites a choice); give the session its id."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    st.session_state.setdefault("session_id", uuid.uuid4().hex[:12])
+
+
+def session_id() -> str:
+    """This browser session's random id (its upload folder and, without a name, its identity)."""
+    init_state()
+    return st.session_state["session_id"]
+
+
+def clean_name(text: str) -> str:
+    """A user name as kept: letters, digits, space, ``.-_@``, at most 40 characters."""
+    return re.sub(r"[^\w .@-]", "", text).strip()[:40]
+
+
+def owner() -> str:
+    """Who this session is in the run store: ``user:<name>`` when a name was given, else
+    ``session:<id>`` (the session's runs are then its own until the tab is closed)."""
+    name = clean_name(st.session_state.get("user_name") or "")
+    return f"user:{name}" if name else f"session:{session_id()}"
 
 
 def selection() -> Selection:

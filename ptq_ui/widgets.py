@@ -18,7 +18,7 @@ from ptq_core.errors import PTQError
 from . import bridge
 from .state import init_state
 
-__all__ = ["seeded", "keep", "errors_shown", "show_error", "bits_format", "literal"]
+__all__ = ["seeded", "keep", "errors_shown", "show_error", "bits_format", "literal", "one_line"]
 
 
 def seeded(key: str, options: Sequence[Any] | None = None, default: Any = None) -> str:
@@ -53,13 +53,24 @@ def show_error(exc: BaseException) -> None:
         st.code(rest, language=None)
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an unexpected exception (PTQErrors are already one line)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 @contextmanager
 def errors_shown() -> Iterator[None]:
-    """Show a PTQError raised in the block and stop the page there."""
+    """Show an error raised in the block as its own message (never Streamlit's redacted box) and stop."""
     try:
         yield
     except PTQError as exc:
         show_error(exc)
+        st.stop()
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a user's model file failing in a way we did not foresee
+        st.error(literal(one_line(exc)))
         st.stop()
 
 

@@ -57,3 +57,15 @@ def weights(tmp_path_factory) -> str | None:
         return None
     torch.manual_seed(0)
     return str(save_state_dict(resnet20(), tmp_path_factory.mktemp("w") / "resnet20-random.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def tv_weights(tmp_path_factory) -> str:
+    """A random-init torchvision mobilenet_v2 state_dict file (ImageFolder data needs a torchvision model)."""
+    import torchvision
+
+    from ptq_core.checkpoints import save_state_dict
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("mobilenet_v2", weights=None)
+    return str(save_state_dict(model.state_dict(), tmp_path_factory.mktemp("tv") / "mobilenet_v2-random.safetensors"))

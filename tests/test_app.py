@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
@@ -89,7 +90,7 @@ def _rtn_settings(at: AppTest) -> None:
 
 
 def test_quantize_rtn_run_is_saved_and_compared(app_env, weights):
-    at = new_app(weights, "pages/quantize.py")
+    at = new_app(weights, "pages/quantize.py", user_name="tester")
     assert_clean(at)
     assert any("No saved run" in i.value for i in at.info)
     _rtn_settings(at)
@@ -107,7 +108,7 @@ def test_quantize_rtn_run_is_saved_and_compared(app_env, weights):
     assert_clean(at)
     assert at.multiselect(key="w_le_runs").value == [run_id]
 
-    reloaded = new_app(weights, "pages/quantize.py")  # a reload shows the saved result
+    reloaded = new_app(weights, "pages/quantize.py", user_name="tester")  # a reload by the same user shows it
     assert_clean(reloaded)
     assert metric(reloaded, "Quantized top-1") == metric(at.switch_page("pages/quantize.py").run(), "Quantized top-1")
 
@@ -165,7 +166,9 @@ def test_bad_override_is_refused(app_env, weights):
     assert not at.error and not at.button(key="run").disabled
 
 
-def test_unsafe_upload_is_refused(app_env):
+def test_unsafe_upload_is_refused(app_env, monkeypatch):
+    monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", os.path.dirname(__file__))  # the operator allows tests/
+
     class Evil:
         def __reduce__(self):
             return (print, ("this must never run",))
@@ -210,9 +213,9 @@ def test_method_form_is_built_from_the_config_fields(app_env, weights, monkeypat
 def test_compare_runs_filters_and_deletes(app_env):
     store = RunStore()
     for method, top1 in (("rtn", 80.0), ("other", 85.0)):
-        with store.run("fmnist-resnet20", method, 4, 4, {"calib": 64}) as handle:
+        with store.run("fmnist-resnet20", method, 4, 4, {"calib": 64}, owner="session:me") as handle:
             handle.finish({"fp_top1": 90.0, "top1": top1, "size_bits": 8e6}, [], {})
-    at = new_app(None, "pages/compare_runs.py")
+    at = new_app(None, "pages/compare_runs.py", session_id="me")
     assert_clean(at)
     assert len(at.dataframe[0].value) == 2
     at.selectbox(key="w_cr_method").set_value("other").run()

@@ -188,6 +188,7 @@ def test_model_data_widgets_change_the_architecture_and_accuracy(app_env):
 
 def test_oversize_upload_is_refused_with_the_reason(app_env, monkeypatch):
     monkeypatch.setattr("ptq_ui.bridge.MAX_UPLOAD_MB", 1)
+    monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", str(Path(__file__).parent))  # the operator allows tests/
     at = open_page("pages/model_data.py")
     at.radio(key="w_model_source").set_value("custom").run()
     at.text_input(key="w_custom_factory").set_value("tests/helpers.py:TinyResNet").run()

@@ -64,22 +64,29 @@ def _image_folder(root, per_class: int = 6):
     return root
 
 
-def test_a_small_data_set_does_not_overwrite_the_calibration_choice(app_env, weights, tmp_path):
-    """Defect 2: 12 ImageFolder images clamped calibration to 12, and it stayed 12 on the embedded sample."""
-    folder = _image_folder(tmp_path / "imgs")
-    at = new_app(weights, QUANTIZE, **SMALL)
-    at.number_input(key="w_q_calib").set_value(256).run()
+def test_a_small_data_set_does_not_overwrite_the_calibration_choice(app_env, tv_weights, tmp_path):
+    """Defect 2: 12 ImageFolder images clamped calibration to 12, and it stayed 12 on the bigger data.
+
+    ImageFolder data goes with a torchvision model (zoo models take Fashion-MNIST tensors only,
+    and that pair is refused), so both data sets here are folders: 300 images, then 12.
+    """
+    big, small = _image_folder(tmp_path / "big", per_class=150), _image_folder(tmp_path / "small")
+    at = new_app(None, QUANTIZE, **SMALL, model_source="torchvision", model="mobilenet_v2", data_kind="imagefolder",
+                 data_folder=str(big), data=f"imagefolder:{big}")  # fmt: skip
+    at.session_state["weights"], at.session_state["weights_for"] = tv_weights, "mobilenet_v2"
+    at.run()
+    at.number_input(key="w_q_calib").set_value(128).run()
     at.switch_page("pages/model_data.py").run()
-    at.radio(key="w_data_kind").set_value("imagefolder").run()
-    at.text_input(key="w_data_folder").set_value(str(folder)).run()
+    at.text_input(key="w_data_folder").set_value(str(small)).run()
+    assert at.radio(key="w_model_source").value == "torchvision"  # changing the data keeps the model
     at.switch_page(QUANTIZE).run()
     assert at.number_input(key="w_q_calib").value <= 12
-    assert shown_spec(at)["method"]["calib"] <= 12 and any("256" in i.value for i in at.info)
+    assert shown_spec(at)["method"]["calib"] <= 12 and any("128" in i.value for i in at.info)
     at.switch_page("pages/model_data.py").run()
-    at.radio(key="w_data_kind").set_value("fmnist-sample").run()
+    at.text_input(key="w_data_folder").set_value(str(big)).run()
     at.switch_page(QUANTIZE).run()
-    assert at.number_input(key="w_q_calib").value == 256
-    assert shown_spec(at)["method"]["calib"] == 256
+    assert at.number_input(key="w_q_calib").value == 128
+    assert shown_spec(at)["method"]["calib"] == 128
 
 
 def test_overrides_are_labelled_everywhere(app_env, weights):

@@ -84,3 +84,30 @@ def test_bad_arguments_exit_nonzero_with_one_line(tmp_path, args, message):
     assert res.returncode != 0
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_run_killed_with_sigkill_is_listed_as_interrupted(tmp_path):
+    """kill -9 of the process running a run: the store, and `runs list`, say "interrupted" (not "running")."""
+    import signal
+    import time
+
+    from ptq_core.store import RunStore
+
+    env = dict(os.environ, PTQ_EXPLORER_HOME=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "ptq_core", "quantize", "--model", "fmnist-resnet20", "--method",
+                             "rtn", "--calib", "512", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    store = RunStore(tmp_path / "runs.sqlite")
+    try:
+        deadline = time.time() + 300
+        while not store.list(status="running"):
+            assert proc.poll() is None and time.time() < deadline, "the run never started"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    listing = cli("runs", "list", home=tmp_path).stdout
+    assert "interrupted" in listing and "running" not in listing.split("\n")[0]
+    assert f"pid {proc.pid}" in listing and "--spec" in listing
+    (rec,) = store.list()
+    assert rec.status == "interrupted" and rec.spec["model"] == "fmnist-resnet20"

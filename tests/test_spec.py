@@ -138,7 +138,7 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
     assert old.metrics == {"top1": 50} and old.spec == {} and old.bits_label == "W4A4"
     new = store.start("m", "rtn", 2, 2, {}, spec={"version": 1})
     assert store.get(new).spec == {"version": 1}
-    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == 3
 
 
 def test_every_setting_option_names_the_methods_it_applies_to():

@@ -190,3 +190,95 @@ def test_run_without_finish_is_marked_failed(store: RunStore) -> None:
         pass
     rec = store.get(handle.run_id)
     assert rec.status == "failed" and "finish() was not called" in rec.error
+
+
+# -- schema 3: owners, and runs whose process died ------------------------------------------
+
+
+def test_owner_is_stored_filtered_and_guards_delete(store: RunStore) -> None:
+    mine = store.start("m", "rtn", 4, 4, {}, owner="alice")
+    theirs = store.start("m", "rtn", 4, 4, {}, owner="bob")
+    assert store.get(mine).owner == "alice" and store.get(theirs).owner == "bob"
+    assert [r.run_id for r in store.list(owner="alice")] == [mine]
+    assert store.delete([theirs], owner="alice") == 0  # not alice's: kept
+    assert store.get(theirs).owner == "bob"
+    assert store.delete([mine, theirs], owner="alice") == 1
+    assert [r.run_id for r in store.list()] == [theirs]
+    assert store.delete([theirs]) == 1  # no owner given: the command line may delete any
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _set(store: RunStore, run_id: str, **values) -> None:
+    with sqlite3.connect(store.path) as conn:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        conn.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*values.values(), run_id))
+
+
+def test_a_run_whose_process_died_is_interrupted(store: RunStore) -> None:
+    import os
+    import time
+
+    live = store.start("m", "rtn", 4, 4, {}, spec={"model": "m"})
+    dead = store.start("m", "rtn", 4, 4, {}, spec={"model": "m"})
+    rec = store.get(live)
+    assert (rec.pid, rec.status) == (os.getpid(), "running") and rec.host and rec.heartbeat
+    _set(store, dead, pid=_dead_pid())  # like kill -9 of the process that ran it
+    by_id = {r.run_id: r for r in store.list()}
+    assert by_id[live].status == "running"  # this process is alive
+    assert by_id[dead].status == "interrupted" and by_id[dead].finished is not None
+    assert "ended without finishing" in by_id[dead].error and by_id[dead].spec == {"model": "m"}
+    assert [r.run_id for r in store.list(status="interrupted")] == [dead]
+    # a run on another host is interrupted only when its heartbeat is stale
+    other = store.start("m", "rtn", 4, 4, {})
+    _set(store, other, host="elsewhere", pid=1)
+    assert store.get(other).status == "running"
+    _set(store, other, heartbeat=time.time() - 10_000)
+    assert store.get(other).status == "interrupted" and "heartbeat" in store.get(other).error
+
+
+def test_the_heartbeat_thread_keeps_a_run_alive(store: RunStore, monkeypatch) -> None:
+    import time
+
+    import ptq_core.store as store_mod
+
+    monkeypatch.setattr(store_mod, "HEARTBEAT_S", 0.05)
+    with store.run("m", "rtn", 4, 4, {}) as handle:
+        first = store.get(handle.run_id).heartbeat
+        time.sleep(0.5)
+        assert store.get(handle.run_id).heartbeat > first
+        handle.finish({}, [], {})
+    assert store.get(handle.run_id).status == "done"
+
+
+def test_a_version_2_store_gets_the_owner_columns(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "runs.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (2)")
+    conn.execute("""CREATE TABLE runs (run_id TEXT PRIMARY KEY, created REAL NOT NULL, finished REAL,
+        status TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL, wbits INTEGER NOT NULL,
+        abits INTEGER NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL, layers TEXT NOT NULL,
+        timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL,
+        spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '')""")
+    row = "(?, ?, NULL, ?, 'm', 'rtn', 4, 4, '{}', '{}', '[]', '{}', '{}', NULL, '{}', '{}', '')"
+    conn.execute(f"INSERT INTO runs VALUES {row}", ("done1", 1.0, "done"))
+    conn.execute(f"INSERT INTO runs VALUES {row}", ("old-running", time.time() - 3600, "running"))
+    conn.commit()
+    conn.close()
+    store = RunStore(path)
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == 3
+    old = store.get("done1")
+    assert (old.status, old.owner, old.pid, old.host) == ("done", "", None, "")
+    assert store.get("old-running").status == "interrupted"  # no process, no heartbeat for an hour
+    new = store.start("m", "rtn", 2, 2, {}, owner="carol")
+    assert store.get(new).owner == "carol"
