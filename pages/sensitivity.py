@@ -8,9 +8,9 @@ import streamlit as st
 
 from ptq_ui import bridge, charts_diag, diag_bridge
 from ptq_ui.charts import bits_label
-from ptq_ui.diagnose_view import finding_rows, fmt_db, job_panel
+from ptq_ui.diagnose_view import finding_rows, fix_text, fmt_db, job_panel, open_evidence
 from ptq_ui.pickers import require_model
-from ptq_ui.run_form import current_spec, set_overrides
+from ptq_ui.run_form import apply_fix, current_spec, set_overrides
 from ptq_ui.state import Selection, selection
 from ptq_ui.widgets import errors_shown, keep, seeded
 
@@ -122,28 +122,117 @@ def _split_tab(sel: Selection, spec: Any) -> None:
 
 def _diagnosis_tab(sel: Selection, spec: Any) -> None:
     st.caption(
-        "Layers whose output SQNR with only them quantized is below the threshold are **flagged**; each "
-        "layer is also checked for known causes (a cause at a layer that is fine is listed as *watch*)."
+        "A layer is **flagged** when its output SQNR with only it quantized stands out below the model's own "
+        "median (by the spread below), or below the absolute threshold when that is lower. Each layer is checked "
+        "for known causes, one statistic each; a cause at a layer that is fine is listed as *watch*. Every fix "
+        "shown is one the current settings do not already apply."
     )
     c = st.columns(4)
-    thr = keep("dg_sqnr", c[0].slider("Flag below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0)))
+    thr = keep("dg_sqnr", c[0].slider("Floor below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0),
+                                      help="A median layer below this means every layer is near its bit-width's "
+                                      "floor."))  # fmt: skip
     z = keep("dg_z", c[1].slider("Outlier z-score", 1.0, 20.0, step=0.5, key=seeded("dg_z", default=3.5)))
     ratio = keep("dg_ratio", c[2].slider("Residual range ratio", 2.0, 50.0, step=1.0,
                                          key=seeded("dg_ratio", default=8.0)))  # fmt: skip
     neg = keep("dg_neg", c[3].slider("Negative share (%)", 0.0, 20.0, step=0.5, key=seeded("dg_neg", default=1.0)))
     with errors_shown():
         result = diag_bridge.diagnose(sel, spec, thr, z, ratio, neg / 100)
+    if result["verdict"]["floor"]:
+        st.warning(result["verdict"]["text"].capitalize())
     flagged = [r for r in result["layers"] if r["flagged"]]
-    m = st.columns(3)
+    m = st.columns(4)
     m[0].metric("Flagged layers", len(flagged), help=", ".join(r["layer"] for r in flagged) or None)
     m[1].metric("Findings", len(result["findings"]))
-    m[2].metric("Residual adds checked", "yes" if result["residual_checked"] else "no (not traceable)")
+    m[2].metric("Flag threshold", fmt_db(result["threshold_db"]), help="min(absolute, median - spread)")
+    m[3].metric("Residual adds checked", "yes" if result["residual_checked"] else "no (not traceable)")
+    if result["kept"]:
+        st.caption(f"Kept at 8 bits by the first/last policy (never culprits): {', '.join(result['kept'])}.")
     if result["findings"]:
         st.dataframe(finding_rows(result["findings"]), hide_index=True, key="dg_table")
+        _finding_actions(result["findings"])
     else:
-        st.success("No layer is over the threshold and no known cause was found.")
+        st.success("No layer stands out and no known cause was found.")
     with st.expander("Causes and fixes"):
         st.table([{"cause": k, "fix to try": v} for k, v in diag_bridge.FIXES.items()])
+
+
+def _finding_actions(findings: list[dict[str, Any]], limit: int = 8) -> None:
+    """One line per finding: open the page that shows its statistic, or apply its fix on the Quantize page."""
+    st.markdown("**From finding to evidence**")
+    for i, f in enumerate(findings[:limit]):
+        c1, c2, c3 = st.columns([4, 2, 2])
+        c1.markdown(f"`{f['layer']}` · {f['cause']} · {f['severity']}")
+        page, title, state = diag_bridge.evidence_page(f["cause"], f["layer"], f["statistic"].get("source"))
+        if c2.button(f"Show in {title}", key=f"dg_show_{i}"):
+            open_evidence(page, state)
+        action = f["action"]
+        if c3.button("Apply this fix", key=f"dg_fix_{i}", disabled=action is None,
+                     help=None if action is None else fix_text(action)):  # fmt: skip
+            st.success(f"The Quantize page now has: {apply_fix(action)}.")
+
+
+def _culprits_tab(sel: Selection, spec: Any) -> None:
+    st.caption("**Measured culprits**: each layer (on the side the weights-vs-activations split blames first) is "
+               "raised to 8 bits on its own and the model is evaluated; the recovered points rank the layers. Then "
+               "the best are raised together, each step measured, until the set recovers the target share of the "
+               "loss. Layers the first/last policy keeps at 8 bits are not candidates.")  # fmt: skip
+    c1, c2, c3 = st.columns([2, 2, 1])
+    limit = keep("cu_limit", c1.selectbox("Test images per evaluation", [200, 500, 2000],
+                                          key=seeded("cu_limit", [200, 500, 2000], bridge.default_eval_limit() or 500)))
+    share = keep("cu_share", c2.slider("Target share of the loss", 0.1, 1.0, step=0.05,
+                                       key=seeded("cu_share", default=0.5)))  # fmt: skip
+    job = st.session_state.get("culprit_job")
+    running = job is not None and job.running
+    if c3.button("Measure", key="cu_run", disabled=running):
+        with errors_shown():
+            job = diag_bridge.start_culprits(sel, spec, limit, share)
+        if job.running:
+            st.rerun()
+    if job is None:
+        return
+    if job.running:
+        job_panel(job, "cu")
+        return
+    snap = job.snapshot()
+    if snap.status != "done":
+        st.error(f"The measurement {snap.status}: {snap.error}")
+        return
+    res = snap.result
+    if res["model"] != sel.model or res["spec"] != diag_bridge.spec_json(spec):
+        st.info("These culprits were measured for other settings; measure again.")
+    _culprit_results(res)
+
+
+def _culprit_results(res: dict[str, Any]) -> None:
+    c = st.columns(4)
+    c[0].metric("Float top-1", f"{res['fp_top1']:.2f}%")
+    c[1].metric("Quantized top-1", f"{res['top1']:.2f}%", f"{-res['loss']:+.2f} pts")
+    c[2].metric("Weights only / activations only", f"-{res['split']['weights']:.1f} / "
+                f"-{res['split']['activations']:.1f} pts")  # fmt: skip
+    last = res["chosen"][-1]["cumulative_top1"] if res["chosen"] else res["top1"]
+    c[3].metric("With the chosen set", f"{last:.2f}%", f"{res['recovered']:+.2f} pts")
+    st.caption(f"Measured on {res['samples']} test images, {res['evaluations']} evaluations; searched: "
+               f"{' then '.join(res['sides'])}.")  # fmt: skip
+    st.plotly_chart(charts_diag.culprit_bars(res["candidates"][:15]), key="cu_bars", config={"displaylogo": False})
+    st.dataframe([{"layer": c["layer"], "side": c["side"], "bits": c["bits"],
+                   "recovered (pts)": round(c["recovered"], 2), "top-1 with it at 8 bits": round(c["top1"], 2)}
+                  for c in res["candidates"]], hide_index=True, key="cu_table")  # fmt: skip
+    if res["chosen"]:
+        st.markdown("**Greedy set** (" + ("reaches" if res["reached"] else "does not reach") + " the target)")
+        st.dataframe([{"layer": c["layer"], "side": c["side"], "cumulative top-1": round(c["cumulative_top1"], 2),
+                       "recovered so far": round(c["cumulative_recovered"], 2)} for c in res["chosen"]],
+                     hide_index=True)  # fmt: skip
+        st.code(res["overrides"], language=None)
+        b1, b2 = st.columns(2)
+        if b1.button("Apply this set on the Quantize page", key="cu_apply"):
+            set_overrides(res["overrides"])
+            st.success("Copied into the per-layer overrides of the Quantize page.")
+        top = res["chosen"][0]
+        if b2.button(f"Show {top['layer']} in Outlier channels", key="cu_show"):
+            page, _, state = diag_bridge.evidence_page("outlier channels (activations)", top["layer"])
+            open_evidence(page, state)
+    if res["kept"]:
+        st.caption("Kept at 8 bits by the policy: " + ", ".join(k["layer"] for k in res["kept"]) + ".")
 
 
 def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bits: list[int]) -> None:
@@ -206,14 +295,16 @@ def render() -> None:
         layers = bridge.quantizable_layers(sel)
     spec = current_spec(layers)
     bits = _bits_ui()
-    tabs = st.tabs(["Sensitivity", "Weights vs activations", "Diagnosis", "Mixed precision"])
+    tabs = st.tabs(["Sensitivity", "Weights vs activations", "Culprits (measured)", "Diagnosis", "Mixed precision"])
     with tabs[0]:
         rows = _proxy_tab(sel, spec, bits)
     with tabs[1]:
         _split_tab(sel, spec)
     with tabs[2]:
-        _diagnosis_tab(sel, spec)
+        _culprits_tab(sel, spec)
     with tabs[3]:
+        _diagnosis_tab(sel, spec)
+    with tabs[4]:
         _mixed_tab(sel, spec, rows, bits)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["channel_ranges_figure", "channel_sample_heatmap", "error_split_figure", "cluster_figure",
+__all__ = ["culprit_bars", "channel_ranges_figure", "channel_sample_heatmap", "error_split_figure", "cluster_figure",
            "sensitivity_heatmap", "split_bars", "allocation_figure", "COLOR_BY"]  # fmt: skip
 
 _PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
@@ -194,3 +194,16 @@ def allocation_figure(alloc: dict[str, Any], order: Sequence[str]) -> go.Figure:
     fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
     fig.update_yaxes(title_text="bits (weights and input)", dtick=1)
     return _layout(fig, "Chosen bit-width per layer", 340)
+
+
+def culprit_bars(candidates: Sequence[dict[str, Any]]) -> go.Figure:
+    """Recovered top-1 points per (layer, side) raised to 8 bits alone, best first."""
+    colors = {"weights": "#636efa", "activations": "#ffa15a"}
+    fig = go.Figure(go.Bar(x=[f"{c['layer']} ({c['side'][0]})" for c in candidates],
+                           y=[c["recovered"] for c in candidates],
+                           marker_color=[colors[c["side"]] for c in candidates],
+                           text=[f"{c['recovered']:+.1f}" for c in candidates],
+                           hovertemplate="%{x}<br>%{y:+.2f} pts<extra></extra>"))  # fmt: skip
+    fig.update_xaxes(tickangle=-45, title_text="layer (w = weights, a = activations raised to 8 bits)")
+    fig.update_yaxes(title_text="recovered top-1 (pts)")
+    return _layout(fig, "Measured recovery of each repair", 360)

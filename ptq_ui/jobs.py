@@ -20,7 +20,7 @@ from typing import Any
 from ptq_core.errors import PTQError, RunCancelled
 from ptq_core.methods import ProgressEvent
 
-__all__ = ["Job", "JobSnapshot", "start_job", "sync_jobs"]
+__all__ = ["Job", "JobSnapshot", "start_job", "sync_jobs", "fraction"]
 
 _MAX_LOSS_POINTS = 5000  # loss history kept for the live chart
 
@@ -28,6 +28,23 @@ _MAX_LOSS_POINTS = 5000  # loss history kept for the live chart
 def sync_jobs() -> bool:
     """True when jobs must run inline (tests): env `PTQ_UI_SYNC_JOBS=1`."""
     return os.environ.get("PTQ_UI_SYNC_JOBS", "") not in ("", "0", "false")
+
+
+def fraction(ev: ProgressEvent | None) -> float:
+    """How far the event's stage is, 0-1: its step within its unit, and the unit among the units."""
+    if ev is None:
+        return 0.0
+    frac = ev.step / ev.total if ev.total else 0.0
+    if ev.num_units:
+        frac = (min(ev.unit_index, ev.num_units - 1) + frac) / ev.num_units
+    return max(0.0, min(1.0, frac))
+
+
+def _eta(frac: float, stage_elapsed: float) -> float | None:
+    """Seconds left in the stage at its pace so far (None until it has gone far enough to say)."""
+    if frac < 0.02 or stage_elapsed < 1.0:
+        return None
+    return stage_elapsed * (1.0 - frac) / frac
 
 
 @dataclass
@@ -42,6 +59,8 @@ class JobSnapshot:
     error: str | None
     result: Any
     cancel_requested: bool
+    eta: float | None = None  # seconds left in the current stage, at its pace so far
+    stage: str = ""
 
 
 @dataclass
@@ -60,15 +79,20 @@ class Job:
     _last: ProgressEvent | None = None
     _losses: list[dict[str, Any]] = field(default_factory=list)
     _events: int = 0
+    _stage: str = ""
+    _stage_started: float = 0.0
     thread: threading.Thread | None = None
 
     def progress(self, event: ProgressEvent) -> None:
         """Progress callback for the core: record the event; raise `RunCancelled` if asked to stop."""
         with self._lock:
+            if event.stage != self._stage:
+                self._stage, self._stage_started = event.stage, time.time()
             self._last = event
             self._events += 1
             for name, value in (event.losses or {}).items():
                 self._losses.append({"point": self._events, "stage": event.stage, "unit": event.unit,
+                                     "unit_index": event.unit_index, "step": event.step, "total": event.total,
                                      "loss": name, "value": float(value)})  # fmt: skip
             if len(self._losses) > _MAX_LOSS_POINTS:  # long runs: keep every other point
                 self._losses = self._losses[::2]
@@ -88,8 +112,9 @@ class Job:
         """Copy the state under the lock."""
         with self._lock:
             end = self.finished or time.time()
+            eta = None if self.finished else _eta(fraction(self._last), end - self._stage_started)
             return JobSnapshot(self.status, self._last, list(self._losses), self._events, end - self.started,
-                               self.error, self.result, self.cancel_event.is_set())  # fmt: skip
+                               self.error, self.result, self.cancel_event.is_set(), eta, self._stage)  # fmt: skip
 
     def _run(self, fn: Callable[[Callable[[ProgressEvent], None]], Any]) -> None:
         try:

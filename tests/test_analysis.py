@@ -209,7 +209,9 @@ def test_outlier_input_channel_is_found_and_threshold_flags(model, images):
     assert "outlier channels (activations)" in _causes(result, "conv2")
     ev = next(f["evidence"] for f in result["findings"] if f["layer"] == "conv2" and "outlier" in f["cause"])
     assert ev.startswith("input channel(s) 6")
-    assert all(r["flagged"] for r in result["layers"] if r["sqnr_alone"] < 60)
+    assert result["threshold_db"] <= 60  # relative to the model's own spread: never above the absolute one
+    assert all(r["flagged"] == (r["sqnr_alone"] < result["threshold_db"] and not r["kept"]) for r in result["layers"])
+    assert {r["layer"] for r in result["layers"] if r["kept"]} == {"conv1", "fc"}  # first/last at 8 bits
     none = _diagnose(model, images, sqnr_db=0.0)
     assert all(f["severity"] == "watch" for f in none["findings"])
 
