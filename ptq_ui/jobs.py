@@ -40,11 +40,15 @@ def fraction(ev: ProgressEvent | None) -> float:
     return max(0.0, min(1.0, frac))
 
 
-def _eta(frac: float, stage_elapsed: float) -> float | None:
-    """Seconds left in the stage at its pace so far (None until it has gone far enough to say)."""
-    if frac < 0.02 or stage_elapsed < 1.0:
+def _eta(frac: float, start_frac: float, stage_elapsed: float) -> float | None:
+    """Seconds left at the current stage's pace: it went from `start_frac` to `frac` in `stage_elapsed`.
+
+    None until the stage has gone far enough to say.
+    """
+    done = frac - start_frac
+    if done < 0.02 or stage_elapsed < 1.0:
         return None
-    return stage_elapsed * (1.0 - frac) / frac
+    return stage_elapsed * (1.0 - frac) / done
 
 
 @dataclass
@@ -81,13 +85,14 @@ class Job:
     _events: int = 0
     _stage: str = ""
     _stage_started: float = 0.0
+    _stage_frac: float = 0.0
     thread: threading.Thread | None = None
 
     def progress(self, event: ProgressEvent) -> None:
         """Progress callback for the core: record the event; raise `RunCancelled` if asked to stop."""
         with self._lock:
             if event.stage != self._stage:
-                self._stage, self._stage_started = event.stage, time.time()
+                self._stage, self._stage_started, self._stage_frac = event.stage, time.time(), fraction(event)
             self._last = event
             self._events += 1
             for name, value in (event.losses or {}).items():
@@ -112,7 +117,7 @@ class Job:
         """Copy the state under the lock."""
         with self._lock:
             end = self.finished or time.time()
-            eta = None if self.finished else _eta(fraction(self._last), end - self._stage_started)
+            eta = None if self.finished else _eta(fraction(self._last), self._stage_frac, end - self._stage_started)
             return JobSnapshot(self.status, self._last, list(self._losses), self._events, end - self.started,
                                self.error, self.result, self.cancel_event.is_set(), eta, self._stage)  # fmt: skip
 

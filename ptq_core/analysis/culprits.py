@@ -169,31 +169,34 @@ def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader,
     high = rtn_model(model, calib, eight_bit_spec(spec), batch_size).model
     qmodel = low.model
     layers = dict(quant_layers(qmodel))
-    count = {"n": 0}
+    count = {"n": 0, "planned": 4 + len(layers) + (cfg.max_set - 1) * cfg.lookahead}
 
-    def top1(stage: str, message: str, step: int = 0, total: int = 0) -> float:
-        emit(progress, ProgressEvent(stage, step, total, message=message))
+    def top1(stage: str, message: str) -> float:
+        # one global step count over all stages, so a progress bar (and its time left) is about the whole job
         count["n"] += 1
+        count["planned"] = max(count["planned"], count["n"])
+        emit(progress, ProgressEvent(stage, count["n"], count["planned"], message=message))
         res = evaluate(qmodel, loader, device)
         count["samples"] = int(res["samples"])
         return float(res["top1"])
 
     set_quant_state(qmodel, False, False)
-    fp = top1("split", "float", 1, 4)
+    fp = top1("split", "float")
     set_quant_state(qmodel, True, False)
-    w_only = top1("split", "weights only", 2, 4)
+    w_only = top1("split", "weights only")
     set_quant_state(qmodel, False, True)
-    a_only = top1("split", "activations only", 3, 4)
+    a_only = top1("split", "activations only")
     set_quant_state(qmodel, True, True)
-    base = top1("split", "both", 4, 4)
+    base = top1("split", "both")
     split = {"weights": fp - w_only, "activations": fp - a_only}
     sides = _sides(split, cfg)
     todo = [(n, s) for s in sides for n, q in layers.items() if _bits(q, s) < REPAIR_BITS]
+    count["planned"] = 4 + len(todo) + (cfg.max_set - 1) * cfg.lookahead
     repairs = _Repairs(qmodel, high)
     candidates = []
     for i, (name, side) in enumerate(todo):
         repairs.apply(name, side)
-        t = top1("measure each repair", f"{name} {side} to 8 bits", i + 1, len(todo))
+        t = top1("measure each repair", f"{i + 1}/{len(todo)}: {name} {side} to 8 bits")
         repairs.undo_all()
         candidates.append({"layer": name, "side": side, "bits": _bits(layers[name], side), "top1": t,
                            "recovered": t - base})  # fmt: skip
@@ -208,8 +211,7 @@ def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader,
             tried = []
             for c in pool[: cfg.lookahead]:
                 repairs.apply(c["layer"], c["side"])
-                tried.append((top1("greedy set", f"set + {c['layer']} {c['side']}", len(chosen) + 1,
-                                   cfg.max_set), c))  # fmt: skip
+                tried.append((top1("greedy set", f"set + {c['layer']} {c['side']}"), c))
                 repairs.undo(c["layer"], c["side"])
             t, pick = max(tried, key=lambda tc: tc[0])
             if t <= best:
