@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from ptq_ui import bridge, charts
+from ptq_ui.diagnose_view import job_panel
 from ptq_ui.runs import describe_run
 from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
@@ -135,6 +136,36 @@ def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
         st.error(literal(f"{rec.status}: {rec.error}"))
     with st.expander("Run description (re-run it with `python -m ptq_core quantize --config FILE`)"):
         st.json(rec.spec or {"method": rec.config, "note": "stored before runs kept their description"})
+    if rec.status == "done" and rec.spec:
+        _report_ui(run_id)
+
+
+def _report_ui(run_id: str) -> None:
+    """Build the run's shareable HTML report (the run is rebuilt from its description), then download it."""
+    job = st.session_state.get("report_job")
+    running = job is not None and job.running
+    if st.button("Build a shareable report (HTML)", key="cr_report", disabled=running,
+                 help="Re-runs the stored description (same seed, same model), checks the top-1, and writes one "
+                 "self-contained file: spec, accuracy, per-layer errors, diagnosis, scales, histograms."):  # fmt: skip
+        with errors_shown():
+            job = bridge.start_report(run_id)
+        if job.running:
+            st.rerun()
+    if job is None:
+        return
+    if job.running:
+        job_panel(job, "cr_report")
+        return
+    snap = job.snapshot()
+    if snap.status != "done":
+        st.error(literal(f"The report {snap.status}: {snap.error}"))
+        return
+    res = snap.result
+    same = "equals" if res["reproduced"] else "differs from"
+    st.caption(f"Run {res['run_id']} rebuilt: top-1 {res['rebuilt_top1']:.2f}% {same} the stored "
+               f"{res['stored_top1']:.2f}%.")  # fmt: skip
+    st.download_button("Download the report", res["html"], f"report-{res['run_id']}.html", "text/html",
+                       key="cr_report_download")  # fmt: skip
 
 
 render()

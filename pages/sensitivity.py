@@ -22,38 +22,54 @@ quantized (weights and its input) and the rest stays float, so each number is th
 SWEEP_LIMITS = [500, 2000, 0]  # test images of the full sweep (0 = all)
 
 
-def _bits_ui() -> list[int]:
-    options = list(range(2, 9))
-    chosen = st.multiselect(
-        "Bit-widths to sweep",
-        options,
+VIEW_HELP = {"only": "only this layer quantized (its own damage)",
+             "all but": "every layer quantized except this one (what leaving it out gives back)"}  # fmt: skip
+
+
+def _bits_ui() -> tuple[list[int], list[tuple[int, int]], str]:
+    c1, c2, c3 = st.columns([2, 2, 2])
+    chosen = c1.multiselect(
+        "Bit-widths to sweep (W = A)",
+        list(range(2, 9)),
         key=seeded("sens_bits", default=[2, 4, 8]),
-        help="Each bit-width costs one calibration and one forward pass per layer.",
+        help="Each setting costs one calibration and one forward pass per layer.",
     )
-    return sorted(keep("sens_bits", chosen))
+    text = keep("sens_settings", c2.text_input("Other settings", key=seeded("sens_settings", default=""),
+                                               placeholder="W4A8, W2A4, A4",
+                                               help="Weight and activation bits apart: W4A8; A4 sweeps the "
+                                               "activation quantizers alone (weights float), W2 the weights "
+                                               "alone."))  # fmt: skip
+    view = keep("sens_view", c3.radio("View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
+                                      key=seeded("sens_view", list(VIEW_HELP))))  # fmt: skip
+    settings: list[tuple[int, int]] = []
+    with errors_shown():
+        settings = diag_bridge.parse_settings(text)
+    return sorted(keep("sens_bits", chosen)), settings, view
 
 
-def _proxy_tab(sel: Selection, spec: Any, bits: list[int]) -> list[dict[str, Any]] | None:
-    st.caption("**Cheap proxy**: the SQNR of the logits on 32 test images when only one layer is quantized. "
-               "Dark red cells are the sensitive layer/bit-width pairs; every 6 dB is about one bit.")  # fmt: skip
-    if not bits:
+def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]],
+               view: str) -> list[dict[str, Any]] | None:  # fmt: skip
+    st.caption("**Cheap proxy**: the SQNR of the logits on 32 test images with " + VIEW_HELP[view] + ". Dark red "
+               "cells are the sensitive layer/setting pairs; every 6 dB is about one bit.")  # fmt: skip
+    if not bits and not settings:
         st.error("Choose at least one bit-width.")
         return None
     with errors_shown():
-        rows = diag_bridge.sensitivity_proxy(sel, spec, bits)
-    st.plotly_chart(
-        charts_diag.sensitivity_heatmap(rows, "sqnr_db", "Logit SQNR, one layer quantized at a time", "SQNR (dB)"),
-        key="sens_proxy",
-        config={"displaylogo": False},
-    )
-    worst = sorted(rows, key=lambda r: r["sqnr_db"])[:5]
-    st.caption("Most sensitive: " + ", ".join(f"{r['layer']} at {r['bits']}-bit ({fmt_db(r['sqnr_db'])})"
-                                              for r in worst))  # fmt: skip
-    _sweep_panel(sel, spec, bits)
-    return rows
+        rows = diag_bridge.sensitivity_proxy(sel, spec, bits, settings=settings, view=view)
+        kept = set(diag_bridge.policy_kept(sel, spec))
+    title = "Logit SQNR, " + VIEW_HELP[view]
+    st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "sqnr_db", title, "SQNR (dB)"), key="sens_proxy",
+                    config={"displaylogo": False})  # fmt: skip
+    worst = sorted((r for r in rows if r["layer"] not in kept), key=lambda r: r["sqnr_db"], reverse=view != "only")
+    st.caption(("Most sensitive: " if view == "only" else "Leaving out helps most: ")
+               + ", ".join(f"{r['layer']} at {r['setting']} ({fmt_db(r['sqnr_db'])})" for r in worst[:5])
+               + (f". Not counted: {', '.join(sorted(kept))}, kept at 8 bits by the first/last policy of the "
+                  "Quantize page." if kept else "."))  # fmt: skip
+    _sweep_panel(sel, spec, bits, settings, view)
+    return [r for r in rows if r["bits"] is not None] if view == "only" else None
 
 
-def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
+def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]], view: str) -> None:
     st.markdown("**Full accuracy sweep** (top-1 drop per layer and bit-width; one evaluation each, runs in the "
                 "background)")  # fmt: skip
     env = bridge.default_eval_limit()
@@ -70,9 +86,9 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
     )
     job = st.session_state.get("sens_job")
     running = job is not None and job.running
-    if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not bits):
+    if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not (bits or settings)):
         with errors_shown():
-            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None)
+            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view)
         if job.running:
             st.rerun()
     if job is None:
@@ -90,11 +106,11 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
         images = snap.result["eval_limit"] or "all"
         st.caption(f"{job.label}: {images} test images per evaluation, float top-1 {rows[0]['fp_top1']:.2f}%, "
                    f"{snap.elapsed:.0f} s.")  # fmt: skip
-        st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "drop", "Top-1 drop (points), one layer quantized "
-                                                        "at a time", "drop (pts)", reverse=True),
+        title = "Top-1 drop (points), " + VIEW_HELP[snap.result.get("view", "only")]
+        st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "drop", title, "drop (pts)", reverse=True),
                         key="sens_sweep", config={"displaylogo": False})  # fmt: skip
         with st.expander("Sweep table"):
-            st.dataframe([{k: r[k] for k in ("layer", "bits", "top1", "drop")} for r in rows], hide_index=True)
+            st.dataframe([{k: r[k] for k in ("layer", "setting", "top1", "drop")} for r in rows], hide_index=True)
 
 
 def _split_tab(sel: Selection, spec: Any) -> None:
@@ -177,8 +193,10 @@ def _culprits_tab(sel: Selection, spec: Any) -> None:
                "the best are raised together, each step measured, until the set recovers the target share of the "
                "loss. Layers the first/last policy keeps at 8 bits are not candidates.")  # fmt: skip
     c1, c2, c3 = st.columns([2, 2, 1])
-    limit = keep("cu_limit", c1.selectbox("Test images per evaluation", [200, 500, 2000],
-                                          key=seeded("cu_limit", [200, 500, 2000], bridge.default_eval_limit() or 500)))
+    env = bridge.default_eval_limit()
+    limits = sorted({200, 500, 2000} | ({env} if env else set()))
+    limit = keep("cu_limit", c1.selectbox("Test images per evaluation", limits,
+                                          key=seeded("cu_limit", limits, env or 500)))  # fmt: skip
     share = keep("cu_share", c2.slider("Target share of the loss", 0.1, 1.0, step=0.05,
                                        key=seeded("cu_share", default=0.5)))  # fmt: skip
     job = st.session_state.get("culprit_job")
@@ -240,7 +258,7 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
                "logit noise: the proxy's per-layer error energies are added up, and a knapsack picks the "
                "cheapest mix. Each layer's weights and input get the same bits.")  # fmt: skip
     if not rows or len(bits) < 2:
-        st.info("Sweep at least two bit-widths on the Sensitivity tab first.")
+        st.info("Sweep at least two bit-widths on the Sensitivity tab first (view: only this layer quantized).")
         return
     budget = keep(
         "mp_budget",
@@ -294,10 +312,10 @@ def render() -> None:
     with errors_shown():
         layers = bridge.quantizable_layers(sel)
     spec = current_spec(layers)
-    bits = _bits_ui()
+    bits, settings, view = _bits_ui()
     tabs = st.tabs(["Sensitivity", "Weights vs activations", "Culprits (measured)", "Diagnosis", "Mixed precision"])
     with tabs[0]:
-        rows = _proxy_tab(sel, spec, bits)
+        rows = _proxy_tab(sel, spec, bits, settings, view)
     with tabs[1]:
         _split_tab(sel, spec)
     with tabs[2]:

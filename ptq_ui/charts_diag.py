@@ -159,15 +159,19 @@ def _finite(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+def _setting(row: dict[str, Any]) -> str:
+    return row.get("setting") or f"{row['bits']}-bit"
+
+
 def sensitivity_heatmap(rows: Sequence[dict[str, Any]], value: str, title: str, colorbar: str,
                         reverse: bool = False) -> go.Figure:  # fmt: skip
     """Layers (x, execution order) x bit-widths (y) heat map of one value (SQNR or accuracy drop)."""
     layers = list(dict.fromkeys(r["layer"] for r in sorted(rows, key=lambda r: r["index"])))
-    bits = sorted({r["bits"] for r in rows})
-    grid = [[None] * len(layers) for _ in bits]
+    labels = list(dict.fromkeys(_setting(r) for r in rows))
+    grid = [[None] * len(layers) for _ in labels]
     for r in rows:
-        grid[bits.index(r["bits"])][layers.index(r["layer"])] = _finite(r[value])
-    fig = go.Figure(go.Heatmap(z=grid, x=layers, y=[f"{b}-bit" for b in bits], colorscale="RdYlGn",
+        grid[labels.index(_setting(r))][layers.index(r["layer"])] = _finite(r[value])
+    fig = go.Figure(go.Heatmap(z=grid, x=layers, y=labels, colorscale="RdYlGn",
                                reversescale=reverse, colorbar=dict(title=colorbar),
                                hovertemplate="%{x}<br>%{y}<br>%{z:.2f}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
