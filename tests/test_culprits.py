@@ -145,3 +145,23 @@ def test_no_suggested_fix_is_already_in_effect(images, spec):
     outlier = [f for f in found["findings"] if f["cause"] == "outlier channels (activations)"]
     if spec.a_observer != "minmax":  # the old advice, "switch the activation observer to mse", must not come back
         assert outlier and all(f["action"]["kind"] == "override" for f in outlier)
+
+
+def test_floor_verdict_quotes_a_stored_reconstruction_or_says_how_to_measure_it():
+    from types import SimpleNamespace
+
+    def rec(run_id, method, top1, bits=(2, 2), model="m", data="fmnist-sample"):
+        return SimpleNamespace(run_id=run_id, status="done", model=model, method=method, wbits=bits[0],
+                               abits=bits[1], spec={"data": data}, metrics={"top1": top1})  # fmt: skip
+
+    records = [rec("r1", "rtn", 57.5), rec("p1", "pdquant", 92.0), rec("p2", "pdquant", 91.0),
+               rec("q1", "qdrop", 93.0, bits=(4, 2)), rec("p3", "pdquant", 95.0, data="fmnist-full")]  # fmt: skip
+    got = diagnosis.reconstruction_measurement(records, "m", 2, 2, "fmnist-sample")
+    assert (got["method"], got["run_id"], round(got["points"], 1)) == ("pdquant", "p1", 34.5)
+    assert diagnosis.reconstruction_measurement(records, "m", 4, 2) is None  # no RTN run to compare with
+    cfg = diagnosis.DiagnosisConfig()
+    floor = diagnosis.floor_verdict(9.0, 2, cfg, got, "m")
+    assert floor["floor"] and "near the 2-bit floor" in floor["text"] and "recovers +34.5 points" in floor["text"]
+    unknown = diagnosis.floor_verdict(9.0, 2, cfg, None, "m", 2, 2)
+    assert "--method pdquant --wbits 2 --abits 2" in unknown["text"]
+    assert not diagnosis.floor_verdict(30.0, 4, cfg, None)["floor"]

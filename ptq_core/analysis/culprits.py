@@ -228,8 +228,3 @@ def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader,
             "kept": _policy_rows(low.report, layers), "evaluations": count["n"],
             "samples": count.get("samples", 0)}  # fmt: skip
 
-
-def model_with_overrides(model: nn.Module, calib: torch.Tensor, spec: QuantSpec, overrides: dict) -> nn.Module:
-    """RTN copy of `model` under `spec` plus `overrides` (applied after the spec's own)."""
-    return rtn_model(copy.deepcopy(model), calib, dataclasses.replace(spec, overrides={**spec.overrides,
-                                                                                       **overrides})).model
