@@ -12,8 +12,9 @@ the model that override would give. Then:
 2. each candidate (layer, side) is raised to 8 bits alone and evaluated: its
    *recovered points* are its top-1 minus the low-bit top-1;
 3. greedily: the best repair first, then at each step the next `lookahead` ranked repairs
-   are measured on top of the set and the best joins it, until the set recovers
-   `target_share` of the loss, nothing adds, or `max_set` repairs are in it.
+   are measured on top of the set and the best joins it (even when it adds nothing yet:
+   repairs interact), until the set recovers `target_share` of the loss or `max_set`
+   repairs are in it; the chosen set is the shortest prefix with the best measured top-1.
 
 Layers the policy already keeps at 8 bits on a side are listed as such, never as
 candidates. The result's `overrides` text (``layer=W/A``) applies the chosen set on the
@@ -207,20 +208,20 @@ def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader,
     while pool and len(chosen) < cfg.max_set and best - base < cfg.target_share * loss:
         if not chosen:
             pick, t = pool[0], pool[0]["top1"]
-        else:  # re-measure the next few on top of the set: a repair can matter only once another is made
+        else:  # re-measure the next few on top of the set: repairs interact, so solo ranks are only a guide
             tried = []
             for c in pool[: cfg.lookahead]:
                 repairs.apply(c["layer"], c["side"])
                 tried.append((top1("greedy set", f"set + {c['layer']} {c['side']}"), c))
                 repairs.undo(c["layer"], c["side"])
             t, pick = max(tried, key=lambda tc: tc[0])
-            if t <= best:
-                break
-        repairs.apply(pick["layer"], pick["side"])
+        repairs.apply(pick["layer"], pick["side"])  # kept even when it adds nothing yet: a pair can pay
         pool.remove(pick)
         chosen.append({**pick, "cumulative_top1": t, "cumulative_recovered": t - base})
-        best = t
+        best = max(best, t)
     repairs.undo_all()
+    if chosen:  # the smallest prefix that reaches the best measured top-1
+        chosen = chosen[: 1 + max(range(len(chosen)), key=lambda i: (chosen[i]["cumulative_top1"], -i))]
     layer_bits = {n: (q.wbits, q.abits) for n, q in layers.items()}
     return {"fp_top1": fp, "top1": base, "loss": loss, "split": split, "sides": sides, "candidates": candidates,
             "chosen": chosen, "recovered": best - base, "target": cfg.target_share * loss,
