@@ -29,7 +29,6 @@ so that it is not already in effect for that layer (`fix_in_effect` checks it).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import operator
 from dataclasses import asdict, dataclass, field
@@ -43,8 +42,16 @@ from ..calibrate import iterate_batches
 from ..errors import ConfigError
 from ..metrics import layer_errors
 from ..modules import QuantLayer, quant_layers
-from ..overrides import parse_overrides
-from ..prepare import PrepareReport, QuantSpec
+from ..prepare import PrepareReport
+from .fixes import (
+    RECONSTRUCTION_METHODS,
+    REPAIR_BITS,
+    apply_fix,
+    fix_in_effect,
+    override_action,
+    reconstruction_measurement,
+    settings_action,
+)
 from .ranges import ChannelStats, input_channel_stats, weight_channel_stats
 
 __all__ = ["DiagnosisConfig", "Finding", "FIXES", "CAUSES", "diagnose", "residual_mismatches", "layer_causes",
@@ -68,7 +75,6 @@ FIXES = {
     "no single cause found": "this layer at 8 bits if the measured culprits say it pays, or a reconstruction "
     "method",
 }  # fmt: skip
-REPAIR_BITS = 8
 
 
 @dataclass
@@ -193,35 +199,10 @@ def _lowest_level(layer: QuantLayer) -> float | None:
     return float(((fq.scheme.qmin - fq.zero_point.flatten()[0]) * fq.scale.flatten()[0]).item())
 
 
-def _override(name: str, layer: QuantLayer, wbits: int | None = None, abits: int | None = None) -> dict[str, Any]:
-    return {"kind": "override", "text": f"{name}={wbits or layer.wbits}/{abits or layer.abits}"}
-
-
-def _settings(**changes: Any) -> dict[str, Any]:
-    return {"kind": "settings", "changes": changes}
-
-
-def fix_in_effect(action: dict[str, Any] | None, layer: QuantLayer) -> bool:
-    """Whether `action` is already what `layer` runs with (a fix to suggest must never be)."""
-    if action is None:
-        return False
-    if action["kind"] == "override":
-        w, a = (int(b) for b in action["text"].rpartition("=")[2].split("/"))
-        return (layer.wbits, layer.abits) == (w, a)
-    wq, aq = layer.weight_quantizer, layer.act_quantizer
-    state = {"a_observer": aq.observer_name, "w_observer": wq.observer_name, "w_per_channel": wq.scheme.per_channel,
-             "a_symmetric": aq.scheme.symmetric, "w_symmetric": wq.scheme.symmetric,
-             "first_last_bits": min(layer.wbits, layer.abits)}  # fmt: skip
-    changes = action["changes"]
-    if "first_last_bits" in changes:
-        return state["first_last_bits"] >= changes["first_last_bits"]
-    return all(state[k] == v for k, v in changes.items())
-
-
 def _act_fix(name: str, layer: QuantLayer) -> dict[str, Any] | None:
     if layer.act_quantizer.observer_name == "minmax":
-        return _settings(a_observer="percentile")
-    return _override(name, layer, abits=REPAIR_BITS) if layer.abits < REPAIR_BITS else None
+        return settings_action(a_observer="percentile")
+    return override_action(name, layer, abits=REPAIR_BITS) if layer.abits < REPAIR_BITS else None
 
 
 def _outliers(name: str, layer: QuantLayer, stats: ChannelStats | None, cfg: DiagnosisConfig) -> list[tuple]:
@@ -237,7 +218,7 @@ def _outliers(name: str, layer: QuantLayer, stats: ChannelStats | None, cfg: Dia
     if not wq.scheme.is_float and not wq.scheme.per_channel and w.z.size > 1 and w.z.max() > cfg.z:
         c = int(np.argmax(w.z))
         out.append(("outlier channels (weights)", f"output channel {c} reaches |w| = {w.absmax[c]:.3g} "
-                    f"(z = {w.z[c]:.2f}) under a per-tensor weight grid", _settings(w_per_channel=True),
+                    f"(z = {w.z[c]:.2f}) under a per-tensor weight grid", settings_action(w_per_channel=True),
                     {"z": float(w.z[c]), "channel": c, "source": "weights"}))  # fmt: skip
     return out
 
@@ -256,7 +237,7 @@ def _dead(layer: QuantLayer, stats: ChannelStats | None) -> list[tuple]:
     if w.dead:
         parts.append(f"{len(w.dead)} all-zero weight channel(s) (e.g. {w.dead[:5]})")
     per_tensor = not layer.weight_quantizer.scheme.per_channel and not layer.weight_quantizer.scheme.is_float
-    action = _settings(w_per_channel=True) if per_tensor else None
+    action = settings_action(w_per_channel=True) if per_tensor else None
     return [("dead or near-constant channels", "; ".join(parts), action,
              {"dead_inputs": len(dead_in), "constant_inputs": len(const_in), "dead_weights": len(w.dead)})]
 
@@ -270,61 +251,19 @@ def layer_causes(name: str, layer: QuantLayer, role: str, stats: ChannelStats | 
         if name in r["feeds"] and r["ratio"] > cfg.residual_ratio and act_quantized and layer.abits < REPAIR_BITS:
             a, b = r["branches"]
             causes.append(("range mismatch at a residual add", f"add `{r['add']}` sums branches reaching "
-                           f"{a:.3g} and {b:.3g} ({r['ratio']:.1f}x)", _override(name, layer, abits=REPAIR_BITS),
+                           f"{a:.3g} and {b:.3g} ({r['ratio']:.1f}x)", override_action(name, layer, abits=REPAIR_BITS),
                            {"ratio": float(r["ratio"])}))  # fmt: skip
     lowest = _lowest_level(layer)
     if stats is not None and lowest is not None and lowest >= 0 and stats.negative_share > cfg.negative_share:
-        fix = (_settings(a_symmetric=True) if not layer.act_quantizer.scheme.symmetric
-               else _override(name, layer, abits=REPAIR_BITS))  # fmt: skip
+        fix = (settings_action(a_symmetric=True) if not layer.act_quantizer.scheme.symmetric
+               else override_action(name, layer, abits=REPAIR_BITS))  # fmt: skip
         causes.append(("negative activations under an unsigned quantizer", f"{100 * stats.negative_share:.1f}% "
                        f"of the inputs are negative but the grid starts at {lowest:.3g}", fix,
                        {"negative_share": stats.negative_share, "lowest_level": lowest}))  # fmt: skip
     if role == "last" and min(layer.wbits, layer.abits) < REPAIR_BITS:
         causes.append(("low-bit final layer", f"the final layer runs at W{layer.wbits}/A{layer.abits}",
-                       _settings(first_last_bits=REPAIR_BITS), {"bits": min(layer.wbits, layer.abits)}))
+                       settings_action(first_last_bits=REPAIR_BITS), {"bits": min(layer.wbits, layer.abits)}))
     return [c for c in causes if not fix_in_effect(c[2], layer)]
-
-
-def apply_fix(spec: QuantSpec, action: dict[str, Any]) -> QuantSpec:
-    """`spec` with a finding's fix applied (settings changed, or the override line added last)."""
-    if action["kind"] == "override":
-        return dataclasses.replace(spec, overrides={**spec.overrides, **parse_overrides(action["text"])})
-    return dataclasses.replace(spec, **action["changes"])
-
-
-RECONSTRUCTION_METHODS = ("pdquant", "qdrop", "brecq", "adaround")  # preferred first
-
-
-def reconstruction_measurement(records: list[Any], model: str, wbits: int, abits: int,
-                               data: str | None = None) -> dict[str, Any] | None:  # fmt: skip
-    """What a stored reconstruction run recovered over a stored RTN run of the same model, bits and data.
-
-    Args:
-        records: Stored `RunRecord`s (any; filtered here).
-        model, wbits, abits, data: What must match (data: the spec's data set, when given).
-
-    Returns:
-        ``{"method", "points", "top1", "rtn_top1", "run_id", "rtn_run_id"}`` for the preferred
-        method (PD-Quant first) with the best top-1, or None when either run is missing.
-    """
-
-    def match(r: Any, method: str) -> bool:
-        same_data = data is None or (r.spec or {}).get("data", data) == data
-        return (r.status == "done" and r.model == model and r.method == method and (r.wbits, r.abits) == (wbits, abits)
-                and same_data and isinstance(r.metrics.get("top1"), (int, float)))  # fmt: skip
-
-    rtn = [r for r in records if match(r, "rtn")]
-    if not rtn:
-        return None
-    base = rtn[0]
-    for method in RECONSTRUCTION_METHODS:
-        runs = [r for r in records if match(r, method)]
-        if runs:
-            best = max(runs, key=lambda r: r.metrics["top1"])
-            return {"method": method, "points": best.metrics["top1"] - base.metrics["top1"], "top1":
-                    best.metrics["top1"], "rtn_top1": base.metrics["top1"], "run_id": best.run_id,
-                    "rtn_run_id": base.run_id}  # fmt: skip
-    return None
 
 
 def _kept(layer: QuantLayer, role: str) -> bool:
@@ -398,7 +337,7 @@ def diagnose(qmodel: nn.Module, report: PrepareReport, float_model: nn.Module, i
         causes = layer_causes(name, layer, roles.get(name, ""), stats.get(name), residual or [], cfg)
         if flagged and not causes:
             causes = [("no single cause found", f"output SQNR {s_alone[name]:.1f} dB with only this layer "
-                       f"quantized; the median layer has {median:.1f} dB", _override(name, layer, REPAIR_BITS,
+                       f"quantized; the median layer has {median:.1f} dB", override_action(name, layer, REPAIR_BITS,
                        REPAIR_BITS), {"sqnr_alone": s_alone[name], "median": median})]  # fmt: skip
         for cause, evidence, action, stat in causes:
             findings.append(Finding(name, "flagged" if flagged else "watch", cause, evidence, FIXES[cause],
