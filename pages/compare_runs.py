@@ -167,6 +167,7 @@ def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
                                                 "description"}))  # fmt: skip
     if rec.status == "done" and rec.spec:
         _export(rec.run_id)
+        _report_ui(run_id)
 
 
 def _export(run_id: str) -> None:
@@ -219,6 +220,34 @@ def _rerun_outcome() -> None:
         st.success(literal(msg[1]))
     elif msg is not None:
         st.error(literal(msg[1]))
+
+
+def _report_ui(run_id: str) -> None:
+    """Build the run's shareable HTML report (the run is rebuilt from its description), then download it."""
+    job = st.session_state.get("report_job")
+    running = job is not None and job.running
+    if st.button("Build a shareable report (HTML)", key="cr_report", disabled=running,
+                 help="Re-runs the stored description (same seed, same model), checks the top-1, and writes one "
+                 "self-contained file: spec, accuracy, per-layer errors, diagnosis, scales, histograms."):  # fmt: skip
+        with errors_shown():
+            job = bridge.start_report(run_id)
+        if job.running:
+            st.rerun()
+    if job is None:
+        return
+    if job.running:
+        job_panel(job, "cr_report")
+        return
+    snap = job.snapshot()
+    if snap.status != "done":
+        st.error(literal(f"The report {snap.status}: {snap.error}"))
+        return
+    res = snap.result
+    same = "equals" if res["reproduced"] else "differs from"
+    st.caption(f"Run {res['run_id']} rebuilt: top-1 {res['rebuilt_top1']:.2f}% {same} the stored "
+               f"{res['stored_top1']:.2f}%.")  # fmt: skip
+    st.download_button("Download the report", res["html"], f"report-{res['run_id']}.html", "text/html",
+                       key="cr_report_download")  # fmt: skip
 
 
 render()

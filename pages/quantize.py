@@ -8,6 +8,8 @@ from typing import Any
 import streamlit as st
 
 from ptq_ui import bridge, charts, run_form
+from ptq_ui.diagnose_view import eta_text
+from ptq_ui.jobs import fraction
 from ptq_ui.pickers import require_model
 from ptq_ui.runs import describe_run
 from ptq_ui.state import owner, selection
@@ -19,16 +21,14 @@ def _progress(snap: Any) -> tuple[float, str]:
     ev = snap.last
     if ev is None:
         return 0.0, "starting…"
-    frac = ev.step / ev.total if ev.total else 0.0
     parts = [ev.stage]
     if ev.num_units:
-        frac = (min(ev.unit_index, ev.num_units - 1) + frac) / ev.num_units
         parts.append(f"unit {min(ev.unit_index + 1, ev.num_units)}/{ev.num_units} {ev.unit}".rstrip())
     if ev.total:
         parts.append(f"step {ev.step}/{ev.total}")
     if ev.message:
         parts.append(ev.message)
-    return max(0.0, min(1.0, frac)), " · ".join(parts)
+    return fraction(ev), " · ".join(parts)
 
 
 def _acknowledge(job: Any) -> None:
@@ -60,7 +60,8 @@ def _job_panel(job: Any) -> None:
         c1, c2 = st.columns([1, 4])
         if c1.button("Cancel", key="job_cancel", disabled=snap.cancel_requested):
             job.cancel()
-        c2.caption(f"{snap.elapsed:.0f} s elapsed" + (" · cancelling…" if snap.cancel_requested else ""))
+        c2.caption(f"{snap.elapsed:.0f} s elapsed · {eta_text(snap.eta, snap.stage)}"
+                   + (" · cancelling…" if snap.cancel_requested else ""))  # fmt: skip
 
     panel()
 

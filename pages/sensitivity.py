@@ -8,9 +8,9 @@ import streamlit as st
 
 from ptq_ui import bridge, charts_diag, diag_bridge
 from ptq_ui.charts import bits_label
-from ptq_ui.diagnose_view import finding_rows, fmt_db, job_panel
+from ptq_ui.diagnose_view import finding_rows, fix_text, fmt_db, job_panel, open_evidence
 from ptq_ui.pickers import require_model
-from ptq_ui.run_form import current_spec, set_overrides
+from ptq_ui.run_form import apply_fix, current_spec, set_overrides
 from ptq_ui.state import Selection, selection
 from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
@@ -22,38 +22,54 @@ quantized (weights and its input) and the rest stays float, so each number is th
 SWEEP_LIMITS = [500, 2000, 0]  # test images of the full sweep (0 = all)
 
 
-def _bits_ui() -> list[int]:
-    options = list(range(2, 9))
-    chosen = st.multiselect(
-        "Bit-widths to sweep",
-        options,
+VIEW_HELP = {"only": "only this layer quantized (its own damage)",
+             "all but": "every layer quantized except this one (what leaving it out gives back)"}  # fmt: skip
+
+
+def _bits_ui() -> tuple[list[int], list[tuple[int, int]], str]:
+    c1, c2, c3 = st.columns([2, 2, 2])
+    chosen = c1.multiselect(
+        "Bit-widths to sweep (W = A)",
+        list(range(2, 9)),
         key=seeded("sens_bits", default=[2, 4, 8]),
-        help="Each bit-width costs one calibration and one forward pass per layer.",
+        help="Each setting costs one calibration and one forward pass per layer.",
     )
-    return sorted(keep("sens_bits", chosen))
+    text = keep("sens_settings", c2.text_input("Other settings", key=seeded("sens_settings", default=""),
+                                               placeholder="W4A8, W2A4, A4",
+                                               help="Weight and activation bits apart: W4A8; A4 sweeps the "
+                                               "activation quantizers alone (weights float), W2 the weights "
+                                               "alone."))  # fmt: skip
+    view = keep("sens_view", c3.radio("View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
+                                      key=seeded("sens_view", list(VIEW_HELP))))  # fmt: skip
+    settings: list[tuple[int, int]] = []
+    with errors_shown():
+        settings = diag_bridge.parse_settings(text)
+    return sorted(keep("sens_bits", chosen)), settings, view
 
 
-def _proxy_tab(sel: Selection, spec: Any, bits: list[int]) -> list[dict[str, Any]] | None:
-    st.caption("**Cheap proxy**: the SQNR of the logits on 32 test images when only one layer is quantized. "
-               "Dark red cells are the sensitive layer/bit-width pairs; every 6 dB is about one bit.")  # fmt: skip
-    if not bits:
+def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]],
+               view: str) -> list[dict[str, Any]] | None:  # fmt: skip
+    st.caption("**Cheap proxy**: the SQNR of the logits on 32 test images with " + VIEW_HELP[view] + ". Dark red "
+               "cells are the sensitive layer/setting pairs; every 6 dB is about one bit.")  # fmt: skip
+    if not bits and not settings:
         st.error("Choose at least one bit-width.")
         return None
     with errors_shown():
-        rows = diag_bridge.sensitivity_proxy(sel, spec, bits)
-    st.plotly_chart(
-        charts_diag.sensitivity_heatmap(rows, "sqnr_db", "Logit SQNR, one layer quantized at a time", "SQNR (dB)"),
-        key="sens_proxy",
-        config={"displaylogo": False},
-    )
-    worst = sorted(rows, key=lambda r: r["sqnr_db"])[:5]
-    st.caption("Most sensitive: " + ", ".join(f"{r['layer']} at {r['bits']}-bit ({fmt_db(r['sqnr_db'])})"
-                                              for r in worst))  # fmt: skip
-    _sweep_panel(sel, spec, bits)
-    return rows
+        rows = diag_bridge.sensitivity_proxy(sel, spec, bits, settings=settings, view=view)
+        kept = set(diag_bridge.policy_kept(sel, spec))
+    title = "Logit SQNR, " + VIEW_HELP[view]
+    st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "sqnr_db", title, "SQNR (dB)"), key="sens_proxy",
+                    config={"displaylogo": False})  # fmt: skip
+    worst = sorted((r for r in rows if r["layer"] not in kept), key=lambda r: r["sqnr_db"], reverse=view != "only")
+    st.caption(("Most sensitive: " if view == "only" else "Leaving out helps most: ")
+               + ", ".join(f"{r['layer']} at {r['setting']} ({fmt_db(r['sqnr_db'])})" for r in worst[:5])
+               + (f". Not counted: {', '.join(sorted(kept))}, kept at 8 bits by the first/last policy of the "
+                  "Quantize page." if kept else "."))  # fmt: skip
+    _sweep_panel(sel, spec, bits, settings, view)
+    return [r for r in rows if r["bits"] is not None] if view == "only" else None
 
 
-def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
+def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]], view: str) -> None:
     st.markdown("**Full accuracy sweep** (top-1 drop per layer and bit-width; one evaluation each, runs in the "
                 "background)")  # fmt: skip
     env = bridge.default_eval_limit()
@@ -70,9 +86,9 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
     )
     job = st.session_state.get("sens_job")
     running = job is not None and job.running
-    if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not bits):
+    if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not (bits or settings)):
         with errors_shown():
-            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None)
+            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view)
         if job.running:
             st.rerun()
     if job is None:
@@ -90,11 +106,11 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int]) -> None:
         images = snap.result["eval_limit"] or "all"
         st.caption(f"{job.label}: {images} test images per evaluation, float top-1 {rows[0]['fp_top1']:.2f}%, "
                    f"{snap.elapsed:.0f} s.")  # fmt: skip
-        st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "drop", "Top-1 drop (points), one layer quantized "
-                                                        "at a time", "drop (pts)", reverse=True),
+        title = "Top-1 drop (points), " + VIEW_HELP[snap.result.get("view", "only")]
+        st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "drop", title, "drop (pts)", reverse=True),
                         key="sens_sweep", config={"displaylogo": False})  # fmt: skip
         with st.expander("Sweep table"):
-            st.dataframe([{k: r[k] for k in ("layer", "bits", "top1", "drop")} for r in rows], hide_index=True)
+            st.dataframe([{k: r[k] for k in ("layer", "setting", "top1", "drop")} for r in rows], hide_index=True)
 
 
 def _split_tab(sel: Selection, spec: Any) -> None:
@@ -122,28 +138,119 @@ def _split_tab(sel: Selection, spec: Any) -> None:
 
 def _diagnosis_tab(sel: Selection, spec: Any) -> None:
     st.caption(
-        "Layers whose output SQNR with only them quantized is below the threshold are **flagged**; each "
-        "layer is also checked for known causes (a cause at a layer that is fine is listed as *watch*)."
+        "A layer is **flagged** when its output SQNR with only it quantized stands out below the model's own "
+        "median (by the spread below), or below the absolute threshold when that is lower. Each layer is checked "
+        "for known causes, one statistic each; a cause at a layer that is fine is listed as *watch*. Every fix "
+        "shown is one the current settings do not already apply."
     )
     c = st.columns(4)
-    thr = keep("dg_sqnr", c[0].slider("Flag below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0)))
+    thr = keep("dg_sqnr", c[0].slider("Floor below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0),
+                                      help="A median layer below this means every layer is near its bit-width's "
+                                      "floor."))  # fmt: skip
     z = keep("dg_z", c[1].slider("Outlier z-score", 1.0, 20.0, step=0.5, key=seeded("dg_z", default=3.5)))
     ratio = keep("dg_ratio", c[2].slider("Residual range ratio", 2.0, 50.0, step=1.0,
                                          key=seeded("dg_ratio", default=8.0)))  # fmt: skip
     neg = keep("dg_neg", c[3].slider("Negative share (%)", 0.0, 20.0, step=0.5, key=seeded("dg_neg", default=1.0)))
     with errors_shown():
         result = diag_bridge.diagnose(sel, spec, thr, z, ratio, neg / 100)
+    if result["verdict"]["floor"]:
+        st.warning(result["verdict"]["text"].capitalize())
     flagged = [r for r in result["layers"] if r["flagged"]]
-    m = st.columns(3)
+    m = st.columns(4)
     m[0].metric("Flagged layers", len(flagged), help=", ".join(r["layer"] for r in flagged) or None)
     m[1].metric("Findings", len(result["findings"]))
-    m[2].metric("Residual adds checked", "yes" if result["residual_checked"] else "no (not traceable)")
+    m[2].metric("Flag threshold", fmt_db(result["threshold_db"]), help="min(absolute, median - spread)")
+    m[3].metric("Residual adds checked", "yes" if result["residual_checked"] else "no (not traceable)")
+    if result["kept"]:
+        st.caption(f"Kept at 8 bits by the first/last policy (never culprits): {', '.join(result['kept'])}.")
     if result["findings"]:
         st.dataframe(finding_rows(result["findings"]), hide_index=True, key="dg_table")
+        _finding_actions(result["findings"])
     else:
-        st.success("No layer is over the threshold and no known cause was found.")
+        st.success("No layer stands out and no known cause was found.")
     with st.expander("Causes and fixes"):
         st.table([{"cause": k, "fix to try": v} for k, v in diag_bridge.FIXES.items()])
+
+
+def _finding_actions(findings: list[dict[str, Any]], limit: int = 8) -> None:
+    """One line per finding: open the page that shows its statistic, or apply its fix on the Quantize page."""
+    st.markdown("**From finding to evidence**")
+    for i, f in enumerate(findings[:limit]):
+        c1, c2, c3 = st.columns([4, 2, 2])
+        c1.markdown(f"`{f['layer']}` · {f['cause']} · {f['severity']}")
+        page, title, state = diag_bridge.evidence_page(f["cause"], f["layer"], f["statistic"].get("source"))
+        if c2.button(f"Show in {title}", key=f"dg_show_{i}"):
+            open_evidence(page, state)
+        action = f["action"]
+        if c3.button("Apply this fix", key=f"dg_fix_{i}", disabled=action is None,
+                     help=None if action is None else fix_text(action)):  # fmt: skip
+            st.success(f"The Quantize page now has: {apply_fix(action)}.")
+
+
+def _culprits_tab(sel: Selection, spec: Any) -> None:
+    st.caption("**Measured culprits**: each layer (on the side the weights-vs-activations split blames first) is "
+               "raised to 8 bits on its own and the model is evaluated; the recovered points rank the layers. Then "
+               "the best are raised together, each step measured, until the set recovers the target share of the "
+               "loss. Layers the first/last policy keeps at 8 bits are not candidates.")  # fmt: skip
+    c1, c2, c3 = st.columns([2, 2, 1])
+    env = bridge.default_eval_limit()
+    limits = sorted({200, 500, 2000} | ({env} if env else set()))
+    limit = keep("cu_limit", c1.selectbox("Test images per evaluation", limits,
+                                          key=seeded("cu_limit", limits, env or 500)))  # fmt: skip
+    share = keep("cu_share", c2.slider("Target share of the loss", 0.1, 1.0, step=0.05,
+                                       key=seeded("cu_share", default=0.5)))  # fmt: skip
+    job = st.session_state.get("culprit_job")
+    running = job is not None and job.running
+    if c3.button("Measure", key="cu_run", disabled=running):
+        with errors_shown():
+            job = diag_bridge.start_culprits(sel, spec, limit, share)
+        if job.running:
+            st.rerun()
+    if job is None:
+        return
+    if job.running:
+        job_panel(job, "cu")
+        return
+    snap = job.snapshot()
+    if snap.status != "done":
+        st.error(f"The measurement {snap.status}: {snap.error}")
+        return
+    res = snap.result
+    if res["model"] != sel.model or res["spec"] != diag_bridge.spec_json(spec):
+        st.info("These culprits were measured for other settings; measure again.")
+    _culprit_results(res)
+
+
+def _culprit_results(res: dict[str, Any]) -> None:
+    c = st.columns(4)
+    c[0].metric("Float top-1", f"{res['fp_top1']:.2f}%")
+    c[1].metric("Quantized top-1", f"{res['top1']:.2f}%", f"{-res['loss']:+.2f} pts")
+    c[2].metric("Weights only / activations only", f"-{res['split']['weights']:.1f} / "
+                f"-{res['split']['activations']:.1f} pts")  # fmt: skip
+    last = res["chosen"][-1]["cumulative_top1"] if res["chosen"] else res["top1"]
+    c[3].metric("With the chosen set", f"{last:.2f}%", f"{res['recovered']:+.2f} pts")
+    st.caption(f"Measured on {res['samples']} test images, {res['evaluations']} evaluations; searched: "
+               f"{' then '.join(res['sides'])}.")  # fmt: skip
+    st.plotly_chart(charts_diag.culprit_bars(res["candidates"][:15]), key="cu_bars", config={"displaylogo": False})
+    st.dataframe([{"layer": c["layer"], "side": c["side"], "bits": c["bits"],
+                   "recovered (pts)": round(c["recovered"], 2), "top-1 with it at 8 bits": round(c["top1"], 2)}
+                  for c in res["candidates"]], hide_index=True, key="cu_table")  # fmt: skip
+    if res["chosen"]:
+        st.markdown("**Greedy set** (" + ("reaches" if res["reached"] else "does not reach") + " the target)")
+        st.dataframe([{"layer": c["layer"], "side": c["side"], "cumulative top-1": round(c["cumulative_top1"], 2),
+                       "recovered so far": round(c["cumulative_recovered"], 2)} for c in res["chosen"]],
+                     hide_index=True)  # fmt: skip
+        st.code(res["overrides"], language=None)
+        b1, b2 = st.columns(2)
+        if b1.button("Apply this set on the Quantize page", key="cu_apply"):
+            set_overrides(res["overrides"])
+            st.success("Copied into the per-layer overrides of the Quantize page.")
+        top = res["chosen"][0]
+        if b2.button(f"Show {top['layer']} in Outlier channels", key="cu_show"):
+            page, _, state = diag_bridge.evidence_page("outlier channels (activations)", top["layer"])
+            open_evidence(page, state)
+    if res["kept"]:
+        st.caption("Kept at 8 bits by the policy: " + ", ".join(k["layer"] for k in res["kept"]) + ".")
 
 
 def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bits: list[int]) -> None:
@@ -151,7 +258,7 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
                "logit noise: the proxy's per-layer error energies are added up, and a knapsack picks the "
                "cheapest mix. Each layer's weights and input get the same bits.")  # fmt: skip
     if not rows or len(bits) < 2:
-        st.info("Sweep at least two bit-widths on the Sensitivity tab first.")
+        st.info("Sweep at least two bit-widths on the Sensitivity tab first (view: only this layer quantized).")
         return
     budget = keep(
         "mp_budget",
@@ -205,15 +312,17 @@ def render() -> None:
     with errors_shown():
         layers = bridge.quantizable_layers(sel)
     spec = current_spec(layers)
-    bits = _bits_ui()
-    tabs = st.tabs(["Sensitivity", "Weights vs activations", "Diagnosis", "Mixed precision"])
+    bits, settings, view = _bits_ui()
+    tabs = st.tabs(["Sensitivity", "Weights vs activations", "Culprits (measured)", "Diagnosis", "Mixed precision"])
     with tabs[0]:
-        rows = _proxy_tab(sel, spec, bits)
+        rows = _proxy_tab(sel, spec, bits, settings, view)
     with tabs[1]:
         _split_tab(sel, spec)
     with tabs[2]:
-        _diagnosis_tab(sel, spec)
+        _culprits_tab(sel, spec)
     with tabs[3]:
+        _diagnosis_tab(sel, spec)
+    with tabs[4]:
         _mixed_tab(sel, spec, rows, bits)
 
 

@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_ids", nargs="*")
     r.add_argument("--format", choices=("json", "csv"), default="json")
     r.add_argument("--spec", action="store_true", help="show: print only the run's description (for --config)")
+    rep = sub.add_parser("report", help="rebuild a stored run from its description and write one self-contained "
+                         "HTML report (spec, accuracy, per-layer errors, diagnosis, scales/zero points, histograms)")
+    rep.add_argument("run_id")
+    rep.add_argument("-o", "--output", default=None, help="HTML file to write (default: report-RUN_ID.html)")
+    rep.add_argument("--culprits", type=int, default=None, metavar="N",
+                     help="also measure the culprits on the first N test images (one evaluation per layer)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -382,6 +389,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = args.output or f"report-{args.run_id}.html"
+    bar = _Bar(args.quiet)
+    try:
+        data = write_report(args.run_id, path, progress=bar, culprit_images=args.culprits)
+    finally:
+        bar.close()
+    same = "equals" if data["reproduced"] else "DIFFERS FROM"
+    print(f"wrote {path}: rebuilt top-1 {data['rebuilt_top1']:.2f}% {same} the stored {data['stored_top1']:.2f}%")
+    return 0 if data["reproduced"] else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -394,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_units(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_runs(args)
     except PTQError as exc:
         print(f"error: {exc}", file=sys.stderr)

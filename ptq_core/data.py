@@ -24,6 +24,7 @@ __all__ = [
     "FMNIST_MEAN",
     "FMNIST_STD",
     "FMNIST_CLASSES",
+    "calibration_labels",
     "ASSETS_DIR",
     "DataBundle",
     "read_idx",
@@ -169,6 +170,16 @@ def calibration_tensor(bundle: DataBundle, n: int, seed: int = 0) -> torch.Tenso
     if isinstance(ds, TensorDataset):
         return ds.tensors[0][perm]
     return torch.stack([ds[int(i)][0] for i in perm])
+
+
+def calibration_labels(bundle: DataBundle, n: int, seed: int = 0) -> torch.Tensor:
+    """The labels of `calibration_tensor(bundle, n, seed)`'s images, in the same order."""
+    ds = bundle.calib
+    n = min(max(n, 1), len(ds))
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[1][perm]
+    return torch.tensor([int(ds[int(i)][1]) for i in perm])
 
 
 def make_loader(ds: Dataset, batch_size: int = 256, limit: int | None = None) -> DataLoader:

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
+from .analysis.overfit import OVERFIT_IMAGES, overfit_check
 from .cat.pipeline import attach_cat, cat_overhead_bits
-from .data import DataBundle, calibration_tensor, load_data, make_loader
+from .data import DataBundle, calibration_labels, calibration_tensor, load_data, make_loader
 from .errors import ConfigError
-from .methods import ProgressEvent, ProgressFn, QuantResult, emit, quantize
+from .methods import ProgressEvent, ProgressFn, QuantResult, ReconMethodConfig, emit, quantize
 from .metrics import evaluate, layer_errors, model_size_bits
 from .models import LoadedModel, load_model, resolve_device
 from .spec import RunSpec, bits_summary
@@ -45,11 +46,14 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     method_extras: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    overfit: dict[str, Any] | None = None  # reconstruction methods: calibration vs test images
 
     def extras(self) -> dict[str, Any]:
-        """What the store keeps beside metrics and layers; the method's own under "method"."""
+        """What the store keeps beside metrics and layers; the method's own under "method", and for
+        reconstruction methods the overfitting check under "overfit"."""
         d = asdict(self)
-        return {k: d[k] for k in ("layers_alone", "report", "bits", "data", "device")} | {"method": self.method_extras}
+        keep = ("layers_alone", "report", "bits", "data", "device") + (("overfit",) if self.overfit else ())
+        return {k: d[k] for k in keep} | {"method": self.method_extras}
 
 
 def quantize_and_evaluate(
@@ -99,11 +103,19 @@ def quantize_and_evaluate(
     data = bundle.describe()
     if spec.cat is not None:
         data.update(cat_fit=qres.extras["cat"]["fit_set"], eval=qres.extras["cat"]["eval_set"])
+    overfit = None
+    if isinstance(config, ReconMethodConfig):
+        emit(progress, ProgressEvent("errors", 0, 1, message="calibration vs test images (overfitting)"))
+        n = min(OVERFIT_IMAGES, len(calib))
+        x_t, y_t = next(iter(make_loader(bundle.test, batch_size=n)))
+        labels = calibration_labels(bundle, config.calib, config.seed)[:n]
+        overfit = overfit_check(base_model, (calib[:n], labels), (x_t.to(device), y_t))
     result = RunResult(
         metrics=metrics, label=bits.label, report=report, bits=bits.to_dict(), data=data,
         layers=[e.to_dict() for e in layer_errors(base_model, x_err, "accumulated")],
         layers_alone=[e.to_dict() for e in layer_errors(base_model, x_err, "alone")],
         timings=dict(qres.timings, method=qres.seconds), method_extras=qres.extras, device=str(device),
+        overfit=overfit,
     )  # fmt: skip
     return result, qres
 

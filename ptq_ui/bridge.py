@@ -328,6 +328,26 @@ def queue_counts() -> dict[str, int]:
     return {"running": running, "waiting": waiting, "slots": q.slots, "threads": q.threads or 0}
 
 
+def start_report(run_id: str) -> Job:
+    """Rebuild a stored run from its description and render its HTML report on a worker thread.
+
+    The job (kept in the session as "report_job") returns ``{"run_id", "html", "reproduced",
+    "rebuilt_top1", "stored_top1"}``.
+    """
+    from ptq_core.report import build_report, render_html
+
+    record = store().get(run_id)
+
+    def work(progress) -> dict[str, Any]:
+        data = build_report(record, progress)
+        return {"run_id": run_id, "html": render_html(data), "reproduced": data["reproduced"],
+                "rebuilt_top1": data["rebuilt_top1"], "stored_top1": data["stored_top1"]}  # fmt: skip
+
+    job = start_job(work, f"report of run {run_id}", queue=job_queue())
+    st.session_state["report_job"] = job
+    return job
+
+
 # -- uploads -------------------------------------------------------------------------------
 
 

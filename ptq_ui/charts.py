@@ -62,15 +62,29 @@ def layer_metric_lines(series: dict[str, Sequence[dict[str, Any]]], metric: str,
 
 
 def loss_lines(history: Sequence[dict[str, Any]]) -> go.Figure:
-    """Live loss chart: one line per loss term against the progress-event index."""
+    """Live loss chart by unit and step: x = unit number + step / steps, ticks at each unit's start."""
     fig = go.Figure()
+    xs = [_unit_step(h) for h in history]
     for i, name in enumerate(dict.fromkeys(h["loss"] for h in history)):
-        pts = [h for h in history if h["loss"] == name]
-        fig.add_scatter(x=[h["point"] for h in pts], y=[h["value"] for h in pts], name=name, mode="lines",
+        pts = [(x, h) for x, h in zip(xs, history, strict=True) if h["loss"] == name]
+        fig.add_scatter(x=[x for x, _ in pts], y=[h["value"] for _, h in pts], name=name, mode="lines",
                         line=dict(color=_PALETTE[i % len(_PALETTE)]),
-                        customdata=[h["unit"] for h in pts], hovertemplate="%{customdata}<br>%{y:.4g}")  # fmt: skip
+                        customdata=[f"{h['unit'] or h['stage']} · step {h.get('step', '?')}/{h.get('total', '?')}"
+                                    for _, h in pts], hovertemplate="%{customdata}<br>%{y:.4g}")  # fmt: skip
+    starts = {}
+    for h in history:
+        starts.setdefault(h.get("unit_index", 0), h["unit"] or h["stage"])
+    fig.update_xaxes(tickvals=[i + 1 for i in starts], ticktext=list(starts.values()), tickangle=-45)
     fig.update_yaxes(type="log")
-    return _layout(fig, "Loss", "progress event", "loss (log)", height=300)
+    return _layout(fig, "Loss", "unit (block or layer) and step within it", "loss (log)", height=320)
+
+
+def _unit_step(h: dict[str, Any]) -> float:
+    """Position of one loss point: units numbered from 1, steps spread inside [unit, unit + 1)."""
+    if "step" not in h:  # history recorded before units and steps were kept
+        return float(h["point"])
+    frac = h["step"] / h["total"] if h.get("total") else 0.0
+    return h.get("unit_index", 0) + 1 + min(frac, 0.999)
 
 
 def accuracy_scatter(rows: Sequence[dict[str, Any]], x: str, x_title: str, title: str) -> go.Figure:

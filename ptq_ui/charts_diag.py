@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["channel_ranges_figure", "channel_sample_heatmap", "error_split_figure", "cluster_figure",
+__all__ = ["culprit_bars", "channel_ranges_figure", "channel_sample_heatmap", "error_split_figure", "cluster_figure",
            "sensitivity_heatmap", "split_bars", "allocation_figure", "COLOR_BY"]  # fmt: skip
 
 _PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
@@ -159,15 +159,19 @@ def _finite(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
+def _setting(row: dict[str, Any]) -> str:
+    return row.get("setting") or f"{row['bits']}-bit"
+
+
 def sensitivity_heatmap(rows: Sequence[dict[str, Any]], value: str, title: str, colorbar: str,
                         reverse: bool = False) -> go.Figure:  # fmt: skip
     """Layers (x, execution order) x bit-widths (y) heat map of one value (SQNR or accuracy drop)."""
     layers = list(dict.fromkeys(r["layer"] for r in sorted(rows, key=lambda r: r["index"])))
-    bits = sorted({r["bits"] for r in rows})
-    grid = [[None] * len(layers) for _ in bits]
+    labels = list(dict.fromkeys(_setting(r) for r in rows))
+    grid = [[None] * len(layers) for _ in labels]
     for r in rows:
-        grid[bits.index(r["bits"])][layers.index(r["layer"])] = _finite(r[value])
-    fig = go.Figure(go.Heatmap(z=grid, x=layers, y=[f"{b}-bit" for b in bits], colorscale="RdYlGn",
+        grid[labels.index(_setting(r))][layers.index(r["layer"])] = _finite(r[value])
+    fig = go.Figure(go.Heatmap(z=grid, x=layers, y=labels, colorscale="RdYlGn",
                                reversescale=reverse, colorbar=dict(title=colorbar),
                                hovertemplate="%{x}<br>%{y}<br>%{z:.2f}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
@@ -194,3 +198,16 @@ def allocation_figure(alloc: dict[str, Any], order: Sequence[str]) -> go.Figure:
     fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
     fig.update_yaxes(title_text="bits (weights and input)", dtick=1)
     return _layout(fig, "Chosen bit-width per layer", 340)
+
+
+def culprit_bars(candidates: Sequence[dict[str, Any]]) -> go.Figure:
+    """Recovered top-1 points per (layer, side) raised to 8 bits alone, best first."""
+    colors = {"weights": "#636efa", "activations": "#ffa15a"}
+    fig = go.Figure(go.Bar(x=[f"{c['layer']} ({c['side'][0]})" for c in candidates],
+                           y=[c["recovered"] for c in candidates],
+                           marker_color=[colors[c["side"]] for c in candidates],
+                           text=[f"{c['recovered']:+.1f}" for c in candidates],
+                           hovertemplate="%{x}<br>%{y:+.2f} pts<extra></extra>"))  # fmt: skip
+    fig.update_xaxes(tickangle=-45, title_text="layer (w = weights, a = activations raised to 8 bits)")
+    fig.update_yaxes(title_text="recovered top-1 (pts)")
+    return _layout(fig, "Measured recovery of each repair", 360)

@@ -19,7 +19,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ptq_core.analysis import clusters, diagnosis, mixed_precision, outliers, ranges, sensitivity
+from ptq_core.analysis import clusters, culprits, diagnosis, mixed_precision, outliers, ranges, sensitivity
 from ptq_core.data import calibration_tensor, make_loader
 from ptq_core.errors import ConfigError
 from ptq_core.methods import ProgressEvent, QuantResult, emit
@@ -33,13 +33,19 @@ from .state import Selection
 __all__ = ["LOGITS", "MAX_POINTS", "PROJECTIONS", "OUTCOMES", "FIXES", "spec_json", "layer_ranges", "error_split",
            "outlier_layers", "channel_sample_map", "cluster_view", "umap_key", "start_umap", "sensitivity_proxy",
            "start_sensitivity_sweep", "weight_act_split", "diagnose", "allocate", "overrides_text",
-           "measure_allocation", "live_layer_errors"]  # fmt: skip
+           "measure_allocation", "live_layer_errors", "STATS_IMAGES", "start_culprits", "evidence_page",
+           "parse_settings", "policy_kept"]  # fmt: skip
 
 LOGITS = clusters.LOGITS
 MAX_POINTS = clusters.MAX_POINTS
 PROJECTIONS = clusters.PROJECTIONS
 OUTCOMES = clusters.OUTCOMES
 FIXES = diagnosis.FIXES
+STATS_IMAGES = 128  # calibration images of the input-channel statistics: the Outlier channels page's default
+# the page (and its session keys) that shows each cause's statistic for one layer
+_EVIDENCE = {"outlier channels (activations)": ("pages/outlier_channels.py", "Outlier channels"),
+             "outlier channels (weights)": ("pages/outlier_channels.py", "Outlier channels"),
+             "dead or near-constant channels": ("pages/outlier_channels.py", "Outlier channels")}  # fmt: skip
 _Key = tuple[str, str, str]
 
 
@@ -182,36 +188,53 @@ def start_umap(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: in
 
 
 @st.cache_data(max_entries=16, show_spinner="Sweeping one layer at a time (logit SQNR proxy)…")
-def _proxy(key: _Key, data: str, spec: str, bits: tuple[int, ...], calib: int, probe: int,
+def _proxy(key: _Key, data: str, spec: str, settings: tuple[tuple[int, int], ...], view: str, calib: int, probe: int,
            seed: int) -> list[dict[str, Any]]:  # fmt: skip
     model, _ = _loaded(key, data)
     images = _calib(key, data, calib, seed)
     probe_x, _ = _test_batch(key, data, probe)
-    return sensitivity.sensitivity_proxy(model, images, probe_x, QuantSpec.from_dict(json.loads(spec)), bits)
+    return sensitivity.sensitivity_proxy(model, images, probe_x, QuantSpec.from_dict(json.loads(spec)),
+                                         settings=list(settings), view=view)  # fmt: skip
+
+
+def _pairs(bits: list[int], settings: list[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
+    pairs = [(b, b) for b in sorted(bits)] + list(settings or [])
+    if not pairs:
+        raise ConfigError("choose at least one bit-width")
+    return tuple(dict.fromkeys(pairs))
 
 
 def sensitivity_proxy(sel: Selection, spec: QuantSpec, bits: list[int], calib: int = 64, probe: int = 32,
-                      seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-    """Logit SQNR with one layer at a time at each bit-width (cached)."""
-    if not bits:
-        raise ConfigError("choose at least one bit-width")
-    return _proxy(sel.key, sel.data, spec_json(spec), tuple(sorted(bits)), calib, probe, seed)
+                      seed: int = 0, settings: list[tuple[int, int]] | None = None,
+                      view: str = "only") -> list[dict[str, Any]]:  # fmt: skip
+    """Logit SQNR with one layer at a time quantized (or left out: view "all but") at each setting (cached).
+
+    `bits` are uniform settings (W b / A b); `settings` add (weight bits, activation bits) pairs.
+    """
+    return _proxy(sel.key, sel.data, spec_json(spec), _pairs(bits, settings), view, calib, probe, seed)
+
+
+def parse_settings(text: str) -> list[tuple[int, int]]:
+    """``W4A8, W2A4, A4`` as (weight bits, activation bits) pairs."""
+    return sensitivity.parse_settings(text)
 
 
 def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], eval_limit: int | None,
-                            calib: int = 64, seed: int = 0) -> Job:  # fmt: skip
+                            calib: int = 64, seed: int = 0, settings: list[tuple[int, int]] | None = None,
+                            view: str = "only") -> Job:  # fmt: skip
     """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job"."""
-    if not bits:
-        raise ConfigError("choose at least one bit-width")
+    pairs = _pairs(bits, settings)
     model, bundle = _loaded(sel.key, sel.data)
     images = _calib(sel.key, sel.data, calib, seed)
     loader = make_loader(bundle.test, limit=eval_limit)
 
     def work(progress) -> dict[str, Any]:
-        rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, sorted(bits), progress=progress)
-        return {"rows": rows, "spec": spec_json(spec), "eval_limit": eval_limit, "model": sel.model}
+        rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, settings=list(pairs), view=view,
+                                                progress=progress)  # fmt: skip
+        return {"rows": rows, "spec": spec_json(spec), "eval_limit": eval_limit, "model": sel.model, "view": view}
 
-    job = start_job(work, f"accuracy sweep {'/'.join(map(str, sorted(bits)))}-bit on {sel.model}")
+    label = ", ".join(sensitivity.setting_label(p) for p in pairs)
+    job = start_job(work, f"accuracy sweep ({view}) {label} on {sel.model}")
     st.session_state["sens_job"] = job
     return job
 
@@ -230,19 +253,66 @@ def weight_act_split(sel: Selection, spec: QuantSpec, eval_limit: int | None, ca
 
 
 @st.cache_data(max_entries=32, show_spinner="Diagnosing every layer…")
-def _diagnose(key: _Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple) -> dict:
+def _diagnose(key: _Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple,
+              reconstruction: str) -> dict:  # fmt: skip
     q = _rtn(key, data, spec, calib, seed)
     model, _ = _loaded(key, data)
     images, _ = _test_batch(key, data, probe)
-    return diagnosis.diagnose(q.model, q.report, model, images, diagnosis.DiagnosisConfig(*thresholds))
+    stats_images = _calib(key, data, STATS_IMAGES, seed)  # what the Outlier channels page measures by default
+    return diagnosis.diagnose(q.model, q.report, model, images, diagnosis.DiagnosisConfig(*thresholds), stats_images,
+                              json.loads(reconstruction), key[0])  # fmt: skip
+
+
+def _reconstruction(sel: Selection, spec: QuantSpec) -> dict[str, Any] | None:
+    records = bridge.list_runs(status="done", model=sel.model)
+    return diagnosis.reconstruction_measurement(records, sel.model, spec.wbits, spec.abits, sel.data)
 
 
 def diagnose(sel: Selection, spec: QuantSpec, sqnr_db: float, z: float, residual_ratio: float,
              negative_share: float, calib: int = 256, probe: int = 64, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Findings (layer, cause, evidence, fix) of the RTN model under `spec`."""
+    """Findings (layer, cause, evidence, fix action) of the RTN model under `spec`, and the floor verdict."""
     diagnosis.DiagnosisConfig(sqnr_db, z, residual_ratio, negative_share)  # validate before caching
+    rec = json.dumps(_reconstruction(sel, spec))
     return _diagnose(sel.key, sel.data, spec_json(spec), calib, seed, probe, (sqnr_db, z, residual_ratio,
-                                                                              negative_share))  # fmt: skip
+                                                                              negative_share), rec)  # fmt: skip
+
+
+def policy_kept(sel: Selection, spec: QuantSpec) -> list[str]:
+    """Layers the first/last policy keeps at 8 bits or more under `spec` (never culprits)."""
+    rows = bridge.architecture(sel, spec)["rows"]
+    out = []
+    for r in rows:
+        if r.get("role") and r.get("bits"):
+            w, a = (int(b[1:]) for b in r["bits"].split("/"))
+            if min(w, a) >= culprits.REPAIR_BITS:
+                out.append(r["layer"])
+    return out
+
+
+def evidence_page(cause: str, layer: str, source: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(page file, page title, session values that preselect `layer` there) of the page that shows `cause`."""
+    if cause in _EVIDENCE:
+        page, title = _EVIDENCE[cause]
+        return page, title, {"oc_layer": layer, "oc_images": STATS_IMAGES}
+    return "pages/learn_quantizer.py", "Learn: the quantizer", {"learn_layer": layer,
+                                                                "learn_source": source or "activations"}
+
+
+def start_culprits(sel: Selection, spec: QuantSpec, eval_limit: int | None, target_share: float = 0.5,
+                   max_set: int = 5, calib: int = 256, seed: int = 0) -> Job:  # fmt: skip
+    """Measure every repair to 8 bits and the greedy set on a worker thread; kept in the session as "culprit_job"."""
+    config = culprits.CulpritConfig(target_share=target_share, max_set=max_set)
+    model, bundle = _loaded(sel.key, sel.data)
+    images = _calib(sel.key, sel.data, calib, seed)
+    loader = make_loader(bundle.test, limit=eval_limit)
+
+    def work(progress) -> dict[str, Any]:
+        res = culprits.measured_culprits(model, images, loader, spec, config, progress=progress)
+        return {**res, "spec": spec_json(spec), "model": sel.model, "eval_limit": eval_limit}
+
+    job = start_job(work, f"measured culprits of {sel.model} ({spec.wbits}/{spec.abits} bits)")
+    st.session_state["culprit_job"] = job
+    return job
 
 
 def allocate(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:

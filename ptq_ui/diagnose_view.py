@@ -7,7 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["progress_of", "job_panel", "finding_rows", "fmt_db"]
+from .jobs import fraction
+
+__all__ = ["progress_of", "job_panel", "finding_rows", "fmt_db", "fix_text", "open_evidence", "eta_text"]
 
 
 def progress_of(snap: Any) -> tuple[float, str]:
@@ -15,11 +17,8 @@ def progress_of(snap: Any) -> tuple[float, str]:
     ev = snap.last
     if ev is None:
         return 0.0, "starting…"
-    frac = ev.step / ev.total if ev.total else 0.0
-    if ev.num_units:
-        frac = (min(ev.unit_index, ev.num_units - 1) + frac) / ev.num_units
     parts = [ev.stage, ev.unit, f"{ev.step}/{ev.total}" if ev.total else "", ev.message]
-    return max(0.0, min(1.0, frac)), " · ".join(p for p in parts if p)
+    return fraction(ev), " · ".join(p for p in parts if p)
 
 
 def job_panel(job: Any, key: str) -> None:
@@ -35,9 +34,18 @@ def job_panel(job: Any, key: str) -> None:
         c1, c2 = st.columns([1, 4])
         if c1.button("Cancel", key=f"{key}_cancel", disabled=snap.cancel_requested):
             job.cancel()
-        c2.caption(f"{snap.elapsed:.0f} s elapsed" + (" · cancelling…" if snap.cancel_requested else ""))
+        c2.caption(f"{snap.elapsed:.0f} s elapsed · {eta_text(snap.eta, snap.stage)}"
+                   + (" · cancelling…" if snap.cancel_requested else ""))  # fmt: skip
 
     panel()
+
+
+def eta_text(eta: float | None, stage: str = "") -> str:
+    """ "about 3 min left in reconstruct", or "estimating time left…" before the stage has gone far enough."""
+    if eta is None:
+        return "estimating time left…"
+    left = f"about {max(1, round(eta))} s left" if eta < 90 else f"about {eta / 60:.0f} min left"
+    return f"{left} in {stage}" if stage else left
 
 
 def fmt_db(value: Any) -> str:
@@ -47,9 +55,27 @@ def fmt_db(value: Any) -> str:
     return "exact" if math.isinf(value) else f"{value:.1f} dB"
 
 
+def fix_text(action: dict[str, Any] | None) -> str:
+    """A fix action in words: "a_observer = percentile", "override conv2=4/8", or "no setting to change"."""
+    if action is None:
+        return "no quantizer setting to change"
+    if action["kind"] == "override":
+        return f"override {action['text']}"
+    return ", ".join(f"{k} = {v}" for k, v in action["changes"].items())
+
+
 def finding_rows(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Diagnosis findings as table rows."""
     return [{"layer": f["layer"], "status": f["severity"], "bits": f"W{f['wbits']}/A{f['abits']}",
              "SQNR alone": fmt_db(f["sqnr_alone"]), "SQNR accumulated": fmt_db(f["sqnr_accumulated"]),
-             "likely cause": f["cause"], "evidence": f["evidence"], "fix to try": f["fix"]}
+             "likely cause": f["cause"], "evidence": f["evidence"], "fix": fix_text(f.get("action")),
+             "why": f["fix"]}
             for f in findings]  # fmt: skip
+
+
+def open_evidence(page: str, state: dict[str, Any]) -> None:
+    """Switch to `page` with `state` preselected (its widgets re-seed from these persistent keys)."""
+    for key, value in state.items():
+        st.session_state[key] = value
+        st.session_state.pop(f"w_{key}", None)
+    st.switch_page(page)

@@ -29,7 +29,7 @@ from typing import Any
 from ptq_core.errors import PTQError, RunCancelled
 from ptq_core.methods import ProgressEvent
 
-__all__ = ["Job", "JobQueue", "JobSnapshot", "job_queue", "start_job", "sync_jobs"]
+__all__ = ["Job", "JobQueue", "JobSnapshot", "job_queue", "start_job", "sync_jobs", "fraction"]
 
 _MAX_LOSS_POINTS = 5000  # loss history kept for the live chart
 
@@ -37,6 +37,27 @@ _MAX_LOSS_POINTS = 5000  # loss history kept for the live chart
 def sync_jobs() -> bool:
     """True when jobs must run inline (tests): env `PTQ_UI_SYNC_JOBS=1`."""
     return os.environ.get("PTQ_UI_SYNC_JOBS", "") not in ("", "0", "false")
+
+
+def fraction(ev: ProgressEvent | None) -> float:
+    """How far the event's stage is, 0-1: its step within its unit, and the unit among the units."""
+    if ev is None:
+        return 0.0
+    frac = ev.step / ev.total if ev.total else 0.0
+    if ev.num_units:
+        frac = (min(ev.unit_index, ev.num_units - 1) + frac) / ev.num_units
+    return max(0.0, min(1.0, frac))
+
+
+def _eta(frac: float, start_frac: float, stage_elapsed: float) -> float | None:
+    """Seconds left at the current stage's pace: it went from `start_frac` to `frac` in `stage_elapsed`.
+
+    None until the stage has gone far enough to say.
+    """
+    done = frac - start_frac
+    if done < 0.02 or stage_elapsed < 1.0:
+        return None
+    return stage_elapsed * (1.0 - frac) / done
 
 
 @dataclass
@@ -53,6 +74,8 @@ class JobSnapshot:
     cancel_requested: bool
     position: int | None = None  # 1 = next to start, while queued
     running_jobs: int = 0  # jobs running in the whole server, while queued
+    eta: float | None = None  # seconds left in the current stage, at its pace so far
+    stage: str = ""
 
 
 class JobQueue:
@@ -140,16 +163,22 @@ class Job:
     _last: ProgressEvent | None = None
     _losses: list[dict[str, Any]] = field(default_factory=list)
     _events: int = 0
+    _stage: str = ""
+    _stage_started: float = 0.0
+    _stage_frac: float = 0.0
     thread: threading.Thread | None = None
     queue: JobQueue | None = None
 
     def progress(self, event: ProgressEvent) -> None:
         """Progress callback for the core: record the event; raise `RunCancelled` if asked to stop."""
         with self._lock:
+            if event.stage != self._stage:
+                self._stage, self._stage_started, self._stage_frac = event.stage, time.time(), fraction(event)
             self._last = event
             self._events += 1
             for name, value in (event.losses or {}).items():
                 self._losses.append({"point": self._events, "stage": event.stage, "unit": event.unit,
+                                     "unit_index": event.unit_index, "step": event.step, "total": event.total,
                                      "loss": name, "value": float(value)})  # fmt: skip
             if len(self._losses) > _MAX_LOSS_POINTS:  # long runs: keep every other point
                 self._losses = self._losses[::2]
@@ -176,9 +205,10 @@ class Job:
         running_jobs = self.queue.counts()[0] if position is not None else 0
         with self._lock:
             end = self.finished or time.time()
+            eta = None if self.finished else _eta(fraction(self._last), self._stage_frac, end - self._stage_started)
             return JobSnapshot(self.status, self._last, list(self._losses), self._events, end - self.started,
-                               self.error, self.result, self.cancel_event.is_set(), position,
-                               running_jobs)  # fmt: skip
+                               self.error, self.result, self.cancel_event.is_set(), position, running_jobs,
+                               eta, self._stage)  # fmt: skip
 
     def _run(self, fn: Callable[[Callable[[ProgressEvent], None]], Any]) -> None:
         if self.queue is not None and not self.queue.wait_turn(self):

@@ -33,7 +33,7 @@ from . import bridge
 from .state import Selection
 
 __all__ = ["FORM", "FIRST_LAST", "EVAL_LIMITS", "Draft", "form", "draft", "current_spec", "set_overrides",
-           "run_form_ui"]  # fmt: skip
+           "apply_fix", "run_form_ui"]  # fmt: skip
 
 FORM = "run_form"
 FIRST_LAST = {"8-bit": 8, "same as the rest": None, "float (32)": FLOAT_BITS}
@@ -204,6 +204,19 @@ def current_spec(layer_names: Sequence[str] | None = None, overrides: bool = Tru
 def set_overrides(text: str) -> None:
     """Put per-layer overrides into the form (e.g. a mixed-precision allocation from another page)."""
     form()["overrides"] = text
+
+
+def apply_fix(action: dict[str, Any]) -> str:
+    """Fill the form with a diagnosis fix: settings changed, or its override line added (replacing the
+    line of the same pattern). Returns what changed, in words."""
+    if action["kind"] == "settings":
+        for name, value in action["changes"].items():
+            _set(("quant", name), value)
+        return ", ".join(f"{k} = {v}" for k, v in action["changes"].items())
+    pattern = action["text"].rpartition("=")[0]
+    lines = [ln for ln in form()["overrides"].splitlines() if ln.split("#")[0].rpartition("=")[0].strip() != pattern]
+    set_overrides("\n".join([*[ln for ln in lines if ln.strip()], action["text"]]))
+    return f"override {action['text']}"
 
 
 # -- widgets ---------------------------------------------------------------------------------------

@@ -44,3 +44,45 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(c, generator=g) + 0.5)
                 m.bias.copy_(torch.rand(c, generator=g) - 0.5)
     return model.eval()
+
+
+class TinyChain(nn.Module):
+    """conv-bn-relu, conv-bn (no ReLU: conv3 sees signed inputs), conv-relu, pooled linear head; no residual.
+
+    Faults injected into one layer stay in that layer: nothing skips around it.
+    """
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.conv3 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+    @staticmethod
+    def example_inputs(n: int = 8) -> torch.Tensor:
+        return torch.randn(n, 1, 8, 8)
+
+
+@torch.no_grad()
+def self_labelled(model: nn.Module, x: torch.Tensor, batch_size: int = 128):
+    """Centre the head's bias on `x` (balanced, fragile predictions) and label `x` with the float model's argmax.
+
+    The float model is then 100 % right, and a quantization error changes the predictions
+    as much as it changes the logits' differences. Returns a DataLoader.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    head.bias -= model(x).mean(0)
+    labels = model(x).argmax(1)
+    return DataLoader(TensorDataset(x, labels), batch_size=batch_size)

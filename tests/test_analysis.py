@@ -133,6 +133,19 @@ def test_proxy_ranks_two_bits_below_eight(model, images):
     assert _same(model, before)
 
 
+def test_sweep_settings_split_weights_and_activations_and_the_all_but_view(model, images):
+    assert sensitivity.parse_settings("W4A8, a4, 2, W2") == [(4, 8), (32, 4), (2, 2), (2, 32)]
+    with pytest.raises(ConfigError, match="W4A8"):
+        sensitivity.parse_settings("W4B8")
+    only = sensitivity.sensitivity_proxy(model, images, images[:16], MINMAX, settings=[(32, 2)])
+    assert {(r["setting"], r["wbits"], r["abits"], r["bits"]) for r in only} == {("A2", 32, 2, None)}
+    rest = sensitivity.sensitivity_proxy(model, images, images[:16], MINMAX, settings=[(32, 2)], view="all but")
+    alone = {r["layer"]: r["sqnr_db"] for r in only}
+    for r in rest:  # every other layer's noise is in: never much cleaner than any of them alone
+        assert r["view"] == "all but"
+        assert all(r["sqnr_db"] <= s + 3.0 for name, s in alone.items() if name != r["layer"])
+
+
 def _loader(model: torch.nn.Module, images: torch.Tensor) -> DataLoader:
     with torch.no_grad():
         labels = model(images).argmax(1)  # float model is 100% right by construction
@@ -209,7 +222,9 @@ def test_outlier_input_channel_is_found_and_threshold_flags(model, images):
     assert "outlier channels (activations)" in _causes(result, "conv2")
     ev = next(f["evidence"] for f in result["findings"] if f["layer"] == "conv2" and "outlier" in f["cause"])
     assert ev.startswith("input channel(s) 6")
-    assert all(r["flagged"] for r in result["layers"] if r["sqnr_alone"] < 60)
+    assert result["threshold_db"] <= 60  # relative to the model's own spread: never above the absolute one
+    assert all(r["flagged"] == (r["sqnr_alone"] < result["threshold_db"] and not r["kept"]) for r in result["layers"])
+    assert {r["layer"] for r in result["layers"] if r["kept"]} == {"conv1", "fc"}  # first/last at 8 bits
     none = _diagnose(model, images, sqnr_db=0.0)
     assert all(f["severity"] == "watch" for f in none["findings"])
 

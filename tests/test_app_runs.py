@@ -211,3 +211,21 @@ def test_a_saved_run_is_exported_from_compare_runs(app_env, weights):
     assert "onnx: checked" in captions(at) and "int: checked" in captions(at)
     table = at.dataframe[-1].value
     assert "layer1.0.conv1" in table["layer"].tolist() and set(table["W bits"]) >= {4, 8}
+
+
+def test_compare_runs_builds_a_shareable_report(app_env, weights):
+    """A stored run's report is rebuilt from its description in a job and offered as one HTML file."""
+    from ptq_core import run_quantization
+
+    quant = {"wbits": 4, "abits": 4, "w_observer": "minmax", "a_observer": "minmax"}
+    spec = RunSpec(model="fmnist-resnet20", weights=weights, device="cpu", eval_limit=64, error_samples=32,
+                   method=make_config("rtn", calib=32, **quant))  # fmt: skip
+    record, _ = run_quantization(spec)
+    at = new_app(None, "pages/compare_runs.py")
+    at.selectbox(key="w_cr_detail").set_value(record.run_id).run()
+    at.button(key="cr_report").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    result = at.session_state["report_job"].result
+    assert result["reproduced"] and result["html"].startswith("<!doctype html>")
+    assert f"top-1 {record.metrics['top1']:.2f}% equals the stored" in captions(at)
+    assert at.get("download_button")

@@ -26,8 +26,8 @@ from ..errors import ConfigError, DataError
 from ..primitives import compute_qparams, fake_quantize, quant_range
 
 __all__ = ["ChannelStats", "zscores", "channel_rows", "weight_channel_stats", "activation_channel_stats",
-           "channel_error_split", "capture_inputs", "input_channel_axis", "layer_rows", "layer_ranges", "DEAD_EPS",
-           "CONSTANT_RATIO"]  # fmt: skip
+           "channel_error_split", "capture_inputs", "input_channel_axis", "input_channel_stats", "layer_rows",
+           "layer_ranges", "DEAD_EPS", "CONSTANT_RATIO"]  # fmt: skip
 
 DEAD_EPS = 1e-8  # a channel whose largest magnitude is below this is dead (e.g. always zero after ReLU)
 CONSTANT_RATIO = 1e-3  # a channel whose spread is below this share of the median spread is near-constant
@@ -50,6 +50,7 @@ class ChannelStats:
     dead: list[int]
     constant: list[int]  # near-constant but not dead
     count: int  # values per channel
+    negative_share: float = 0.0  # share of all values below zero
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists, for caching and drawing."""
@@ -102,7 +103,8 @@ def _stats(rows: torch.Tensor) -> ChannelStats:
     live_std = std[absmax > DEAD_EPS]
     ref = float(np.median(live_std)) if live_std.size else 0.0
     constant = [int(i) for i in np.nonzero((std <= CONSTANT_RATIO * ref) & (absmax > DEAD_EPS))[0]] if ref > 0 else []
-    return ChannelStats(lo, hi, absmax, q[0], q[1], q[2], std, zscores(absmax), dead, constant, int(rows.shape[1]))
+    return ChannelStats(lo, hi, absmax, q[0], q[1], q[2], std, zscores(absmax), dead, constant, int(rows.shape[1]),
+                        float((rows < 0).float().mean()))  # fmt: skip
 
 
 def weight_channel_stats(weight: torch.Tensor) -> ChannelStats:
@@ -218,6 +220,21 @@ def capture_inputs(model: nn.Module, images: torch.Tensor, layers: list[str], ba
     return {n: torch.cat(v) for n, v in got.items()}
 
 
+def input_channel_stats(model: nn.Module, images: torch.Tensor, layers: list[str], group: int = 6
+                        ) -> dict[str, ChannelStats]:  # fmt: skip
+    """Statistics of the input channels of each named layer on `images`: the one measurement behind
+    every activation outlier score (the Outlier channels page and the diagnosis both read it).
+
+    Layers are captured a few at a time (`group`) to bound memory.
+    """
+    out: dict[str, ChannelStats] = {}
+    for i in range(0, len(layers), group):
+        names = layers[i : i + group]
+        for name, x in capture_inputs(model, images, names).items():
+            out[name] = activation_channel_stats(x, input_channel_axis(_module(model, name), x))
+    return out
+
+
 def input_channel_axis(module: nn.Module, x: torch.Tensor) -> int:
     """Channel axis of a layer's input: 1 for convolutions, the last axis otherwise."""
     return 1 if isinstance(module, nn.Conv2d) and x.dim() == 4 else x.dim() - 1
@@ -233,11 +250,9 @@ def layer_ranges(model: nn.Module, images: torch.Tensor, layer: str) -> dict[str
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         raise ConfigError(f"layer {layer!r} has no weight tensor")
-    x = capture_inputs(model, images, [layer])[layer]
-    axis = input_channel_axis(module, x)
+    acts = input_channel_stats(model, images, [layer])[layer]
     return {"layer": layer, "kind": type(module).__name__, "samples": int(len(images)),
-            "weights": weight_channel_stats(weight).to_dict(),
-            "activations": activation_channel_stats(x, axis).to_dict()}  # fmt: skip
+            "weights": weight_channel_stats(weight).to_dict(), "activations": acts.to_dict()}  # fmt: skip
 
 
 def layer_rows(model: nn.Module, images: torch.Tensor | None, layer: str, source: str) -> torch.Tensor:

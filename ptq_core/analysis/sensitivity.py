@@ -34,16 +34,59 @@ from ..modules import quant_layers, set_quant_state
 from ..prepare import QuantSpec
 from ..qscheme import FLOAT_BITS, check_bits
 
-__all__ = ["DEFAULT_BITS", "uniform_spec", "rtn_model", "logit_sqnr", "sensitivity_proxy", "sensitivity_accuracy",
-           "weight_act_split"]  # fmt: skip
+__all__ = ["DEFAULT_BITS", "VIEWS", "uniform_spec", "rtn_model", "logit_sqnr", "sensitivity_proxy",
+           "sensitivity_accuracy", "weight_act_split", "parse_settings", "setting_label"]  # fmt: skip
 
 DEFAULT_BITS = (2, 4, 8)
+# "only": only this layer quantized (its own damage); "all but": every layer quantized except this one
+# (what the model gains back without it: AIMET's other view)
+VIEWS = ("only", "all but")
+Setting = tuple[int, int]  # (weight bits, activation bits); 32 keeps that side float
 
 
-def uniform_spec(spec: QuantSpec, bits: int) -> QuantSpec:
-    """`spec` with every layer at W`bits`/A`bits`: no first/last exception, no overrides."""
-    check_bits(bits, allow_float=False)
-    return dataclasses.replace(spec, wbits=bits, abits=bits, first_last_bits=None, overrides={})
+def uniform_spec(spec: QuantSpec, bits: int, abits: int | None = None) -> QuantSpec:
+    """`spec` with every layer at W`bits`/A`abits` (A`bits` when None): no first/last exception, no overrides."""
+    abits = bits if abits is None else abits
+    check_bits(bits)
+    check_bits(abits)
+    if bits == FLOAT_BITS and abits == FLOAT_BITS:
+        raise ConfigError("a sweep setting needs weights or activations quantized")
+    return dataclasses.replace(spec, wbits=bits, abits=abits, first_last_bits=None, overrides={})
+
+
+def setting_label(setting: Setting) -> str:
+    """``W4A8``; ``A4`` for activations alone, ``W4`` for weights alone, ``4-bit`` for W4A4."""
+    w, a = setting
+    if w == a:
+        return f"{w}-bit"
+    if w == FLOAT_BITS:
+        return f"A{a}"
+    return f"W{w}" if a == FLOAT_BITS else f"W{w}A{a}"
+
+
+def parse_settings(text: str) -> list[Setting]:
+    """Sweep settings written as ``W4A8, W2A4, A4, W2, 4`` (A4: activation quantizers alone).
+
+        >>> parse_settings("W4A8, A4, 2")
+        [(4, 8), (32, 4), (2, 2)]
+    """
+    out: list[Setting] = []
+    for item in text.replace(";", ",").split(","):
+        t = item.strip().upper().replace(" ", "")
+        if not t:
+            continue
+        w = a = None
+        if t.isdigit():
+            w = a = int(t)
+        elif t.startswith("W") and "A" in t and t[1 : t.index("A")].isdigit() and t[t.index("A") + 1 :].isdigit():
+            w, a = int(t[1 : t.index("A")]), int(t[t.index("A") + 1 :])
+        elif t[:1] in "WA" and t[1:].isdigit():
+            w, a = (int(t[1:]), FLOAT_BITS) if t[0] == "W" else (FLOAT_BITS, int(t[1:]))
+        if w is None or a is None:
+            raise ConfigError(f"sweep setting {item.strip()!r} must look like W4A8, A4, W2 or 4")
+        uniform_spec(QuantSpec(), w, a)  # bit ranges
+        out.append((w, a))
+    return list(dict.fromkeys(out))
 
 
 def rtn_model(model: nn.Module, calib: torch.Tensor, spec: QuantSpec, batch_size: int = 128,
@@ -84,40 +127,69 @@ def _weight_count(layer: Any) -> int:
     return int(layer.weight.numel())
 
 
+def _settings(bits: Sequence[int], settings: Sequence[Setting] | None) -> list[Setting]:
+    if settings:
+        for w, a in settings:
+            uniform_spec(QuantSpec(), w, a)
+        return list(dict.fromkeys((int(w), int(a)) for w, a in settings))
+    return [(b, b) for b in _check_bits(bits)]
+
+
+def _switch(qmodel: nn.Module, qlayers: dict[str, Any], name: str, view: str) -> None:
+    """Quantize only `name` ("only") or every layer but `name` ("all but")."""
+    if view not in VIEWS:
+        raise ConfigError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    on = view == "only"
+    set_quant_state(qmodel, not on, not on)
+    qlayers[name].set_quant_state(on, on)
+
+
+def _row(name: str, order: list[str], setting: Setting, view: str) -> dict[str, Any]:
+    w, a = setting
+    return {"layer": name, "index": order.index(name), "bits": w if w == a else None, "wbits": w, "abits": a,
+            "setting": setting_label(setting), "view": view}  # fmt: skip
+
+
 def sensitivity_proxy(model: nn.Module, calib: torch.Tensor, probe: torch.Tensor, spec: QuantSpec,
                       bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
-                      progress: ProgressFn | None = None, batch_size: int = 128) -> list[dict[str, Any]]:  # fmt: skip
-    """Logit SQNR with one layer at a time quantized at each bit-width (the rest float).
+                      progress: ProgressFn | None = None, batch_size: int = 128,
+                      settings: Sequence[Setting] | None = None, view: str = "only"
+                      ) -> list[dict[str, Any]]:  # fmt: skip
+    """Logit SQNR with one layer at a time quantized (or left out) at each setting.
 
     Args:
         model: Float model; never modified.
         calib: Calibration images (ranges).
         probe: A few images on which the logits are compared.
         spec: Observers and granularity to use (its bit-widths are replaced).
-        bits: Bit-widths to try.
+        bits: Uniform bit-widths to try (W b / A b), when `settings` is not given.
         layers: Layers to sweep (default: all quantized layers).
         progress: Optional callback; may raise `RunCancelled`.
+        batch_size: Forward batch size.
+        settings: (weight bits, activation bits) pairs, e.g. ``[(4, 8), (32, 4)]`` (32: that side
+            float, so ``(32, 4)`` sweeps the activation quantizers on their own).
+        view: ``"only"`` (only this layer quantized) or ``"all but"`` (every layer but this one).
 
     Returns:
-        Rows ``{layer, index, bits, sqnr_db, noise, weights}`` (index = execution order,
-        noise = relative error energy of the logits, weights = weight count).
+        Rows ``{layer, index, bits, wbits, abits, setting, view, sqnr_db, noise, weights}`` (index =
+        execution order, bits = the bit-width when W = A else None, noise = relative error energy of
+        the logits, weights = weight count).
     """
-    bits = _check_bits(bits)
+    pairs = _settings(bits, settings)
     rows: list[dict[str, Any]] = []
-    for bi, b in enumerate(bits):
-        qmodel = rtn_model(model, calib, uniform_spec(spec, b), batch_size).model
+    for bi, (w, a) in enumerate(pairs):
+        qmodel = rtn_model(model, calib, uniform_spec(spec, w, a), batch_size).model
         qlayers = dict(quant_layers(qmodel))
         order = list(qlayers)
         names = _pick(order, layers)
         set_quant_state(qmodel, False, False)
         ref = _logits(qmodel, probe, batch_size)
         for li, name in enumerate(names):
-            emit(progress, ProgressEvent("sensitivity proxy", li + 1, len(names), unit=f"{b}-bit", unit_index=bi,
-                                         num_units=len(bits), message=name))  # fmt: skip
-            set_quant_state(qmodel, False, False)
-            qlayers[name].set_quant_state(True, True)
+            emit(progress, ProgressEvent("sensitivity proxy", li + 1, len(names), unit=setting_label((w, a)),
+                                         unit_index=bi, num_units=len(pairs), message=name))  # fmt: skip
+            _switch(qmodel, qlayers, name, view)
             s = logit_sqnr(ref, _logits(qmodel, probe, batch_size))
-            rows.append({"layer": name, "index": order.index(name), "bits": b, "sqnr_db": s,
+            rows.append({**_row(name, order, (w, a), view), "sqnr_db": s,
                          "noise": 0.0 if math.isinf(s) else 10 ** (-s / 10),
                          "weights": _weight_count(qlayers[name])})  # fmt: skip
     return rows
@@ -125,19 +197,21 @@ def sensitivity_proxy(model: nn.Module, calib: torch.Tensor, probe: torch.Tensor
 
 def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
                          bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
-                         progress: ProgressFn | None = None, batch_size: int = 128
+                         progress: ProgressFn | None = None, batch_size: int = 128,
+                         settings: Sequence[Setting] | None = None, view: str = "only"
                          ) -> list[dict[str, Any]]:  # fmt: skip
-    """Top-1 with one layer at a time quantized at each bit-width; the drop against float.
+    """Top-1 with one layer at a time quantized (or left out) at each setting; the drop against float.
 
     Same sweep as `sensitivity_proxy`, measured by accuracy on `loader` (slow: one
-    evaluation per layer and bit-width). Rows ``{layer, index, bits, top1, drop, fp_top1}``.
+    evaluation per layer and setting). Rows ``{layer, index, bits, wbits, abits, setting, view,
+    top1, drop, fp_top1}``.
     """
-    bits = _check_bits(bits)
+    pairs = _settings(bits, settings)
     device = next(model.parameters()).device
     rows: list[dict[str, Any]] = []
     fp_top1: float | None = None
-    for bi, b in enumerate(bits):
-        qmodel = rtn_model(model, calib, uniform_spec(spec, b), batch_size).model
+    for bi, (w, a) in enumerate(pairs):
+        qmodel = rtn_model(model, calib, uniform_spec(spec, w, a), batch_size).model
         qlayers = dict(quant_layers(qmodel))
         order = list(qlayers)
         names = _pick(order, layers)
@@ -145,12 +219,11 @@ def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoad
             set_quant_state(qmodel, False, False)
             fp_top1 = evaluate(qmodel, loader, device)["top1"]
         for li, name in enumerate(names):
-            emit(progress, ProgressEvent("sensitivity sweep", li + 1, len(names), unit=f"{b}-bit", unit_index=bi,
-                                         num_units=len(bits), message=name))  # fmt: skip
-            set_quant_state(qmodel, False, False)
-            qlayers[name].set_quant_state(True, True)
+            emit(progress, ProgressEvent("sensitivity sweep", li + 1, len(names), unit=setting_label((w, a)),
+                                         unit_index=bi, num_units=len(pairs), message=name))  # fmt: skip
+            _switch(qmodel, qlayers, name, view)
             top1 = evaluate(qmodel, loader, device)["top1"]
-            rows.append({"layer": name, "index": order.index(name), "bits": b, "top1": top1, "drop": fp_top1 - top1,
+            rows.append({**_row(name, order, (w, a), view), "top1": top1, "drop": fp_top1 - top1,
                          "fp_top1": fp_top1})  # fmt: skip
     return rows
 
