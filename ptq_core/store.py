@@ -33,7 +33,7 @@ __all__ = [
     "default_store_path", "environment", "to_jsonable",
 ]  # fmt: skip
 
-SCHEMA_VERSION = 2  # 2: the run's description (spec) and its bits label
+SCHEMA_VERSION = 4  # 2: the run's description (spec) and its bits label; 4: the sweep and cell a run belongs to
 STATUSES = ("running", "done", "failed", "cancelled")
 _HOME_VAR = "PTQ_EXPLORER_HOME"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -46,11 +46,14 @@ _SCHEMA = (
     wbits INTEGER NOT NULL, abits INTEGER NOT NULL,
     config TEXT NOT NULL, metrics TEXT NOT NULL, layers TEXT NOT NULL,
     timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL,
-    spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '')""",
+    spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '',
+    sweep TEXT NOT NULL DEFAULT '', cell TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS runs_created ON runs (created)",
 )
+_INDEXES = ("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep)",)
 # columns added by each schema version, for stores written by an older one
 _ADDED = {2: ("spec TEXT NOT NULL DEFAULT '{}'", "label TEXT NOT NULL DEFAULT ''")}
+_ADDED[4] = ("sweep TEXT NOT NULL DEFAULT ''", "cell TEXT NOT NULL DEFAULT ''")
 
 
 def default_store_path() -> Path:
@@ -129,6 +132,7 @@ class RunRecord:
     stored before descriptions existed), `config` its method settings, `label` the bits it
     really used (``W2A2``, or ``W2A2 + 6 overrides, 2.6 bits avg``), and `extras` what the
     run recorded beside metrics and layers, the method's own under ``extras["method"]``.
+    `sweep` and `cell` name the sweep the run is a cell of and the cell's key (empty otherwise).
     """
 
     run_id: str
@@ -148,6 +152,8 @@ class RunRecord:
     extras: dict = dataclasses.field(default_factory=dict)
     spec: dict = dataclasses.field(default_factory=dict)
     label: str = ""
+    sweep: str = ""
+    cell: str = ""
 
     @property
     def bits_label(self) -> str:
@@ -267,6 +273,8 @@ class RunStore:
                 raise self._not_a_store(f"schema version {row[0]} is newer than this program's")
             elif row[0] < SCHEMA_VERSION:
                 self._upgrade(conn, row[0])
+            for statement in _INDEXES:
+                conn.execute(statement)
 
     @staticmethod
     def _upgrade(conn: sqlite3.Connection, version: int) -> None:
@@ -291,6 +299,19 @@ class RunStore:
             conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                          record._to_row())  # fmt: skip
         return record.run_id
+
+    def add(self, record: RunRecord) -> RunRecord:
+        """Insert a run recorded elsewhere (a sweep's worker) as it is; returns it.
+
+        Raises:
+            ConfigError: If a run with its id is already stored.
+        """
+        with self._connect() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (record.run_id,)).fetchone():
+                raise ConfigError(f"run {record.run_id!r} is already in the run store")
+            conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                         record._to_row())  # fmt: skip
+        return record
 
     def finish(
         self, run_id: str, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None,
@@ -359,10 +380,10 @@ class RunStore:
 
     def list(
         self, status: str | None = None, model: str | None = None, method: str | None = None,
-        limit: int | None = None,
+        limit: int | None = None, sweep: str | None = None,
     ) -> list[RunRecord]:  # fmt: skip
-        """Return runs newest first, optionally filtered and capped at ``limit``."""
-        filters = {"status": status, "model": model, "method": method}
+        """Return runs newest first, optionally filtered (`sweep`: the cells of one sweep) and capped at ``limit``."""
+        filters = {"status": status, "model": model, "method": method, "sweep": sweep}
         where = [f"{name} = ?" for name, value in filters.items() if value is not None]
         params: list[Any] = [value for value in filters.values() if value is not None]
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
@@ -373,6 +394,13 @@ class RunStore:
         with self._connect(write=False) as conn:
             rows = conn.execute(sql, params).fetchall()
         return [RunRecord._from_row(row) for row in rows]
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """The sweeps in the store, newest first: ``{sweep, runs, done, failed, created}``."""
+        sql = ("SELECT sweep, COUNT(*) AS runs, SUM(status = 'done') AS done, SUM(status = 'failed') AS failed, "
+               "MAX(created) AS created FROM runs WHERE sweep != '' GROUP BY sweep ORDER BY created DESC")
+        with self._connect(write=False) as conn:
+            return [dict(row) for row in conn.execute(sql).fetchall()]
 
     def _records(self, run_ids: Iterable[str] | None) -> list[RunRecord]:
         return self.list() if run_ids is None else [self.get(rid) for rid in run_ids]
