@@ -1,4 +1,4 @@
-"""Command line: `python -m ptq_core {models,quantize,runs} ...`.
+"""Command line: `python -m ptq_core {models,quantize,sweep,runs} ...`.
 
 Bad arguments exit non-zero with a one-line message (never a stack trace).
 """
@@ -124,12 +124,32 @@ def _quantize_parser(sub: Any) -> None:
                              "--cat-fit-size")  # fmt: skip
 
 
+def _sweep_parser(sub: Any) -> None:
+    s = sub.add_parser("sweep", help="run a grid of runs on Ray (this machine, or a cluster with --address)",
+                       description="Run every cell of a grid (a base run description and axes to vary) as a Ray "
+                                   "task; each cell is stored as a run tagged with the sweep's name. Cells already "
+                                   "done are skipped, so running the same grid again resumes it.")  # fmt: skip
+    s.add_argument("grid", metavar="GRID", help="grid file (.json, or .yaml with PyYAML): {name, base, axes}")
+    s.add_argument("--name", default=None, help="the sweep's name (default: the grid's name, else the file's)")
+    s.add_argument("--address", default=None, help="a running Ray cluster (host:6379 or ray://host:10001); "
+                   "default: start Ray on this machine")  # fmt: skip
+    s.add_argument("--workers", type=_scalar(int, True, "workers"), default=None,
+                   help="cells at once (default: as many as Ray's CPUs allow)")  # fmt: skip
+    s.add_argument("--cpus-per-cell", type=_scalar(int, False, "cpus_per_cell"), default=1,
+                   help="CPUs each cell asks Ray for, and its torch threads (default 1)")  # fmt: skip
+    s.add_argument("--isolate", action="store_true", help="a fresh worker process per cell (its own memory)")
+    s.add_argument("--rerun", action="store_true", help="run every cell, even those already done")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="python -m ptq_core", description="Post-training quantization workbench.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list loadable models and their weights' status")
     _quantize_parser(sub)
+    _sweep_parser(sub)
     r = sub.add_parser("runs", help="list, show, delete or export saved runs")
     r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
     r.add_argument("run_ids", nargs="*")
@@ -282,6 +302,58 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .distributed import RayOptions
+    from .grid import load_grid
+    from .sweep import cell_identity, run_sweep
+
+    grid = load_grid(args.grid, args.name)
+    store = RunStore()
+    if args.dry_run:
+        done = {(r.cell, cell_identity(r.spec)) for r in store.list(status="done", sweep=grid.name)}
+        for cell in grid.cells():
+            status = "done" if (cell.key, cell_identity(cell.spec.to_dict())) in done else "to run"
+            print(f"{status:7} {cell.key:40} {cell.spec.title()}")
+        return 0
+    options = RayOptions(address=args.address, workers=args.workers, cpus_per_task=args.cpus_per_cell,
+                         isolate=args.isolate)  # fmt: skip
+    bar = _SweepBar(args.quiet)
+    try:
+        report = run_sweep(grid, store, options, bar, rerun=args.rerun)
+    finally:
+        bar.close()
+    for key, rec in report.records.items():
+        top1 = rec.metrics.get("top1")
+        result = f"top-1 {top1:6.2f}" if isinstance(top1, (int, float)) else f"failed: {rec.error}"
+        print(f"{rec.run_id}  {key:40} {result}")
+    print(f"sweep {grid.name}: {len(report.records) - len(report.failed)} done, {len(report.failed)} failed, "
+          f"{len(report.skipped)} already done" + (" (cancelled: run it again to resume)" if report.cancelled else ""))
+    return 130 if report.cancelled else (1 if report.failed else 0)
+
+
+class _SweepBar:
+    """Cells done / running / failed and the time left, on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, state: Any) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=state.total - state.skipped, desc="cells", unit="cell", file=sys.stderr)
+        self.bar.n = state.finished
+        self.bar.set_postfix(running=state.running, failed=state.failed, skipped=state.skipped, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _dumps(d: dict) -> str:
     return json.dumps(to_jsonable(d), indent=2)
 
@@ -325,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models()
         if args.command == "quantize":
             return _cmd_quantize(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         return _cmd_runs(args)
     except PTQError as exc:
         print(f"error: {exc}", file=sys.stderr)
