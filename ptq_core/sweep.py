@@ -12,6 +12,8 @@ whose description changed, run again.
 from __future__ import annotations
 
 import json
+import re
+import statistics
 import socket
 import tempfile
 import time
@@ -26,7 +28,8 @@ from .grid import Cell, Grid
 from .spec import RunSpec
 from .store import RunRecord, RunStore, environment, to_jsonable
 
-__all__ = ["SweepProgress", "SweepReport", "run_sweep", "execute_cell", "cell_identity", "sweep_records"]
+__all__ = ["SweepProgress", "SweepReport", "run_sweep", "execute_cell", "cell_identity", "sweep_records",
+           "sweep_summary"]  # fmt: skip
 
 
 @dataclass
@@ -182,3 +185,38 @@ def sweep_records(store: RunStore, name: str) -> list[RunRecord]:
         if r.cell not in best or (best[r.cell].status != "done" and r.status == "done"):
             best[r.cell] = r
     return sorted(best.values(), key=lambda r: r.created)
+
+
+def sweep_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """Cells that differ only by seed, as one row each: top-1 mean and std over the seeds.
+
+    Returns:
+        Rows ``{group, model, method, wbits, abits, bits, seeds, runs, failed, top1_mean, top1_std,
+        fp_top1}`` in the order the groups first appear (`top1_*` None when no run is done;
+        `top1_std` 0 for one seed).
+    """
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(_without_seed(r.cell), []).append(r)
+    rows = []
+    for group, runs in groups.items():
+        done = [r for r in runs if r.status == "done" and r.metrics.get("top1") is not None]
+        top1 = [float(r.metrics["top1"]) for r in done]
+        first = runs[0]
+        rows.append({
+            "group": group, "model": first.model, "method": first.method, "wbits": first.wbits,
+            "abits": first.abits, "bits": first.bits_label, "seeds": sorted(_seed(r) for r in done),
+            "runs": len(done), "failed": len(runs) - len(done),
+            "top1_mean": statistics.mean(top1) if top1 else None,
+            "top1_std": statistics.stdev(top1) if len(top1) > 1 else (0.0 if top1 else None),
+            "fp_top1": done[0].metrics.get("fp_top1") if done else None,
+        })  # fmt: skip
+    return rows
+
+
+def _without_seed(cell: str) -> str:
+    return re.sub(r"(^| )seed=\S+", "", cell).strip() or "base"
+
+
+def _seed(record: RunRecord) -> int:
+    return int((record.spec.get("method") or record.config).get("seed", 0))

@@ -30,6 +30,7 @@ from ptq_core.prepare import QuantSpec
 from ptq_core.qscheme import FLOAT_BITS, MAX_BITS, MIN_BITS
 from ptq_core.spec import RunSpec
 from ptq_core.store import RunRecord, RunStore, default_store_path
+from ptq_core.sweep import sweep_records, sweep_summary
 
 from . import analysis
 from .jobs import Job, start_job
@@ -38,7 +39,7 @@ from .state import Selection
 __all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", "device_label",
            "model_entries", "loaded_info", "architecture", "float_accuracy", "quantizable_layers", "layer_values",
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
-           "export_runs", "start_quantization", "save_upload", "default_eval_limit"]  # fmt: skip
+           "list_sweeps", "sweep_view", "export_runs", "start_quantization", "save_upload", "default_eval_limit"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150
@@ -197,6 +198,25 @@ def list_runs(status: str | None = None, model: str | None = None, method: str |
               limit: int | None = None) -> list[RunRecord]:  # fmt: skip
     """Saved runs, newest first."""
     return store().list(status, model, method, limit)
+
+
+def list_sweeps() -> list[dict[str, Any]]:
+    """The sweeps in the store, newest first: name, runs, done, failed."""
+    return store().sweeps()
+
+
+def sweep_view(name: str) -> tuple[list[RunRecord], list[dict[str, Any]]]:
+    """A sweep's newest run per cell, and its cells grouped over seeds (top-1 mean ± std).
+
+    Each group row has a `series`: its cell key without the seed and the weight bits (the
+    method, when the method is an axis), so the rows draw as one line per series.
+    """
+    records = sweep_records(store(), name)
+    rows = sweep_summary(records)
+    for row in rows:
+        rest = " ".join(t.removeprefix("method=") for t in row["group"].split() if not t.startswith("wbits="))
+        row["series"] = rest or row["method"]
+    return records, rows
 
 
 def get_run(run_id: str) -> RunRecord:
