@@ -1,9 +1,9 @@
 """The same grid run one cell after another and as a sweep on Ray: wall time and per-cell results.
 
-Usage: python benchmarks/sweep_bench.py [--workers 2] [--eval-limit 1000] [--models fmnist-resnet20 fmnist-vit]
+Usage: python benchmarks/sweep_bench.py [--workers 2] [--eval-limit 500] [--models fmnist-resnet20 fmnist-mobilenetv2]
 
-The grid: RTN on the zoo models at W2A4 / W4A4 / W8A8 with seeds 0 and 1 (12 cells with two
-models). It runs three ways, each into its own run store: sequentially in this process with
+The grid: RTN (min/max observers, 64 calibration images) on two zoo models at W2A4 / W4A4 /
+W8A4 with seeds 0 and 1: 12 cells. It runs three ways, each into its own run store: sequentially in this process with
 torch at every core, sequentially with one thread per cell, and with `sweep` on a local Ray
 with `--workers` cells at once, one CPU (one torch thread) each. A cell's metrics and per-layer
 errors are compared with the one-thread sequential run (the same thread count, so the same
@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 def grid(models: list[str], eval_limit: int):
     from ptq_core.grid import Grid
 
-    base = {"method": "rtn", "calib": 128, "eval_limit": eval_limit, "error_samples": 64}
+    base = {"method": "rtn", "calib": 64, "eval_limit": eval_limit, "error_samples": 32,
+            "w_observer": "minmax", "a_observer": "minmax"}
     axes = {"model": models, "wbits": [2, 4, 8], "seed": [0, 1]}
     return Grid.from_dict({"name": "sweep-bench", "base": base, "axes": axes})
 
@@ -68,8 +69,8 @@ def _same(a, b) -> bool:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--eval-limit", type=int, default=1000)
-    p.add_argument("--models", nargs="+", default=["fmnist-resnet20", "fmnist-vit"])
+    p.add_argument("--eval-limit", type=int, default=500)
+    p.add_argument("--models", nargs="+", default=["fmnist-resnet20", "fmnist-mobilenetv2"])
     args = p.parse_args()
     from ptq_core.store import RunStore
 
@@ -82,7 +83,7 @@ def main() -> None:
     wall, startup, by_ray = on_ray(g, RunStore(tmp / "ray.sqlite"), args.workers)
     same = sum(_same(by_ray[c.key], by_one[c.key]) for c in cells)
     top1 = sum(by_ray[c.key].metrics["top1"] == by_all[c.key].metrics["top1"] for c in cells)
-    print(f"{len(cells)} cells: RTN, calibration 128 images, first {args.eval_limit} test images, {cores} cores\n")
+    print(f"{len(cells)} cells: RTN, calibration 64 images, first {args.eval_limit} test images, {cores} cores\n")
     print("| run | cells at once x threads | wall s | per-cell results |")
     print("|---|---|---|---|")
     print(f"| sequential | 1 x {cores} | {seq_all:.1f} | reference for top-1 |")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from ptq_core.analysis import clusters, diagnosis, mixed_precision, outliers, ranges, sensitivity
 from ptq_core.data import calibration_tensor, make_loader
+from ptq_core.distributed import RayOptions
 from ptq_core.errors import ConfigError
 from ptq_core.methods import ProgressEvent, QuantResult, emit
 from ptq_core.metrics import evaluate, layer_errors
@@ -32,7 +34,7 @@ from .state import Selection
 
 __all__ = ["LOGITS", "MAX_POINTS", "PROJECTIONS", "OUTCOMES", "FIXES", "spec_json", "layer_ranges", "error_split",
            "outlier_layers", "channel_sample_map", "cluster_view", "umap_key", "start_umap", "sensitivity_proxy",
-           "start_sensitivity_sweep", "weight_act_split", "diagnose", "allocate", "overrides_text",
+           "ray_address", "start_sensitivity_sweep", "weight_act_split", "diagnose", "allocate", "overrides_text",
            "measure_allocation", "live_layer_errors"]  # fmt: skip
 
 LOGITS = clusters.LOGITS
@@ -198,9 +200,18 @@ def sensitivity_proxy(sel: Selection, spec: QuantSpec, bits: list[int], calib: i
     return _proxy(sel.key, sel.data, spec_json(spec), tuple(sorted(bits)), calib, probe, seed)
 
 
+def ray_address() -> str | None:
+    """The Ray cluster the app sends its Ray work to (`$PTQ_RAY_ADDRESS`), or None: Ray on this machine."""
+    return os.environ.get("PTQ_RAY_ADDRESS", "").strip() or None
+
+
 def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], eval_limit: int | None,
-                            calib: int = 64, seed: int = 0) -> Job:  # fmt: skip
-    """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job"."""
+                            calib: int = 64, seed: int = 0, ray_workers: int | None = None) -> Job:  # fmt: skip
+    """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job".
+
+    With `ray_workers`, the evaluations run as that many Ray tasks at once, on this machine or on
+    the cluster at `ray_address()`.
+    """
     if not bits:
         raise ConfigError("choose at least one bit-width")
     model, bundle = _loaded(sel.key, sel.data)
@@ -208,7 +219,8 @@ def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], ev
     loader = make_loader(bundle.test, limit=eval_limit)
 
     def work(progress) -> dict[str, Any]:
-        rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, sorted(bits), progress=progress)
+        ray = None if ray_workers is None else RayOptions(address=ray_address(), workers=ray_workers)
+        rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, sorted(bits), progress=progress, ray=ray)
         return {"rows": rows, "spec": spec_json(spec), "eval_limit": eval_limit, "model": sel.model}
 
     job = start_job(work, f"accuracy sweep {'/'.join(map(str, sorted(bits)))}-bit on {sel.model}")

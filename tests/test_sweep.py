@@ -140,3 +140,20 @@ def test_an_interrupted_sweep_loses_no_finished_cell_and_resumes(ray_local, tmp_
 
 def _stop(state) -> None:
     raise KeyboardInterrupt
+
+
+def test_the_sensitivity_sweep_on_ray_gives_the_same_rows(ray_local, fmnist, one_thread):
+    from ptq_core.analysis.sensitivity import sensitivity_accuracy
+    from ptq_core.data import calibration_tensor, make_loader
+    from ptq_core.models import load_model
+    from ptq_core.prepare import QuantSpec
+
+    model = load_model("fmnist-resnet20").model
+    calib, loader = calibration_tensor(fmnist, 32, 0), make_loader(fmnist.test, limit=100)
+    spec = QuantSpec(w_observer="minmax", a_observer="minmax")
+    layers = ["conv1", "layer1.0.conv1", "layer2.0.conv2", "layer3.2.conv2", "fc"]
+    events = []
+    on_ray = sensitivity_accuracy(model, calib, loader, spec, (2, 4), layers, events.append, ray=ray_local)
+    alone = sensitivity_accuracy(model, calib, loader, spec, (2, 4), layers)
+    assert on_ray == alone and len(alone) == 10
+    assert events[-1].step == events[-1].total == 4  # two bit-widths x two shares of the layers
