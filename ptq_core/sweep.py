@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import socket
+import statistics
 import tempfile
 import time
 import uuid

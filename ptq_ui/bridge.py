@@ -39,7 +39,8 @@ from .state import Selection
 __all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", "device_label",
            "model_entries", "loaded_info", "architecture", "float_accuracy", "quantizable_layers", "layer_values",
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
-           "list_sweeps", "sweep_view", "export_runs", "start_quantization", "save_upload", "default_eval_limit"]  # fmt: skip
+           "list_sweeps", "sweep_view", "export_runs", "start_quantization", "save_upload",
+           "default_eval_limit"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150

@@ -30,8 +30,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..calibrate import iterate_batches
-from ..errors import ConfigError
 from ..distributed import RayOptions, TaskState, ray_map, ray_session
+from ..errors import ConfigError
 from ..methods import ProgressEvent, ProgressFn, QuantResult, emit, quantize
 from ..methods.rtn import RTNConfig
 from ..metrics import evaluate, sqnr_db
