@@ -28,30 +28,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cells import cell_spec  # noqa: E402
+
 MODEL = "fmnist-mobilenetv2"
 BITS = {"W4A2": (4, 2), "W2A2": (2, 2)}
-VARIANTS = ("rtn", "no-stage-2", "re-observed", "stage-2", "stage-2-lr", "act-aware", "qdrop")
-
-
-def _config(variant: str, wbits: int, abits: int, iters: int):
-    from ptq_core import QuantSpec, RTNConfig
-    from ptq_core.methods import BRECQConfig, QDropConfig
-
-    spec = QuantSpec(wbits=wbits, abits=abits)
-    kw = {"quant": spec, "seed": 0, "iters": iters}
-    return {
-        "rtn": lambda: RTNConfig(quant=spec, calib=1024, seed=0),
-        "no-stage-2": lambda: BRECQConfig.from_preset("fast", act_iters=0, **kw),
-        "re-observed": lambda: BRECQConfig.from_preset("fast", act_lr=1e-12, **kw),
-        "stage-2": lambda: BRECQConfig.from_preset("fast", **kw),
-        "stage-2-lr": lambda: BRECQConfig.from_preset("fast", act_lr=1e-2, **kw),
-        "act-aware": lambda: BRECQConfig.from_preset("fast", act_aware_rounding=True, **kw),
-        "qdrop": lambda: QDropConfig.from_preset("fast", **kw),
-    }[variant]()
+VARIANTS: dict[str, tuple[str, dict]] = {  # variant -> (method, settings over the fast preset)
+    "rtn": ("rtn", {"calib": 1024}),
+    "no-stage-2": ("brecq", {"act_iters": 0}),
+    "re-observed": ("brecq", {"act_lr": 1e-12}),
+    "stage-2": ("brecq", {}),
+    "stage-2-lr": ("brecq", {"act_lr": 1e-2}),
+    "act-aware": ("brecq", {"act_aware_rounding": True}),
+    "qdrop": ("qdrop", {}),
+}
 
 
 def run_one(variant: str, bits: str, iters: int, eval_limit: int) -> dict:
-    """Quantize with one variant and evaluate, in this process."""
+    """Quantize with one variant and evaluate, in this process (the row carries its `RunSpec`)."""
     import torch
 
     from ptq_core import calibration_tensor, load_data, load_model, quantize
@@ -59,16 +52,21 @@ def run_one(variant: str, bits: str, iters: int, eval_limit: int) -> dict:
     from ptq_core.metrics import evaluate
 
     torch.set_num_threads(1)
-    model = load_model(MODEL).model
-    data = load_data("fmnist-sample")
-    cfg = _config(variant, *BITS[bits], iters)
-    res = quantize(model, calibration_tensor(data, cfg.calib, 0), cfg)
-    return {"top1": evaluate(res.model, make_loader(data.test, limit=eval_limit))["top1"], "seconds": res.seconds}
+    method, extra = VARIANTS[variant]
+    steps = {} if method == "rtn" else {"iters": iters}
+    spec = cell_spec(MODEL, method, preset="fast", device="cpu", eval_limit=eval_limit, wbits=BITS[bits][0],
+                     abits=BITS[bits][1], seed=0, **steps, **extra)  # fmt: skip
+    cfg = spec.method
+    model = load_model(spec.model).model
+    data = load_data(spec.data)
+    res = quantize(model, calibration_tensor(data, cfg.calib, cfg.seed), cfg)
+    return {"top1": evaluate(res.model, make_loader(data.test, limit=spec.eval_limit))["top1"],
+            "seconds": res.seconds, "spec": spec.to_dict()}  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--bits", default="W4A2", choices=list(BITS))
     p.add_argument("--iters", type=int, default=100, help="rounding steps per unit")
     p.add_argument("--eval-limit", type=int, default=2000)

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, mean_std  # noqa: E402
+from benchmarks.cells import CellStore, Meter, cell_spec, mean_std  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "cat.jsonl")
 FLOAT_CACHE = ROOT / "benchmarks" / "cells" / "cache"  # float test logits per model (not in git)
@@ -31,19 +31,13 @@ BASES = ("rtn", "brecq", "qdrop", "pdquant")
 VARIANTS = {"cat": {"k": 64}, "k1": {"k": 1}}  # CATOptions overrides; alpha 0.4, no PCA, 1024 fitting images
 
 
-def _config(method: str, wbits: int, abits: int, seed: int, preset: str, iters: int | None):
-    from ptq_core import METHODS, QuantSpec
-    from ptq_core.methods import ReconMethodConfig
-
-    cls = METHODS[method][0]
-    spec = QuantSpec(wbits=wbits, abits=abits)
-    if issubclass(cls, ReconMethodConfig):
-        return cls.from_preset(preset, quant=spec, seed=seed, iters=iters)
-    return cls(quant=spec, calib=1024, seed=seed)
-
-
 def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.Namespace) -> dict:
-    """Quantize once, fit both CAT variants, measure base / CAT / K=1 on the test split."""
+    """Quantize once, fit both CAT variants, measure base / CAT / K=1 on the test split.
+
+    The row carries the base run's `RunSpec` ("spec", no CAT) and each variant's (with its CAT options).
+    """
+    import dataclasses
+
     import torch
 
     from ptq_core import calibration_tensor, load_data, load_model, quantize, resolve_device
@@ -51,33 +45,37 @@ def run_cell(model_name: str, bits: str, method: str, seed: int, args: argparse.
     from ptq_core.data import make_loader
 
     torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
+    spec = cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
+                     wbits=BITS[bits][0], abits=BITS[bits][1], seed=seed, **steps)  # fmt: skip
+    config = spec.method
+    dev = resolve_device(spec.device)
     meter = Meter(dev)
-    loaded = load_model(model_name, device=dev)
+    loaded = load_model(spec.model, device=dev)
     model = loaded.model.eval()
-    bundle = load_data("fmnist-sample", loaded.transform)
-    config = _config(method, *BITS[bits], seed, args.preset, args.iters)
-    calib = calibration_tensor(bundle, config.calib, seed).to(dev)
+    bundle = load_data(spec.data, loaded.transform)
+    calib = calibration_tensor(bundle, config.calib, config.seed).to(dev)
     t0 = time.perf_counter()
     with meter:
         qres = quantize(model, calib, config)
     base_s = time.perf_counter() - t0
-    fs = fit_set(bundle, config.calib, args.fit, seed)
+    fs = fit_set(bundle, config.calib, args.fit, config.seed)
     images = fs.images.to(dev)
-    ev = _test_logits(model_name, model, qres.model, make_loader(bundle.test, limit=args.eval_limit), dev,
-                      args.eval_limit)  # fmt: skip
+    ev = _test_logits(model_name, model, qres.model, make_loader(bundle.test, limit=spec.eval_limit), dev,
+                      spec.eval_limit)  # fmt: skip
     fit_zq = model_logits(qres.model, images)
     row = {"model": model_name, "bits": bits, "method": method, "seed": seed, "calib": config.calib,
            "iters": getattr(config, "iters", 0), "fit": fs.description, "eval": len(ev.labels),
-           "base_seconds": base_s, "base": meter.figures()}  # fmt: skip
+           "base_seconds": base_s, "base": meter.figures(), "spec": spec.to_dict()}  # fmt: skip
     for name, over in VARIANTS.items():
+        cat_spec = dataclasses.replace(spec, cat=CATOptions(fit_size=args.fit, **over))
         t1 = time.perf_counter()
-        _, fit = apply_cat(model, qres.model, images, CATOptions(fit_size=args.fit, **over))
+        _, fit = apply_cat(model, qres.model, images, cat_spec.cat)
         res = build_result(fit, ev.q, ev.fp, ev.labels, fit_zq=fit_zq)
         row["fp_top1"], row["base_top1"] = res.fp_top1, res.top1_base
         row[name] = {"top1": res.top1, "fixes": res.fixes, "breaks": res.breaks, "fallback": len(res.fallback),
                      "capped": res.capped, "kl_before": res.gap_before["kl"], "kl_after": res.gap_after["kl"],
-                     "fit_seconds": time.perf_counter() - t1}  # fmt: skip
+                     "fit_seconds": time.perf_counter() - t1, "spec": cat_spec.to_dict()}  # fmt: skip
     return row
 
 
@@ -119,7 +117,8 @@ def recon_cell(model: str, bits: str, method: str, seed: int, preset: str, iters
         key = json.loads(r["key"])
         if "base" in r and key[:6] == want and key[7] == eval_limit:
             return {"top1": r["base_top1"], "fp_top1": r["fp_top1"], "seconds": r["base_seconds"], **r["base"],
-                    "calib": r["calib"], "iters": r["iters"], "source": "cat.jsonl " + r["key"]}  # fmt: skip
+                    "calib": r["calib"], "iters": r["iters"], "source": "cat.jsonl " + r["key"],
+                    **({"spec": r["spec"]} if "spec" in r else {})}  # fmt: skip
     return None
 
 

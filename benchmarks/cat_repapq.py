@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, mean_std  # noqa: E402
+from benchmarks.cells import CellStore, Meter, append_results, cell_spec, mean_std  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------
 # CAT part (written separately; see issue 5)
@@ -51,7 +51,7 @@ REPAPQ_BITS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A4": (4, 4)}
 # form and merges it itself, into the same function. "rtn, branches" quantizes the unmerged train form
 # (each branch's conv+BN folded and quantized on its own, identity BN left in float): not deployable as
 # one conv, shown for context only.
-# table row -> (registered method, model name, config overrides)
+# table row -> (registered method, model name, settings over the preset: make_config values)
 REPAPQ_VARIANTS: dict[str, tuple[str, str, dict]] = {
     "rtn (mse)": ("rtn", "fmnist-repvgg-deploy", {}),
     "brecq": ("brecq", "fmnist-repvgg-deploy", {}),
@@ -78,29 +78,27 @@ def _calib(n: int, seed: int, dev):
 
 
 def repapq_one(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
-    """One cell in this process: quantize, evaluate on the test split, measure."""
-
-    from ptq_core import METHODS, QuantSpec, load_data, load_model, quantize, resolve_device
+    """One cell in this process: quantize, evaluate on the test split, measure (the row carries its `RunSpec`)."""
+    from ptq_core import load_data, load_model, quantize, resolve_device
     from ptq_core.data import make_loader
     from ptq_core.metrics import evaluate
 
-    dev = resolve_device(args.device)
-    meter = Meter(dev)
     method, model_name, extra = REPAPQ_VARIANTS[_BY_SHORT[variant]]
-    model = load_model(model_name, device=dev).model
-    spec = QuantSpec(wbits=REPAPQ_BITS[bits][0], abits=REPAPQ_BITS[bits][1])
-    cls = METHODS[method][0]
-    if method == "rtn":
-        config = cls(quant=spec, calib=args.calib or 1024, seed=seed)
-    else:
-        config = cls.from_preset(args.preset, quant=spec, seed=seed, calib=args.calib, iters=args.iters, **extra)
-    calib = _calib(config.calib, seed, dev)
+    steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
+    spec = cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
+                     wbits=REPAPQ_BITS[bits][0], abits=REPAPQ_BITS[bits][1], seed=seed, calib=args.calib,
+                     **steps, **extra)  # fmt: skip
+    config = spec.method
+    dev = resolve_device(spec.device)
+    meter = Meter(dev)
+    model = load_model(spec.model, device=dev).model
+    calib = _calib(config.calib, config.seed, dev)
     with meter:
         res = quantize(model, calib, config)
-    loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
+    loader = make_loader(load_data(spec.data).test, limit=spec.eval_limit)
     return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": evaluate(model, loader, dev)["top1"],
             "seconds": res.seconds, **meter.figures(), "calib": config.calib,
-            "iters": getattr(config, "iters", 0)}  # fmt: skip
+            "iters": getattr(config, "iters", 0), "spec": spec.to_dict()}  # fmt: skip
 
 
 def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) -> str:

@@ -3,7 +3,9 @@
 A *cell* is one measured setting (model, method, bits, seed ...). Finished cells are appended
 to a JSON-lines file under ``benchmarks/cells/``, keyed by a JSON string of the setting, so an
 interrupted table resumes where it stopped and every figure in ``RESULTS.md`` can be traced to
-its run. Each cell runs in a fresh process, so its peak memory is its own.
+its run: a cell's row carries its `RunSpec` (``"spec"``, from `cell_spec`), which
+``python -m ptq_core quantize --config`` re-runs. Each cell runs in a fresh process, so its
+peak memory is its own.
 """
 
 from __future__ import annotations
@@ -15,10 +17,26 @@ import subprocess
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ptq_core.cat.options import CATOptions
+    from ptq_core.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def cell_spec(model: str, method: str, *, preset: str | None = None, device: str = "auto",
+              eval_limit: int | None = None, cat: CATOptions | None = None, **values: Any) -> RunSpec:  # fmt: skip
+    """The `RunSpec` of one cell on fmnist-sample; its method config is `make_config(method, preset, **values)`.
+
+    Values that are None are left out (the preset's or the method's default stays).
+    """
+    from ptq_core.spec import RunSpec, make_config
+
+    config = make_config(method, preset, **{k: v for k, v in values.items() if v is not None})
+    return RunSpec(model=model, data="fmnist-sample", device=device, method=config, cat=cat, eval_limit=eval_limit)
 
 
 class CellStore:

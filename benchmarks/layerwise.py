@@ -35,12 +35,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import RESULTS, CellStore  # noqa: E402
+from benchmarks.cells import RESULTS, CellStore, cell_spec  # noqa: E402
 
 CELLS = ROOT / "benchmarks" / "cells" / "layerwise.jsonl"
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2", "fmnist-vit")
 BITS = (4, 3, 2)
-METHODS = {  # label -> (method, extra settings)
+METHODS = {  # label -> (method, extra settings: make_config values)
     "RTN (MSE)": ("rtn", {}),
     "GPTQ": ("gptq", {}),
     "COMQ": ("comq", {}),
@@ -58,12 +58,10 @@ def _key(*parts) -> str:
     return json.dumps(parts)
 
 
-def _config(label: str, bits: int, calib: int):
-    from ptq_core import QuantSpec
-    from ptq_core.methods import METHODS as REGISTRY
-
+def _spec(name: str, label: str, bits: int, calib: int, eval_limit: int | None):
+    """The cell's `RunSpec`: weight-only (activations float) on the CPU."""
     method, extra = METHODS[label]
-    return REGISTRY[method][0](quant=QuantSpec(wbits=bits, abits=32), calib=calib, **extra)
+    return cell_spec(name, method, device="cpu", eval_limit=eval_limit, wbits=bits, abits=32, calib=calib, **extra)
 
 
 def _mean_rel_error(model, x) -> float:
@@ -128,7 +126,8 @@ def run_model(name: str, calib_n: int, eval_limit: int | None, cells: Path, bits
                 key = _key(name, label, bits, calib_n, eval_limit)
                 if key in done:
                     continue
-                cfg = _config(label, bits, calib_n)
+                spec = _spec(name, label, bits, calib_n, eval_limit)
+                cfg = spec.method
                 t0 = time.perf_counter()
                 res = quantize(model, calib, cfg)
                 seconds = time.perf_counter() - t0
@@ -141,6 +140,7 @@ def run_model(name: str, calib_n: int, eval_limit: int | None, cells: Path, bits
                     layer_err_pct=_mean_rel_error(res.model, x_err),
                     seconds=seconds,
                     timings=res.timings,
+                    spec=spec.to_dict(),
                 )
                 if "overhead" in res.extras:
                     with torch.no_grad():

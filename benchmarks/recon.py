@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, mean_std  # noqa: E402
+from benchmarks.cells import CellStore, Meter, append_results, cell_spec, mean_std  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
 METHODS = ("rtn", "adaround", "brecq", "qdrop", "pdquant")
@@ -107,8 +107,7 @@ def step_cost(device: str, iters: int, blocks: list[str], rounds: int = 5) -> li
     Every figure is the best of `rounds` interleaved rounds of `iters` steps, so a busy
     machine slows all of them alike and the minimum is the quiet-machine cost.
     """
-    from ptq_core import QuantSpec, load_model, resolve_device
-    from ptq_core.methods import QDropConfig
+    from ptq_core import load_model, make_config, resolve_device
     from ptq_core.methods.recon_base import prepare_for_reconstruction
     from ptq_core.recon import ReconContext, ReconOptions, float_logits, units_for
     from ptq_core.recon.prepare_cache import build_unit_cache
@@ -121,7 +120,7 @@ def step_cost(device: str, iters: int, blocks: list[str], rounds: int = 5) -> li
 
         model, weights = resnet20().to(dev).eval(), "random init"
     calib = _calib(256, 0, dev)
-    qmodel, _ = prepare_for_reconstruction(model, calib, QDropConfig(quant=QuantSpec(wbits=4, abits=4)))
+    qmodel, _ = prepare_for_reconstruction(model, calib, make_config("qdrop", wbits=4, abits=4))
     ctx = ReconContext(qmodel, model, calib, float_logits(model, calib))
     units = units_for(qmodel, calib[:2], "block")
     ctx.tail_runner(units)
@@ -219,28 +218,27 @@ def step_table(rows: list[dict]) -> str:
 
 
 def run_one(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
-    """One table cell in this process: quantize, evaluate, measure."""
-    from ptq_core import METHODS, QuantSpec, load_data, load_model, quantize, resolve_device
+    """One table cell in this process: quantize, evaluate, measure (the row carries its `RunSpec`)."""
+    from ptq_core import load_data, load_model, quantize, resolve_device
     from ptq_core.data import make_loader
     from ptq_core.metrics import evaluate
 
-    dev = resolve_device(args.device)
+    steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
+    spec = cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
+                     wbits=BITS[bits][0], abits=BITS[bits][1], seed=seed, calib=args.calib, **steps)  # fmt: skip
+    config = spec.method
+    dev = resolve_device(spec.device)
     meter = Meter(dev)
-    model = load_model(model_name, device=dev).model
-    spec = QuantSpec(wbits=BITS[bits][0], abits=BITS[bits][1])
-    cls = METHODS[method][0]
-    if method == "rtn":
-        config = cls(quant=spec, calib=args.calib or 1024, seed=seed)
-    else:
-        config = cls.from_preset(args.preset, quant=spec, seed=seed, calib=args.calib, iters=args.iters)
-    calib = _calib(config.calib, seed, dev)
+    model = load_model(spec.model, device=dev).model
+    calib = _calib(config.calib, config.seed, dev)
     with meter:
         res = quantize(model, calib, config)
-    loader = make_loader(load_data("fmnist-sample").test, limit=args.eval_limit)
+    loader = make_loader(load_data(spec.data).test, limit=spec.eval_limit)
     measure_fp = lambda: evaluate(model, loader, dev)["top1"]  # noqa: E731
     fp_top1 = measure_fp() if args.quick else _float_top1(model_name, args.eval_limit, measure_fp)
     return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": fp_top1, "seconds": res.seconds,
-            **meter.figures(), "calib": config.calib, "iters": getattr(config, "iters", 0)}  # fmt: skip
+            **meter.figures(), "calib": config.calib, "iters": getattr(config, "iters", 0),
+            "spec": spec.to_dict()}  # fmt: skip
 
 
 def _float_top1(model_name: str, eval_limit: int | None, measure) -> float:

@@ -24,13 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, mean_std  # noqa: E402
+from benchmarks.cells import CellStore, Meter, append_results, cell_spec, mean_std  # noqa: E402
 
 CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon_order.jsonl")
 RECON_CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
 MODEL = "fmnist-resnet20"
 BITS = {"W2A2": (2, 2), "W2A4": (2, 4), "W4A4": (4, 4)}
-VARIANTS: dict[str, dict] = {  # BRECQConfig overrides of the fast preset
+VARIANTS: dict[str, dict] = {  # BRECQ settings over the fast preset (make_config values)
     "act-aware": {"act_aware_rounding": True},
     "act-1000": {"act_iters": 1000},
     "fisher": {"loss": "fisher"},
@@ -39,23 +39,25 @@ VARIANTS: dict[str, dict] = {  # BRECQConfig overrides of the fast preset
 
 
 def run_one(variant: str, bits: str, seed: int, quick: bool) -> dict:
-    """One cell in this process: quantize with the BRECQ variant, evaluate on the test split."""
-    from ptq_core import QuantSpec, calibration_tensor, load_data, load_model, quantize, resolve_device
+    """One cell in this process: quantize with the BRECQ variant, evaluate on the test split (with its `RunSpec`)."""
+    from ptq_core import calibration_tensor, load_data, load_model, quantize, resolve_device
     from ptq_core.data import make_loader
-    from ptq_core.methods import BRECQConfig
     from ptq_core.metrics import evaluate
 
-    dev = resolve_device("auto")
-    meter = Meter(dev)
-    model = load_model(MODEL, device=dev).model
-    data = load_data("fmnist-sample")
     over = dict(VARIANTS[variant]) | ({"iters": 4, "calib": 64} if quick else {})
-    cfg = BRECQConfig.from_preset("fast", quant=QuantSpec(wbits=BITS[bits][0], abits=BITS[bits][1]), seed=seed, **over)
-    calib = calibration_tensor(data, cfg.calib, seed).to(dev)
+    spec = cell_spec(MODEL, "brecq", preset="fast", eval_limit=256 if quick else None, wbits=BITS[bits][0],
+                     abits=BITS[bits][1], seed=seed, **over)  # fmt: skip
+    cfg = spec.method
+    dev = resolve_device(spec.device)
+    meter = Meter(dev)
+    model = load_model(spec.model, device=dev).model
+    data = load_data(spec.data)
+    calib = calibration_tensor(data, cfg.calib, cfg.seed).to(dev)
     with meter:
         res = quantize(model, calib, cfg)
-    top1 = evaluate(res.model, make_loader(data.test, limit=256 if quick else None), dev)["top1"]
-    return {"top1": top1, "seconds": res.seconds, **meter.figures(), "calib": cfg.calib, "iters": cfg.iters}
+    top1 = evaluate(res.model, make_loader(data.test, limit=spec.eval_limit), dev)["top1"]
+    return {"top1": top1, "seconds": res.seconds, **meter.figures(), "calib": cfg.calib, "iters": cfg.iters,
+            "spec": spec.to_dict()}  # fmt: skip
 
 
 def _baseline(method: str, bits: str, seed: int) -> dict | None:

@@ -19,37 +19,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cells import cell_spec  # noqa: E402
+
 
 def measure(model_name: str, calib_n: int, observer: str, device: str) -> dict:
-    """Run RTN W4A4 once in this process and return its figures."""
+    """Run RTN W4A4 once in this process and return its figures (and its `RunSpec`, as "spec")."""
     import torch
 
-    from ptq_core import QuantSpec, RTNConfig, calibration_tensor, load_data, load_model, quantize, resolve_device
+    from ptq_core import calibration_tensor, load_data, load_model, quantize, resolve_device
     from ptq_core.data import make_loader
     from ptq_core.metrics import evaluate
 
-    dev = resolve_device(device)
+    spec = cell_spec(model_name, "rtn", device=device, wbits=4, abits=4, w_observer=observer, a_observer=observer,
+                     calib=calib_n)  # fmt: skip
+    config = spec.method
+    dev = resolve_device(spec.device)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = load_model(model_name, device=dev).model
-    data = load_data("fmnist-sample")
-    calib = calibration_tensor(data, calib_n).to(dev)
+    model = load_model(spec.model, device=dev).model
+    data = load_data(spec.data)
+    calib = calibration_tensor(data, config.calib, config.seed).to(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    res = quantize(model, calib, RTNConfig(quant=QuantSpec(wbits=4, abits=4, w_observer=observer,
-                                                            a_observer=observer), calib=calib_n))  # fmt: skip
+    res = quantize(model, calib, config)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)  # fmt: skip
     t1 = time.perf_counter()
-    acc = evaluate(res.model, make_loader(data.test), dev)["top1"]
+    acc = evaluate(res.model, make_loader(data.test, limit=spec.eval_limit), dev)["top1"]
     return {"model": model_name, "device": str(dev), "calib": calib_n, "quantize_s": seconds,
             "prepare_s": res.timings["prepare"], "weights_s": res.timings["weights"],
             "acts_s": res.timings["activations"], "peak_mb": peak, "eval_s": time.perf_counter() - t1,
             "top1": acc, "fp_top1": json.loads((ROOT / "assets" / f"{model_name}.json").read_text())["fp_top1"],
-            }  # fmt: skip
+            "spec": spec.to_dict()}  # fmt: skip
 
 
 def main() -> None:

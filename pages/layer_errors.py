@@ -70,7 +70,7 @@ def _live_series() -> dict[str, dict[str, list[dict[str, Any]]]]:
     require_model()
     sel = selection()
     with errors_shown():
-        base = current_spec(bridge.quantizable_layers(sel))
+        base = current_spec(bridge.quantizable_layers(sel), overrides=False)  # the slider sets every layer
         spec = type(base).from_dict({**base.to_dict(), "wbits": bits, "abits": bits})
         live = diag_bridge.live_layer_errors(sel, spec)
     return {f"live RTN {charts.bits_label(spec.wbits, spec.abits)} · {sel.model}": live}

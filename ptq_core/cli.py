@@ -33,6 +33,8 @@ _ALIASES = {
     "--mp-budget": ("budget", None),
     "--refine-base": ("base", None),
 }
+_PRESET_FIELDS = {"calib", "iters", "round_lr", "act_lr", "act_iters", "dc_steps", "dc_lr", "recon_batch",
+                  "affine_lr"}  # fmt: skip
 _RUN_FIELDS = ("model", "weights", "data", "device", "eval_limit", "error_samples")
 
 
@@ -67,10 +69,26 @@ def method_settings() -> dict[str, tuple[Setting, list[str]]]:
     return found
 
 
+def _defaults(name: str, owners: list[str]) -> str:
+    """The default of setting `name`, or each method's when they differ."""
+    by_method: dict[str, list[str]] = {}
+    for method in owners:
+        cls = METHODS[method][0]
+        value = next(s.default for s in settings(cls) if s.name == name)
+        by_method.setdefault("none" if isinstance(value, dict) else str(value), []).append(method)
+    if len(by_method) == 1:
+        return f"default {next(iter(by_method))}"
+    return "defaults: " + "; ".join(f"{'/'.join(ms)} {v}" for v, ms in by_method.items())
+
+
 def _add_setting(group: argparse._ArgumentGroup, s: Setting, flag: str, dest: str, owners: list[str]) -> None:
     where = "" if len(owners) == len(METHODS) else f" [{'/'.join(owners)}]"
-    default = s.default if not isinstance(s.default, dict) else "none"
-    help_ = f"{s.help}{where} (default {default})"
+    if owners == ["cat"] or s.name in QuantSpec.__dataclass_fields__:
+        default = "default " + (str(s.default) if not isinstance(s.default, dict) else "none")
+    else:
+        default = _defaults(s.name, owners)
+    preset = "; the fast preset changes it" if s.name in _PRESET_FIELDS else ""
+    help_ = f"{s.help}{where} ({default}{preset})"
     if s.kind is bool:
         group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=help_)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 from streamlit.testing.v1 import AppTest
@@ -11,7 +12,7 @@ def new_app(weights: str | None, page: str | None = None, timeout: int = 120, **
     """A fresh session (like a new browser tab), with `state` in the session, optionally on `page`."""
     at = AppTest.from_file("../app.py", default_timeout=timeout)
     for key, value in state.items():
-        at.session_state[key] = value
+        at.session_state[key] = copy.deepcopy(value)  # the session may change it in place
     if weights:
         at.session_state["weights"] = weights
         at.session_state["weights_for"] = "fmnist-resnet20"

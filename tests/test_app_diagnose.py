@@ -7,6 +7,7 @@ before the first run): min-max observers, few images, two bit-widths. Jobs run i
 
 from __future__ import annotations
 
+import copy
 import json
 
 from streamlit.testing.v1 import AppTest
@@ -25,7 +26,7 @@ def open_page(weights: str | None, page: str, **state) -> AppTest:
     """A fresh session with the small settings (plus `state`), switched to `page`."""
     at = AppTest.from_file("../app.py", default_timeout=180)
     for key, value in {**SMALL, **state}.items():
-        at.session_state[key] = value
+        at.session_state[key] = copy.deepcopy(value)  # the session may change it in place
     if weights:
         at.session_state["weights"] = weights
         at.session_state["weights_for"] = "fmnist-resnet20"

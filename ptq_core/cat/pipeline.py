@@ -7,7 +7,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import DataBundle
-from ..methods.base import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit
+from ..methods.base import MethodConfig, QuantResult
+from ..progress import ProgressEvent, ProgressFn, emit
 from .apply import accuracy, apply_cat, eval_logits, fit_set, model_logits
 from .module import CATCorrected
 from .options import CATOptions

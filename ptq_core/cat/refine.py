@@ -34,9 +34,9 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..fake_quant import FakeQuantize
-from ..methods.base import ProgressEvent, ProgressFn, emit
 from ..modules import quant_layers
 from ..primitives import _along, _clamp_inclusive, fake_quantize, round_ste
+from ..progress import ProgressEvent, ProgressFn, emit
 from ..recon.rounding import AdaRoundQuantizer
 from ..recon.trainables import MIN_SCALE
 

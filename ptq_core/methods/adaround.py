@@ -2,7 +2,7 @@
 
 Every quantized layer is a unit of its own. Its weights' rounding directions are
 learned so that the layer, fed the partly quantized model's input (quantized by
-its own input quantizer, whose range comes from the MSE observer as in RTN),
+its own input quantizer, whose range comes from the spec's activation observer as in RTN),
 reproduces the float layer's output. Activation ranges are not learned.
 """
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..prepare import PrepareReport, QuantSpec
+from ..progress import ProgressEvent, ProgressFn, emit
 from ..settings import check_settings, setting
 
 __all__ = [
@@ -27,34 +28,6 @@ __all__ = [
     "quantize",
     "emit",
 ]
-
-
-@dataclass
-class ProgressEvent:
-    """One step of a running method, for progress bars and live loss charts.
-
-    `stage` names the phase ("prepare", "calibrate", "reconstruct", ...);
-    `unit` the layer or block being worked on; `losses` the current loss terms.
-    """
-
-    stage: str
-    step: int
-    total: int
-    unit: str = ""
-    unit_index: int = 0
-    num_units: int = 0
-    losses: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-
-
-# a callback may raise `RunCancelled` to stop a run between steps
-ProgressFn = Callable[[ProgressEvent], None]
-
-
-def emit(progress: ProgressFn | None, event: ProgressEvent) -> None:
-    """Send an event if there is a listener."""
-    if progress is not None:
-        progress(event)
 
 
 @dataclass

@@ -32,7 +32,7 @@ class CATRefineConfig(MethodConfig):
 
     base: str = setting("pdquant", help="the method that quantizes first (rtn, brecq, qdrop, pdquant, ...)")
     base_preset: str = setting("fast", help="preset of a reconstruction base method", choices=PRESETS)
-    iters: int = setting(500, help="refinement steps (Adam)", min=1)
+    iters: int = setting(500, help="refinement steps (Adam) in all", min=1)
     refine_batch: int = setting(32, help="images per refinement step", min=1)
     lambda_p: float = setting(0.01, help="weight of the drift regulariser on step sizes and zero points", min=0)
     temperature: float | None = setting(None, help="softmax temperature T (unset: 4 for ResNets, 1 for "

@@ -48,7 +48,7 @@ class MultipointConfig(LayerwiseConfig):
                              "(ablation)", choices=("error", "random"))  # fmt: skip
     grid: str = setting("signed", help="all 2^b codes (signed) or 2^b - 1 (symmetric)",
                         choices=("signed", "symmetric"))  # fmt: skip
-    candidates: int = setting(128, help="coefficients tried per sign in each point's search", min=1)
+    candidates: int = setting(128, help="coefficients tried per sign in each point's search", min=8)
     decay_channels: int = setting(4, help="channels per layer whose error-decay curve is kept", min=0)
 
     def validate(self) -> None:

@@ -9,8 +9,8 @@ Presets:
   as far as in 20 000 steps at 1e-3); BRECQ: 200 step-size steps; QDrop: step-size lr
   4e-4; PD-Quant: AdaRound lr 3e-2, step-size lr 4e-4 and distribution correction with
   25 Adam steps at lr 2e-2 (on zoo blocks this lands within 0.4 % of the inputs that
-  500 steps at 1e-3 reach, at a twentieth of the cost). On 2 CPU cores a W2A2 run of
-  fmnist-resnet20 takes about 1 minute (BRECQ, QDrop) to 3.5 minutes (PD-Quant).
+  500 steps at 1e-3 reach, at a twentieth of the cost). The measured cost of each method
+  is in benchmarks/RESULTS.md.
 
 `--iters` and `--calib` (``iters=`` / ``calib=``) override either preset.
 """
@@ -36,7 +36,7 @@ __all__ = ["ReconMethodConfig", "PRESETS", "FAST", "prepare_for_reconstruction",
 
 PRESETS = ("paper", "fast")
 
-# The fast preset shared by all four methods (method-specific extras in each config's FAST_EXTRA):
+# The fast preset shared by the reconstruction methods (method-specific extras in each config's FAST_EXTRA):
 # 500 steps of 32 are about 30 passes over 512 images per unit, enough for the zoo's small blocks.
 FAST: dict[str, Any] = {"calib": 512, "iters": 500, "round_lr": 1e-2}
 

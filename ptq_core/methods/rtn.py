@@ -1,7 +1,7 @@
 """Round-to-nearest (RTN): ranges from an observer, every value to its nearest grid point.
 
 The baseline of every PTQ paper (methods.md §1.1). The observer (min-max, MSE/Lp
-search with p = 2.4, or percentile) is chosen in `QuantSpec.w_observer` and
+search with p = 2.4, MAE (p = 1), or percentile) is chosen in `QuantSpec.w_observer` and
 `QuantSpec.a_observer`; weights are per output channel by default.
 """
 

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..blocks import Unit, reconstruction_units
-from ..methods.base import ProgressEvent, ProgressFn, emit
 from ..modules import QuantLayer, quant_layers
+from ..progress import ProgressEvent, ProgressFn, emit
 from .cache import UnitCache
 from .losses import reconstruction_loss
 from .options import ReconOptions

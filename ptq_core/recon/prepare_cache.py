@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from ..blocks import Unit
-from ..methods.base import ProgressEvent, emit
+from ..progress import ProgressEvent, emit
 from .cache import UnitCache, choose_store
 from .capture import capture_io, probe_io
 from .correction import bn_layers, correct_distribution
