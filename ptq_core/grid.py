@@ -10,7 +10,9 @@ A grid file (JSON, or YAML when PyYAML is installed) holds::
 object) or flat values: the run's own fields (model, weights, data, device, eval_limit,
 error_samples, cat), ``method``, ``preset`` and any setting of the quantization or of the
 method, by the names `make_config` takes. Every axis is such a name with a list of values;
-the cells are their product, in the order written. A setting that the cell's method does
+the cells are their product, in the order written. Settings that vary together are one axis
+whose values are objects, under any axis name: ``"bits": [{"wbits": 4, "abits": 4},
+{"wbits": 2, "abits": 2}]``. A setting that the cell's method does
 not have (``iters`` for rtn) is left out of that cell, and cells that come out the same
 are run once.
 
@@ -86,10 +88,12 @@ class Grid:
             raise ConfigError("a grid needs a non-empty name")
         known = _all_names()
         for name, values in self.axes.items():
-            if name not in known:
-                raise ConfigError(f"axis {name!r} is not a run setting")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"axis {name!r} needs a non-empty list of values")
+            linked = all(isinstance(v, dict) for v in values)
+            names = set().union(*values) if linked else {name}
+            if names - known:
+                raise ConfigError(f"axis {name!r}: {', '.join(sorted(names - known))} is not a run setting")
         unknown = set(self.base) - known
         if unknown:
             raise ConfigError(f"{', '.join(sorted(unknown))}: not a run setting")
@@ -118,7 +122,10 @@ class Grid:
         cells: list[Cell] = []
         seen: set[str] = set()
         for combo in itertools.product(*(self.axes[n] for n in names)):
-            cell = self._cell(dict(zip(names, combo, strict=True)))
+            values: dict[str, Any] = {}
+            for name, value in zip(names, combo, strict=True):
+                values.update(value if isinstance(value, dict) else {name: value})
+            cell = self._cell(values)
             ident = json.dumps(cell.spec.to_dict(), sort_keys=True)
             if ident not in seen:
                 seen.add(ident)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import socket
 import statistics
 import tempfile
@@ -76,6 +77,7 @@ def execute_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """
     from .pipeline import run_quantization
 
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     with tempfile.TemporaryDirectory(prefix="ptq-cell-") as tmp:
         store = RunStore(Path(tmp) / "runs.sqlite")
         try:
@@ -84,12 +86,18 @@ def execute_cell(spec: dict[str, Any]) -> dict[str, Any]:
             error = exc
         records = store.list()
     record = records[0] if records else _failed(spec, f"{type(error).__name__}: {error}")
-    record.extras = {**record.extras, "worker": _where()}
+    record.extras = {**record.extras, "worker": _where(usage)}
     return record.to_dict()
 
 
-def _where() -> dict[str, Any]:
-    """The machine and Ray node a cell ran on."""
+def _where(before: resource.struct_rusage) -> dict[str, Any]:
+    """The machine and Ray node a cell ran on, its CPU seconds, and its worker's peak memory growth.
+
+    `peak_mb` is the growth of the worker process's maximum resident set during the cell: the
+    cell's own peak when the worker ran nothing before (`RayOptions.isolate`).
+    """
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     node = None
     try:
         import ray
@@ -98,7 +106,14 @@ def _where() -> dict[str, Any]:
             node = ray.get_runtime_context().get_node_id()
     except ImportError:
         pass
-    return {"host": socket.gethostname(), "ray_node": node}
+    return {"host": socket.gethostname(), "ray_node": node, "cpu_s": cpu_s,
+            "peak_mb": (after.ru_maxrss - before.ru_maxrss) / 1024, "threads": _threads()}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _failed(spec: dict[str, Any], error: str) -> RunRecord:

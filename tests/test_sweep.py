@@ -56,7 +56,7 @@ def test_a_stored_description_is_a_base(tmp_path):
 
 
 @pytest.mark.parametrize("grid, message", [
-    ({"axes": {"wbitz": [2]}}, "axis 'wbitz' is not a run setting"),
+    ({"axes": {"wbitz": [2]}}, "axis 'wbitz': wbitz is not a run setting"),
     ({"axes": {"wbits": []}}, "non-empty list"),
     ({"axes": {"wbits": [2]}, "extra": 1}, "unknown grid key"),
     ({"base": {"method": "nope"}}, "unknown method"),
@@ -157,3 +157,13 @@ def test_the_sensitivity_sweep_on_ray_gives_the_same_rows(ray_local, fmnist, one
     alone = sensitivity_accuracy(model, calib, loader, spec, (2, 4), layers)
     assert on_ray == alone and len(alone) == 10
     assert events[-1].step == events[-1].total == 4  # two bit-widths x two shares of the layers
+
+
+def test_settings_that_vary_together_are_one_axis():
+    bits = [{"wbits": 4, "abits": 4}, {"wbits": 2, "abits": 8}]
+    cells = _grid("linked", {"bits": bits, "seed": [0, 1]}).cells()
+    assert [c.key for c in cells] == ["wbits=4 abits=4 seed=0", "wbits=4 abits=4 seed=1", "wbits=2 abits=8 seed=0",
+                                      "wbits=2 abits=8 seed=1"]  # fmt: skip
+    assert cells[2].spec.method.quant.abits == 8
+    with pytest.raises(ConfigError, match="abitz is not a run setting"):
+        _grid("bad", {"bits": [{"abitz": 2}]})
