@@ -29,7 +29,7 @@ from .grid import Cell, Grid
 from .spec import RunSpec
 from .store import RunRecord, RunStore, environment, to_jsonable
 
-__all__ = ["SweepProgress", "SweepReport", "run_sweep", "execute_cell", "cell_identity", "sweep_records",
+__all__ = ["SweepProgress", "SweepReport", "run_sweep", "run_cells", "execute_cell", "cell_identity", "sweep_records",
            "sweep_summary"]  # fmt: skip
 
 
@@ -152,16 +152,27 @@ def run_sweep(
         The report; on Ctrl-C the remaining cells are cancelled, the finished ones are
         stored, and the report says `cancelled`.
     """
+    return run_cells(grid.name, grid.cells(), store, options, progress, rerun)
+
+
+def run_cells(
+    name: str,
+    cells: list[Cell],
+    store: RunStore | None = None,
+    options: RayOptions | None = None,
+    progress: Callable[[SweepProgress], None] | None = None,
+    rerun: bool = False,
+) -> SweepReport:
+    """`run_sweep` for cells given one by one (their keys must be distinct): sweep `name`."""
     store = store if store is not None else RunStore()
     options = options or RayOptions()
-    cells = grid.cells()
-    done = set() if rerun else _done(store, grid.name)
+    done = set() if rerun else _done(store, name)
     todo = [c for c in cells if (c.key, cell_identity(c.spec.to_dict())) not in done]
-    report = SweepReport(grid.name, skipped=[c.key for c in cells if c not in todo])
+    report = SweepReport(name, skipped=[c.key for c in cells if c not in todo])
     state = SweepProgress(total=len(cells), skipped=len(report.skipped))
 
     def on_result(i: int, result: Any) -> None:
-        record = _record(todo[i], result, grid.name)
+        record = _record(todo[i], result, name)
         store.add(record)
         report.records[todo[i].key] = record
         state.done += record.status == "done"
