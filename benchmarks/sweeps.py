@@ -92,7 +92,12 @@ def run_cells(sweep: str, specs: dict[str, RunSpec], args: argparse.Namespace) -
 
 
 def figures(rec: RunRecord) -> dict[str, Any]:
-    """A finished run as an archived cell's fields: top1, fp_top1, seconds (the method's), cpu_s, peak_mb ..."""
+    """A finished run as an archived cell's fields: top1, fp_top1, seconds (the method's), cpu_s, peak_mb ...
+
+    `cpu_s` and `peak_mb` cover the whole run in its worker (loading, quantizing, evaluating,
+    per-layer errors); the archived cells' cover loading and quantizing only, so the two are
+    not comparable figure for figure.
+    """
     worker = rec.extras.get("worker", {})
     method = rec.spec.get("method", rec.config)
     return {

@@ -132,7 +132,7 @@ def ray_map(
     """
     state = TaskState(total=len(args), started=time.monotonic())
     with ray_session(options) as ray:
-        remote = ray.remote(with_threads)
+        remote = ray.remote(max_calls=1)(with_threads) if options.isolate else ray.remote(with_threads)
         queue = list(range(len(args)))
         pending: dict[Any, int] = {}
         cap = options.workers or len(args)
@@ -142,8 +142,6 @@ def ray_map(
                     i = queue.pop(0)
                     gpus = options.gpus_per_task if gpu is not None and gpu[i] else 0
                     opts = {"num_cpus": options.cpus_per_task, "num_gpus": gpus, "max_retries": 0}
-                    if options.isolate:
-                        opts["max_calls"] = 1
                     ref = remote.options(**opts).remote(fn, options.cpus_per_task, *args[i])
                     pending[ref] = i
                 state.running = len(pending)

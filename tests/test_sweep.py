@@ -107,7 +107,7 @@ def test_four_cells_run_on_ray_and_equal_sequential_runs(ray_local, tmp_path, on
 def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(ray_local, tmp_path):
     store = RunStore(tmp_path / "runs.sqlite")
     grid = _grid("fail", {"calib": [32, 10**6]}, wbits=4)
-    report = run_sweep(grid, store, ray_local)
+    report = run_sweep(grid, store, RayOptions(workers=2, isolate=True))  # one fresh worker process per cell
     assert report.failed == ["calib=1000000"]
     bad, good = report.records["calib=1000000"], report.records["calib=32"]
     assert bad.status == "failed" and "calibration images" in bad.error and good.status == "done"
