@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_ids", nargs="*")
     r.add_argument("--format", choices=("json", "csv"), default="json")
     r.add_argument("--spec", action="store_true", help="show: print only the run's description (for --config)")
+    r.add_argument("--sweep", default=None, metavar="NAME", help="list / export: only the cells of this sweep")
     return p
 
 
@@ -381,12 +382,13 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if args.spec and args.action != "show":
         raise PTQError("--spec goes with runs show")
     if args.action == "list":
-        for r in store.list():
+        for r in store.list(sweep=args.sweep):
             top1 = r.metrics.get("top1")
             acc = f"{top1:6.2f}" if isinstance(top1, (int, float)) else "     -"
             n = r.metrics.get("eval_samples")
             on = f" on {n} test images" if n else ""
-            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}")
+            cell = f"  [{r.sweep}: {r.cell}]" if r.sweep else ""
+            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}{cell}")
     elif args.action == "show":
         for rid in args.run_ids:
             record = store.get(rid)
@@ -394,7 +396,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     elif args.action == "delete":
         print(f"deleted {store.delete(args.run_ids)} run(s)")
     else:
-        ids = args.run_ids or None
+        ids = args.run_ids or ([r.run_id for r in store.list(sweep=args.sweep)] if args.sweep else None)
         print(store.export_json(ids) if args.format == "json" else store.export_csv(ids))
     return 0
 

@@ -167,3 +167,15 @@ def test_settings_that_vary_together_are_one_axis():
     assert cells[2].spec.method.quant.abits == 8
     with pytest.raises(ConfigError, match="abitz is not a run setting"):
         _grid("bad", {"bits": [{"abitz": 2}]})
+
+
+def test_cuda_cells_ask_ray_for_a_gpu(monkeypatch, tmp_path):
+    asked = {}
+
+    def fake_map(fn, args, options, on_result, on_state=None, gpu=None):
+        asked["gpu"] = list(gpu)
+
+    monkeypatch.setattr("ptq_core.sweep.ray_map", fake_map)
+    grid = _grid("gpu", {"device": ["cpu", "cuda", "auto"]})
+    run_sweep(grid, RunStore(tmp_path / "runs.sqlite"))
+    assert asked["gpu"] == [False, True, False]

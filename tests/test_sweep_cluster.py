@@ -74,3 +74,18 @@ def test_a_killed_sweep_resumes_where_it_stopped(cluster, tmp_path):
     assert again.returncode == 0, err
     assert f"{3 - len(done)} done, 0 failed, {len(done)} already done" in out
     assert len(RunStore(store_path).list(sweep="killed", status="done")) == 3
+
+
+def test_ctrl_c_cancels_the_rest_and_keeps_the_finished_cells(cluster, tmp_path):
+    grid = _grid(tmp_path, "interrupted", [2, 3, 4])
+    proc = _sweep(grid, tmp_path, "--address", cluster.address, "--workers", "1")
+    store_path, deadline = tmp_path / "runs.sqlite", time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if store_path.exists() and RunStore(store_path).list(sweep="interrupted", status="done"):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "cancelled: run it again to resume" in out
+    kept = RunStore(store_path).list(sweep="interrupted")
+    assert 1 <= len(kept) < 3 and {r.status for r in kept} == {"done"}
