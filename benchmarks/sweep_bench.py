@@ -78,18 +78,22 @@ def main() -> None:
     cells = g.cells()
     tmp = Path(tempfile.mkdtemp(prefix="sweep-bench-"))
     cores = os.cpu_count()
+    load = [os.getloadavg()[0]]
     seq_all, by_all = sequential(cells, RunStore(tmp / "seq-all.sqlite"), cores)
+    load.append(os.getloadavg()[0])
     seq_one, by_one = sequential(cells, RunStore(tmp / "seq-one.sqlite"), 1)
+    load.append(os.getloadavg()[0])
     wall, startup, by_ray = on_ray(g, RunStore(tmp / "ray.sqlite"), args.workers)
+    load.append(os.getloadavg()[0])
     same = sum(_same(by_ray[c.key], by_one[c.key]) for c in cells)
     top1 = sum(by_ray[c.key].metrics["top1"] == by_all[c.key].metrics["top1"] for c in cells)
     print(f"{len(cells)} cells: RTN, calibration 64 images, first {args.eval_limit} test images, {cores} cores\n")
-    print("| run | cells at once x threads | wall s | per-cell results |")
-    print("|---|---|---|---|")
-    print(f"| sequential | 1 x {cores} | {seq_all:.1f} | reference for top-1 |")
-    print(f"| sequential | 1 x 1 | {seq_one:.1f} | reference for every figure |")
-    print(f"| sweep on Ray | {args.workers} x 1 | {wall:.1f} (Ray start-up {startup:.1f}) | {same}/{len(cells)} "
-          f"identical to 1 x 1; top-1 {top1}/{len(cells)} equal to 1 x {cores} |")
+    print("| run | cells at once x threads | wall s | load average (1 min) before / after | per-cell results |")
+    print("|---|---|---|---|---|")
+    print(f"| sequential | 1 x {cores} | {seq_all:.1f} | {load[0]:.1f} / {load[1]:.1f} | reference for top-1 |")
+    print(f"| sequential | 1 x 1 | {seq_one:.1f} | {load[1]:.1f} / {load[2]:.1f} | reference for every figure |")
+    print(f"| sweep on Ray | {args.workers} x 1 | {wall:.1f} (Ray start-up {startup:.1f}) | {load[2]:.1f} / "
+          f"{load[3]:.1f} | {same}/{len(cells)} identical to 1 x 1; top-1 {top1}/{len(cells)} equal to 1 x {cores} |")
     print("\n| cell | top-1 sequential | top-1 sweep | seconds sequential (1 x 1) | seconds in the sweep |")
     print("|---|---|---|---|---|")
     for c in cells:
