@@ -11,6 +11,8 @@ threads, so N tasks on a machine never run more than N x `cpus_per_task` threads
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -131,7 +133,7 @@ def ray_map(
     cancelled and the exception propagates; every result already handed over stays.
     """
     state = TaskState(total=len(args), started=time.monotonic())
-    with ray_session(options) as ray:
+    with ray_session(options) as ray, _interrupt_flag() as interrupted:
         remote = ray.remote(max_calls=1)(with_threads) if options.isolate else ray.remote(with_threads)
         queue = list(range(len(args)))
         pending: dict[Any, int] = {}
@@ -147,6 +149,8 @@ def ray_map(
                 state.running = len(pending)
                 _notify(on_state, state)
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
                 for ref in ready:
                     i = pending.pop(ref)
                     on_result(i, _get(ray, ref))
@@ -158,6 +162,24 @@ def ray_map(
                 with suppress(Exception):
                     ray.cancel(ref, force=True)
             raise
+
+
+@contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """Ctrl-C (SIGINT) sets the yielded flag instead of raising inside Ray's calls, where it can be lost.
+
+    Outside the main thread (the app's jobs) signals are not ours: the flag is never set.
+    """
+    flag = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: flag.set())
+    except ValueError:  # not the main thread
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _get(ray: Any, ref: Any) -> Any:

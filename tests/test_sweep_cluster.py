@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -45,21 +44,11 @@ def _wait_for_a_done_cell(proc: subprocess.Popen, store_path: Path, sweep: str, 
     """Until the sweep has stored its first finished cell (a busy shared machine can take minutes)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if _done_cells(store_path, sweep):
+        if store_path.exists() and RunStore(store_path).list(sweep=sweep, status="done"):
             return
-        time.sleep(0.2)
+        time.sleep(0.5)
     proc.kill()
     raise AssertionError(f"no finished cell within {timeout:.0f} s: {proc.communicate()[1][-2000:]}")
-
-
-def _done_cells(store_path: Path, sweep: str) -> int:
-    """Finished cells, read with a plain query (opening a RunStore would write to the file)."""
-    try:
-        with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT COUNT(*) FROM runs WHERE sweep = ? AND status = 'done'", (sweep,)).fetchone()
-    except sqlite3.Error:  # not created yet, or busy
-        return 0
-    return int(row[0])
 
 
 def _grid(tmp_path: Path, name: str, wbits: list[int]) -> Path:
