@@ -179,3 +179,15 @@ def test_cuda_cells_ask_ray_for_a_gpu(monkeypatch, tmp_path):
     grid = _grid("gpu", {"device": ["cpu", "cuda", "auto"]})
     run_sweep(grid, RunStore(tmp_path / "runs.sqlite"))
     assert asked["gpu"] == [False, True, False]
+
+
+def test_runs_list_filters_a_sweep(store_home, capsys):
+    from ptq_core.store import RunRecord
+
+    store = RunStore()
+    for run_id, sweep in (("a1", "mine"), ("b2", "other"), ("c3", "")):
+        store.add(RunRecord(run_id=run_id, created=1.0, finished=2.0, status="done", model="m", method="rtn",
+                            wbits=4, abits=4, sweep=sweep, cell="wbits=4" if sweep else ""))  # fmt: skip
+    assert main(["runs", "list", "--sweep", "mine"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("a1") and out[0].endswith("[mine: wbits=4]")
