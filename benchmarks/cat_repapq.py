@@ -9,8 +9,9 @@ Usage:
         term, the affine's learning rate at 0.1 and 1e-3 instead of 1e-2), plus RTN on the
         unmerged branches for context; top-1 on the 10k test split, wall and CPU seconds,
         peak memory.
-        Every finished cell is appended to benchmarks/cells/repapq.jsonl, so an interrupted
-        run resumes where it stopped (--rerun ignores them). --quick checks the script runs.
+        The missing cells run together as sweep "bench-repapq" (benchmarks/sweeps.py; resumable,
+        Ray on this machine or --address); the cells measured earlier are read from the archive
+        benchmarks/cells/repapq.jsonl (read-only; --rerun ignores it). --quick checks the script runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, cell_spec, mean_std  # noqa: E402
+from benchmarks.sweeps import (  # noqa: E402
+    add_sweep_arguments,
+    append_results,
+    archived,
+    cell_spec,
+    figures,
+    mean_std,
+    run_cells,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # CAT part (written separately; see issue 5)
@@ -44,7 +53,7 @@ def add_cat_parser(sub: argparse._SubParsersAction) -> None:
 # RepAPQ part
 # ----------------------------------------------------------------------------------------------------------
 
-REPAPQ_CELLS = CellStore(ROOT / "benchmarks" / "cells" / "repapq.jsonl")
+REPAPQ_ARCHIVE = archived("repapq")
 REPAPQ_MODEL = "fmnist-repvgg"
 REPAPQ_BITS = {"W8A8": (8, 8), "W6A6": (6, 6), "W4A4": (4, 4)}
 # Baselines quantize the merged (deployable) model, as in the paper's comparisons; RepAPQ gets the train
@@ -71,34 +80,13 @@ _SHORT = {"rtn (mse)": "rtn", "brecq": "brecq", "qdrop": "qdrop", "repapq": "rep
 _BY_SHORT = {v: k for k, v in _SHORT.items()}
 
 
-def _calib(n: int, seed: int, dev):
-    from ptq_core import calibration_tensor, load_data
-
-    return calibration_tensor(load_data("fmnist-sample"), n, seed).to(dev)
-
-
-def repapq_one(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
-    """One cell in this process: quantize, evaluate on the test split, measure (the row carries its `RunSpec`)."""
-    from ptq_core import load_data, load_model, quantize, resolve_device
-    from ptq_core.data import make_loader
-    from ptq_core.metrics import evaluate
-
+def _repapq_spec(variant: str, bits: str, seed: int, args: argparse.Namespace):
+    """One cell's `RunSpec`."""
     method, model_name, extra = REPAPQ_VARIANTS[_BY_SHORT[variant]]
     steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
-    spec = cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
+    return cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
                      wbits=REPAPQ_BITS[bits][0], abits=REPAPQ_BITS[bits][1], seed=seed, calib=args.calib,
                      **steps, **extra)  # fmt: skip
-    config = spec.method
-    dev = resolve_device(spec.device)
-    meter = Meter(dev)
-    model = load_model(spec.model, device=dev).model
-    calib = _calib(config.calib, config.seed, dev)
-    with meter:
-        res = quantize(model, calib, config)
-    loader = make_loader(load_data(spec.data).test, limit=spec.eval_limit)
-    return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": evaluate(model, loader, dev)["top1"],
-            "seconds": res.seconds, **meter.figures(), "calib": config.calib,
-            "iters": getattr(config, "iters", 0), "spec": spec.to_dict()}  # fmt: skip
 
 
 def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) -> str:
@@ -106,18 +94,22 @@ def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) ->
     return json.dumps([model_name, variant, bits, seed, args.preset, args.iters, args.calib, args.eval_limit])
 
 
-def _repapq_cell(variant: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
-    """One cell from benchmarks/cells/repapq.jsonl when already run, else in a fresh process (None if it failed)."""
-    key = _repapq_key(variant, bits, seed, args)
-    if not args.rerun and not args.quick and (hit := REPAPQ_CELLS.get(key)):
-        return hit
-    if args.cached_only:
-        return None
-    cmd = [sys.executable, __file__, "repapq", "--one", f"{variant},{bits},{seed}", "--device", args.device,
-           "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
-    cmd += ["--iters", str(args.iters)] if args.iters else []
-    cmd += ["--calib", str(args.calib)] if args.calib else []
-    return REPAPQ_CELLS.run(key, cmd, f"{variant} {bits} seed {seed}", keep=not args.quick)
+def _repapq_cells(args: argparse.Namespace) -> dict[tuple, dict]:
+    """Every cell: from the archive benchmarks/cells/repapq.jsonl when measured there, else run now as a sweep."""
+    archive = {} if args.rerun or args.quick else REPAPQ_ARCHIVE
+    found, missing = {}, {}
+    for bits in args.bits:
+        for variant in args.methods:
+            for seed in args.seeds:
+                key = _repapq_key(variant, bits, seed, args)
+                if key in archive:
+                    found[(variant, bits, seed)] = archive[key]
+                elif not args.cached_only:
+                    missing[key] = (variant, bits, seed)
+    specs = {key: _repapq_spec(*cell, args) for key, cell in missing.items()}
+    for key, rec in run_cells("bench-repapq", specs, args).items():
+        found[missing[key]] = figures(rec)
+    return found
 
 
 def repapq_table(args: argparse.Namespace) -> str:
@@ -125,9 +117,10 @@ def repapq_table(args: argparse.Namespace) -> str:
     lines = ["| model | bits | method | float top-1 | top-1 (mean ± std) | seeds | wall s | CPU s | peak MB | "
              "calib / iters |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     print("\n".join(lines), flush=True)
+    cells = _repapq_cells(args)
     for bits in args.bits:
         for variant in args.methods:
-            runs = [r for s in args.seeds if (r := _repapq_cell(variant, bits, s, args)) is not None]
+            runs = [r for s in args.seeds if (r := cells.get((variant, bits, s))) is not None]
             if not runs:
                 continue
             name = _BY_SHORT[variant]
@@ -151,20 +144,16 @@ def add_repapq_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--calib", type=int, default=None)
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images")
-    p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/repapq.jsonl")
+    p.add_argument("--rerun", action="store_true", help="run every cell again (archived and stored ones too)")
     p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    add_sweep_arguments(p)
     p.set_defaults(func=run_repapq)
 
 
 def run_repapq(args: argparse.Namespace) -> None:
     args.eval_limit = args.eval_limit or None
-    if args.one:
-        variant, bits, seed = args.one.split(",")
-        print(json.dumps(repapq_one(variant, bits, int(seed), args)))
-        return
     if args.quick:
         args.bits, args.seeds, args.iters, args.calib, args.eval_limit = ["W4A4"], [0], 4, 64, 256
     print(f"\nRepAPQ evidence: {REPAPQ_MODEL}, preset {args.preset}, seeds {args.seeds}\n")

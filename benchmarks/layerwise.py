@@ -13,12 +13,14 @@ Usage:
                same float-input Gram matrices.
     --quick checks that the script runs (tiny settings; nothing is appended to RESULTS.md).
 
-Every finished table cell is appended to benchmarks/cells/layerwise.jsonl, so an
-interrupted table resumes where it stopped. Each model runs in its own subprocess;
-inside it the float-input Gram matrices are captured once and shared by the cells
-(`gram_cache`), and that capture time is added to every cell that uses it, so each
-cell's wall time is what a run on its own would cost. Both parts print Markdown and
-append it to benchmarks/RESULTS.md.
+The table's missing cells run together as sweep "bench-layerwise" (benchmarks/sweeps.py:
+resumable, Ray on this machine or --address, one fresh process and one thread per cell), so
+each cell's wall time is what a run on its own costs (its float-input capture included).
+The cells measured earlier are read from the archive benchmarks/cells/layerwise.jsonl
+(read-only); those were run one model per process with the float-input Gram matrices shared
+(`gram_cache`) and the capture time added to every cell, and they also carry the check of
+multipoint's deployable form, which a sweep's run does not measure (tests/test_layerwise.py
+checks it). Both parts print Markdown and append it to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -35,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import RESULTS, CellStore, cell_spec  # noqa: E402
+from benchmarks.sweeps import RESULTS, add_sweep_arguments, archived, cell_spec, run_cells  # noqa: E402
 
-CELLS = ROOT / "benchmarks" / "cells" / "layerwise.jsonl"
+ARCHIVE = archived("layerwise")
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2", "fmnist-vit")
 BITS = (4, 3, 2)
 METHODS = {  # label -> (method, extra settings: make_config values)
@@ -48,10 +49,6 @@ METHODS = {  # label -> (method, extra settings: make_config values)
     "MP 5 %": ("multipoint", {"budget": 5.0}),
     "MP 10 %": ("multipoint", {"budget": 10.0}),
 }
-
-
-def _done(path: Path) -> dict[str, dict]:
-    return {c["key"]: c for c in CellStore(path).rows() if c.get("key")}
 
 
 def _key(*parts) -> str:
@@ -100,71 +97,47 @@ def _mean_rel_error(model, x) -> float:
     return sum(rel) / len(rel)
 
 
-def run_model(name: str, calib_n: int, eval_limit: int | None, cells: Path, bits_list, labels) -> None:
-    """All cells of one model, in this process (resumes from `cells`)."""
-    import torch
+def _cell(rec) -> dict:
+    """A finished run as a table cell: top-1, mean layer error (each layer alone), the method's seconds."""
+    alone = [e["sqnr_db"] for e in rec.extras["layers_alone"]]
+    rel = [0.0 if s is None else 100.0 * 10 ** (-s / 10) for s in alone]  # None: infinite SQNR (no error)
+    cell = {"top1": rec.metrics["top1"], "fp_top1": rec.metrics["fp_top1"], "layer_err_pct": sum(rel) / len(rel),
+            "seconds": rec.timings["method"], "timings": rec.timings, "spec": rec.spec,
+            "run_id": rec.run_id}  # fmt: skip
+    overhead = rec.extras["method"].get("overhead")
+    if overhead:
+        cell["extra_pct"] = overhead["extra_percent"]
+    return cell
 
-    from ptq_core import calibration_tensor, load_data, load_model, quantize
-    from ptq_core.data import make_loader
-    from ptq_core.layerwise import deploy_multipoint, gram_cache
-    from ptq_core.metrics import evaluate
 
-    torch.set_num_threads(1)
-    done = _done(cells)
-    model = load_model(name).model
-    data = load_data("fmnist-sample")
-    calib = calibration_tensor(data, calib_n)
-    loader = make_loader(data.test, limit=eval_limit)
-    x_err = next(iter(make_loader(data.test, batch_size=128)))[0]
-    fp_key = _key(name, "float", eval_limit)
-    if fp_key not in done:
-        CellStore(cells).add(fp_key, {"top1": evaluate(model, loader)["top1"]})
-    capture_s = 0.0
-    with gram_cache():
+def _cells(models, calib_n: int, limits: dict[str, int | None], bits_list, labels, args) -> dict[str, dict]:
+    """Every cell by key: archived in benchmarks/cells/layerwise.jsonl, else run now as one sweep.
+
+    A run on its own measures the float top-1 too; it stands for the model's float cell when
+    the archive has none.
+    """
+    done = {} if args.quick else dict(ARCHIVE)
+    missing = {}
+    for name in models:
         for bits in bits_list:
             for label in labels:
-                key = _key(name, label, bits, calib_n, eval_limit)
-                if key in done:
-                    continue
-                spec = _spec(name, label, bits, calib_n, eval_limit)
-                cfg = spec.method
-                t0 = time.perf_counter()
-                res = quantize(model, calib, cfg)
-                seconds = time.perf_counter() - t0
-                if getattr(cfg, "inputs", "") == "float":  # count the shared float-input capture in full
-                    capture_s = max(capture_s, res.timings.get("inputs", 0.0))
-                    seconds += capture_s - res.timings.get("inputs", 0.0)
-                cell = {"model": name, "method": label, "bits": bits, "calib": calib_n}
-                cell.update(
-                    top1=evaluate(res.model, loader)["top1"],
-                    layer_err_pct=_mean_rel_error(res.model, x_err),
-                    seconds=seconds,
-                    timings=res.timings,
-                    spec=spec.to_dict(),
-                )
-                if "overhead" in res.extras:
-                    with torch.no_grad():
-                        diff = (deploy_multipoint(res.model)(x_err) - res.model(x_err)).abs().max()
-                    cell.update(extra_pct=res.extras["overhead"]["extra_percent"], deploy_max_diff=float(diff))
-                cell = CellStore(cells).add(key, cell)
-                print(f"{name} W{bits} {label}: top-1 {cell['top1']:.2f}, {seconds:.1f} s", file=sys.stderr, flush=True)
+                key = _key(name, label, bits, calib_n, limits.get(name))
+                if key not in done:
+                    missing[key] = _spec(name, label, bits, calib_n, limits.get(name))
+    for key, rec in run_cells("bench-layerwise", missing, args).items():
+        done[key] = _cell(rec)
+        done.setdefault(_key(rec.model, "float", limits.get(rec.model)), {"top1": rec.metrics["fp_top1"]})
+    return done
 
 
 def _row(cells: list[dict | None], fmt: str, key: str) -> str:
     return " | ".join("-" if c is None else fmt.format(c[key]) for c in cells)
 
 
-def table(models, calib_n: int, limits: dict[str, int | None], cells: Path, bits_list=BITS,
+def table(models, calib_n: int, limits: dict[str, int | None], args, bits_list=BITS,
           labels=tuple(METHODS)) -> str:  # fmt: skip
-    """Run (or resume) every model in a subprocess and return the Markdown table (`limits`: test images per model)."""
-    for name in models:
-        eval_limit = limits.get(name)
-        cmd = [sys.executable, __file__, "--one", name, "--calib", str(calib_n), "--cells", str(cells),
-               "--bits", *map(str, bits_list), "--labels", *labels]  # fmt: skip
-        if eval_limit:
-            cmd += ["--eval-limit", str(eval_limit)]
-        subprocess.run(cmd, check=True)
-    done = _done(cells)
+    """Run (or resume) every cell and return the Markdown table (`limits`: test images per model)."""
+    done = _cells(models, calib_n, limits, bits_list, labels, args)
     limited = ", ".join(f"{n}: first {k}" for n, k in limits.items() if k and n in models)
     scope = f"the 10k test split ({limited} test images)" if limited else "the 10k test split"
     lines = [
@@ -189,8 +162,9 @@ def table(models, calib_n: int, limits: dict[str, int | None], cells: Path, bits
                          f"{_row(cs, '{:.1f}', 'seconds')} |")  # fmt: skip
             for b, c in zip(bits_list, cs, strict=True):
                 if c and "extra_pct" in c:
+                    check = f"{c['deploy_max_diff']:.2e}" if "deploy_max_diff" in c else "not measured in a sweep"
                     notes.append(f"{name} W{b} {label}: {c['extra_pct']:.2f} % extra points, "
-                                 f"deploy form max |Δlogit| {c['deploy_max_diff']:.2e}")  # fmt: skip
+                                 f"deploy form max |Δlogit| {check}")  # fmt: skip
     return "\n".join(lines + ["", "Multipoint overhead (extra b-bit output channels, one float coefficient per "
                                   "point) and deployable-form check (expanded layer + channel merge vs fake-quant, "
                                   "128 test images):", ""] + [f"- {n}" for n in notes])  # fmt: skip
@@ -333,26 +307,16 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=None)
     parser.add_argument("--eval-limits", nargs="*", default=[], metavar="MODEL=N", help="per-model test images")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one model's cells
-    parser.add_argument("--cells", default=str(CELLS), help=argparse.SUPPRESS)
-    parser.add_argument("--bits", nargs="+", type=int, default=list(BITS), help=argparse.SUPPRESS)
-    parser.add_argument("--labels", nargs="+", default=list(METHODS), help=argparse.SUPPRESS)
+    add_sweep_arguments(parser)
     args = parser.parse_args()
-    if args.one:
-        run_model(args.one, args.calib, args.eval_limit, Path(args.cells), args.bits, args.labels)
-        return
     if args.quick:
-        quick_cells = Path("/tmp") / "ptq_layerwise_quick.jsonl"
-        quick_cells.unlink(missing_ok=True)
-        print(
-            table(["fmnist-vit"], 32, {"fmnist-vit": 200}, quick_cells, (3,), ("RTN (MSE)", "GPTQ", "COMQ", "MP 5 %"))
-        )
+        print(table(["fmnist-vit"], 32, {"fmnist-vit": 200}, args, (3,), ("RTN (MSE)", "GPTQ", "COMQ", "MP 5 %")))
         print(speed(["fmnist-vit"], 32, rounds=1))
         return
     cmd = "python benchmarks/layerwise.py"
     if args.part in ("table", "all"):
         limits = {n: args.eval_limit for n in args.models} | _limits(args.eval_limits)
-        body = table(args.models, args.calib, limits, Path(args.cells))
+        body = table(args.models, args.calib, limits, args)
         _emit(
             "Layer-wise solvers: COMQ, GPTQ, multipoint (issue 4)",
             f"{cmd} table --calib {args.calib}" + "".join(f" --eval-limits {e}" for e in args.eval_limits),

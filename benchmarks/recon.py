@@ -11,8 +11,10 @@ Usage:
                mean +- std on the 10k test split, wall time and peak memory.
     --quick checks that the script runs (one tiny setting; the numbers mean nothing).
 
-Each table cell runs in a fresh subprocess, so peak memory (max resident set on the
-CPU, max allocated on CUDA) is its own. Both parts print Markdown and append it to
+The table's missing cells run together as a sweep (benchmarks/sweeps.py: Ray on this machine
+or --address, one fresh worker process per cell, so its peak resident memory is its own) into
+the run store as sweep "bench-recon"; the cells measured earlier are read from the archive
+benchmarks/cells/recon.jsonl (read-only). Both parts print Markdown and append it to
 benchmarks/RESULTS.md.
 """
 
@@ -29,9 +31,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, cell_spec, mean_std  # noqa: E402
+from benchmarks.sweeps import (  # noqa: E402
+    add_sweep_arguments,
+    append_results,
+    archived,
+    cell_spec,
+    figures,
+    mean_std,
+    run_cells,
+)
 
-CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
+ARCHIVE = archived("recon")
 METHODS = ("rtn", "adaround", "brecq", "qdrop", "pdquant")
 BITS = {"W4A4": (4, 4), "W2A4": (2, 4), "W2A2": (2, 2)}
 
@@ -217,51 +227,23 @@ def step_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def run_one(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict:
-    """One table cell in this process: quantize, evaluate, measure (the row carries its `RunSpec`)."""
-    from ptq_core import load_data, load_model, quantize, resolve_device
-    from ptq_core.data import make_loader
-    from ptq_core.metrics import evaluate
-
-    steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
-    spec = cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
-                     wbits=BITS[bits][0], abits=BITS[bits][1], seed=seed, calib=args.calib, **steps)  # fmt: skip
-    config = spec.method
-    dev = resolve_device(spec.device)
-    meter = Meter(dev)
-    model = load_model(spec.model, device=dev).model
-    calib = _calib(config.calib, config.seed, dev)
-    with meter:
-        res = quantize(model, calib, config)
-    loader = make_loader(load_data(spec.data).test, limit=spec.eval_limit)
-    measure_fp = lambda: evaluate(model, loader, dev)["top1"]  # noqa: E731
-    fp_top1 = measure_fp() if args.quick else _float_top1(model_name, args.eval_limit, measure_fp)
-    return {"top1": evaluate(res.model, loader, dev)["top1"], "fp_top1": fp_top1, "seconds": res.seconds,
-            **meter.figures(), "calib": config.calib, "iters": getattr(config, "iters", 0),
-            "spec": spec.to_dict()}  # fmt: skip
-
-
-def _float_top1(model_name: str, eval_limit: int | None, measure) -> float:
-    """The float model's top-1, measured once per model and test subset (kept in benchmarks/cells/float.json)."""
-    path = CELLS.path.parent / "float.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    key = f"{model_name}:{eval_limit or 'all'}"
-    if key not in known:
-        known[key] = measure()
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(known, indent=1) + "\n")
-    return known[key]
-
-
 def _cell_key(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> str:
     return json.dumps([model_name, method, bits, seed, args.preset, args.iters, args.calib, args.eval_limit])
+
+
+def _spec(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace):
+    """The cell's `RunSpec`: RTN with 1024 calibration images unless --calib, the others from the preset."""
+    calib = args.calib or 1024 if method == "rtn" else args.calib
+    steps = {} if method == "rtn" else {"iters": args.iters}
+    return cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
+                     wbits=BITS[bits][0], abits=BITS[bits][1], seed=seed, calib=calib, **steps)  # fmt: skip
 
 
 def _from_cat(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
     """The same quantization run by the CAT benchmark (its base method), as a table cell, or None.
 
     The CAT benchmark quantizes W2A2 with the same configs, calibration images and seeds, each cell
-    in its own process, and records the base run's figures; reusing them saves running it twice.
+    in its own process, and recorded the base run's figures; reusing them saves running it twice.
     """
     if args.calib is not None:
         return None
@@ -270,20 +252,25 @@ def _from_cat(model_name: str, method: str, bits: str, seed: int, args: argparse
     return recon_cell(model_name, bits, method, seed, args.preset, args.iters, args.eval_limit)
 
 
-def _cell(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
-    """One table cell: from benchmarks/cells/ when already run, else in a fresh process (None if it failed)."""
-    key = _cell_key(model_name, method, bits, seed, args)
-    if not args.rerun and not args.quick:
-        if hit := CELLS.get(key) or _from_cat(model_name, method, bits, seed, args):
-            return hit
-    if args.cached_only:
-        return None
-    cmd = [sys.executable, __file__, "one", "--one", f"{model_name},{method},{bits},{seed}", "--device", args.device,
-           "--preset", args.preset, "--eval-limit", str(args.eval_limit or 0)]  # fmt: skip
-    cmd += ["--iters", str(args.iters)] if args.iters else []
-    cmd += ["--calib", str(args.calib)] if args.calib else []
-    cmd += ["--quick"] if args.quick else []
-    return CELLS.run(key, cmd, f"{model_name} {method} {bits} seed {seed}", keep=not args.quick)
+def _cells(args: argparse.Namespace) -> dict[tuple, dict]:
+    """Every cell of the table: archived when already measured, else run now as one sweep."""
+    archive = {} if args.rerun or args.quick else ARCHIVE
+    found, missing = {}, {}
+    for model_name in args.models:
+        for bits in args.bits:
+            for method in args.methods:
+                for seed in args.seeds:
+                    key = _cell_key(model_name, method, bits, seed, args)
+                    hit = archive.get(key) or (None if args.rerun or args.quick else
+                                               _from_cat(model_name, method, bits, seed, args))  # fmt: skip
+                    if hit:
+                        found[(model_name, bits, method, seed)] = hit
+                    elif not args.cached_only:
+                        missing[key] = (model_name, bits, method, seed)
+    specs = {key: _spec(m, meth, b, s, args) for key, (m, b, meth, s) in missing.items()}
+    for key, rec in run_cells("bench-recon", specs, args).items():
+        found[missing[key]] = figures(rec)
+    return found
 
 
 def evidence_table(args: argparse.Namespace) -> str:
@@ -291,11 +278,12 @@ def evidence_table(args: argparse.Namespace) -> str:
     lines = ["| model | bits | method | seeds | float top-1 | top-1 mean ± std | wall s | CPU s | peak MB | "
              "calib / iters |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     print("\n".join(lines), flush=True)
+    cells = _cells(args)
     for model_name in args.models:
         for bits in args.bits:
             means = {}
             for method in args.methods:
-                by_seed = {s: r for s in args.seeds if (r := _cell(model_name, method, bits, s, args)) is not None}
+                by_seed = {s: r for s in args.seeds if (r := cells.get((model_name, bits, method, s))) is not None}
                 runs = list(by_seed.values())
                 if not runs:
                     continue
@@ -320,7 +308,7 @@ def _command() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", nargs="?", default="all", choices=("step", "dc", "table", "all", "one"))
+    p.add_argument("part", nargs="?", default="all", choices=("step", "dc", "table", "all"))
     p.add_argument("--device", default="auto")
     p.add_argument("--models", nargs="+", default=["fmnist-resnet20", "fmnist-mobilenetv2"])
     p.add_argument("--bits", nargs="+", default=list(BITS), choices=list(BITS))
@@ -335,16 +323,12 @@ def main() -> None:
     p.add_argument("--blocks", nargs="+", default=["layer1.1", "layer2.1", "layer3.1"])
     p.add_argument("--dc-samples", type=int, default=512, help="images corrected in the dc part")
     p.add_argument("--dc-steps", type=int, default=100, help="Adam steps per group in the dc part")
-    p.add_argument("--rerun", action="store_true", help="ignore the cells already in benchmarks/cells/recon.jsonl")
+    p.add_argument("--rerun", action="store_true", help="run every cell again (archived and stored ones too)")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
     p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    add_sweep_arguments(p)
     args = p.parse_args()
     args.eval_limit = args.eval_limit or None
-    if args.part == "one":
-        model_name, method, bits, seed = args.one.split(",")
-        print(json.dumps(run_one(model_name, method, bits, int(seed), args)))
-        return
     if args.quick:
         args.models, args.bits, args.seeds = args.models[:1], ["W4A4"], [0, 1]
         args.iters, args.calib, args.eval_limit = 4, 64, 256

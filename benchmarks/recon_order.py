@@ -10,8 +10,10 @@ tied (90.88 vs 90.81). The leads, each changing one thing in BRECQ's fast preset
     act-1000:   1 000 step-size steps per unit instead of the fast preset's 200.
     fisher:     the Fisher-diagonal weighted loss instead of the block-output MSE.
     calib-1024: 1 024 calibration images instead of 512.
-Plain BRECQ and AdaRound come from benchmarks/cells/recon.jsonl (the same settings and
-seeds). Each cell runs in its own process and is kept in benchmarks/cells/recon_order.jsonl.
+Plain BRECQ and AdaRound come from the archive benchmarks/cells/recon.jsonl (the same settings
+and seeds). The variants' cells measured earlier are read from the archive
+benchmarks/cells/recon_order.jsonl (read-only); missing ones run together as sweep
+"bench-recon-order" (benchmarks/sweeps.py).
 """
 
 from __future__ import annotations
@@ -24,10 +26,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.cells import CellStore, Meter, append_results, cell_spec, mean_std  # noqa: E402
+from benchmarks.sweeps import (  # noqa: E402
+    add_sweep_arguments,
+    append_results,
+    archived,
+    cell_spec,
+    figures,
+    mean_std,
+    run_cells,
+)
 
-CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon_order.jsonl")
-RECON_CELLS = CellStore(ROOT / "benchmarks" / "cells" / "recon.jsonl")
+ARCHIVE = archived("recon_order")
+RECON_ARCHIVE = archived("recon")
 MODEL = "fmnist-resnet20"
 BITS = {"W2A2": (2, 2), "W2A4": (2, 4), "W4A4": (4, 4)}
 VARIANTS: dict[str, dict] = {  # BRECQ settings over the fast preset (make_config values)
@@ -38,49 +48,44 @@ VARIANTS: dict[str, dict] = {  # BRECQ settings over the fast preset (make_confi
 }
 
 
-def run_one(variant: str, bits: str, seed: int, quick: bool) -> dict:
-    """One cell in this process: quantize with the BRECQ variant, evaluate on the test split (with its `RunSpec`)."""
-    from ptq_core import calibration_tensor, load_data, load_model, quantize, resolve_device
-    from ptq_core.data import make_loader
-    from ptq_core.metrics import evaluate
-
+def _spec(variant: str, bits: str, seed: int, quick: bool):
+    """One cell's `RunSpec`: BRECQ's fast preset with the variant's change."""
     over = dict(VARIANTS[variant]) | ({"iters": 4, "calib": 64} if quick else {})
-    spec = cell_spec(MODEL, "brecq", preset="fast", eval_limit=256 if quick else None, wbits=BITS[bits][0],
+    return cell_spec(MODEL, "brecq", preset="fast", eval_limit=256 if quick else None, wbits=BITS[bits][0],
                      abits=BITS[bits][1], seed=seed, **over)  # fmt: skip
-    cfg = spec.method
-    dev = resolve_device(spec.device)
-    meter = Meter(dev)
-    model = load_model(spec.model, device=dev).model
-    data = load_data(spec.data)
-    calib = calibration_tensor(data, cfg.calib, cfg.seed).to(dev)
-    with meter:
-        res = quantize(model, calib, cfg)
-    top1 = evaluate(res.model, make_loader(data.test, limit=spec.eval_limit), dev)["top1"]
-    return {"top1": top1, "seconds": res.seconds, **meter.figures(), "calib": cfg.calib, "iters": cfg.iters,
-            "spec": spec.to_dict()}  # fmt: skip
 
 
 def _baseline(method: str, bits: str, seed: int) -> dict | None:
-    return RECON_CELLS.get(json.dumps([MODEL, method, bits, seed, "fast", None, None, None]))
+    return RECON_ARCHIVE.get(json.dumps([MODEL, method, bits, seed, "fast", None, None, None]))
+
+
+def _cells(args: argparse.Namespace) -> dict[tuple, dict]:
+    """The variants' cells: archived in benchmarks/cells/recon_order.jsonl, else run now as one sweep."""
+    found, missing = {}, {}
+    for bits in args.bits:
+        for variant in args.variants:
+            for seed in args.seeds:
+                key = json.dumps([MODEL, variant, bits, seed])
+                if not args.quick and key in ARCHIVE:
+                    found[(variant, bits, seed)] = ARCHIVE[key]
+                elif not args.cached_only:
+                    missing[key] = (variant, bits, seed)
+    specs = {key: _spec(*cell, args.quick) for key, cell in missing.items()}
+    for key, rec in run_cells("bench-recon-order", specs, args).items():
+        found[missing[key]] = figures(rec)
+    return found
 
 
 def table(args: argparse.Namespace) -> str:
     """Run the missing cells and return the Markdown table (top-1 mean ± std and the gain over BRECQ)."""
     lines = ["| bits | variant | seeds | top-1 | vs BRECQ (paired) | wall s |", "|---|---|---|---|---|---|"]
+    cells = _cells(args)
     for bits in args.bits:
         brecq = {s: c["top1"] for s in args.seeds if (c := _baseline("brecq", bits, s))}
         rows = {"AdaRound (recon.py)": {s: c for s in args.seeds if (c := _baseline("adaround", bits, s))},
                 "BRECQ (recon.py)": {s: c for s in args.seeds if (c := _baseline("brecq", bits, s))}}  # fmt: skip
         for variant in args.variants:
-            rows[f"BRECQ {variant}"] = {}
-            for seed in args.seeds:
-                key = json.dumps([MODEL, variant, bits, seed])
-                cell = None if args.quick else CELLS.get(key)
-                if cell is None and not args.cached_only:
-                    cmd = [sys.executable, __file__, "--one", f"{variant},{bits},{seed}"] + (["--quick"] * args.quick)
-                    cell = CELLS.run(key, cmd, f"{variant} {bits} seed {seed}", keep=not args.quick)
-                if cell is not None:
-                    rows[f"BRECQ {variant}"][seed] = cell
+            rows[f"BRECQ {variant}"] = {s: c for s in args.seeds if (c := cells.get((variant, bits, s)))}
         for name, cells in rows.items():
             if not cells:
                 continue
@@ -100,12 +105,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
     p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
-    p.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    add_sweep_arguments(p)
     args = p.parse_args()
-    if args.one:
-        variant, bits, seed = args.one.split(",")
-        print(json.dumps(run_one(variant, bits, int(seed), args.quick)))
-        return
+    args.rerun = False
     if args.quick:
         args.variants, args.seeds = args.variants[:1], [0]
     print(f"\nBRECQ variants on {MODEL}, fast preset\n")

@@ -20,6 +20,8 @@ the table is printed and appended to ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
 import sys
 import time
@@ -31,10 +33,24 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.cells import RESULTS, CellStore, cpu_seconds, mean_std  # noqa: E402
+from benchmarks.sweeps import ARCHIVE, RESULTS, archived, mean_std  # noqa: E402
 from ptq_core.prepare import execution_order  # noqa: E402
 
-CELLS = CellStore(ROOT / "benchmarks" / "cells" / "units.jsonl")
+CELLS_FILE = ARCHIVE / "units.jsonl"  # this benchmark trains its own networks: its cells are kept here, not as runs
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _keep(key: str, row: dict) -> dict:
+    """Append a finished cell to the archive (an interrupted grid resumes from it)."""
+    row = row | {"key": key}
+    with CELLS_FILE.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
 CACHE = ROOT / "benchmarks" / "cells" / "cache"
 NETS = ("dw-bottleneck", "densenet-like", "se-resnet", "inception", "vgg-chain", "fmnist-resnet20")
 METHODS = ("brecq", "qdrop", "pdquant")
@@ -145,7 +161,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 graph_row = None
                 for source in SOURCES:
                     key = f"{net}|{method}|{bname}|{source}|{seed}|{args.iters}|{args.calib}|{args.epochs}"
-                    row = None if args.quick else CELLS.get(key)
+                    row = None if args.quick else archived("units").get(key)
                     if row is None and source == "layers" and graph_row and graph_row["unit_names"] == layer_names:
                         row = graph_row | {"source": "layers", "same_as_graph": True}  # the same run
                     if row is None:
@@ -153,7 +169,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                                      args.iters, args.calib)  # fmt: skip
                         cell |= {"net": net, "method": method, "bits": bname, "source": source, "seed": seed,
                                  "fp_top1": fp, "layerwise": cell["unit_names"] == layer_names}  # fmt: skip
-                        row = cell if args.quick else CELLS.add(key, cell)
+                        row = cell if args.quick else _keep(key, cell)
                         print(f"<!-- {key}: top-1 {row['top1']:.2f}, {row['cpu_s']:.0f} s -->", flush=True)
                     graph_row = row if source == "graph" else graph_row
                     rows.append(row)
@@ -163,7 +179,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 def stored(args: argparse.Namespace) -> list[dict]:
     """The finished cells of this setting (an unfinished grid: what is there)."""
     tail = f"|{args.iters}|{args.calib}|{args.epochs}"
-    rows = [r for r in CELLS.rows() if r["key"].endswith(tail)]
+    rows = [r for r in archived("units").values() if r["key"].endswith(tail)]
     dup = [
         r | {"source": "layers", "same_as_graph": True} for r in rows if r["source"] == "graph" and r.get("layerwise")
     ]

@@ -1,4 +1,4 @@
-"""Compare runs: the saved runs as a table, accuracy against bits and time, delete and export."""
+"""Compare runs: the saved runs as a table, accuracy against bits and time, a sweep's grid, delete and export."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ptq_ui.state import owner
 from ptq_ui.widgets import errors_shown, keep, literal, seeded
 
 ALL = "(all)"
+NO_SWEEP = "(every run)"
 SORT_KEYS = ["created", "top1", "drop", "wbits", "abits", "size MB", "seconds", "model", "method"]
 
 
@@ -74,6 +75,35 @@ def _charts(rows: list[dict[str, Any]]) -> None:
     right.plotly_chart(fig, key="cr_time", config={"displaylogo": False})
 
 
+def _sweep_ui(runs: list[Any]) -> list[Any]:
+    """Pick a sweep: its grid as a table and a plot; returns the runs to list (the sweep's, or all)."""
+    sweeps = bridge.list_sweeps()
+    if not sweeps:
+        return runs
+    names = [NO_SWEEP, *(s["sweep"] for s in sweeps)]
+    counts = {s["sweep"]: f"{s['sweep']} ({s['done']} done, {s['failed']} failed)" for s in sweeps}
+    name = keep("cr_sweep", st.selectbox("Sweep", names, key=seeded("cr_sweep", names),
+                                         format_func=lambda n: counts.get(n, n)))  # fmt: skip
+    if name == NO_SWEEP:
+        return runs
+    with errors_shown():
+        records, groups = bridge.sweep_view(name)
+    st.subheader(f"Sweep {name}")
+    table = [{"cells": g["group"], "model": g["model"], "method": g["method"], "bits": g["bits"],
+              "seeds": ", ".join(map(str, g["seeds"])), "top1": g["top1_mean"], "std": g["top1_std"],
+              "fp_top1": g["fp_top1"], "failed": g["failed"]} for g in groups]  # fmt: skip
+    st.dataframe(table, hide_index=True,
+                 column_config={"top1": st.column_config.NumberColumn("top-1 mean %", format="%.2f"),
+                                "std": st.column_config.NumberColumn("± std", format="%.2f"),
+                                "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f")})  # fmt: skip
+    if any(g["top1_mean"] is not None for g in groups):
+        st.plotly_chart(charts.sweep_lines(groups), key="cr_sweep_plot", config={"displaylogo": False})
+    st.caption("One row per cell of the grid with the seeds pooled: the newest run of each cell. Resume or extend "
+               f"it with `python -m ptq_core sweep GRID --name {name}`.")  # fmt: skip
+    ids = {r.run_id for r in records}
+    return [r for r in runs if r.run_id in ids]
+
+
 def _delete(ids: list[str]) -> None:
     """Button callback: delete (only this user's runs, unless the server lets anyone delete any), then clear
     the selection (its options are about to change)."""
@@ -127,6 +157,7 @@ def render() -> None:
     if not runs:
         st.info("No saved runs yet: run one on the Quantize page.")
         return
+    runs = _sweep_ui(runs)
     records = {r.run_id: r for r in runs}
     rows = _filter_ui([_row(r) for r in runs])
     st.caption("Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "

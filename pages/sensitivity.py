@@ -84,11 +84,13 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
             format_func=lambda n: "all" if n == 0 else f"first {n}",
         ),
     )
+    ray_workers = _ray_ui()
     job = st.session_state.get("sens_job")
     running = job is not None and job.running
     if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not (bits or settings)):
         with errors_shown():
-            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view)
+            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view,
+                                                      ray_workers=ray_workers)  # fmt: skip
         if job.running:
             st.rerun()
     if job is None:
@@ -111,6 +113,18 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
                         key="sens_sweep", config={"displaylogo": False})  # fmt: skip
         with st.expander("Sweep table"):
             st.dataframe([{k: r[k] for k in ("layer", "setting", "top1", "drop")} for r in rows], hide_index=True)
+
+
+def _ray_ui() -> int | None:
+    """The option to run the sweep on Ray; the number of tasks at once, or None (in this process)."""
+    where = diag_bridge.ray_address() or "this machine"
+    on = keep("sens_ray", st.toggle("Run on Ray", key=seeded("sens_ray", default=False),
+                                    help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
+                                    "to use a cluster). Same numbers; faster with more CPUs or nodes."))  # fmt: skip
+    if not on:
+        return None
+    workers = st.number_input("Ray tasks at once", 1, 64, key=seeded("sens_ray_workers", default=2))
+    return int(keep("sens_ray_workers", workers))
 
 
 def _split_tab(sel: Selection, spec: Any) -> None:

@@ -1,4 +1,4 @@
-"""Command line: `python -m ptq_core {models,quantize,units,export,runs} ...`.
+"""Command line: `python -m ptq_core {models,quantize,units,export,report,sweep,runs} ...`.
 
 Bad arguments exit non-zero with a one-line message (never a stack trace).
 """
@@ -146,6 +146,25 @@ def _quantize_parser(sub: Any) -> None:
                              "--cat-fit-size")  # fmt: skip
 
 
+def _sweep_parser(sub: Any) -> None:
+    s = sub.add_parser("sweep", help="run a grid of runs on Ray (this machine, or a cluster with --address)",
+                       description="Run every cell of a grid (a base run description and axes to vary) as a Ray "
+                                   "task; each cell is stored as a run tagged with the sweep's name. Cells already "
+                                   "done are skipped, so running the same grid again resumes it.")  # fmt: skip
+    s.add_argument("grid", metavar="GRID", help="grid file (.json, or .yaml with PyYAML): {name, base, axes}")
+    s.add_argument("--name", default=None, help="the sweep's name (default: the grid's name, else the file's)")
+    s.add_argument("--address", default=None, help="a running Ray cluster (host:6379 or ray://host:10001); "
+                   "default: start Ray on this machine")  # fmt: skip
+    s.add_argument("--workers", type=_scalar(int, True, "workers"), default=None,
+                   help="cells at once (default: as many as Ray's CPUs allow)")  # fmt: skip
+    s.add_argument("--cpus-per-cell", type=_scalar(int, False, "cpus_per_cell"), default=1,
+                   help="CPUs each cell asks Ray for, and its torch threads (default 1)")  # fmt: skip
+    s.add_argument("--isolate", action="store_true", help="a fresh worker process per cell (its own memory)")
+    s.add_argument("--rerun", action="store_true", help="run every cell, even those already done")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="python -m ptq_core", description="Post-training quantization workbench.")
@@ -160,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", default=None, help="file to write (with --format all: a prefix; default RUN_ID)")
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _sweep_parser(sub)
     r = sub.add_parser("runs", help="list, show, delete or export saved runs")
     r.add_argument("action", choices=("list", "show", "delete", "export"), nargs="?", default="list")
     r.add_argument("run_ids", nargs="*")
@@ -172,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--culprits", type=int, default=None, metavar="N",
                      help="also measure the culprits on the first N test images (one evaluation per layer)")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--sweep", default=None, metavar="NAME", help="list / export: only the cells of this sweep")
     return p
 
 
@@ -336,6 +357,58 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .distributed import RayOptions
+    from .grid import load_grid
+    from .sweep import cell_identity, run_sweep
+
+    grid = load_grid(args.grid, args.name)
+    store = RunStore()
+    if args.dry_run:
+        done = {(r.cell, cell_identity(r.spec)) for r in store.list(status="done", sweep=grid.name)}
+        for cell in grid.cells():
+            status = "done" if (cell.key, cell_identity(cell.spec.to_dict())) in done else "to run"
+            print(f"{status:7} {cell.key:40} {cell.spec.title()}")
+        return 0
+    options = RayOptions(address=args.address, workers=args.workers, cpus_per_task=args.cpus_per_cell,
+                         isolate=args.isolate)  # fmt: skip
+    bar = _SweepBar(args.quiet)
+    try:
+        report = run_sweep(grid, store, options, bar, rerun=args.rerun)
+    finally:
+        bar.close()
+    for key, rec in report.records.items():
+        top1 = rec.metrics.get("top1")
+        result = f"top-1 {top1:6.2f}" if isinstance(top1, (int, float)) else f"failed: {rec.error}"
+        print(f"{rec.run_id}  {key:40} {result}")
+    print(f"sweep {grid.name}: {len(report.records) - len(report.failed)} done, {len(report.failed)} failed, "
+          f"{len(report.skipped)} already done" + (" (cancelled: run it again to resume)" if report.cancelled else ""))
+    return 130 if report.cancelled else (1 if report.failed else 0)
+
+
+class _SweepBar:
+    """Cells done / running / failed and the time left, on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, state: Any) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=state.total - state.skipped, desc="cells", unit="cell", file=sys.stderr)
+        self.bar.n = state.finished
+        self.bar.set_postfix(running=state.running, failed=state.failed, skipped=state.skipped, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _dumps(d: dict) -> str:
     return json.dumps(to_jsonable(d), indent=2)
 
@@ -345,13 +418,14 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if args.spec and args.action != "show":
         raise PTQError("--spec goes with runs show")
     if args.action == "list":
-        for r in store.list():
+        for r in store.list(sweep=args.sweep):
             top1 = r.metrics.get("top1")
             acc = f"{top1:6.2f}" if isinstance(top1, (int, float)) else "     -"
             n = r.metrics.get("eval_samples")
             on = f" on {n} test images" if n else ""
             who = f"  by {r.owner}" if r.owner else ""
-            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}{who}")
+            cell = f"  [{r.sweep}: {r.cell}]" if r.sweep else ""
+            print(f"{r.run_id}  {r.status:11} {r.model:22} {r.method:10} {r.bits_label:12} top-1 {acc}{on}{who}{cell}")
             if r.status == "interrupted":
                 print(f"    {r.error}; re-run: runs show {r.run_id} --spec > run.json && quantize --config run.json")
     elif args.action == "show":
@@ -361,7 +435,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     elif args.action == "delete":
         print(f"deleted {store.delete(args.run_ids)} run(s)")
     else:
-        ids = args.run_ids or None
+        ids = args.run_ids or ([r.run_id for r in store.list(sweep=args.sweep)] if args.sweep else None)
         print(store.export_json(ids) if args.format == "json" else store.export_csv(ids))
     return 0
 
@@ -417,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_export(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         return _cmd_runs(args)
     except PTQError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -35,7 +35,7 @@ __all__ = [
     "default_store_path", "environment", "to_jsonable",
 ]  # fmt: skip
 
-SCHEMA_VERSION = 3  # 2: the run's description (spec) and its bits label; 3: owner, pid, host, heartbeat
+SCHEMA_VERSION = 4  # 2: description (spec), bits label; 3: owner, pid, host, heartbeat; 4: sweep, cell
 STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
 HEARTBEAT_S = 30.0  # a running run's process touches its row this often
 STALE_S = 180.0  # a "running" run silent this long (and not provably alive) is interrupted
@@ -51,13 +51,16 @@ _SCHEMA = (
     config TEXT NOT NULL, metrics TEXT NOT NULL, layers TEXT NOT NULL,
     timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL,
     spec TEXT NOT NULL DEFAULT '{}', label TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT '', pid INTEGER, host TEXT NOT NULL DEFAULT '', heartbeat REAL)""",
+    owner TEXT NOT NULL DEFAULT '', pid INTEGER, host TEXT NOT NULL DEFAULT '', heartbeat REAL,
+    sweep TEXT NOT NULL DEFAULT '', cell TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS runs_created ON runs (created)",
 )
+_INDEXES = ("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep)",)
 # columns added by each schema version, for stores written by an older one
 _ADDED = {
     2: ("spec TEXT NOT NULL DEFAULT '{}'", "label TEXT NOT NULL DEFAULT ''"),
     3: ("owner TEXT NOT NULL DEFAULT ''", "pid INTEGER", "host TEXT NOT NULL DEFAULT ''", "heartbeat REAL"),
+    4: ("sweep TEXT NOT NULL DEFAULT ''", "cell TEXT NOT NULL DEFAULT ''"),
 }
 
 
@@ -140,6 +143,7 @@ class RunRecord:
     `owner` is who started it (an app user or session; empty for the command line and older
     stores); `pid`, `host` and `heartbeat` say which process runs it and when it last said
     so, which tells a live run from one whose process died ("interrupted").
+    `sweep` and `cell` name the sweep the run is a cell of and the cell's key (empty otherwise).
     """
 
     run_id: str
@@ -163,6 +167,8 @@ class RunRecord:
     pid: int | None = None
     host: str = ""
     heartbeat: float | None = None
+    sweep: str = ""
+    cell: str = ""
 
     @property
     def bits_label(self) -> str:
@@ -282,6 +288,8 @@ class RunStore:
                 raise self._not_a_store(f"schema version {row[0]} is newer than this program's")
             elif row[0] < SCHEMA_VERSION:
                 self._upgrade(conn, row[0])
+            for statement in _INDEXES:
+                conn.execute(statement)
 
     @staticmethod
     def _upgrade(conn: sqlite3.Connection, version: int) -> None:
@@ -312,6 +320,19 @@ class RunStore:
             conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                          record._to_row())  # fmt: skip
         return record.run_id
+
+    def add(self, record: RunRecord) -> RunRecord:
+        """Insert a run recorded elsewhere (a sweep's worker) as it is; returns it.
+
+        Raises:
+            ConfigError: If a run with its id is already stored.
+        """
+        with self._connect() as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (record.run_id,)).fetchone():
+                raise ConfigError(f"run {record.run_id!r} is already in the run store")
+            conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                         record._to_row())  # fmt: skip
+        return record
 
     def finish(
         self, run_id: str, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None,
@@ -428,14 +449,14 @@ class RunStore:
 
     def list(
         self, status: str | None = None, model: str | None = None, method: str | None = None,
-        limit: int | None = None, owner: str | None = None,
+        limit: int | None = None, owner: str | None = None, sweep: str | None = None,
     ) -> list[RunRecord]:  # fmt: skip
-        """Return runs newest first, optionally filtered and capped at ``limit``.
+        """Return runs newest first, optionally filtered (`sweep`: the cells of one sweep) and capped at ``limit``.
 
         Runs whose process died are marked "interrupted" first (see :meth:`mark_interrupted`).
         """
         self.mark_interrupted()
-        filters = {"status": status, "model": model, "method": method, "owner": owner}
+        filters = {"status": status, "model": model, "method": method, "owner": owner, "sweep": sweep}
         where = [f"{name} = ?" for name, value in filters.items() if value is not None]
         params: list[Any] = [value for value in filters.values() if value is not None]
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
@@ -446,6 +467,13 @@ class RunStore:
         with self._connect(write=False) as conn:
             rows = conn.execute(sql, params).fetchall()
         return [RunRecord._from_row(row) for row in rows]
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """The sweeps in the store, newest first: ``{sweep, runs, done, failed, created}``."""
+        sql = ("SELECT sweep, COUNT(*) AS runs, SUM(status = 'done') AS done, SUM(status = 'failed') AS failed, "
+               "MAX(created) AS created FROM runs WHERE sweep != '' GROUP BY sweep ORDER BY created DESC")
+        with self._connect(write=False) as conn:
+            return [dict(row) for row in conn.execute(sql).fetchall()]
 
     def _records(self, run_ids: Iterable[str] | None) -> list[RunRecord]:
         return self.list() if run_ids is None else [self.get(rid) for rid in run_ids]

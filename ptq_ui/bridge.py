@@ -32,6 +32,7 @@ from ptq_core.qscheme import FLOAT_BITS, MAX_BITS, MIN_BITS
 from ptq_core.serving import check_factory_allowed, is_factory, uploaded_code_allowed
 from ptq_core.spec import RunSpec
 from ptq_core.store import RunRecord, RunStore, default_store_path
+from ptq_core.sweep import sweep_records, sweep_summary
 
 from . import analysis
 from .jobs import Job, job_queue, start_job
@@ -42,7 +43,7 @@ __all__ = ["PTQError", "BITS", "FLOAT_BITS", "MAX_UPLOAD_MB", "cuda_available", 
            "quantizer_view", "clip_curve", "method_classes", "store", "list_runs", "get_run", "delete_runs",
            "export_runs", "start_quantization", "save_upload", "default_eval_limit", "uploads_root", "session_dir",
            "save_code_upload", "redact", "redact_json", "model_label", "check_weights", "delete_any", "queue_counts",
-           "rerun", "uploaded_code_allowed", "start_export", "read_file"]  # fmt: skip
+           "rerun", "uploaded_code_allowed", "start_export", "read_file", "list_sweeps", "sweep_view"]  # fmt: skip
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 MAX_UPLOAD_MB = 150
@@ -226,6 +227,25 @@ def list_runs(status: str | None = None, model: str | None = None, method: str |
 def delete_any() -> bool:
     """Whether every user may delete every run (env `PTQ_DELETE_ANY_RUN=1`, a trusting team)."""
     return os.environ.get("PTQ_DELETE_ANY_RUN", "").strip().lower() in ("1", "true", "yes")
+
+
+def list_sweeps() -> list[dict[str, Any]]:
+    """The sweeps in the store, newest first: name, runs, done, failed."""
+    return store().sweeps()
+
+
+def sweep_view(name: str) -> tuple[list[RunRecord], list[dict[str, Any]]]:
+    """A sweep's newest run per cell, and its cells grouped over seeds (top-1 mean ± std).
+
+    Each group row has a `series`: its cell key without the seed and the weight bits (the
+    method, when the method is an axis), so the rows draw as one line per series.
+    """
+    records = sweep_records(store(), name)
+    rows = sweep_summary(records)
+    for row in rows:
+        rest = " ".join(t.removeprefix("method=") for t in row["group"].split() if not t.startswith("wbits="))
+        row["series"] = rest or row["method"]
+    return records, rows
 
 
 def get_run(run_id: str) -> RunRecord:

@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 __all__ = ["bits_label", "sqnr_bars", "layer_metric_lines", "loss_lines", "accuracy_scatter",
-           "quantizer_histogram", "clip_curve_figure", "METRIC_LABELS"]  # fmt: skip
+           "quantizer_histogram", "clip_curve_figure", "sweep_lines", "METRIC_LABELS"]  # fmt: skip
 
 METRIC_LABELS = {"sqnr_db": "SQNR (dB, higher is better)", "mse": "MSE (lower is better)",
                  "cosine": "cosine similarity (higher is better)"}  # fmt: skip
@@ -102,6 +102,24 @@ def accuracy_scatter(rows: Sequence[dict[str, Any]], x: str, x_title: str, title
             + method + "</extra>",
         ))  # fmt: skip
     return _layout(fig, title, x_title, "top-1 (%)", height=340)
+
+
+def sweep_lines(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """A sweep's top-1 mean ± std over seeds against weight bits; one line per `series` (e.g. method)."""
+    fig = go.Figure()
+    pts = [r for r in rows if r["top1_mean"] is not None]
+    for i, series in enumerate(dict.fromkeys(r["series"] for r in pts)):
+        line = sorted((r for r in pts if r["series"] == series), key=lambda r: r["wbits"])
+        fig.add_trace(go.Scatter(
+            x=[r["wbits"] for r in line], y=[r["top1_mean"] for r in line], mode="lines+markers", name=series,
+            error_y=dict(type="data", array=[r["top1_std"] for r in line], visible=True),
+            marker=dict(size=9, color=_PALETTE[i % len(_PALETTE)]), line=dict(color=_PALETTE[i % len(_PALETTE)]),
+            customdata=[[r["bits"], r["runs"]] for r in line],
+            hovertemplate="%{customdata[0]}: top-1 %{y:.2f} ± %{error_y.array:.2f} over %{customdata[1]} seed(s)"
+            "<extra>" + series + "</extra>",
+        ))  # fmt: skip
+    fig.update_xaxes(dtick=1)
+    return _layout(fig, "Accuracy against weight bits (mean ± std over seeds)", "weight bits", "top-1 (%)")
 
 
 def quantizer_histogram(view: dict[str, Any], title: str) -> go.Figure:

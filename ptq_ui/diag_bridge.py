@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from ptq_core.analysis import clusters, culprits, diagnosis, mixed_precision, outliers, ranges, sensitivity
 from ptq_core.data import calibration_tensor, make_loader
+from ptq_core.distributed import RayOptions
 from ptq_core.errors import ConfigError
 from ptq_core.methods import ProgressEvent, QuantResult, emit
 from ptq_core.metrics import evaluate, layer_errors
@@ -34,7 +36,7 @@ __all__ = ["LOGITS", "MAX_POINTS", "PROJECTIONS", "OUTCOMES", "FIXES", "spec_jso
            "outlier_layers", "channel_sample_map", "cluster_view", "umap_key", "start_umap", "sensitivity_proxy",
            "start_sensitivity_sweep", "weight_act_split", "diagnose", "allocate", "overrides_text",
            "measure_allocation", "live_layer_errors", "STATS_IMAGES", "start_culprits", "evidence_page",
-           "parse_settings", "policy_kept"]  # fmt: skip
+           "parse_settings", "policy_kept", "ray_address"]  # fmt: skip
 
 LOGITS = clusters.LOGITS
 MAX_POINTS = clusters.MAX_POINTS
@@ -219,18 +221,28 @@ def parse_settings(text: str) -> list[tuple[int, int]]:
     return sensitivity.parse_settings(text)
 
 
+def ray_address() -> str | None:
+    """The Ray cluster the app sends its Ray work to (`$PTQ_RAY_ADDRESS`), or None: Ray on this machine."""
+    return os.environ.get("PTQ_RAY_ADDRESS", "").strip() or None
+
+
 def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], eval_limit: int | None,
                             calib: int = 64, seed: int = 0, settings: list[tuple[int, int]] | None = None,
-                            view: str = "only") -> Job:  # fmt: skip
-    """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job"."""
+                            view: str = "only", ray_workers: int | None = None) -> Job:  # fmt: skip
+    """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job".
+
+    With `ray_workers`, the evaluations run as that many Ray tasks at once, on this machine or on
+    the cluster at `ray_address()` (uniform bit-widths and the one-layer view).
+    """
     pairs = _pairs(bits, settings)
     model, bundle = _loaded(sel.key, sel.data)
     images = _calib(sel.key, sel.data, calib, seed)
     loader = make_loader(bundle.test, limit=eval_limit)
 
     def work(progress) -> dict[str, Any]:
+        ray = None if ray_workers is None else RayOptions(address=ray_address(), workers=ray_workers)
         rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, settings=list(pairs), view=view,
-                                                progress=progress)  # fmt: skip
+                                                progress=progress, ray=ray)  # fmt: skip
         return {"rows": rows, "spec": spec_json(spec), "eval_limit": eval_limit, "model": sel.model, "view": view}
 
     label = ", ".join(sensitivity.setting_label(p) for p in pairs)

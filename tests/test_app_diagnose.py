@@ -208,6 +208,26 @@ def test_sensitivity_full_sweep_runs_as_a_job(app_env, weights):
     assert max(r["drop"] for r in job.result["rows"]) > 0
 
 
+def test_sensitivity_sweep_on_ray_is_an_option(app_env, weights, monkeypatch):
+    from ptq_core.errors import ConfigError
+    from ptq_ui import diag_bridge
+
+    asked = []
+
+    def start(sel, spec, bits, limit, ray_workers=None):
+        asked.append(ray_workers)
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(diag_bridge, "start_sensitivity_sweep", start)
+    at = open_page(weights, "pages/sensitivity.py", sens_bits=[2], sens_limit=100)
+    at.button(key="sens_run").click().run()
+    assert asked == [None]  # the default: in this process
+    at.toggle(key="w_sens_ray").set_value(True).run()
+    at.number_input(key="w_sens_ray_workers").set_value(3).run()
+    at.button(key="sens_run").click().run()
+    assert asked == [None, 3] and not at.exception
+
+
 def test_layer_errors_live_curve_follows_the_bit_width(app_env, weights):
     at = open_page(weights, "pages/layer_errors.py")
     assert any("switch on the live curve" in i.value for i in at.info)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from ptq_core.spec import RunSpec, make_config
-from ptq_core.store import RunStore
+from ptq_core.store import RunRecord, RunStore
 
 from .app_support import captions, metric, new_app, shown_spec
 
@@ -229,3 +229,31 @@ def test_compare_runs_builds_a_shareable_report(app_env, weights):
     assert result["reproduced"] and result["html"].startswith("<!doctype html>")
     assert f"top-1 {record.metrics['top1']:.2f}% equals the stored" in captions(at)
     assert at.get("download_button")
+
+
+def _sweep_cell(store: RunStore, method: str, wbits: int, seed: int, top1: float) -> None:
+    spec = RunSpec(method=make_config(method, wbits=wbits, abits=4, seed=seed)).to_dict()
+    record = RunRecord(run_id=f"{method}{wbits}s{seed}", created=float(seed + 10 * wbits), finished=99.0,
+                       status="done", model="fmnist-resnet20", method=method, wbits=wbits, abits=4,
+                       config=spec["method"], metrics={"top1": top1, "fp_top1": 94.0}, spec=spec, sweep="grid",
+                       cell=f"method={method} wbits={wbits} seed={seed}")  # fmt: skip
+    store.add(record)
+
+
+def test_compare_runs_draws_a_sweep_as_a_table_and_a_plot(app_env):
+    store = RunStore()
+    _stored(store, 0, 500, 90.0)  # not in the sweep
+    for method, wbits, seed, top1 in [("rtn", 2, 0, 50.0), ("rtn", 2, 1, 54.0), ("rtn", 4, 0, 90.0),
+                                      ("rtn", 4, 1, 92.0), ("adaround", 2, 0, 70.0)]:  # fmt: skip
+        _sweep_cell(store, method, wbits, seed, top1)
+    at = new_app(None, "pages/compare_runs.py")
+    assert not at.exception
+    at.selectbox(key="w_cr_sweep").set_value("grid").run()
+    assert not at.exception, [e.value for e in at.exception]
+    groups = at.dataframe[0].value
+    assert list(groups["cells"]) == ["method=adaround wbits=2", "method=rtn wbits=2", "method=rtn wbits=4"]
+    rtn2 = groups[groups["cells"] == "method=rtn wbits=2"].iloc[0]
+    assert rtn2["top1"] == 52.0 and rtn2["std"] == pytest.approx(2 ** 0.5 * 2) and rtn2["seeds"] == "0, 1"
+    plot = at.get("plotly_chart")[0].proto.spec
+    assert '"name":"rtn"' in plot.replace(" ", "") and '"name":"adaround"' in plot.replace(" ", "")
+    assert len(at.dataframe[1].value) == 5  # the run table lists the sweep's runs only

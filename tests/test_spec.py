@@ -15,7 +15,7 @@ from ptq_core.overrides import format_overrides, parse_overrides
 from ptq_core.prepare import QuantSpec
 from ptq_core.settings import check_settings, settings
 from ptq_core.spec import RunSpec, bits_summary, make_config
-from ptq_core.store import RunStore
+from ptq_core.store import SCHEMA_VERSION, RunStore
 
 
 def test_run_spec_round_trips_through_json_for_every_method():
@@ -138,7 +138,8 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
     assert old.metrics == {"top1": 50} and old.spec == {} and old.bits_label == "W4A4"
     new = store.start("m", "rtn", 2, 2, {}, spec={"version": 1})
     assert store.get(new).spec == {"version": 1}
-    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == 3
+    assert old.sweep == "" and old.cell == ""
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_every_setting_option_names_the_methods_it_applies_to():

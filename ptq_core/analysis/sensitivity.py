@@ -12,10 +12,14 @@ if it were the only quantized one. Then one layer at a time is switched on:
 
 `weight_act_split` evaluates one quantized model four ways: float, weights only,
 activations only, both.
+
+`sensitivity_accuracy(..., ray=RayOptions(...))` runs the same sweep as Ray tasks (a
+bit-width and a share of the layers each), on this machine or a cluster, with the same rows.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -26,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..calibrate import iterate_batches
+from ..distributed import RayOptions, TaskState, ray_map, ray_session
 from ..errors import ConfigError
 from ..methods import ProgressEvent, ProgressFn, QuantResult, emit, quantize
 from ..methods.rtn import RTNConfig
@@ -198,14 +203,19 @@ def sensitivity_proxy(model: nn.Module, calib: torch.Tensor, probe: torch.Tensor
 def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
                          bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
                          progress: ProgressFn | None = None, batch_size: int = 128,
-                         settings: Sequence[Setting] | None = None, view: str = "only"
+                         settings: Sequence[Setting] | None = None, view: str = "only", ray: RayOptions | None = None
                          ) -> list[dict[str, Any]]:  # fmt: skip
     """Top-1 with one layer at a time quantized (or left out) at each setting; the drop against float.
 
     Same sweep as `sensitivity_proxy`, measured by accuracy on `loader` (slow: one
     evaluation per layer and setting). Rows ``{layer, index, bits, wbits, abits, setting, view,
-    top1, drop, fp_top1}``.
+    top1, drop, fp_top1}``. With `ray`, the evaluations run as Ray tasks (see `_sensitivity_on_ray`;
+    uniform bit-widths and the one-layer view only).
     """
+    if ray is not None:
+        if settings or view != "only":
+            raise ConfigError("the sweep on Ray takes uniform bit-widths and the one-layer-only view")
+        return _sensitivity_on_ray(model, calib, loader, spec, _check_bits(bits), layers, progress, batch_size, ray)
     pairs = _settings(bits, settings)
     device = next(model.parameters()).device
     rows: list[dict[str, Any]] = []
@@ -226,6 +236,62 @@ def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoad
             rows.append({**_row(name, order, (w, a), view), "top1": top1, "drop": fp_top1 - top1,
                          "fp_top1": fp_top1})  # fmt: skip
     return rows
+
+
+def _sensitivity_on_ray(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
+                        bits: list[int], layers: Sequence[str] | None, progress: ProgressFn | None,
+                        batch_size: int, options: RayOptions) -> list[dict[str, Any]]:  # fmt: skip
+    """The accuracy sweep as Ray tasks: each bit-width's layers in `chunks` shares, one task each.
+
+    Every task quantizes its own RTN copy (deterministic: the same ranges as one process) and
+    evaluates its layers; the first also measures the float top-1. Rows come back in the
+    order of the one-process sweep.
+    """
+    names = _pick([n for n, _ in quant_layers(rtn_model(model, calib[:2], uniform_spec(spec, bits[0])).model)],
+                  layers)  # fmt: skip
+    chunks = max(1, min(len(names), options.workers or 2))
+    shares = [names[i::chunks] for i in range(chunks)]
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def on_state(state: TaskState) -> None:
+        emit(progress, ProgressEvent("sensitivity sweep", state.finished, state.total,
+                                     message=f"on Ray: {state.running} running"))  # fmt: skip
+
+    with ray_session(options) as ray:
+        cpu_model = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
+        refs = [ray.put(x) for x in (cpu_model, calib.cpu(), loader.dataset)]
+        jobs = [(bi, ci) for bi in range(len(bits)) for ci in range(chunks)]
+        args = [(*refs, loader.batch_size, spec.to_dict(), bits[bi], shares[ci], bi == ci == 0, batch_size)
+                for bi, ci in jobs]  # fmt: skip
+        ray_map(_sensitivity_task, args, options, lambda i, r: results.__setitem__(jobs[i], r), on_state)
+    failed = [r for r in results.values() if isinstance(r, BaseException)]
+    if failed:
+        raise ConfigError(f"a sensitivity task failed on Ray: {failed[0]}")
+    fp_top1 = results[(0, 0)]["fp_top1"]
+    rows = [_row(row["layer"], names, (row["bits"], row["bits"]), "only")
+            | {"top1": row["top1"], "drop": fp_top1 - row["top1"], "fp_top1": fp_top1}
+            for r in results.values() for row in r["rows"]]  # same rows as one process
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: (r["bits"], order[r["layer"]]))
+
+
+def _sensitivity_task(model: nn.Module, calib: torch.Tensor, dataset: Any, eval_batch: int, spec: dict[str, Any],
+                      bits: int, names: list[str], with_fp: bool, batch_size: int) -> dict[str, Any]:  # fmt: skip
+    """One Ray task of `_sensitivity_on_ray`: `names` at `bits`, one at a time."""
+    loader = DataLoader(dataset, batch_size=eval_batch, shuffle=False)
+    qmodel = rtn_model(model, calib, uniform_spec(QuantSpec.from_dict(spec), bits), batch_size).model
+    qlayers = dict(quant_layers(qmodel))
+    order = list(qlayers)
+    out: dict[str, Any] = {"rows": []}
+    if with_fp:
+        set_quant_state(qmodel, False, False)
+        out["fp_top1"] = evaluate(qmodel, loader)["top1"]
+    for name in names:
+        set_quant_state(qmodel, False, False)
+        qlayers[name].set_quant_state(True, True)
+        out["rows"].append({"layer": name, "index": order.index(name), "bits": bits,
+                            "top1": evaluate(qmodel, loader)["top1"]})  # fmt: skip
+    return out
 
 
 def weight_act_split(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
