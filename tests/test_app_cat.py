@@ -12,22 +12,13 @@ from streamlit.testing.v1 import AppTest
 
 from ptq_ui import cat_charts
 
+from .app_support import captions, metric
+
 PAGE = "pages/cat_corrections.py"
 
 # environment of the app under test (applied by the `app_env` fixture in conftest.py)
 APP_ENV = {"PTQ_UI_EVAL_LIMIT": "500"}
 
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
-
-
-def captions(at: AppTest) -> str:
-    return "\n".join(c.value for c in at.caption)
 
 
 def clean(at: AppTest) -> None:

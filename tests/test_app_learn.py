@@ -12,6 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from ptq_core.errors import ConfigError
 
+from .app_support import metric
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,13 +27,6 @@ def open_page(page: str, **state) -> AppTest:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     return at
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
 
 
 def chart_spec(at: AppTest, index: int) -> str:
