@@ -214,7 +214,7 @@ def test_sensitivity_sweep_on_ray_is_an_option(app_env, weights, monkeypatch):
 
     asked = []
 
-    def start(sel, spec, bits, limit, ray_workers=None):
+    def start(sel, spec, bits, limit, ray_workers=None, **_settings_and_view):
         asked.append(ray_workers)
         raise ConfigError("stopped by the test")
 

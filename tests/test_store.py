@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ptq_core.errors import ConfigError, PTQError, RunCancelled
-from ptq_core.store import RunRecord, RunStore, default_store_path, to_jsonable
+from ptq_core.store import SCHEMA_VERSION, RunRecord, RunStore, default_store_path, to_jsonable
 
 
 @pytest.fixture
@@ -276,7 +276,7 @@ def test_a_version_2_store_gets_the_owner_columns(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = RunStore(path)
-    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     old = store.get("done1")
     assert (old.status, old.owner, old.pid, old.host) == ("done", "", None, "")
     assert store.get("old-running").status == "interrupted"  # no process, no heartbeat for an hour

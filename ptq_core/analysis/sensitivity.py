@@ -247,8 +247,8 @@ def _sensitivity_on_ray(model: nn.Module, calib: torch.Tensor, loader: DataLoade
     evaluates its layers; the first also measures the float top-1. Rows come back in the
     order of the one-process sweep.
     """
-    names = _pick([n for n, _ in quant_layers(rtn_model(model, calib[:2], uniform_spec(spec, bits[0])).model)],
-                  layers)  # fmt: skip
+    order = [n for n, _ in quant_layers(rtn_model(model, calib[:2], uniform_spec(spec, bits[0])).model)]
+    names = _pick(order, layers)
     chunks = max(1, min(len(names), options.workers or 2))
     shares = [names[i::chunks] for i in range(chunks)]
     results: dict[tuple[int, int], dict[str, Any]] = {}
@@ -268,11 +268,10 @@ def _sensitivity_on_ray(model: nn.Module, calib: torch.Tensor, loader: DataLoade
     if failed:
         raise ConfigError(f"a sensitivity task failed on Ray: {failed[0]}")
     fp_top1 = results[(0, 0)]["fp_top1"]
-    rows = [_row(row["layer"], names, (row["bits"], row["bits"]), "only")
+    rows = [_row(row["layer"], order, (row["bits"], row["bits"]), "only")
             | {"top1": row["top1"], "drop": fp_top1 - row["top1"], "fp_top1": fp_top1}
             for r in results.values() for row in r["rows"]]  # same rows as one process
-    order = {n: i for i, n in enumerate(names)}
-    return sorted(rows, key=lambda r: (r["bits"], order[r["layer"]]))
+    return sorted(rows, key=lambda r: (r["bits"], r["index"]))
 
 
 def _sensitivity_task(model: nn.Module, calib: torch.Tensor, dataset: Any, eval_batch: int, spec: dict[str, Any],
