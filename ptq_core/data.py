@@ -27,6 +27,7 @@ __all__ = [
     "calibration_labels",
     "ASSETS_DIR",
     "DataBundle",
+    "Resize",
     "read_idx",
     "normalize",
     "load_embedded",
@@ -80,17 +81,39 @@ def normalize(images: np.ndarray) -> torch.Tensor:
     return x.sub_(FMNIST_MEAN).div_(FMNIST_STD).unsqueeze(1)
 
 
-def _tensor_dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
-    return TensorDataset(normalize(images), torch.from_numpy(labels.astype(np.int64)))
+@dataclass(frozen=True)
+class Resize:
+    """Fashion-MNIST tensors for a model with a larger input: bilinear resize, gray channel repeated.
+
+    Works on one image (C, H, W) or a batch (N, C, H, W) of normalised images. The
+    repeated channels are a view (`expand`), so a resized data set holds one channel.
+
+    >>> Resize(64, 3)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 3, 64, 64])
+    """
+
+    size: int
+    channels: int = 1
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x if x.ndim == 4 else x.unsqueeze(0)
+        out = torch.nn.functional.interpolate(batch, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        out = out.expand(-1, self.channels, -1, -1)
+        return out if x.ndim == 4 else out[0]
 
 
-def load_embedded(path: str | Path = EMBEDDED_FILE) -> DataBundle:
-    """The calibration sample and the 10k test split shipped in `assets/`."""
+def _tensor_dataset(images: np.ndarray, labels: np.ndarray, resize: Resize | None = None) -> TensorDataset:
+    x = normalize(images)
+    return TensorDataset(resize(x) if resize else x, torch.from_numpy(labels.astype(np.int64)))
+
+
+def load_embedded(path: str | Path = EMBEDDED_FILE, resize: Resize | None = None) -> DataBundle:
+    """The calibration sample and the 10k test split shipped in `assets/` (resized for the model if asked)."""
     if not Path(path).is_file():
         raise DataError(f"embedded data {path} is missing; rebuild it with `python tools/make_data.py`")
     with np.load(path) as z:
-        calib = _tensor_dataset(z["calib_x"], z["calib_y"])
-        test = _tensor_dataset(z["test_x"], z["test_y"])
+        calib = _tensor_dataset(z["calib_x"], z["calib_y"], resize)
+        test = _tensor_dataset(z["test_x"], z["test_y"], resize)
     return DataBundle("fmnist-sample", calib, test, FMNIST_CLASSES, f"embedded ({Path(path).name})")
 
 
@@ -117,14 +140,18 @@ def _fmnist_arrays(root: str | Path | None, download: bool) -> tuple[dict[str, n
 
 
 def load_fashion_mnist(
-    root: str | Path | None = None, calib_size: int = 4096, seed: int = 0, download: bool = True
+    root: str | Path | None = None,
+    calib_size: int = 4096,
+    seed: int = 0,
+    download: bool = True,
+    resize: Resize | None = None,
 ) -> DataBundle:
     """The full 70k Fashion-MNIST: a seeded calibration draw from train, the 10k test split."""
     arrays, source = _fmnist_arrays(root, download)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(arrays["train_y"]), size=min(calib_size, len(arrays["train_y"])), replace=False)
-    calib = _tensor_dataset(arrays["train_x"][idx], arrays["train_y"][idx])
-    test = _tensor_dataset(arrays["test_x"], arrays["test_y"])
+    calib = _tensor_dataset(arrays["train_x"][idx], arrays["train_y"][idx], resize)
+    test = _tensor_dataset(arrays["test_x"], arrays["test_y"], resize)
     return DataBundle("fmnist-full", calib, test, FMNIST_CLASSES, source)
 
 
@@ -149,14 +176,19 @@ def load_imagefolder(path: str | Path, transform: Callable | None = None, calib_
 
 
 def load_data(spec: str = "fmnist-sample", transform: Callable | None = None) -> DataBundle:
-    """Load by name: `fmnist-sample`, `fmnist-full`, or `imagefolder:<path>` / a folder path."""
+    """Load by name: `fmnist-sample`, `fmnist-full`, or `imagefolder:<path>` / a folder path.
+
+    `transform` is the model's: a `Resize` applies to the Fashion-MNIST tensors, any
+    other callable to the images of an ImageFolder.
+    """
+    resize = transform if isinstance(transform, Resize) else None
     if spec == "fmnist-sample":
-        return load_embedded()
+        return load_embedded(resize=resize)
     if spec == "fmnist-full":
-        return load_fashion_mnist()
+        return load_fashion_mnist(resize=resize)
     folder = spec.removeprefix("imagefolder:")
     if spec.startswith("imagefolder:") or Path(folder).is_dir():
-        return load_imagefolder(folder, transform)
+        return load_imagefolder(folder, None if resize else transform)
     raise DataError(f"unknown data set {spec!r}: use fmnist-sample, fmnist-full or imagefolder:<path>")
 
 

@@ -1,7 +1,8 @@
 """Models by name: the project's Fashion-MNIST zoo, torchvision ImageNet models, or your own.
 
 - Zoo: `fmnist-resnet20`, `fmnist-mobilenetv2`, `fmnist-repvgg` (train-time
-  branches), `fmnist-repvgg-deploy` (fused), `fmnist-vit`; weights in `assets/`.
+  branches), `fmnist-repvgg-deploy` (fused), `fmnist-vit` (1x28x28) and
+  `fmnist-resnet18` (torchvision's ResNet-18 at 3x64x64); weights in `assets/`.
 - torchvision: `resnet18`, `resnet50`, `mobilenet_v2`, `regnet_x_400mf`,
   `mnasnet1_0`, `vit_b_16` with their default pretrained weights when cached or
   downloadable; offline with no cached file, the error names the file and where to put it.
@@ -20,12 +21,12 @@ import torch
 from torch import nn
 
 from .checkpoints import apply_state_dict, load_factory, load_state_dict
-from .data import ASSETS_DIR
+from .data import ASSETS_DIR, Resize
 from .errors import ConfigError, DataError, ModelNotFoundError, WeightsUnavailableError
-from .zoo import ZOO_ARCHS
+from .zoo import ZOO_ARCHS, ZOO_INPUTS
 
 __all__ = ["ModelEntry", "LoadedModel", "TORCHVISION_MODELS", "list_models", "load_model", "resolve_device",
-           "model_card", "check_model_data"]  # fmt: skip
+           "model_card", "check_model_data", "zoo_transform"]  # fmt: skip
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "mnasnet1_0", "vit_b_16")
 _ZOO_NAMES = (*ZOO_ARCHS, "fmnist-repvgg-deploy")
@@ -74,6 +75,14 @@ def _zoo_entry(name: str) -> ModelEntry:
     status = "ready" if ckpt.is_file() else "missing"
     detail = str(ckpt) if ckpt.is_file() else f"{ckpt} is missing; rebuild with `python tools/train_zoo.py`"
     return ModelEntry(name, "zoo", status, detail, "fmnist-sample", model_card(name))
+
+
+def zoo_transform(name: str) -> Resize | None:
+    """How Fashion-MNIST tensors are resized for a zoo model (None: it takes them as they are)."""
+    if name not in ZOO_INPUTS:
+        return None
+    channels, size, _ = ZOO_INPUTS[name]
+    return Resize(size, channels)
 
 
 def _tv_weights(name: str):
@@ -137,7 +146,7 @@ def load_model(name: str, weights: str | Path | None = None, device: str | torch
         model.eval()
         if deploy:
             model.reparameterize()
-        return LoadedModel(model.to(device), entry)
+        return LoadedModel(model.to(device), entry, zoo_transform(name))
     if name in TORCHVISION_MODELS:
         if weights is not None:
             import torchvision

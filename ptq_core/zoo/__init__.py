@@ -5,6 +5,7 @@ from __future__ import annotations
 from .mobilenetv2 import InvertedResidual, MobileNetV2Small, mobilenetv2_small
 from .repvgg import RepVGG, RepVGGBlock, repvgg_small
 from .resnet import BasicBlock, ResNetCifar, resnet20
+from .resnet18 import RESNET18_INPUT, resnet18_fmnist
 from .vit import EncoderBlock, ViT, vit_tiny
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "BasicBlock",
     "ResNetCifar",
     "resnet20",
+    "resnet18_fmnist",
+    "ZOO_INPUTS",
     "InvertedResidual",
     "MobileNetV2Small",
     "mobilenetv2_small",
@@ -23,10 +26,14 @@ __all__ = [
     "vit_tiny",
 ]
 
-# zoo name -> architecture builder (no arguments: 10 classes, 1 input channel)
+# zoo name -> architecture builder (no arguments, 10 classes)
 ZOO_ARCHS = {
     "fmnist-resnet20": resnet20,
     "fmnist-mobilenetv2": mobilenetv2_small,
     "fmnist-repvgg": repvgg_small,
     "fmnist-vit": vit_tiny,
+    "fmnist-resnet18": resnet18_fmnist,
 }
+
+# zoo name -> input (channels, height, width) when it is not Fashion-MNIST's own 1x28x28
+ZOO_INPUTS: dict[str, tuple[int, int, int]] = {"fmnist-resnet18": RESNET18_INPUT}
