@@ -123,8 +123,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace, append) -> None:
-    """Run (or resume) every cell, print the table and append it to RESULTS.md."""
+def run(args: argparse.Namespace, write) -> None:
+    """Run (or resume) every cell, print the table and write its section of RESULTS.md."""
     if args.quick:
         args.models, args.bits, args.methods, args.seeds = ["fmnist-resnet20"], ["W4A2"], ["rtn"], [0]
         args.eval_limit, args.fit = 500, 256
@@ -141,9 +141,9 @@ def run(args: argparse.Namespace, append) -> None:
              "fast preset (512 images, 500 steps per unit). Fixes / breaks: test images CAT (K=64) turns from "
              "wrong to right / right to wrong, mean per seed.")  # fmt: skip
     print("\n" + body + "\n\n" + notes, flush=True)
-    if not args.no_append and rows:
+    if not args.no_write and rows:
         title = "CAT on top of base methods" + (" (quick check, not a measurement)" if args.quick else "")
-        append(title, body + "\n\n" + notes, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
+        write(title, body + "\n\n" + notes, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -159,6 +159,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--rerun", action="store_true", help="run every cell again (archived and stored ones too)")
     p.add_argument("--table-only", action="store_true", help="run nothing new; tabulate every archived cell")
-    p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write RESULTS.md")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
     add_sweep_arguments(p)

@@ -1,4 +1,4 @@
-"""CAT and RepAPQ evidence (issue 5). Each part prints Markdown and appends it to benchmarks/RESULTS.md.
+"""CAT and RepAPQ evidence (issue 5). Each part prints Markdown and rewrites its section of benchmarks/RESULTS.md.
 
 Usage:
     python benchmarks/cat_repapq.py cat [...]      the CAT part (see its --help)
@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import write_results  # noqa: E402
 from benchmarks.sweeps import (  # noqa: E402
     add_sweep_arguments,
-    append_results,
     archived,
     cell_spec,
     figures,
@@ -46,7 +46,7 @@ def add_cat_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cat", help="CAT evidence (issue 5): base methods with and without CAT, and K = 1")
     add_arguments(p)
-    p.set_defaults(func=lambda args: run(args, append_results))
+    p.set_defaults(func=lambda args: run(args, write_results))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def add_repapq_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=int, default=None)
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--rerun", action="store_true", help="run every cell again (archived and stored ones too)")
-    p.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="print only; do not write RESULTS.md")
     p.add_argument("--cached-only", action="store_true", help="table of the cells already run; run nothing")
     p.add_argument("--quick", action="store_true", help="one tiny setting, to check the script runs")
     add_sweep_arguments(p)
@@ -158,10 +158,10 @@ def run_repapq(args: argparse.Namespace) -> None:
         args.bits, args.seeds, args.iters, args.calib, args.eval_limit = ["W4A4"], [0], 4, 64, 256
     print(f"\nRepAPQ evidence: {REPAPQ_MODEL}, preset {args.preset}, seeds {args.seeds}\n")
     body = repapq_table(args)
-    if not args.no_append:
+    if not args.no_write:
         title = "RepAPQ on fmnist-repvgg" + (" (quick check, not a measurement)" if args.quick
                                              else f" (preset {args.preset})")  # fmt: skip
-        append_results(title, body, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
+        write_results(title, body, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ Usage:
         objective: (diagnostic, not in `all`) the mean relative layer error of RTN, GPTQ and
                COMQ variants (K=3, no scale update, natural order, start at nearest) on the
                same float-input Gram matrices.
-    --quick checks that the script runs (tiny settings; nothing is appended to RESULTS.md).
+    --quick checks that the script runs (tiny settings; RESULTS.md is not written).
 
 The table's missing cells run together as sweep "bench-layerwise" (benchmarks/sweeps.py:
 resumable, Ray on this machine or --address, one fresh process and one thread per cell), so
@@ -20,7 +20,7 @@ The cells measured earlier are read from the archive benchmarks/cells/layerwise.
 (read-only); those were run one model per process with the float-input Gram matrices shared
 (`gram_cache`) and the capture time added to every cell, and they also carry the check of
 multipoint's deployable form, which a sweep's run does not measure (tests/test_layerwise.py
-checks it). Both parts print Markdown and append it to benchmarks/RESULTS.md.
+checks it). Both parts print Markdown and rewrite their section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import json
 import math
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sweeps import RESULTS, add_sweep_arguments, archived, cell_spec, run_cells  # noqa: E402
+from benchmarks.results import write_results  # noqa: E402
+from benchmarks.sweeps import add_sweep_arguments, archived, cell_spec, run_cells  # noqa: E402
 
 ARCHIVE = archived("layerwise")
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2", "fmnist-vit")
@@ -288,11 +288,9 @@ def objective(models, calib_n: int, bits_list=BITS) -> str:
 
 
 def _emit(title: str, command: str, body: str, write: bool) -> None:
-    text = f"\n## {title} ({datetime.now().strftime('%Y-%m-%d %H:%M')})\n\n`{command}`\n\n{body}\n"
-    print(text, flush=True)
+    print(f"\n## {title}\n\n`{command}`\n\n{body}\n", flush=True)
     if write:
-        with RESULTS.open("a") as f:
-            f.write(text)
+        write_results(title, body, command)
 
 
 def _limits(items: list[str]) -> dict[str, int]:

@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import write_results  # noqa: E402
 from benchmarks.sweeps import (  # noqa: E402
     add_sweep_arguments,
-    append_results,
     archived,
     cell_spec,
     figures,
@@ -339,7 +339,7 @@ def main() -> None:
         body = step_table(step_cost(args.device, args.step_iters, args.blocks, args.rounds))
         print(body, flush=True)
         quick = " (quick check, not a measurement)" if args.quick else ""
-        append_results("Reconstruction step cost" + quick, body, _command())
+        write_results("Reconstruction step cost" + quick, body, _command())
     if args.part in ("dc", "all"):
         if args.quick:
             args.dc_samples, args.dc_steps = 64, 3
@@ -348,12 +348,12 @@ def main() -> None:
                         args.dc_steps)  # fmt: skip
         print(body, flush=True)
         quick = " (quick check, not a measurement)" if args.quick else ""
-        append_results("PD-Quant distribution correction, per group vs batched" + quick, body, _command())
+        write_results("PD-Quant distribution correction, per group vs batched" + quick, body, _command())
     if args.part in ("table", "all"):
         print(f"\nEvidence table: preset {args.preset}, seeds {args.seeds}\n")
         body = evidence_table(args)
         quick = " (quick check, not a measurement)" if args.quick else f" (preset {args.preset})"
-        append_results("Reconstruction methods, evidence table" + quick, body, _command())
+        write_results("Reconstruction methods, evidence table" + quick, body, _command())
 
 
 if __name__ == "__main__":

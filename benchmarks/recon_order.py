@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import write_results  # noqa: E402
 from benchmarks.sweeps import (  # noqa: E402
     add_sweep_arguments,
-    append_results,
     archived,
     cell_spec,
     figures,
@@ -119,7 +119,7 @@ def main() -> None:
     )
     print("\n" + notes)
     if not args.quick:
-        append_results("Why BRECQ ties AdaRound at W2A2 (issue 3)", body + "\n\n" + notes,
+        write_results("Why BRECQ ties AdaRound at W2A2 (issue 3)", body + "\n\n" + notes,
                        "python benchmarks/recon_order.py " + " ".join(sys.argv[1:]))  # fmt: skip
 
 

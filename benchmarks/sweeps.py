@@ -20,7 +20,6 @@ import json
 import statistics
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from ptq_core.store import RunRecord
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 ARCHIVE = ROOT / "benchmarks" / "cells"
 
 
@@ -116,8 +114,3 @@ def mean_std(xs: Sequence[float], signed: bool = False) -> str:
     return f"{m} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else m
 
 
-def append_results(title: str, body: str, command: str) -> None:
-    """Append a dated section with the command that produced it to benchmarks/RESULTS.md."""
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-    with RESULTS.open("a") as f:
-        f.write(f"\n## {title} ({stamp})\n\n`{command}`\n\n{body}\n")

@@ -1,6 +1,6 @@
 """Time from a widget change to the redrawn page, on the app's cached views (embedded default).
 
-Usage: python benchmarks/ui_latency.py [--repeats 3] [--browser] [--append]
+Usage: python benchmarks/ui_latency.py [--repeats 3] [--browser] [--write]
 
 AppTest part (default): for each page and widget, the page is opened once (its
 views computed and cached), then the widget is moved to a new value and back,
@@ -14,7 +14,7 @@ a slider is moved with the keyboard and the time is taken until the page shows
 the new value's metric and the script is idle again (so it includes the network
 round trip and the browser drawing the charts).
 
-Goal: under 1 s per cached change. Prints Markdown tables; `--append` adds them to
+Goal: under 1 s per cached change. Prints Markdown tables; `--write` rewrites their section of
 benchmarks/RESULTS.md.
 """
 
@@ -34,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results import write_results  # noqa: E402
 from ptq_ui.server import app_server  # noqa: E402
 
 GOAL_S = 1.0
@@ -221,15 +222,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="moves there and back per widget")
     parser.add_argument("--browser", action="store_true", help="also time slider moves in headless chromium")
-    parser.add_argument("--append", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="rewrite the tables' section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     home = tempfile.mkdtemp(prefix="ptq-ui-latency-")
     os.environ["PTQ_EXPLORER_HOME"] = home  # a private run store, also for the browser's server
     _seed_store()
-    stamp = time.strftime("%Y-%m-%d %H:%M")
     threads = os.environ.get("PTQ_UI_THREADS", "default")
-    out = [f"\n## UI latency: widget change to redrawn page ({stamp})\n",
-           f"`python benchmarks/ui_latency.py{' --browser' if args.browser else ''}` on {platform.machine()}, "
+    command = f"python benchmarks/ui_latency.py{' --browser' if args.browser else ''}"
+    out = [f"On {platform.machine()}, "
            f"{os.cpu_count()} cores, PTQ_UI_THREADS={threads}; embedded default (fmnist-resnet20, fmnist-sample, "
            "cpu). AppTest: full script rerun in-process; open = first view of the page (computes its views), "
            f"first = first move, cached = median of {2 * args.repeats - 1} later moves. Goal: cached < {GOAL_S} s.\n",
@@ -239,9 +239,8 @@ def main() -> None:
                 "idle):\n", table(measure_browser(args.repeats))]  # fmt: skip
     text = "\n".join(out) + "\n"
     print(text)
-    if args.append:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+    if args.write:
+        write_results("UI latency: widget change to redrawn page", text, command)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ the first 2000 images of the test split (mean ± std over seeds; CPU is scarce),
 PD-Quant, on how many units distribution correction ran and how many used the KL tail.
 Where the graph finds one unit per layer (the VGG-like chain) the two rows are the same
 run. Cells are stored in ``benchmarks/cells/units.jsonl`` (an interrupted run resumes);
-the table is printed and appended to ``benchmarks/RESULTS.md``.
+the table is printed and written to its section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import resource
 import statistics
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.sweeps import ARCHIVE, RESULTS, archived, mean_std  # noqa: E402
+from benchmarks.results import write_results  # noqa: E402
+from benchmarks.sweeps import ARCHIVE, archived, mean_std  # noqa: E402
 from ptq_core.prepare import execution_order  # noqa: E402
 
 CELLS_FILE = ARCHIVE / "units.jsonl"  # this benchmark trains its own networks: its cells are kept here, not as runs
@@ -220,9 +220,7 @@ def main() -> None:
     if not args.quick:
         cmd = f"OMP_NUM_THREADS=1 python benchmarks/units.py --iters {args.iters} --calib {args.calib} " \
               f"--epochs {args.epochs}"  # fmt: skip
-        stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
-        with RESULTS.open("a") as f:
-            f.write(f"\n## Graph units (issue 12)\n\n{stamp}, one CPU thread: `{cmd}`\n\n{body}\n")
+        write_results("Graph units (issue 12)", "One CPU thread.\n\n" + body, cmd)
 
 
 if __name__ == "__main__":

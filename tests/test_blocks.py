@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ptq_core import QuantSpec, prepare, quant_layers, reconstruction_units
-from ptq_core.zoo import ZOO_ARCHS
+from ptq_core.zoo import ZOO_ARCHS, zoo_input
 
 from .helpers import TinyResNet, randomize_bn
 
@@ -15,6 +15,7 @@ EXPECTED = {  # (number of units, kinds of the first and last unit, block type)
     "fmnist-mobilenetv2": (14, "stem", "head", "inverted residual"),
     "fmnist-repvgg": (9, "block", "head", "RepVGG block"),
     "fmnist-vit": (8, "stem", "head", "transformer encoder block"),
+    "fmnist-resnet18": (10, "stem", "head", "residual block"),
 }
 
 
@@ -25,7 +26,7 @@ def _units(model, x):
 
 @pytest.mark.parametrize("arch", list(ZOO_ARCHS))
 def test_zoo_units(arch):
-    qmodel, units = _units(ZOO_ARCHS[arch](), torch.randn(2, 1, 28, 28))
+    qmodel, units = _units(ZOO_ARCHS[arch](), torch.randn(2, *zoo_input(arch)))
     n, first, last, block = EXPECTED[arch]
     assert (len(units), units[0].kind, units[-1].kind) == (n, first, last)
     assert any(u.block_type == block for u in units)

@@ -17,7 +17,7 @@ from ptq_core.recon.engine import UnitTrainer
 from ptq_core.recon.prepare_cache import NO_BN, build_unit_cache
 from ptq_core.recon.step import StepInputs
 from ptq_core.recon.trainables import unit_trainables
-from ptq_core.zoo import ZOO_ARCHS
+from ptq_core.zoo import ZOO_ARCHS, zoo_input
 
 from .graph_nets import BLOCKS, NETS
 from .helpers import TinyResNet, randomize_bn
@@ -65,7 +65,7 @@ def test_graph_finds_the_blocks_of_unknown_classes(name):
 
 
 def _zoo_and_torchvision():
-    cases = [(arch, lambda a=arch: (ZOO_ARCHS[a](), torch.randn(2, 1, 28, 28))) for arch in ZOO_ARCHS]
+    cases = [(arch, lambda a=arch: (ZOO_ARCHS[a](), torch.randn(2, *zoo_input(a)))) for arch in ZOO_ARCHS]
     # merged RepVGG blocks are one conv each: only the known class keeps each a block unit
     cases.append(("fmnist-repvgg-deploy", lambda: (ZOO_ARCHS["fmnist-repvgg"]().eval().reparameterize(),
                                                    torch.randn(2, 1, 28, 28))))  # fmt: skip

@@ -15,7 +15,8 @@ from ptq_core.metrics import evaluate
 from ptq_core.models import list_models, resolve_device
 from ptq_core.zoo import ZOO_ARCHS
 
-FLOOR = {"fmnist-resnet20": 92.0, "fmnist-mobilenetv2": 91.0, "fmnist-repvgg": 92.0, "fmnist-vit": 88.0}
+FLOOR = {"fmnist-resnet20": 92.0, "fmnist-mobilenetv2": 91.0, "fmnist-repvgg": 92.0, "fmnist-vit": 88.0,
+         "fmnist-resnet18": 92.0}
 
 
 @pytest.mark.parametrize("name", list(ZOO_ARCHS))

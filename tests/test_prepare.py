@@ -9,7 +9,7 @@ from torch import nn
 from ptq_core import ConfigError, NonFiniteError, QuantConv2d, QuantLinear, QuantSpec, prepare, quant_layers
 from ptq_core.attention import DecomposedAttention
 from ptq_core.modules import set_quant_state
-from ptq_core.zoo import ZOO_ARCHS
+from ptq_core.zoo import ZOO_ARCHS, zoo_input
 
 from .helpers import TinyResNet, randomize_bn
 
@@ -17,7 +17,7 @@ from .helpers import TinyResNet, randomize_bn
 @pytest.mark.parametrize("arch", list(ZOO_ARCHS))
 def test_bn_folding_keeps_outputs(arch):
     model = randomize_bn(ZOO_ARCHS[arch]())
-    x = torch.randn(4, 1, 28, 28)
+    x = torch.randn(4, *zoo_input(arch))
     qmodel, report = prepare(model, QuantSpec(), x)
     set_quant_state(qmodel, False, False)
     with torch.no_grad():

@@ -18,9 +18,9 @@ from ptq_core import (
 from ptq_core.data import make_loader
 from ptq_core.errors import BitWidthError, ConfigError
 from ptq_core.metrics import evaluate
-from ptq_core.zoo import ZOO_ARCHS
+from ptq_core.zoo import ZOO_ARCHS, zoo_input
 
-ZOO = list(ZOO_ARCHS)
+ZOO = [n for n in ZOO_ARCHS if zoo_input(n) == (1, 28, 28)]  # the 3x64x64 ResNet-18: tests/test_resnet18.py
 EVAL_LIMIT = 2000
 
 

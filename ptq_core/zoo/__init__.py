@@ -15,6 +15,7 @@ __all__ = [
     "resnet20",
     "resnet18_fmnist",
     "ZOO_INPUTS",
+    "zoo_input",
     "InvertedResidual",
     "MobileNetV2Small",
     "mobilenetv2_small",
@@ -37,3 +38,12 @@ ZOO_ARCHS = {
 
 # zoo name -> input (channels, height, width) when it is not Fashion-MNIST's own 1x28x28
 ZOO_INPUTS: dict[str, tuple[int, int, int]] = {"fmnist-resnet18": RESNET18_INPUT}
+
+
+def zoo_input(name: str) -> tuple[int, int, int]:
+    """The (channels, height, width) a zoo model takes: 1x28x28 unless `ZOO_INPUTS` says otherwise.
+
+    >>> zoo_input("fmnist-resnet20"), zoo_input("fmnist-resnet18")
+    ((1, 28, 28), (3, 64, 64))
+    """
+    return ZOO_INPUTS.get(name.removesuffix("-deploy"), (1, 28, 28))
