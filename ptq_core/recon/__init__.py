@@ -12,7 +12,7 @@ and harden), `step` (one step's loss terms), `engine` (the unit loop), `arch`
 
 from __future__ import annotations
 
-from .arch import ARCH_PARAMS, ArchParams, arch_family, arch_params
+from .arch import ARCH_PARAMS, ArchParams, arch_family, arch_params, arch_value
 from .cache import UnitCache, choose_store
 from .capture import StopForward, capture_io, module_input_output
 from .correction import bn_statistics_loss, constraint_loss, correct_distribution
@@ -25,8 +25,8 @@ from .tail import TailRunner
 
 __all__ = [
     "ARCH_PARAMS", "AdaRoundQuantizer", "ArchParams", "ReconContext", "ReconOptions", "RoundingSchedule",
-    "StopForward", "TailRunner", "UnitCache", "UnitRecord", "arch_family", "arch_params", "bn_statistics_loss",
-    "capture_io", "choose_store", "constraint_loss", "correct_distribution", "fisher_weights", "float_logits",
+    "StopForward", "TailRunner", "UnitCache", "UnitRecord", "arch_family", "arch_params", "arch_value",
+    "bn_statistics_loss", "capture_io", "choose_store", "constraint_loss", "correct_distribution", "fisher_weights", "float_logits",
     "logits_with_unit_output", "module_input_output", "prediction_kl", "reconstruct", "reconstruction_loss",
     "rectified_sigmoid", "rounding_regularizer", "train_unit", "unit_output_error", "unit_output_replaced",
     "units_for",
