@@ -37,6 +37,7 @@ from ..fake_quant import FakeQuantize
 from ..modules import quant_layers
 from ..primitives import along, clamp_inclusive, fake_quantize, round_ste
 from ..progress import ProgressEvent, ProgressFn, emit
+from ..recon import arch_params, float_logits
 from ..recon.rounding import AdaRoundQuantizer
 from ..recon.trainables import MIN_SCALE
 
@@ -200,8 +201,6 @@ def refine_qparams(qmodel: nn.Module, fp_model: nn.Module, images: Tensor, optio
         progress: Receives ``ProgressEvent("refine", ...)``; may raise `RunCancelled`,
             in which case `qmodel` keeps its original parameters.
     """
-    from ..recon import arch_params, float_logits
-
     opts = options or RefineOptions()
     t = opts.temperature if opts.temperature is not None else arch_params(fp_model).temperature
     qmodel.eval()
