@@ -110,6 +110,59 @@ def _target(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _core_import_graph() -> dict[str, set[str]]:
+    """Core module -> the core modules it imports anywhere (top level, in functions, under TYPE_CHECKING),
+    with the packages whose `__init__` such an import runs first."""
+    modules = set(_module_names("ptq_core"))
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for path in sorted((ROOT / "ptq_core").rglob("*.py")):
+        is_package = path.name == "__init__.py"
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        module = ".".join(parts[:-1] if is_package else parts)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                source = _target(module, is_package, node)
+                targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]
+                # importing ptq_core.a.b runs ptq_core/a/__init__.py first (the root package is the stub's)
+                parents = [".".join(t.split(".")[:i]) for i in range(2, t.count(".") + 1)]
+                own = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 2)}
+                graph[module].update(m for m in [*parents, t] if m and m not in own)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Groups of two or more modules that import each other, directly or through others."""
+    reach = {m: set() for m in graph}
+    for start in graph:
+        todo = list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m not in reach[start]:
+                reach[start].add(m)
+                todo += graph[m]
+    groups = {frozenset([m, *(o for o in reach[m] if m in reach[o])]) for m in graph}
+    return sorted(sorted(g) for g in groups if len(g) > 1)
+
+
+def test_no_import_cycle_between_core_modules():
+    """Static check: even an import inside a function or under TYPE_CHECKING may not close a loop."""
+    graph = _core_import_graph()
+    assert "ptq_core.recon.options" in graph["ptq_core.recon.engine"]  # the scan resolves relative imports
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_loop():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
 def _private_imports(package: str) -> list[str]:
     """``module <- source.name`` for every private name (``_x``, not dunder) imported from a module of ours."""
     found = []
