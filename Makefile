@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: app test setup lint bench clean chromium
+.PHONY: app test setup lint check bench clean chromium
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,17 @@ chromium:
 	    { sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || echo "$(NOCHROMIUM)"; \
 	  else echo "$(NOCHROMIUM) (apt-get needs root)"; fi; }
 
+SOURCES := ptq_core ptq_ui pages tests tools benchmarks app.py
+
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]: the core's layers, no app import in the core)
 lint: setup
-	$(PY) -m pip install --quiet ruff && $(VENV)/bin/ruff check ptq_core ptq_ui pages tests tools benchmarks app.py
+	$(PY) -m pip install --quiet ruff import-linter
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/lint-imports --no-logo
+
+# everything a merge must pass besides the tests: lint (with the import contracts) and the formatting
+check: lint
+	$(VENV)/bin/ruff format --check $(SOURCES)
 
 bench: setup
 	$(PY) benchmarks/rtn.py

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .graph_units import graph_unit_spans, trace_units
 from .modules import QuantLayer
 from .prepare import execution_order
+from .zoo import BasicBlock, EncoderBlock, InvertedResidual, RepVGGBlock
 
 __all__ = ["Unit", "UnitPlan", "UNIT_SOURCES", "BLOCK_TYPES", "block_types", "find_units", "known_block_units",
            "layer_units", "reconstruction_units"]  # fmt: skip
@@ -46,8 +48,6 @@ class Unit:
 
 def block_types() -> dict[type[nn.Module], str]:
     """Known block classes (ours and torchvision's) -> a readable kind."""
-    from .zoo import BasicBlock, EncoderBlock, InvertedResidual, RepVGGBlock
-
     types: dict[type[nn.Module], str] = {
         BasicBlock: "residual block",
         InvertedResidual: "inverted residual",
@@ -156,9 +156,6 @@ def _unit(qmodel: nn.Module, name: str, layers: list[str]) -> Unit:
 
 
 def _graph_plan(qmodel: nn.Module, example: torch.Tensor) -> tuple[UnitPlan | None, str]:
-    from .graph_units import graph_unit_spans
-    from .recon.tail import trace_units
-
     graph, error = trace_units(qmodel, [], with_error=True)
     if graph is None:
         return None, f"torch.fx could not trace the model ({error})"

@@ -13,15 +13,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .cat.options import CATOptions
+from .distributed import RayOptions
 from .errors import PTQError
+from .grid import load_grid
 from .methods import METHODS, MethodConfig, ProgressEvent, config_from_dict
+from .models import list_models
 from .observers import OBSERVERS
 from .overrides import parse_overrides
+from .pipeline import run_quantization
 from .prepare import QuantSpec
-from .rebuild import stored_spec
+from .rebuild import rebuild_run, stored_spec
+from .report import write_report
+from .run_export import FORMATS, SUFFIX, write_artifact
 from .settings import Setting, settings
 from .spec import RunSpec, make_config
 from .store import RunRecord, RunStore, to_jsonable
+from .sweep import cell_identity, run_sweep
+from .units_report import format_units_report, units_report
 
 __all__ = ["main", "build_parser", "spec_from_args", "method_settings"]
 
@@ -207,8 +215,6 @@ def _add_units_parser(sub) -> None:
 
 
 def _cmd_units(args: argparse.Namespace) -> int:
-    from .units_report import format_units_report, units_report
-
     print(format_units_report(units_report(args.model, args.weights, args.data, args.source, args.unit)))
     return 0
 
@@ -332,8 +338,6 @@ def _print_result(rec: RunRecord) -> None:
 
 
 def _cmd_models() -> int:
-    from .models import list_models
-
     print(f"{'name':24}{'source':13}{'status':12}{'float top-1':>12}  detail")
     for e in list_models():
         acc = f"{e.card['fp_top1']:.2f}" if "fp_top1" in e.card else ""
@@ -342,8 +346,6 @@ def _cmd_models() -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from .pipeline import run_quantization
-
     spec = spec_from_args(args)
     bar = _Bar(args.quiet)
     try:
@@ -358,10 +360,6 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .distributed import RayOptions
-    from .grid import load_grid
-    from .sweep import cell_identity, run_sweep
-
     grid = load_grid(args.grid, args.name)
     store = RunStore()
     if args.dry_run:
@@ -441,9 +439,6 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .rebuild import rebuild_run
-    from .run_export import FORMATS, SUFFIX, write_artifact
-
     record = RunStore().get(args.run_id)
     formats = FORMATS if args.format == "all" else (args.format,)
     out = args.output or f"{args.run_id}"
@@ -464,8 +459,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
     path = args.output or f"report-{args.run_id}.html"
     bar = _Bar(args.quiet)
     try:

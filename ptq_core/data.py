@@ -32,6 +32,7 @@ __all__ = [
     "normalize",
     "load_embedded",
     "load_fashion_mnist",
+    "fashion_mnist_arrays",
     "load_imagefolder",
     "load_data",
     "calibration_tensor",
@@ -117,7 +118,20 @@ def load_embedded(path: str | Path = EMBEDDED_FILE, resize: Resize | None = None
     return DataBundle("fmnist-sample", calib, test, FMNIST_CLASSES, f"embedded ({Path(path).name})")
 
 
-def _fmnist_arrays(root: str | Path | None, download: bool) -> tuple[dict[str, np.ndarray], str]:
+def fashion_mnist_arrays(root: str | Path | None, download: bool) -> tuple[dict[str, np.ndarray], str]:
+    """The raw Fashion-MNIST splits as uint8 arrays, and where they came from.
+
+    Read from Debian's ``dataset-fashion-mnist`` when it is installed, else through
+    torchvision under `root` (default ``$PTQ_DATA_DIR`` or ``~/.cache/ptq-explorer/data``),
+    downloaded there if `download`.
+
+    Returns:
+        ``({"train_x": [60000, 28, 28], "train_y": [60000], "test_x": [10000, 28, 28],
+        "test_y": [10000]}, source description)``.
+
+    Raises:
+        DataError: If neither source has the files.
+    """
     if DEBIAN_DIR.is_dir() and (DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         files = {"train_x": "train-images-idx3-ubyte.gz", "train_y": "train-labels-idx1-ubyte.gz",
                  "test_x": "t10k-images-idx3-ubyte.gz", "test_y": "t10k-labels-idx1-ubyte.gz"}  # fmt: skip
@@ -147,7 +161,7 @@ def load_fashion_mnist(
     resize: Resize | None = None,
 ) -> DataBundle:
     """The full 70k Fashion-MNIST: a seeded calibration draw from train, the 10k test split."""
-    arrays, source = _fmnist_arrays(root, download)
+    arrays, source = fashion_mnist_arrays(root, download)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(arrays["train_y"]), size=min(calib_size, len(arrays["train_y"])), replace=False)
     calib = _tensor_dataset(arrays["train_x"][idx], arrays["train_y"][idx], resize)

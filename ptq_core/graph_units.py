@@ -39,7 +39,30 @@ from torch import fx, nn
 
 from .modules import QuantLayer
 
-__all__ = ["GraphInfo", "analyse_graph", "cut_points", "dependent_nodes", "graph_unit_spans"]
+__all__ = ["GraphInfo", "analyse_graph", "cut_points", "dependent_nodes", "graph_unit_spans", "trace_units"]
+
+
+class _UnitTracer(fx.Tracer):
+    """Keeps reconstruction units and quantized layers as opaque calls."""
+
+    def __init__(self, leaves: set[str]) -> None:
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return qualname in self.leaves or isinstance(m, QuantLayer) or super().is_leaf_module(m, qualname)
+
+
+def trace_units(model: nn.Module, unit_names: list[str], with_error: bool = False):
+    """The model's graph with every unit a single node, or None if it cannot be traced.
+
+    With `with_error`, returns ``(graph or None, the tracing error's text or "")``.
+    """
+    try:
+        graph, error = _UnitTracer(set(unit_names)).trace(model), ""
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the fallback
+        graph, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return (graph, error) if with_error else graph
 
 
 def dependent_nodes(nodes: list[fx.Node]) -> set[fx.Node]:

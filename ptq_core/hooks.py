@@ -1,4 +1,8 @@
-"""Scoped forward hooks: every handle registered for a pass is removed after it."""
+"""Scoped forward hooks: every handle registered for a pass is removed after it.
+
+`StopForward` is what a capture hook raises to end a pass once it has seen what it
+wants; the reconstruction engine and the layer-wise solvers both use it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["scoped", "traced_forward"]
+__all__ = ["StopForward", "scoped", "traced_forward"]
+
+
+class StopForward(Exception):
+    """Raised by a capture hook to end a forward pass once the wanted tensors are seen."""
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from ptq_core.errors import ConfigError, NonFiniteError
 from ptq_core.qscheme import check_bits
 
 __all__ = [
+    "along", "clamp_inclusive",
     "quant_range", "compute_qparams", "round_ste", "quantize", "dequantize", "fake_quantize", "fake_quantize_fused",
     "bernoulli_mask", "quantization_error", "lp_loss",
     "histogram_points", "lp_search",
@@ -32,8 +33,13 @@ def _check_finite(t: Tensor, what: str) -> None:
         raise NonFiniteError(f"{what} contains NaN or infinite values")
 
 
-def _along(t: Tensor, ndim: int, axis: int | None) -> Tensor:
-    """Reshape a 1-D per-channel tensor so it broadcasts along ``axis`` of an ndim tensor."""
+def along(t: Tensor, ndim: int, axis: int | None) -> Tensor:
+    """Reshape a 1-D per-channel tensor so it broadcasts along ``axis`` of an ``ndim``-D tensor.
+
+    A per-channel scale ``[C]`` of a conv weight ``[C, K, kh, kw]`` becomes ``[C, 1, 1, 1]``
+    (``axis=0``); of an activation ``[N, C, H, W]``, ``[1, C, 1, 1]`` (``axis=1``). With
+    ``axis=None`` (per-tensor) ``t`` is returned as it is.
+    """
     if axis is None:
         return t
     shape = [1] * ndim
@@ -48,9 +54,12 @@ def _rows(x: Tensor, axis: int | None) -> Tensor:
     return x.movedim(axis, 0).reshape(x.shape[axis], -1)  # [C, N]
 
 
-def _clamp_inclusive(q: Tensor, qmin: int, qmax: int) -> Tensor:
-    """``clamp`` whose gradient is 1 on the closed range ``[qmin, qmax]`` (as torch's fake-quant
-    masks are; ``torch.clamp``'s gradient is 0 at the two ends)."""
+def clamp_inclusive(q: Tensor, qmin: int, qmax: int) -> Tensor:
+    """Clamp ``q`` to ``[qmin, qmax]`` with gradient 1 on the closed range and 0 outside it.
+
+    torch's fake-quant ops mask their gradient this way; ``torch.clamp``'s gradient is 0
+    at the two ends, which would stop learning of values sitting exactly on the grid's ends.
+    """
     inside = (q >= qmin) & (q <= qmax)
     return torch.where(inside, q, q.detach().clamp(qmin, qmax))
 
@@ -137,8 +146,8 @@ def quantize(
     Returns:
         Integer-valued float tensor shaped like ``x`` (gradients pass straight through).
     """
-    s, z = _along(scale, x.dim(), axis), _along(zero_point, x.dim(), axis)
-    return _clamp_inclusive(round_ste(x * s.reciprocal()) + z, qmin, qmax)
+    s, z = along(scale, x.dim(), axis), along(zero_point, x.dim(), axis)
+    return clamp_inclusive(round_ste(x * s.reciprocal()) + z, qmin, qmax)
 
 
 def dequantize(q: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None = None) -> Tensor:
@@ -153,7 +162,7 @@ def dequantize(q: Tensor, scale: Tensor, zero_point: Tensor, axis: int | None = 
     Returns:
         Float tensor shaped like ``q``.
     """
-    s, z = _along(scale, q.dim(), axis), _along(zero_point, q.dim(), axis)
+    s, z = along(scale, q.dim(), axis), along(zero_point, q.dim(), axis)
     return (q - z) * s
 
 
@@ -215,7 +224,7 @@ class _FakeQuantizeFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin, qmax, axis, keep):  # type: ignore[override]
-        s, z = _along(scale, x.dim(), axis), _along(zero_point, x.dim(), axis)
+        s, z = along(scale, x.dim(), axis), along(zero_point, x.dim(), axis)
         z_is_0 = not x.is_cuda and not bool(zero_point.any())  # (a GPU would have to sync to know)
         v = x * s.reciprocal()
         q = torch.round(v) if z_is_0 else torch.round(v).add_(z)  # [*x]
@@ -286,7 +295,7 @@ def fake_quantize_fused(
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         return _FakeQuantizeFn.apply(x, scale, zero_point, qmin, qmax, axis, keep_float)
     with torch.no_grad():
-        s, z = _along(scale, x.dim(), axis), _along(zero_point, x.dim(), axis)
+        s, z = along(scale, x.dim(), axis), along(zero_point, x.dim(), axis)
         out = torch.round(x * s.reciprocal()).add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)
         return _keep_float(x, out, keep_float)
 
@@ -310,7 +319,7 @@ def quantization_error(
         the share of elements clipped, all Python floats.
     """
     with torch.no_grad():
-        s, z = _along(scale, x.dim(), axis), _along(zero_point, x.dim(), axis)
+        s, z = along(scale, x.dim(), axis), along(zero_point, x.dim(), axis)
         q_raw = torch.round(x * s.reciprocal()) + z
         clipped = (q_raw < qmin) | (q_raw > qmax)
         sq_err = (x - fake_quantize(x, scale, zero_point, qmin, qmax, axis)).square()

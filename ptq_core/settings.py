@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 __all__ = ["Setting", "setting", "settings", "check_settings"]
 
 _NESTED = "nested"  # metadata key of a field that holds another config (e.g. `quant`)
@@ -107,8 +109,6 @@ def check_settings(obj: Any) -> None:
     Raises:
         ConfigError: Naming the field, the value and what is allowed.
     """
-    from .errors import ConfigError
-
     for s in settings(type(obj)):
         value = getattr(obj, s.name)
         if value is None and s.optional or s.nested:

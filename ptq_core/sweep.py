@@ -26,6 +26,7 @@ from typing import Any
 
 from .distributed import RayOptions, TaskState, ray_map
 from .grid import Cell, Grid
+from .pipeline import run_quantization
 from .spec import RunSpec
 from .store import RunRecord, RunStore, environment, to_jsonable
 
@@ -75,8 +76,6 @@ def execute_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
     A failing run comes back as a "failed" record with its error; it never raises.
     """
-    from .pipeline import run_quantization
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     with tempfile.TemporaryDirectory(prefix="ptq-cell-") as tmp:
         store = RunStore(Path(tmp) / "runs.sqlite")

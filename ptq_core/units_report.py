@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from .blocks import UnitPlan, find_units
+from .data import calibration_tensor, load_data
+from .models import load_model
 from .modules import set_quant_state
 from .prepare import QuantSpec, prepare
 from .recon.capture import module_input_output
@@ -66,9 +68,6 @@ def units_report(model_name: str, weights: str | None = None, data: str = "fmnis
     Returns:
         A `UnitsReport`.
     """
-    from .data import calibration_tensor, load_data
-    from .models import load_model
-
     loaded = load_model(model_name, weights)
     x = calibration_tensor(load_data(data, loaded.transform), images)
     qmodel, report = prepare(loaded.model, QuantSpec(), x)

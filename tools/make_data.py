@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ptq_core.data import EMBEDDED_FILE, _fmnist_arrays  # noqa: E402
+from ptq_core.data import EMBEDDED_FILE, fashion_mnist_arrays  # noqa: E402
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    arrays, source = _fmnist_arrays(None, download=True)
+    arrays, source = fashion_mnist_arrays(None, download=True)
     idx = np.sort(np.random.default_rng(args.seed).choice(len(arrays["train_y"]), args.calib, replace=False))
     np.savez_compressed(
         EMBEDDED_FILE,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ptq_core.checkpoints import save_state_dict  # noqa: E402
-from ptq_core.data import ASSETS_DIR, _fmnist_arrays, normalize  # noqa: E402
+from ptq_core.data import ASSETS_DIR, fashion_mnist_arrays, normalize  # noqa: E402
 from ptq_core.models import zoo_transform  # noqa: E402
 from ptq_core.zoo import ZOO_ARCHS  # noqa: E402
 
@@ -107,7 +107,8 @@ def train_one(name: str, arrays: dict, epochs: int | None, seed: int) -> dict:
         "builder": f"ptq_core.zoo.{ZOO_ARCHS[name].__name__}",
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": "Fashion-MNIST (60k train / 10k test), 1x28x28, normalised with mean 0.2860 std 0.3530"
-        + (f", resized to {resize.channels}x{resize.size}x{resize.size} (bilinear, gray channel repeated)" if resize else ""),
+        + (f", resized to {resize.channels}x{resize.size}x{resize.size} (bilinear, gray channel repeated)"
+           if resize else ""),
         "recipe": dict(recipe, batch=BATCH, seed=seed, schedule="one-cycle (15% warm-up)", label_smoothing=0.1,
                        augmentation="random crop (2-px pad) + horizontal flip"),  # fmt: skip
         "fp_top1": round(evaluate(_reloaded(name, sd), xte, yte), 2),  # as stored (float16 included)
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epoch count")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    arrays, source = _fmnist_arrays(None, download=True)
+    arrays, source = fashion_mnist_arrays(None, download=True)
     print(f"data: {source}", flush=True)
     for name in args.models:
         card = train_one(name, arrays, args.epochs, args.seed)

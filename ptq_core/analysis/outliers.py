@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..hooks import scoped
+from ..reparam import merge_branches, rep_blocks
 
 __all__ = ["channel_sample_maxima", "default_outlier_layers", "TOP_K"]
 
@@ -32,8 +33,6 @@ _EPS = 1e-12
 
 def default_outlier_layers(model: nn.Module) -> list[str]:
     """The re-parameterisable blocks' names (their outputs feed the next quantized conv), else every conv/linear."""
-    from ..methods.repapq import rep_blocks
-
     names = rep_blocks(model)
     if names:
         return names
@@ -91,8 +90,6 @@ def channel_sample_maxima(model: nn.Module, images: Tensor, layers: list[str] | 
     Raises:
         ConfigError: For an empty batch, an unknown layer name, or a layer that never runs.
     """
-    from ..methods.repapq import merge_branches, rep_blocks
-
     if not torch.is_tensor(images) or images.dim() < 2 or len(images) == 0:
         raise ConfigError("channel_sample_maxima needs a non-empty batch of images [N, ...]")
     was_training = model.training

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checkpoints import load_state_dict, save_state_dict
 from ..errors import CheckpointError, ConfigError
 from .fit import CATFit, blend, nearest, project
 
@@ -126,15 +127,11 @@ class CATCorrected(nn.Module):
 
 def save_cat(model: CATCorrected, path: str | Path) -> Path:
     """Write the whole corrected model's state_dict as safetensors."""
-    from ..checkpoints import save_state_dict
-
     return save_state_dict(model.state_dict(), path)
 
 
 def load_cat(base: nn.Module, path: str | Path) -> CATCorrected:
     """Read a file written by `save_cat` (safely: tensors only) around a structurally equal `base`."""
-    from ..checkpoints import load_state_dict
-
     return CATCorrected.from_state_dict(base, load_state_dict(path))
 
 

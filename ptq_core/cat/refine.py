@@ -35,8 +35,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..fake_quant import FakeQuantize
 from ..modules import quant_layers
-from ..primitives import _along, _clamp_inclusive, fake_quantize, round_ste
+from ..primitives import along, clamp_inclusive, fake_quantize, round_ste
 from ..progress import ProgressEvent, ProgressFn, emit
+from ..recon import arch_params, float_logits
 from ..recon.rounding import AdaRoundQuantizer
 from ..recon.trainables import MIN_SCALE
 
@@ -112,7 +113,7 @@ class _Refinable(nn.Module):
         self.zp = nn.Parameter(z0.clone())
         self.level = None  # fixed AdaRound integer levels (minus the zero point)
         if isinstance(fq, AdaRoundQuantizer) and weight is not None:
-            self.level = fq.integer_codes(weight) - _along(z0, weight.dim(), fq.axis)
+            self.level = fq.integer_codes(weight) - along(z0, weight.dim(), fq.axis)
 
     def scale(self) -> Tensor:
         return self.log_s.exp()
@@ -125,8 +126,8 @@ class _Refinable(nn.Module):
         qmin, qmax = self.scheme.qmin, self.scheme.qmax
         if self.level is None:
             return fake_quantize(x, s, z, qmin, qmax, axis)
-        zb, sb = _along(z, x.dim(), axis), _along(s, x.dim(), axis)
-        return (_clamp_inclusive(self.level + zb, qmin, qmax) - zb) * sb
+        zb, sb = along(z, x.dim(), axis), along(s, x.dim(), axis)
+        return (clamp_inclusive(self.level + zb, qmin, qmax) - zb) * sb
 
     def drift(self) -> Tensor:
         return (self.scale() - self.s0).square().sum() + (self.zp - self.z0).square().sum()
@@ -143,7 +144,7 @@ class _Refinable(nn.Module):
         z = torch.round(self.zp.detach()).clamp(self.scheme.qmin, self.scheme.qmax)
         self.fq.set_qparams(s, z)
         if self.level is not None and weight is not None:
-            floor = torch.floor(weight.detach() * _along(s, weight.dim(), self.fq.axis).reciprocal())
+            floor = torch.floor(weight.detach() * along(s, weight.dim(), self.fq.axis).reciprocal())
             self.fq.round_up = self.level - floor  # floor(W / s) + z + offset = level + z
 
 
@@ -200,8 +201,6 @@ def refine_qparams(qmodel: nn.Module, fp_model: nn.Module, images: Tensor, optio
         progress: Receives ``ProgressEvent("refine", ...)``; may raise `RunCancelled`,
             in which case `qmodel` keeps its original parameters.
     """
-    from ..recon import arch_params, float_logits
-
     opts = options or RefineOptions()
     t = opts.temperature if opts.temperature is not None else arch_params(fp_model).temperature
     qmodel.eval()

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..errors import ExportError
 from ..fake_quant import FakeQuantize
 from ..modules import QuantLayer
-from ..primitives import _along
+from ..primitives import along
 
 __all__ = ["Grid", "quantizer_grid", "act_grid", "weight_codes", "weight_quantized", "is_plain_quantizer"]
 
@@ -132,7 +132,7 @@ def weight_codes(name: str, layer: QuantLayer) -> tuple[Tensor, Grid]:
     """
     grid = quantizer_grid(layer.weight_quantizer)
     used = layer.quantized_weight().detach().float().cpu()  # [*W]
-    s, z = _along(grid.scale, used.dim(), grid.axis), _along(grid.zero_point, used.dim(), grid.axis)
+    s, z = along(grid.scale, used.dim(), grid.axis), along(grid.zero_point, used.dim(), grid.axis)
     codes = torch.round(used * s.reciprocal()) + z
     inside = bool(((codes >= grid.quant_min) & (codes <= grid.quant_max)).all())
     if not (inside and torch.equal((codes - z) * s, used)):

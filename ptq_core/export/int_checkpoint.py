@@ -37,10 +37,10 @@ from ..cat.module import CATCorrected
 from ..errors import CheckpointError, ConfigError
 from ..fake_quant import FakeQuantize
 from ..layerwise.quantizers import CodeQuantizer, MultipointQuantizer
-from ..methods.repapq import merge_branches, rep_blocks
 from ..modules import QuantLayer, quant_layers
 from ..prepare import QuantSpec, prepare
 from ..qscheme import QScheme
+from ..reparam import merge_branches, rep_blocks
 from .grid import act_grid, weight_codes, weight_quantized
 from .packing import pack_codes, unpack_codes
 

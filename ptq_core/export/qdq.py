@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError
-from ..primitives import _along, fake_quantize_fused
+from ..primitives import along, fake_quantize_fused
 from .grid import Grid
 
 __all__ = ["ActQDQ", "IntWeight"]
@@ -50,7 +50,7 @@ class _Dequantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, codes, scale, zero_point, axis):  # type: ignore[override]
-        s, z = _along(scale, codes.dim(), axis), _along(zero_point.float(), codes.dim(), axis)
+        s, z = along(scale, codes.dim(), axis), along(zero_point.float(), codes.dim(), axis)
         return (codes.float() - z) * s
 
     @staticmethod

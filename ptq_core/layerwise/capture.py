@@ -20,8 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..calibrate import iterate_batches
-from ..hooks import scoped
-from ..recon.capture import StopForward
+from ..hooks import StopForward, scoped
 from .gram import GramAccumulator
 
 __all__ = ["capture_grams", "gram_cache", "cached_grams"]

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..fake_quant import FakeQuantize
-from ..primitives import _along
+from ..primitives import along
 from ..qscheme import QScheme
 
 __all__ = ["CodeQuantizer", "MultipointQuantizer"]
@@ -64,8 +64,8 @@ class CodeQuantizer(_FixedWeight):
     def forward(self, x: Tensor) -> Tensor:
         """The solved weight (`x` is the float weight; only its shape is used)."""
         self._check(x, self.codes.shape)
-        s = _along(self.scale.detach(), x.dim(), self.axis)
-        z = _along(self.zero_point, x.dim(), self.axis)
+        s = along(self.scale.detach(), x.dim(), self.axis)
+        z = along(self.zero_point, x.dim(), self.axis)
         return (self.codes.to(x.dtype) - z) * s
 
     def extra_repr(self) -> str:

@@ -10,11 +10,13 @@ correction, is added after any method by the pipeline (``cat=CATOptions()``, CLI
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..cat.refine import RefineOptions, refine_qparams
 from ..errors import ConfigError
 from ..settings import setting
 from .base import METHODS, MethodConfig, ProgressFn, QuantResult, quantize, register_method
@@ -58,10 +60,8 @@ class CATRefineConfig(MethodConfig):
             return cls.from_preset(self.base_preset, **shared)
         return cls(**shared)
 
-    def refine_options(self):
+    def refine_options(self) -> RefineOptions:
         """The `RefineOptions` of stage 1."""
-        from ..cat.refine import RefineOptions
-
         return RefineOptions(iters=self.iters, batch_size=self.refine_batch, lambda_p=self.lambda_p,
                              temperature=self.temperature, scale_lr=self.scale_lr, zp_lr=self.zp_lr,
                              weights=self.refine_weights, acts=self.refine_acts, seed=self.seed)  # fmt: skip
@@ -71,10 +71,6 @@ class CATRefineConfig(MethodConfig):
 def cat_refine(model: nn.Module, calib: torch.Tensor, config: CATRefineConfig,
                progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
     """Run the base method, then refine its quantization parameters (the caller's model is only read)."""
-    import time
-
-    from ..cat.refine import refine_qparams
-
     base = quantize(model, calib, config.base_config(), progress)
     t0 = time.perf_counter()
     report = refine_qparams(base.model, model, calib, config.refine_options(), progress)

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..recon import ReconOptions
+from ..recon import ReconOptions, arch_value
 from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
-from .recon_base import ReconMethodConfig, _arch_value, run_reconstruction
+from .recon_base import ReconMethodConfig, run_reconstruction
 
 __all__ = ["PDQuantConfig", "pdquant"]
 
@@ -55,8 +55,8 @@ class PDQuantConfig(ReconMethodConfig):
         return True
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
-        t = self.temperature if self.temperature is not None else _arch_value(model, "temperature")
-        lam_c = self.dc_lambda if self.dc_lambda is not None else _arch_value(model, "dc_lambda")
+        t = self.temperature if self.temperature is not None else arch_value(model, "temperature")
+        lam_c = self.dc_lambda if self.dc_lambda is not None else arch_value(model, "dc_lambda")
         return [self.base_options(model, stage="blocks", learn_rounding=True, learn_act_scale=True, quant_act=True,
                                   act_init="unit", act_lr=self.act_lr, drop_prob=self.drop_prob,
                                   kl_weight=1.0 / self.lambda_r, temperature=t, dc=self.dc, dc_lambda=lam_c,

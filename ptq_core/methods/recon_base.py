@@ -36,7 +36,7 @@ from ..calibrate import calibrate_activations, calibrate_weights
 from ..errors import ConfigError
 from ..modules import set_quant_state
 from ..prepare import prepare
-from ..recon import ReconContext, ReconOptions, arch_family, float_logits, reconstruct
+from ..recon import ReconContext, ReconOptions, arch_family, arch_value, float_logits, reconstruct
 from ..settings import setting
 from .base import MethodConfig, ProgressEvent, ProgressFn, QuantResult, emit
 
@@ -106,7 +106,7 @@ class ReconMethodConfig(MethodConfig):
         """Engine options common to every pass of the method."""
         weight = self.round_weight
         if weight is None:
-            weight = _arch_value(model, "round_weight")
+            weight = arch_value(model, "round_weight")
         opts = dict(iters=self.iters, batch_size=self.recon_batch, round_lr=self.round_lr, round_weight=weight,
                     warmup=self.warmup, progress_every=self.progress_every, cache=self.cache)  # fmt: skip
         opts.update(changes)
@@ -119,13 +119,6 @@ class ReconMethodConfig(MethodConfig):
     def needs_logits(self) -> bool:
         """Whether any pass needs the float logits (KL term or Fisher weights)."""
         return False
-
-
-def _arch_value(model: nn.Module | None, name: str) -> float:
-    from ..recon import ARCH_PARAMS, arch_params
-
-    params = arch_params(model) if model is not None else ARCH_PARAMS["resnet"]
-    return getattr(params, name)
 
 
 def prepare_for_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig,

@@ -2,7 +2,7 @@
 
 Steps, as this module runs them over the reconstruction engine:
 
-1. **Merge.** A copy of the model has every re-parameterisable block (a module with
+1. **Merge** (`ptq_core.reparam`). A copy of the model has every re-parameterisable block (a module with
    ``reparameterize()`` and ``branch_kernels()``: the zoo's `RepVGGBlock`, or a
    MobileOne-style block with the same interface) fused into one conv; the caller's
    model is never modified, and the merged copy is checked to compute the same function.
@@ -57,7 +57,6 @@ with p = 2.4 for weights and activations, and the MSE loss), ``stage_weight=0``.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -65,13 +64,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError, UnsupportedModelError
+from ..errors import ConfigError
 from ..recon import ReconOptions
+from ..reparam import merge_branches, rep_blocks
 from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .recon_base import ReconMethodConfig, run_reconstruction
 
-__all__ = ["RepAPQConfig", "repapq", "rep_blocks", "merge_branches", "DISTORTIONS"]
+__all__ = ["RepAPQConfig", "repapq", "rep_blocks", "merge_branches", "DISTORTIONS"]  # two from ptq_core.reparam
 
 DISTORTIONS = ("mae", "mse")
 
@@ -121,43 +121,6 @@ class RepAPQConfig(ReconMethodConfig):
         w_observer = observer if self.mae_weights or self.distortion == "mse" else self.quant.w_observer
         quant = dataclasses.replace(self.quant, w_observer=w_observer, a_observer=observer)
         return dataclasses.replace(self, quant=quant)
-
-
-def _is_rep_block(m: nn.Module) -> bool:
-    return callable(getattr(m, "reparameterize", None)) and callable(getattr(m, "branch_kernels", None))
-
-
-def rep_blocks(model: nn.Module) -> list[str]:
-    """Names of the re-parameterisable blocks (modules with ``reparameterize`` and ``branch_kernels``)."""
-    return [n for n, m in model.named_modules() if _is_rep_block(m)]
-
-
-@torch.no_grad()
-def merge_branches(model: nn.Module, example: torch.Tensor | None = None, atol: float = 1e-4) -> nn.Module:
-    """A copy of `model` with every re-parameterisable block merged into one conv (the model is not modified).
-
-    Args:
-        model: A float model in eval mode, train form or already merged.
-        example: Inputs to check that the merged copy computes the same function (optional).
-        atol: Tolerance of that check, relative to the largest output magnitude.
-
-    Raises:
-        ConfigError: If the model has no re-parameterisable block.
-        UnsupportedModelError: If merging changed the outputs.
-    """
-    names = rep_blocks(model)
-    if not names:
-        raise ConfigError(f"RepAPQ needs a re-parameterisable network (RepVGG / MobileOne-style blocks with "
-                          f"reparameterize()); {type(model).__name__} has none")  # fmt: skip
-    merged = copy.deepcopy(model).eval()
-    for name in names:
-        merged.get_submodule(name).reparameterize()
-    if example is not None:
-        before, after = model(example), merged(example)
-        err = float((after - before).abs().max())
-        if err > atol * max(1.0, float(before.abs().max())):
-            raise UnsupportedModelError(f"merging the branches changed the outputs by {err:.2e}")
-    return merged
 
 
 @register_method(RepAPQConfig)

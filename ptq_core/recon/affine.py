@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..fake_quant import FakeQuantize
 from ..modules import QuantLayer
-from ..primitives import _along
+from ..primitives import along
 from .losses import channel_dim
 from .rounding import AdaRoundQuantizer
 
@@ -96,8 +96,8 @@ class ChannelAffine(nn.Module):
 @torch.no_grad()
 def _codes(fq: FakeQuantize, weight: Tensor) -> Tensor:
     """The integer grid codes q the quantizer gives `weight` (from its own output)."""
-    s = _along(fq.scale.detach(), weight.dim(), fq.axis)
-    z = _along(fq.zero_point, weight.dim(), fq.axis)
+    s = along(fq.scale.detach(), weight.dim(), fq.axis)
+    z = along(fq.zero_point, weight.dim(), fq.axis)
     return torch.round(fq(weight) / s) + z
 
 
@@ -114,7 +114,7 @@ def fold_affine(layer: QuantLayer, g: Tensor, h: Tensor) -> None:
     if not bool((g > 0).all()):
         raise ConfigError("the protecting affine's gains must be positive to fold into scales")
     w = layer.weight
-    g_w = _along(g, w.dim(), 0)
+    g_w = along(g, w.dim(), 0)
     fq = layer.weight_quantizer
     if not fq.scheme.is_float and fq.is_calibrated:
         codes = _codes(fq, w.detach())  # [*W]
@@ -123,7 +123,7 @@ def fold_affine(layer: QuantLayer, g: Tensor, h: Tensor) -> None:
         new_w = w.detach() * g_w
         fixed = AdaRoundQuantizer(base, new_w)
         fixed.harden()
-        z = _along(fixed.zero_point, w.dim(), fixed.axis)
+        z = along(fixed.zero_point, w.dim(), fixed.axis)
         fixed.round_up = codes - torch.floor(fixed._scaled(new_w)) - z  # codes exactly as before the fold
         layer.weight_quantizer = fixed
         w.copy_(new_w)

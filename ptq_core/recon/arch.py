@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["ArchParams", "ARCH_PARAMS", "arch_family", "arch_params"]
+__all__ = ["ArchParams", "ARCH_PARAMS", "arch_family", "arch_params", "arch_value"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,10 @@ def arch_family(model: nn.Module) -> str:
 def arch_params(model: nn.Module) -> ArchParams:
     """The papers' lambda / T / lambda_c for `model`'s architecture."""
     return ARCH_PARAMS[arch_family(model)]
+
+
+def arch_value(model: nn.Module | None, name: str) -> float:
+    """One of `ArchParams`' fields (``"round_weight"``, ``"temperature"``, ``"dc_lambda"``) for
+    `model`'s architecture; the ResNet row when no model is given."""
+    params = arch_params(model) if model is not None else ARCH_PARAMS["resnet"]
+    return getattr(params, name)

@@ -14,13 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
-from ..hooks import scoped
+from ..hooks import StopForward, scoped
 
-__all__ = ["StopForward", "capture_io", "probe_io", "module_input_output"]
-
-
-class StopForward(Exception):
-    """Raised by a capture hook to end a forward pass once the wanted tensors are seen."""
+__all__ = ["StopForward", "capture_io", "probe_io", "module_input_output"]  # StopForward lives in ptq_core.hooks
 
 
 def _single_tensor(args: tuple[Any, ...], name: str) -> Tensor:

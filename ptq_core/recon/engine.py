@@ -19,56 +19,18 @@ from torch import Tensor, nn
 
 from ..blocks import Unit, reconstruction_units
 from ..modules import QuantLayer, quant_layers
-from ..progress import ProgressEvent, ProgressFn, emit
+from ..progress import ProgressEvent, emit
 from .cache import UnitCache
+from .context import ReconContext
 from .losses import reconstruction_loss
 from .options import ReconOptions
 from .prepare_cache import build_unit_cache
 from .rounding import RoundingSchedule
 from .stage import stage_rest
 from .step import StepInputs, step_losses
-from .tail import TailRunner
 from .trainables import UnitTrainables, init_unit_act_ranges, unit_trainables
 
 __all__ = ["ReconContext", "UnitRecord", "UnitTrainer", "units_for", "reconstruct", "train_unit", "unit_output_error"]
-
-
-@dataclass
-class ReconContext:
-    """What every unit of a run shares.
-
-    Attributes:
-        qmodel: The prepared model being reconstructed (modified in place).
-        fp_model: The caller's float model with BatchNorm (read only; DC uses its blocks).
-        images: Calibration images on the compute device [N, ...].
-        fp_logits: Float logits [N, classes] for the KL term / Fisher weights, or None.
-        progress: Progress callback (may raise `RunCancelled`).
-        forward_batch: Batch size of caching passes.
-        seed: Seed of the mini-batch draws.
-        folded: Layer name -> the BatchNorm folded into it (distribution correction of layer units).
-    """
-
-    qmodel: nn.Module
-    fp_model: nn.Module
-    images: Tensor
-    fp_logits: Tensor | None = None
-    progress: ProgressFn | None = None
-    forward_batch: int = 128
-    seed: int = 0
-    peak_cache_bytes: int = 0
-    tails: TailRunner | None = None
-    folded: dict[str, str] = field(default_factory=dict)
-
-    def tail_runner(self, units: list[Unit]) -> TailRunner:
-        """The (cached) runner of the network's rest after each of `units`."""
-        names = [u.name for u in units]
-        if self.tails is None or self.tails.unit_names != names:
-            self.tails = TailRunner(self.qmodel, names)
-        return self.tails
-
-    @property
-    def device(self) -> torch.device:
-        return self.images.device
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -19,14 +18,12 @@ from ..blocks import Unit
 from ..progress import ProgressEvent, emit
 from .cache import UnitCache, choose_store
 from .capture import capture_io, probe_io
+from .context import ReconContext
 from .correction import bn_layers, correct_distribution
 from .options import ReconOptions
 from .remainder import fisher_weights
 from .stage import enclosing_stage
 from .trainables import all_float
-
-if TYPE_CHECKING:
-    from .engine import ReconContext
 
 __all__ = ["build_unit_cache", "float_block", "float_unit", "NO_BN"]
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fake_quant import FakeQuantize
-from ..primitives import _along
+from ..primitives import along
 
 __all__ = ["ZETA", "GAMMA", "rectified_sigmoid", "inverse_rectified_sigmoid", "AdaRoundQuantizer",
            "RoundingSchedule", "rounding_regularizer"]  # fmt: skip
@@ -57,7 +57,7 @@ class AdaRoundQuantizer(FakeQuantize):
         scaled = self._scaled(weight.detach())
         floor = torch.floor(scaled)  # [*W]
         self.alpha = nn.Parameter(inverse_rectified_sigmoid(scaled - floor))  # h(V) = fractional part
-        self._soft_base = floor + _along(self.zero_point, weight.dim(), self.axis)  # floor(W/s) + z, for training
+        self._soft_base = floor + along(self.zero_point, weight.dim(), self.axis)  # floor(W/s) + z, for training
         self.register_buffer("round_up", None)
         self.soft = True
 
@@ -67,7 +67,7 @@ class AdaRoundQuantizer(FakeQuantize):
         return self.round_up is not None
 
     def _scaled(self, w: Tensor) -> Tensor:
-        return w * _along(self.scale.detach(), w.dim(), self.axis).reciprocal()
+        return w * along(self.scale.detach(), w.dim(), self.axis).reciprocal()
 
     def rounding(self) -> Tensor:
         """The rounding offset h in [0, 1] per element (exactly 0/1 unless soft)."""
@@ -79,7 +79,7 @@ class AdaRoundQuantizer(FakeQuantize):
 
     def integer_codes(self, w: Tensor) -> Tensor:
         """Grid integers ``clamp(floor(W/s) + h + z)`` of the hard rounding."""
-        z = _along(self.zero_point, w.dim(), self.axis)
+        z = along(self.zero_point, w.dim(), self.axis)
         h = self.round_up if self.round_up is not None else (self.alpha.detach() >= 0).to(w.dtype)
         return (torch.floor(self._scaled(w.detach())) + h + z).clamp(self.scheme.qmin, self.scheme.qmax)
 
@@ -95,8 +95,8 @@ class AdaRoundQuantizer(FakeQuantize):
 
     def forward(self, x: Tensor) -> Tensor:
         """The (soft or hard) AdaRound weight for the float weight `x`."""
-        s = _along(self.scale.detach(), x.dim(), self.axis)
-        z = _along(self.zero_point, x.dim(), self.axis)
+        s = along(self.scale.detach(), x.dim(), self.axis)
+        z = along(self.zero_point, x.dim(), self.axis)
         if self.soft and self._soft_base is not None and self._soft_base.shape == x.shape:
             q = self._soft_base + rectified_sigmoid(self.alpha)  # the weight is fixed while V is learned
         else:

@@ -21,35 +21,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
-from ..graph_units import dependent_nodes
-from ..modules import QuantLayer
-from .capture import StopForward
+from ..graph_units import dependent_nodes, trace_units
+from ..hooks import StopForward
 from .remainder import logits_with_unit_output
 
-__all__ = ["TailRunner", "trace_units"]
-
-
-class _UnitTracer(fx.Tracer):
-    """Keeps reconstruction units and quantized layers as opaque calls."""
-
-    def __init__(self, leaves: set[str]) -> None:
-        super().__init__()
-        self.leaves = leaves
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname in self.leaves or isinstance(m, QuantLayer) or super().is_leaf_module(m, qualname)
-
-
-def trace_units(model: nn.Module, unit_names: list[str], with_error: bool = False):
-    """The model's graph with every unit a single node, or None if it cannot be traced.
-
-    With `with_error`, returns ``(graph or None, the tracing error's text or "")``.
-    """
-    try:
-        graph, error = _UnitTracer(set(unit_names)).trace(model), ""
-    except Exception as exc:  # noqa: BLE001 - any tracing failure means: use the fallback
-        graph, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return (graph, error) if with_error else graph
+__all__ = ["TailRunner", "trace_units"]  # trace_units lives in ptq_core.graph_units
 
 
 def _tail_graph(graph: fx.Graph, name: str) -> tuple[fx.Graph | None, list[fx.Node], str]:
