@@ -23,6 +23,7 @@ from torch import nn
 
 from ..calibrate import iterate_batches
 from ..errors import ConfigError, DataError
+from ..hooks import input_hooks
 from ..primitives import channel_rows, compute_qparams, error_parts, quant_range
 
 __all__ = ["ChannelStats", "zscores", "weight_channel_stats", "activation_channel_stats", "clipped_grid",
@@ -209,22 +210,15 @@ def capture_inputs(model: nn.Module, images: torch.Tensor, layers: list[str], ba
     got: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     seen: set[str] = set()
 
-    def hook(name: str):
-        def fn(_m: nn.Module, inp: tuple) -> None:
-            if name not in seen and inp and isinstance(inp[0], torch.Tensor):
-                seen.add(name)
-                got[name].append(inp[0].detach().cpu())
+    def record(name: str, inp: tuple) -> None:
+        if name not in seen and inp and isinstance(inp[0], torch.Tensor):
+            seen.add(name)
+            got[name].append(inp[0].detach().cpu())
 
-        return fn
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in layers]
-    try:
+    with input_hooks(model, layers, record):
         for xb in iterate_batches(images, batch_size):
             seen.clear()
             model(xb)
-    finally:
-        for h in handles:
-            h.remove()
     missing = [n for n in layers if not got[n]]
     if missing:
         raise ConfigError(f"layer(s) {', '.join(missing)} are never called as modules in the forward pass")
