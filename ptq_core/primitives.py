@@ -342,14 +342,9 @@ def error_parts(
 def quantization_error(
     x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
 ) -> dict[str, float]:
-    """Split the squared quantization error into clipping and rounding parts (see `error_parts`).
+    """Split the squared quantization error into clipping and rounding parts.
 
-    Args:
-        x: Input tensor.
-        scale: Scalar, or 1-D along ``axis``.
-        zero_point: Same shape as ``scale``.
-        qmin, qmax: Integer grid bounds.
-        axis: Channel axis for per-channel qparams, or None.
+    Takes the arguments of `error_parts` and sums its two parts.
 
     Returns:
         ``{"clipping", "rounding", "total"}`` sums of squared error and ``clip_fraction``,
