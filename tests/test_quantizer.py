@@ -155,3 +155,15 @@ def test_qdrop_mix_takes_each_element_from_one_side():
     assert torch.equal(mixed, torch.where(keep.bool(), f, q))
     assert qdrop_mix(q, f, None) is q
     assert 0 < int(keep.sum()) < keep.numel()
+
+
+def test_the_report_shows_a_multipoint_weight_without_a_stand_in_grid():
+    from ptq_core.report import quantizer_params
+
+    model = _model()
+    layer = model[0]
+    codes = torch.randint(-8, 8, (2, 4, 18))
+    layer.weight_quantizer = MultipointQuantizer(4, codes, torch.rand(2, 4), torch.tensor([1, 2, 1, 1]),
+                                                 layer.weight.shape)  # fmt: skip
+    layer.set_quant_state(True, False)
+    assert quantizer_params(model)[0]["weight"] == {"bits": 4, "form": "MultipointQuantizer", "per_channel": False}
