@@ -6,14 +6,15 @@ wants; the reconstruction engine and the layer-wise solvers both use it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["StopForward", "scoped", "traced_forward"]
+__all__ = ["StopForward", "scoped", "traced_forward", "input_hooks"]
 
 
 class StopForward(Exception):
@@ -28,6 +29,30 @@ def scoped(handles: list[RemovableHandle]) -> Iterator[list[RemovableHandle]]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def input_hooks(model: nn.Module, names: Iterable[str], record: Callable[[str, tuple[Any, ...]], None]
+                ) -> Iterator[None]:  # fmt: skip
+    """Within the block, ``record(name, args)`` runs each time submodule `name` is called, before it runs.
+
+    The one way the core captures a layer's input: `args` are the positional inputs of the
+    call (``args[0]`` is the layer input). `record` may raise to end the forward pass early.
+    Every hook is removed on exit, also on an exception.
+
+    Args:
+        model: The network.
+        names: Dotted names of the submodules to watch.
+        record: Called with the submodule's name and its positional inputs.
+    """
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        return lambda _m, args: record(name, args)
+
+    with scoped([]) as handles:
+        for n in names:  # one at a time, so a bad name leaves no hook behind
+            handles.append(model.get_submodule(n).register_forward_pre_hook(hook(n)))
+        yield
 
 
 def traced_forward(model: nn.Module, example: torch.Tensor, handles: list[RemovableHandle]) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .hooks import scoped
-from .modules import QuantLayer, quant_layers, set_quant_state
+from .modules import QuantLayer, quant_layers, quant_state, set_quant_state
 
 __all__ = [
     "LayerError",
@@ -97,15 +97,6 @@ def _compare(name: str, ref: torch.Tensor, out: torch.Tensor, layer: QuantLayer)
     return LayerError(name, energy / ref.numel(), sqnr_db(ref, energy), float(cos.mean()), layer.wbits, layer.abits)
 
 
-def _state(model: nn.Module) -> dict[str, tuple[bool, bool]]:
-    return {n: (layer.quant_weight, layer.quant_act) for n, layer in quant_layers(model)}
-
-
-def _restore(model: nn.Module, state: dict[str, tuple[bool, bool]]) -> None:
-    for n, layer in quant_layers(model):
-        layer.set_quant_state(*state[n])
-
-
 @torch.no_grad()
 def layer_errors(qmodel: nn.Module, x: torch.Tensor, view: str = "accumulated") -> list[LayerError]:
     """Per-layer output error of a calibrated model on the batch `x`.
@@ -123,9 +114,7 @@ def layer_errors(qmodel: nn.Module, x: torch.Tensor, view: str = "accumulated") 
         raise ValueError("view must be 'accumulated' or 'alone'")
     layers = dict(quant_layers(qmodel))
     names = list(layers)
-    state = _state(qmodel)
-    try:
-        set_quant_state(qmodel, False, False)
+    with quant_state(qmodel, False, False):
         with capture_outputs(qmodel, names) as ref:
             qmodel(x)
         ref = dict(ref)
@@ -144,8 +133,6 @@ def layer_errors(qmodel: nn.Module, x: torch.Tensor, view: str = "accumulated") 
                 if n in out:
                     errors.append(_compare(n, ref[n], out[n], layers[n]))
         return errors
-    finally:
-        _restore(qmodel, state)
 
 
 def model_size_bits(model: nn.Module) -> int:

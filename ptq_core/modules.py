@@ -3,14 +3,18 @@
 Each wraps the float layer's parameters with two fake-quantizers, one for the
 weight (per output channel by default) and one for the layer's *input*
 activation (per tensor). Each side is switched on its own with
-`set_quant_state(weight, act)`, the building block of every sensitivity sweep.
-The layer's output is never quantized here, so the logits of the last layer stay
-in float.
+`set_quant_state(weight, act)`, the building block of every sensitivity sweep;
+`quant_state(model, weight, act)` does the same for a block of code and puts the
+previous state back afterwards. These flags are the only on/off switch: a
+quantizer called on its own always quantizes (once calibrated), which is what
+methods rely on to compare the quantized weight with the float one. The layer's
+output is never quantized here, so the logits of the last layer stay in float.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -18,17 +22,23 @@ from torch import nn
 
 from .fake_quant import FakeQuantize
 from .qscheme import QScheme
+from .quantizer import Quantizer
 
-__all__ = ["QuantLayer", "QuantConv2d", "QuantLinear", "QUANT_MODULES", "quant_layers", "set_quant_state"]
-
+__all__ = ["QuantLayer", "QuantConv2d", "QuantLinear", "QUANT_MODULES", "quant_layers", "set_quant_state",
+           "quant_state"]  # fmt: skip
 
 class QuantLayer:
-    """Mixin for layers with a weight quantizer and an input-activation quantizer."""
+    """Mixin for layers with a weight quantizer and an input-activation quantizer.
+
+    Attributes:
+        quant_weight: Whether the weight goes through ``weight_quantizer`` (the weight's switch).
+        quant_act: Whether the input goes through ``act_quantizer`` (the input's switch).
+    """
 
     weight: nn.Parameter
     bias: nn.Parameter | None
-    weight_quantizer: FakeQuantize
-    act_quantizer: FakeQuantize
+    weight_quantizer: Quantizer
+    act_quantizer: Quantizer
     quant_weight: bool
     quant_act: bool
 
@@ -120,3 +130,30 @@ def set_quant_state(model: nn.Module, weight: bool, act: bool, names: set[str] |
     for name, layer in quant_layers(model):
         if names is None or name in names:
             layer.set_quant_state(weight, act)
+
+
+@contextmanager
+def quant_state(target: nn.Module | Iterable[QuantLayer], weight: bool | None = None, act: bool | None = None
+                ) -> Iterator[list[QuantLayer]]:  # fmt: skip
+    """Switch quantization for the block, then put every layer's previous state back exactly.
+
+    Example: ``with quant_state(qmodel, False, False): fp = qmodel(x)`` runs the float model;
+    afterwards each layer is switched as it was before, also when the block raises.
+
+    Args:
+        target: A model (all its quantized layers) or the quantized layers themselves.
+        weight: Weight quantization inside the block; None leaves each layer's as it is.
+        act: Input-activation quantization inside the block; None leaves each layer's as it is.
+
+    Yields:
+        The layers affected, in registration order.
+    """
+    layers = [q for _, q in quant_layers(target)] if isinstance(target, nn.Module) else list(target)
+    saved = [(q.quant_weight, q.quant_act) for q in layers]
+    try:
+        for q, (w, a) in zip(layers, saved, strict=True):
+            q.set_quant_state(w if weight is None else weight, a if act is None else act)
+        yield layers
+    finally:
+        for q, (w, a) in zip(layers, saved, strict=True):
+            q.set_quant_state(w, a)

@@ -96,9 +96,7 @@ class Observer(nn.Module, ABC):
         axis = self.scheme.ch_axis if self.scheme.per_channel else None
         if axis is not None and not -x.dim() <= axis < x.dim():
             raise ConfigError(f"ch_axis {axis} does not exist for a {x.dim()}-D tensor")
-        if axis is None:
-            return x.reshape(1, -1)  # [1, N]
-        return x.movedim(axis, 0).reshape(x.shape[axis], -1)  # [C, N]
+        return primitives.channel_rows(x, axis)  # [C, N], or [1, N] per tensor
 
     def _squeeze(self, t: Tensor) -> Tensor:
         """[C] -> [] for per-tensor schemes."""

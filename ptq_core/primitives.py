@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ptq_core.errors import ConfigError, NonFiniteError
-from ptq_core.qscheme import check_bits
+from ptq_core.errors import ConfigError, DataError, NonFiniteError
+from ptq_core.qscheme import int_range
 
 __all__ = [
     "along", "clamp_inclusive",
-    "quant_range", "compute_qparams", "round_ste", "quantize", "dequantize", "fake_quantize", "fake_quantize_fused",
-    "bernoulli_mask", "quantization_error", "lp_loss",
+    "quant_range", "channel_rows", "compute_qparams", "round_ste", "quantize", "dequantize", "fake_quantize",
+    "fake_quantize_fused", "bernoulli_mask", "qdrop_mix", "error_parts", "quantization_error", "lp_loss",
     "histogram_points", "lp_search",
 ]  # fmt: skip
 
@@ -47,10 +47,26 @@ def along(t: Tensor, ndim: int, axis: int | None) -> Tensor:
     return t.reshape(shape)
 
 
-def _rows(x: Tensor, axis: int | None) -> Tensor:
-    """View ``x`` as [C, N] rows: channels along ``axis`` (or one row for per-tensor)."""
+def channel_rows(x: Tensor, axis: int | None) -> Tensor:
+    """View ``x`` as ``[C, N]`` rows: one row per channel along ``axis``, everything else flattened.
+
+    ``axis=None`` gives one row ``[1, N]`` (per-tensor). A weight ``[C_out, C_in, k, k]``
+    with ``axis=0`` gives ``[C_out, C_in * k * k]``, the same as ``w.reshape(C_out, -1)``.
+
+    Args:
+        x: Any tensor (at least 1-D when ``axis`` is given).
+        axis: Channel axis, or None.
+
+    Returns:
+        ``[C, N]`` (a view when the layout allows, as ``reshape`` does).
+
+    Raises:
+        DataError: If ``axis`` is given for a 0-d tensor.
+    """
     if axis is None:
         return x.reshape(1, -1)  # [1, N]
+    if x.dim() == 0:
+        raise DataError("a scalar has no channels")
     return x.movedim(axis, 0).reshape(x.shape[axis], -1)  # [C, N]
 
 
@@ -64,20 +80,9 @@ def clamp_inclusive(q: Tensor, qmin: int, qmax: int) -> Tensor:
     return torch.where(inside, q, q.detach().clamp(qmin, qmax))
 
 
-def quant_range(bits: int, signed: bool) -> tuple[int, int]:
-    """Integer grid of a bit-width.
-
-    Args:
-        bits: Bit-width, 2-8.
-        signed: Signed grid ``[-2^(b-1), 2^(b-1)-1]`` instead of ``[0, 2^b-1]``.
-
-    Returns:
-        ``(qmin, qmax)``; e.g. ``(0, 15)`` for 4-bit unsigned.
-    """
-    check_bits(bits, allow_float=False)
-    if signed:
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1
+quant_range = int_range
+"""Integer grid ``(qmin, qmax)`` of a bit-width: :func:`ptq_core.qscheme.int_range` under the name
+the math in this module has always used."""
 
 
 def compute_qparams(
@@ -236,11 +241,10 @@ class _FakeQuantizeFn(torch.autograd.Function):
         out = qc.mul_(s)
         need_x = ctx.needs_input_grad[0]
         if keep is not None:
-            drop = 1.0 - keep
-            out = out.mul_(drop).addcmul_(x, keep)  # exact: x where kept, the quantized value elsewhere
+            out = qdrop_mix(out, x, keep, inplace=True)  # exact: x where kept, the quantized value elsewhere
             inside = torch.maximum(inside, keep) if need_x else inside
             if ds is not None:
-                ds.mul_(drop)
+                ds.mul_(1.0 - keep)
         ctx.save_for_backward(inside if need_x else None, ds)
         ctx.axis, ctx.scale_shape = axis, scale.shape
         return out
@@ -252,13 +256,31 @@ class _FakeQuantizeFn(torch.autograd.Function):
         gs = None
         if ds is not None:
             prod = grad * ds
-            gs = prod.sum() if ctx.axis is None else _rows(prod, ctx.axis).sum(1)
+            gs = prod.sum() if ctx.axis is None else channel_rows(prod, ctx.axis).sum(1)
             gs = gs.reshape(ctx.scale_shape)
         return gx, gs, None, None, None, None, None
 
 
-def _keep_float(x: Tensor, out: Tensor, keep: Tensor | None) -> Tensor:
-    return out if keep is None else out * (1.0 - keep) + x * keep
+def qdrop_mix(quant: Tensor, float_value: Tensor, keep_float: Tensor | None, *, inplace: bool = False) -> Tensor:
+    """QDrop's mix: the float value where ``keep_float`` is 1, the quantized value where it is 0.
+
+    Computed as ``quant * (1 - keep) + float_value * keep``, which is exact for a 0/1 mask
+    (each element is one of its two inputs, bit for bit).
+
+    Args:
+        quant: Quantized (or quantized-input) tensor.
+        float_value: Float tensor of the same shape.
+        keep_float: 0/1 float mask shaped like ``quant`` (see `bernoulli_mask`), or None (no mix).
+        inplace: Write the result into ``quant`` (which must not need its old value for autograd).
+
+    Returns:
+        The mixed tensor (``quant`` itself when ``keep_float`` is None or ``inplace``).
+    """
+    if keep_float is None:
+        return quant
+    if inplace:
+        return quant.mul_(1.0 - keep_float).addcmul_(float_value, keep_float)
+    return torch.addcmul(quant * (1.0 - keep_float), float_value, keep_float)
 
 
 def fake_quantize_fused(
@@ -291,21 +313,22 @@ def fake_quantize_fused(
     if keep_float is not None and keep_float.dtype != x.dtype:
         keep_float = keep_float.to(x.dtype)
     if zero_point.requires_grad:
-        return _keep_float(x, fake_quantize(x, scale, zero_point, qmin, qmax, axis), keep_float)
+        return qdrop_mix(fake_quantize(x, scale, zero_point, qmin, qmax, axis), x, keep_float)
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         return _FakeQuantizeFn.apply(x, scale, zero_point, qmin, qmax, axis, keep_float)
     with torch.no_grad():
         s, z = along(scale, x.dim(), axis), along(zero_point, x.dim(), axis)
         out = torch.round(x * s.reciprocal()).add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)
-        return _keep_float(x, out, keep_float)
+        return qdrop_mix(out, x, keep_float)
 
 
-def quantization_error(
+def error_parts(
     x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
-) -> dict[str, float]:
-    """Split the squared quantization error into clipping and rounding parts.
+) -> tuple[Tensor, Tensor]:
+    """Squared error of `fake_quantize` per element, and which elements are clipped.
 
-    An element is *clipped* when ``round(x / s) + z`` falls outside ``[qmin, qmax]``.
+    An element is *clipped* when ``round(x / s) + z`` (``x / s`` computed as ``x * (1 / s)``,
+    as `quantize` does) falls outside ``[qmin, qmax]``; the others only suffer rounding.
 
     Args:
         x: Input tensor.
@@ -315,17 +338,31 @@ def quantization_error(
         axis: Channel axis for per-channel qparams, or None.
 
     Returns:
-        ``{"clipping", "rounding", "total"}`` sums of squared error and ``clip_fraction``,
-        the share of elements clipped, all Python floats.
+        ``(squared_error, clipped)``, both shaped like ``x`` (float and bool), without gradients.
     """
     with torch.no_grad():
         s, z = along(scale, x.dim(), axis), along(zero_point, x.dim(), axis)
         q_raw = torch.round(x * s.reciprocal()) + z
         clipped = (q_raw < qmin) | (q_raw > qmax)
         sq_err = (x - fake_quantize(x, scale, zero_point, qmin, qmax, axis)).square()
-        clipping = float(sq_err[clipped].sum())
-        rounding = float(sq_err[~clipped].sum())
-        frac = float(clipped.float().mean()) if x.numel() else 0.0
+    return sq_err, clipped
+
+
+def quantization_error(
+    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
+) -> dict[str, float]:
+    """Split the squared quantization error into clipping and rounding parts.
+
+    Takes the arguments of `error_parts` and sums its two parts.
+
+    Returns:
+        ``{"clipping", "rounding", "total"}`` sums of squared error and ``clip_fraction``,
+        the share of elements clipped, all Python floats.
+    """
+    sq_err, clipped = error_parts(x, scale, zero_point, qmin, qmax, axis)
+    clipping = float(sq_err[clipped].sum())
+    rounding = float(sq_err[~clipped].sum())
+    frac = float(clipped.float().mean()) if x.numel() else 0.0
     return {"clipping": clipping, "rounding": rounding, "total": clipping + rounding, "clip_fraction": frac}
 
 
@@ -342,7 +379,7 @@ def lp_loss(x: Tensor, xq: Tensor, p: float, axis: int | None = None) -> Tensor:
         0-d tensor, or ``[C]`` with ``C = x.shape[axis]``.
     """
     err = (x - xq).abs().pow(p)
-    return err.mean() if axis is None else _rows(err, axis).mean(1)
+    return err.mean() if axis is None else channel_rows(err, axis).mean(1)
 
 
 def _candidate_losses(
@@ -484,8 +521,8 @@ def lp_search(
     _check_finite(x, "lp_search input")
     quant_range(bits, signed)
     with torch.no_grad():
-        rows = _rows(x.detach().float(), axis)  # [C, N]
-        wrows = None if weights is None else _rows(weights.detach().float(), axis)  # [C, N]
+        rows = channel_rows(x.detach().float(), axis)  # [C, N]
+        wrows = None if weights is None else channel_rows(weights.detach().float(), axis)  # [C, N]
         ratio = torch.arange(1, num_candidates + 1, device=rows.device, dtype=rows.dtype) / num_candidates  # [K]
         if symmetric or bool(rows.min() >= 0):
             min_val, max_val, width_loss, width = _search_1d(rows, ratio, bits, symmetric, signed, p, wrows)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ptq_core.errors import BitWidthError, ConfigError
 
-__all__ = ["FLOAT_BITS", "MIN_BITS", "MAX_BITS", "QScheme", "check_bits"]
+__all__ = ["FLOAT_BITS", "MIN_BITS", "MAX_BITS", "QScheme", "check_bits", "int_range"]
 
 FLOAT_BITS = 32
 """Bit-width meaning "leave this tensor in floating point"."""
@@ -41,6 +41,25 @@ def check_bits(bits: object, allow_float: bool = True) -> int:
     if not ok_type:
         raise BitWidthError(f"bit-width must be an integer, got {bits!r}: {hint}")
     raise BitWidthError(f"bit-width {bits} is out of range: {hint}")
+
+
+def int_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Integer grid ``(qmin, qmax)`` of a bit-width: the one definition every quantizer reads.
+
+    Args:
+        bits: Bit-width, 2-8.
+        signed: Signed grid ``[-2^(b-1), 2^(b-1)-1]`` instead of ``[0, 2^b-1]``.
+
+    Returns:
+        ``(qmin, qmax)``; e.g. ``(0, 15)`` for 4-bit unsigned, ``(-8, 7)`` signed.
+
+    Raises:
+        BitWidthError: If ``bits`` is not an int in 2-8.
+    """
+    check_bits(bits, allow_float=False)
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
 
 
 @dataclass(frozen=True)
@@ -101,9 +120,7 @@ class QScheme:
     def _grid(self) -> tuple[int, int]:
         if self.is_float:
             raise ConfigError(f"a {FLOAT_BITS}-bit (float) scheme has no integer grid")
-        if self.signed:
-            return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
-        return 0, 2**self.bits - 1
+        return int_range(self.bits, self.signed)
 
     def replace(self, **changes: Any) -> QScheme:
         """Return a copy with some fields changed (validated again).

@@ -27,11 +27,11 @@ from .analysis import diagnosis
 from .analysis.ranges import capture_inputs
 from .data import calibration_tensor, load_data, make_loader
 from .errors import PTQError
-from .fake_quant import FakeQuantize
 from .methods import ProgressFn
 from .models import load_model, resolve_device
 from .modules import quant_layers
 from .pipeline import quantize_and_evaluate
+from .quantizer import AffineQuantizer, Quantizer
 from .spec import RunSpec
 from .store import RunRecord, RunStore, to_jsonable
 from .svg import svg_histogram, svg_lines
@@ -43,9 +43,11 @@ _PROBE = 64  # test images for the activation histograms and the diagnosis
 _STATS = 128  # calibration images of the input-channel statistics (as on the Outlier channels page)
 
 
-def _grid(fq: FakeQuantize) -> dict[str, Any] | None:
+def _grid(fq: Quantizer) -> dict[str, Any] | None:
     if fq.scheme.is_float or not fq.is_calibrated:
         return None
+    if not isinstance(fq, AffineQuantizer):  # e.g. multipoint: no single grid to show
+        return {"bits": fq.bits, "form": type(fq).__name__, "per_channel": False}
     scale = fq.scale.detach().flatten().cpu().double().numpy()
     zp = fq.zero_point.detach().flatten().cpu().double().numpy()
     return {"bits": fq.bits, "qmin": int(fq.scheme.qmin), "qmax": int(fq.scheme.qmax), "signed": bool(fq.scheme.signed),
@@ -67,7 +69,7 @@ def _levels(grid: dict[str, Any], channel: int) -> list[float]:
 
 def _histogram(values: torch.Tensor, grid: dict[str, Any] | None, channel: int = 0) -> dict[str, Any]:
     v = values.detach().flatten().float().cpu().numpy()
-    levels = _levels(grid, channel) if grid else []
+    levels = _levels(grid, channel) if grid and "scale" in grid else []
     lo, hi = float(min(v.min(), *levels[:1])), float(max(v.max(), *levels[-1:]))
     counts, edges = np.histogram(v, bins=HIST_BINS, range=(lo, hi if hi > lo else lo + 1e-6))
     return {"counts": counts.tolist(), "edges": edges.tolist(), "levels": levels, "channel": channel}
@@ -230,6 +232,8 @@ def _overfit(r: dict[str, Any]) -> str:
 def _grid_text(g: dict[str, Any] | None) -> str:
     if g is None:
         return "float"
+    if "scale" not in g:
+        return f"{g['bits']}-bit {g['form']}"
     s, z = g["scale"], g["zero_point"]
     head = f"{g['bits']}-bit [{g['qmin']}, {g['qmax']}] {g['observer']}"
     if len(s) == 1:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..calibrate import iterate_batches
 from ..metrics import layer_errors
-from ..modules import quant_layers, set_quant_state
+from ..modules import quant_state
 
 __all__ = ["OVERFIT_IMAGES", "overfit_check"]
 
@@ -39,13 +39,8 @@ def _top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def _drops(qmodel: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(float top-1, quantized top-1) on one set; the model's quantization state is restored."""
-    state = {n: (q.quant_weight, q.quant_act) for n, q in quant_layers(qmodel)}
-    try:
-        set_quant_state(qmodel, False, False)
+    with quant_state(qmodel, False, False):
         fp = _top1(qmodel, x, y)
-    finally:
-        for n, q in quant_layers(qmodel):
-            q.set_quant_state(*state[n])
     return fp, _top1(qmodel, x, y)
 
 

@@ -23,9 +23,10 @@ from torch import nn
 
 from ..calibrate import iterate_batches
 from ..errors import ConfigError, DataError
-from ..primitives import compute_qparams, fake_quantize, quant_range
+from ..hooks import input_hooks
+from ..primitives import channel_rows, compute_qparams, error_parts, quant_range
 
-__all__ = ["ChannelStats", "zscores", "channel_rows", "weight_channel_stats", "activation_channel_stats",
+__all__ = ["ChannelStats", "zscores", "weight_channel_stats", "activation_channel_stats", "clipped_grid",
            "channel_error_split", "capture_inputs", "input_channel_axis", "input_channel_stats", "layer_rows",
            "layer_ranges", "DEAD_EPS", "CONSTANT_RATIO"]  # fmt: skip
 
@@ -77,11 +78,9 @@ def zscores(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return dev / (1.2533 * meanad) if meanad > 0 else np.zeros(v.size)
 
 
-def channel_rows(x: torch.Tensor, axis: int) -> torch.Tensor:
-    """(C, M) view of `x` with channel axis `axis` first and everything else flattened."""
-    if x.dim() == 0:
-        raise DataError("a scalar has no channels")
-    return x.detach().float().movedim(axis, 0).reshape(x.shape[axis], -1)
+def _float_rows(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """(C, M) float rows of `x` (see `ptq_core.primitives.channel_rows`), detached."""
+    return channel_rows(x.detach().float(), axis)
 
 
 def _stats(rows: torch.Tensor) -> ChannelStats:
@@ -109,7 +108,7 @@ def _stats(rows: torch.Tensor) -> ChannelStats:
 
 def weight_channel_stats(weight: torch.Tensor) -> ChannelStats:
     """Statistics of every output channel (axis 0) of a weight tensor."""
-    return _stats(channel_rows(weight, 0))
+    return _stats(_float_rows(weight, 0))
 
 
 def activation_channel_stats(x: torch.Tensor, axis: int = 1) -> ChannelStats:
@@ -120,11 +119,27 @@ def activation_channel_stats(x: torch.Tensor, axis: int = 1) -> ChannelStats:
             linear input (axis -1).
         axis: The channel axis.
     """
-    return _stats(channel_rows(x, axis))
+    return _stats(_float_rows(x, axis))
 
 
-def _grid(rows: torch.Tensor, bits: int, per_channel: bool, ratio: float, symmetric: bool):
-    """(scale, zero point, qmin, qmax) of the grid over ratio x the observed range."""
+def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool, ratio: float, symmetric: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:  # fmt: skip
+    """The uniform grid over `ratio` times the observed range of `rows`.
+
+    Asymmetric: ``ratio * [min, max]``. Symmetric: ``[-t, t]`` with ``t = ratio * max|x|`` on a
+    signed grid when there are negative values, else ``[0, ratio * max]`` on an unsigned one.
+
+    Args:
+        rows: (C, M) values (see `ptq_core.primitives.channel_rows`).
+        bits: Bit-width, 2-8.
+        per_channel: One range per row instead of one for the tensor.
+        ratio: Share of the observed range the grid covers, in (0, 1].
+        symmetric: Zero point fixed at 0.
+
+    Returns:
+        ``(scale, zero_point, qmin, qmax)``: scale and zero point ``[C]`` (per-channel) or ``[1]``;
+        the grid is signed when ``qmin < 0``.
+    """
     lo = rows.min(1).values if per_channel else rows.min().reshape(1)
     hi = rows.max(1).values if per_channel else rows.max().reshape(1)
     signed = symmetric and bool((lo < 0).any())
@@ -148,7 +163,7 @@ def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False
     the range (ratio -> 1) lowers the clipping error and raises the rounding error.
 
     Args:
-        rows: (C, M) values, one row per channel (see `channel_rows`).
+        rows: (C, M) values, one row per channel (see `ptq_core.primitives.channel_rows`).
         bits: Bit-width, 2-8.
         per_channel: One grid per channel instead of one for the tensor.
         ratio: Share of the observed range the grid covers, in (0, 1].
@@ -163,13 +178,10 @@ def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False
     rows = rows.detach().float()
     if rows.dim() != 2 or rows.numel() == 0:
         raise DataError("channel_error_split needs a non-empty (channels, values) tensor")
-    scale, zp, qmin, qmax = _grid(rows, bits, per_channel, ratio, symmetric)
+    scale, zp, qmin, qmax = clipped_grid(rows, bits, per_channel, ratio, symmetric)
     axis = 0 if per_channel else None
-    s, z = (scale[:, None], zp[:, None]) if per_channel else (scale, zp)
-    with torch.no_grad():
-        clipped = ((torch.round(rows / s) + z) < qmin) | ((torch.round(rows / s) + z) > qmax)
-        sq = (rows - fake_quantize(rows, scale if per_channel else scale.reshape(()),
-                                   zp if per_channel else zp.reshape(()), qmin, qmax, axis)).square()  # fmt: skip
+    sq, clipped = error_parts(rows, scale if per_channel else scale.reshape(()),
+                              zp if per_channel else zp.reshape(()), qmin, qmax, axis)  # fmt: skip
     m = rows.shape[1]
     clipping = (sq * clipped).sum(1) / m
     rounding = (sq * ~clipped).sum(1) / m
@@ -198,22 +210,15 @@ def capture_inputs(model: nn.Module, images: torch.Tensor, layers: list[str], ba
     got: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     seen: set[str] = set()
 
-    def hook(name: str):
-        def fn(_m: nn.Module, inp: tuple) -> None:
-            if name not in seen and inp and isinstance(inp[0], torch.Tensor):
-                seen.add(name)
-                got[name].append(inp[0].detach().cpu())
+    def record(name: str, inp: tuple) -> None:
+        if name not in seen and inp and isinstance(inp[0], torch.Tensor):
+            seen.add(name)
+            got[name].append(inp[0].detach().cpu())
 
-        return fn
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in layers]
-    try:
+    with input_hooks(model, layers, record):
         for xb in iterate_batches(images, batch_size):
             seen.clear()
             model(xb)
-    finally:
-        for h in handles:
-            h.remove()
     missing = [n for n in layers if not got[n]]
     if missing:
         raise ConfigError(f"layer(s) {', '.join(missing)} are never called as modules in the forward pass")
@@ -262,10 +267,10 @@ def layer_rows(model: nn.Module, images: torch.Tensor | None, layer: str, source
         weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor):
             raise ConfigError(f"layer {layer!r} has no weight tensor")
-        return channel_rows(weight, 0)
+        return _float_rows(weight, 0)
     if source != "activations":
         raise ConfigError(f"source must be 'weights' or 'activations', got {source!r}")
     if images is None or len(images) == 0:
         raise DataError("activations need at least one image")
     x = capture_inputs(model, images, [layer])[layer]
-    return channel_rows(x, input_channel_axis(module, x))
+    return _float_rows(x, input_channel_axis(module, x))

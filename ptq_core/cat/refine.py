@@ -33,10 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..fake_quant import FakeQuantize
 from ..modules import quant_layers
 from ..primitives import along, clamp_inclusive, fake_quantize, round_ste
 from ..progress import ProgressEvent, ProgressFn, emit
+from ..quantizer import AffineQuantizer
 from ..recon import arch_params, float_logits
 from ..recon.rounding import AdaRoundQuantizer
 from ..recon.trainables import MIN_SCALE
@@ -103,7 +103,7 @@ class RefineReport:
 class _Refinable(nn.Module):
     """Stand-in for a quantizer while its step size and zero point are trained."""
 
-    def __init__(self, fq: FakeQuantize, weight: Tensor | None) -> None:
+    def __init__(self, fq: AffineQuantizer, weight: Tensor | None) -> None:
         super().__init__()
         self.fq, self.scheme, self.observe = fq, fq.scheme, False
         s0, z0 = fq.scale.detach().clone(), fq.zero_point.detach().clone().float()
@@ -148,13 +148,13 @@ class _Refinable(nn.Module):
             self.fq.round_up = self.level - floor  # floor(W / s) + z + offset = level + z
 
 
-def _targets(model: nn.Module, opts: RefineOptions) -> list[tuple[nn.Module, str, FakeQuantize]]:
+def _targets(model: nn.Module, opts: RefineOptions) -> list[tuple[nn.Module, str, AffineQuantizer]]:
     out = []
     for _, layer in quant_layers(model):
         for attr, on, enabled in (("weight_quantizer", layer.quant_weight, opts.weights),
                                   ("act_quantizer", layer.quant_act, opts.acts)):  # fmt: skip
             fq = getattr(layer, attr)
-            if enabled and on and isinstance(fq, FakeQuantize) and not fq.scheme.is_float and fq.is_calibrated:
+            if enabled and on and isinstance(fq, AffineQuantizer) and not fq.scheme.is_float and fq.is_calibrated:
                 if isinstance(fq, AdaRoundQuantizer) and not fq.hardened:
                     raise ConfigError("stage 1 needs hardened AdaRound rounding; finish the base method first")
                 out.append((layer, attr, fq))

@@ -23,11 +23,11 @@ from torch import Tensor, nn
 
 from ..cat.module import CATCorrected
 from ..errors import ExportError
-from ..fake_quant import FakeQuantize
 from ..layerwise.deploy import deploy_layer
 from ..layerwise.quantizers import MultipointQuantizer
 from ..modules import QuantLayer, quant_layers
 from ..qscheme import QScheme
+from ..quantizer import Quantizer
 from .grid import Grid, act_grid, weight_codes, weight_quantized
 from .qdq import ActQDQ, IntWeight
 
@@ -140,7 +140,7 @@ def _convert(model: nn.Module) -> nn.Module:
         if not name:
             return twin
         setattr(model.get_submodule(parent) if parent else model, child, twin)
-    left = [n for n, m in model.named_modules() if isinstance(m, FakeQuantize)]
+    left = [n for n, m in model.named_modules() if isinstance(m, Quantizer)]
     if left:
         raise ExportError(f"quantizer {left[0]!r} sits outside a QuantConv2d / QuantLinear and cannot be exported")
     return model

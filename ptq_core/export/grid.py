@@ -24,6 +24,7 @@ from ..errors import ExportError
 from ..fake_quant import FakeQuantize
 from ..modules import QuantLayer
 from ..primitives import along
+from ..quantizer import AffineQuantizer, Quantizer
 
 __all__ = ["Grid", "quantizer_grid", "act_grid", "weight_codes", "weight_quantized", "is_plain_quantizer"]
 
@@ -79,7 +80,7 @@ class Grid:
         }  # fmt: skip
 
 
-def quantizer_grid(fq: FakeQuantize) -> Grid:
+def quantizer_grid(fq: AffineQuantizer) -> Grid:
     """The affine grid of a calibrated, non-float quantizer (its scheme and qparams)."""
     s = fq.scheme
     scale = fq.scale.detach().float().cpu().clone()
@@ -87,7 +88,7 @@ def quantizer_grid(fq: FakeQuantize) -> Grid:
     return Grid(s.bits, s.signed, s.symmetric, s.qmin, s.qmax, fq.axis, scale, zero_point)
 
 
-def is_plain_quantizer(fq: FakeQuantize) -> bool:
+def is_plain_quantizer(fq: Quantizer) -> bool:
     """True when `fq` computes the plain affine fake-quant (its class keeps `FakeQuantize.forward`)."""
     return type(fq).forward is FakeQuantize.forward
 
@@ -99,7 +100,7 @@ def act_grid(name: str, layer: QuantLayer) -> Grid | None:
         ExportError: If the input quantizer is not the plain affine fake-quantizer.
     """
     fq = layer.act_quantizer
-    if not layer.quant_act or fq.scheme.is_float or not (fq.enabled and fq.is_calibrated):
+    if not layer.quant_act or fq.scheme.is_float or not fq.is_calibrated:
         return None
     if not is_plain_quantizer(fq):
         raise ExportError(f"layer {name!r}: input quantizer {type(fq).__name__} is not a uniform affine "
@@ -112,7 +113,7 @@ def weight_quantized(layer: QuantLayer) -> bool:
     fq = layer.weight_quantizer
     if not layer.quant_weight or fq.scheme.is_float:
         return False
-    return fq.is_calibrated and fq.enabled if is_plain_quantizer(fq) else True  # subclasses ignore the flags
+    return fq.is_calibrated if is_plain_quantizer(fq) else True  # learned / solved weights are always ready
 
 
 @torch.no_grad()

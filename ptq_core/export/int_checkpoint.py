@@ -40,6 +40,7 @@ from ..layerwise.quantizers import CodeQuantizer, MultipointQuantizer
 from ..modules import QuantLayer, quant_layers
 from ..prepare import QuantSpec, prepare
 from ..qscheme import QScheme
+from ..quantizer import AffineQuantizer, Quantizer
 from ..reparam import merge_branches, rep_blocks
 from .grid import act_grid, weight_codes, weight_quantized
 from .packing import pack_codes, unpack_codes
@@ -50,10 +51,11 @@ FORMAT = "ptq-int-checkpoint/1"
 _META_KEY = "ptq_int_checkpoint"
 
 
-def _quantizer_entry(fq: FakeQuantize, key: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
-    """Scheme, observer and switches of a quantizer; its qparams go into `tensors` under `key`."""
-    entry = {"scheme": fq.scheme.to_dict(), "observer": fq.observer_name, "enabled": fq.enabled,
-             "calibrated": fq.is_calibrated and not fq.scheme.is_float}  # fmt: skip
+def _quantizer_entry(fq: Quantizer, key: str, tensors: dict[str, Tensor], on: bool) -> dict[str, Any]:
+    """Scheme, observer and switch (`on`: the layer's for that side) of a quantizer; its qparams go
+    into `tensors` under `key`."""
+    entry = {"scheme": fq.scheme.to_dict(), "observer": fq.observer_name, "enabled": on,
+             "calibrated": isinstance(fq, AffineQuantizer) and fq.is_calibrated and not fq.scheme.is_float}  # fmt: skip
     if entry["calibrated"]:
         tensors[f"{key}.scale"] = fq.scale.detach().float().cpu().contiguous().clone()
         tensors[f"{key}.zero_point"] = fq.zero_point.detach().round().to(torch.int32).cpu().contiguous()
@@ -73,7 +75,7 @@ def _weight_entry(name: str, layer: QuantLayer, tensors: dict[str, Tensor]) -> d
         tensors[f"{key}.scale"] = grid.scale.contiguous()
         tensors[f"{key}.zero_point"] = grid.zero_point.round().to(torch.int32).contiguous()
         return {"form": "affine", "scheme": fq.scheme.to_dict(), "observer": fq.observer_name}
-    return {"form": "float", **_quantizer_entry(fq, key, tensors)}
+    return {"form": "float", **_quantizer_entry(fq, key, tensors, layer.quant_weight)}
 
 
 def _covered(key: str, name: str, coded: bool) -> bool:
@@ -104,7 +106,7 @@ def save_int_checkpoint(qmodel: nn.Module, path: str | Path) -> Path:
         for name, layer in quant_layers(qmodel):
             weight = _weight_entry(name, layer, tensors)
             act_grid(name, layer)  # refuses an input quantizer that is not the plain affine one
-            act = _quantizer_entry(layer.act_quantizer, f"{name}.input", tensors)
+            act = _quantizer_entry(layer.act_quantizer, f"{name}.input", tensors, layer.quant_act)
             layers.append({"name": name, "kind": type(layer).__name__, "quant_weight": layer.quant_weight,
                            "quant_act": layer.quant_act, "weight_shape": list(layer.weight.shape),
                            "weight": weight, "input": act})  # fmt: skip
@@ -142,7 +144,7 @@ def _fresh_quantizer(entry: dict[str, Any], key: str, tensors: dict[str, Tensor]
     fq = FakeQuantize(QScheme.from_dict(entry["scheme"]), entry["observer"]).to(device)
     if entry["calibrated"]:
         fq.set_qparams(tensors[f"{key}.scale"], tensors[f"{key}.zero_point"].float())
-    fq.observe, fq.enabled = False, entry["enabled"]
+    fq.observe = False
     return fq
 
 
@@ -154,7 +156,7 @@ def _install_weight(layer: QuantLayer, name: str, entry: dict[str, Any], tensors
         return
     if entry["form"] == "multipoint":
         codes = unpack_codes(tensors[f"{key}.codes"], entry["bits"], True, entry["codes_shape"])
-        q: FakeQuantize = MultipointQuantizer(entry["bits"], codes.to(dev), tensors[f"{key}.coeffs"].to(dev),
+        q: Quantizer = MultipointQuantizer(entry["bits"], codes.to(dev), tensors[f"{key}.coeffs"].to(dev),
                                               tensors[f"{key}.points"].to(dev), shape)  # fmt: skip
     else:
         scheme = QScheme.from_dict(entry["scheme"])
@@ -219,7 +221,9 @@ def load_int_checkpoint(path: str | Path, float_model: nn.Module, example: Tenso
             layer, name = layers[entry["name"]], entry["name"]
             _install_weight(layer, name, entry["weight"], tensors)
             layer.act_quantizer = _fresh_quantizer(entry["input"], f"{name}.input", tensors, layer.weight.device)
-            layer.set_quant_state(entry["quant_weight"], entry["quant_act"])
+            # files written while quantizers had their own switch ("enabled") may have it off
+            on_w = entry["quant_weight"] and entry["weight"].get("enabled", True)
+            layer.set_quant_state(on_w, entry["quant_act"] and entry["input"].get("enabled", True))
         model.load_state_dict(_float_state(tensors), strict=False)
     except (KeyError, RuntimeError, ConfigError) as exc:
         raise CheckpointError(f"integer checkpoint {path} is inconsistent: {exc}") from None

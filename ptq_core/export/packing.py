@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..qscheme import QScheme
+from ..qscheme import int_range
 
 __all__ = ["packed_size", "pack_codes", "unpack_codes"]
 
@@ -24,13 +24,6 @@ __all__ = ["packed_size", "pack_codes", "unpack_codes"]
 def packed_size(numel: int, bits: int) -> int:
     """Bytes needed for `numel` codes of `bits` bits: ``ceil(numel * bits / 8)``."""
     return -(-numel * bits // 8)
-
-
-def _grid(bits: int, signed: bool) -> tuple[int, int]:
-    s = QScheme(bits=bits, signed=signed)  # validates bits (2-8)
-    if s.is_float:
-        raise ConfigError("packing needs an integer bit-width, 2-8")
-    return s.qmin, s.qmax
 
 
 def pack_codes(codes: Tensor, bits: int, signed: bool) -> Tensor:
@@ -47,7 +40,7 @@ def pack_codes(codes: Tensor, bits: int, signed: bool) -> Tensor:
     Raises:
         ConfigError: If a code lies outside the grid.
     """
-    qmin, qmax = _grid(bits, signed)
+    qmin, qmax = int_range(bits, signed)
     flat = codes.detach().reshape(-1).to(torch.int32).cpu()
     if flat.numel() and bool((flat < qmin).any() | (flat > qmax).any()):
         raise ConfigError(f"codes must lie in [{qmin}, {qmax}] to pack at {bits} bits")
@@ -73,7 +66,7 @@ def unpack_codes(packed: Tensor, bits: int, signed: bool, shape: tuple[int, ...]
     Raises:
         ConfigError: If `packed` has the wrong number of bytes for `shape`.
     """
-    qmin, _ = _grid(bits, signed)
+    qmin, _ = int_range(bits, signed)
     numel = 1
     for d in shape:
         numel *= int(d)

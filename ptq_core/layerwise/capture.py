@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..calibrate import iterate_batches
-from ..hooks import StopForward, scoped
+from ..hooks import StopForward, input_hooks
 from .gram import GramAccumulator
 
 __all__ = ["capture_grams", "gram_cache", "cached_grams"]
@@ -78,16 +78,12 @@ def capture_grams(model: nn.Module, names: list[str], calib: Tensor, batch_size:
     """
     accs = {n: GramAccumulator(model.get_submodule(n)) for n in names}
 
-    def hook(name: str):
-        def pre(_m: nn.Module, args: tuple[Any, ...]) -> None:
-            accs[name].add(args[0])
-            if name == stop_after:
-                raise StopForward
+    def pre(name: str, args: tuple[Any, ...]) -> None:
+        accs[name].add(args[0])
+        if name == stop_after:
+            raise StopForward
 
-        return pre
-
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
-    with scoped(handles):
+    with input_hooks(model, names, pre):
         for xb in iterate_batches(calib, batch_size):
             try:
                 model(xb)

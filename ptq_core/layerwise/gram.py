@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
+from ..primitives import channel_rows
 
 __all__ = ["num_groups", "weight_groups", "input_rows", "GramAccumulator"]
 
@@ -32,7 +33,7 @@ def weight_groups(layer: nn.Module, weight: Tensor | None = None) -> Tensor:
     """The weight (or `weight`) viewed as ``[G, m, d]`` (a view, not a copy)."""
     w = layer.weight if weight is None else weight
     g = num_groups(layer)
-    return w.reshape(w.shape[0], -1).reshape(g, w.shape[0] // g, -1)
+    return channel_rows(w, 0).reshape(g, w.shape[0] // g, -1)
 
 
 def _patches(conv: nn.Conv2d, x: Tensor) -> Tensor:

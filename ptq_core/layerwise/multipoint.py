@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..qscheme import int_range
+
 __all__ = ["GRIDS", "SELECTIONS", "grid_levels", "greedy_point", "greedy_points", "allocate_points"]
 
 GRIDS = ("signed", "symmetric")
@@ -34,8 +36,8 @@ _REFINE_STEPS = 3
 
 def grid_levels(bits: int, grid: str) -> tuple[int, int]:
     """Integer range of a point's vector, e.g. (-8, 7) for 4-bit signed, (-7, 7) symmetric."""
-    hi = 2 ** (bits - 1) - 1
-    return (-hi - 1 if grid == "signed" else -hi), hi
+    lo, hi = int_range(bits, signed=True)
+    return (lo if grid == "signed" else -hi), hi
 
 
 def _fit(r: Tensor, a: Tensor, lo: int, hi: int) -> tuple[Tensor, Tensor]:

@@ -20,42 +20,32 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..fake_quant import FakeQuantize
 from ..primitives import along
 from ..qscheme import QScheme
+from ..quantizer import AffineQuantizer, Quantizer
 
 __all__ = ["CodeQuantizer", "MultipointQuantizer"]
 
 
-class _FixedWeight(FakeQuantize):
-    """Shared parts: built from the layer's calibrated quantizer, never observes."""
-
-    def _check(self, x: Tensor, shape: torch.Size) -> None:
-        if x.shape != shape:
-            raise ConfigError(f"{type(self).__name__} holds a weight of shape {tuple(shape)}, got {tuple(x.shape)}")
-
-    def quant_error(self, x: Tensor) -> dict[str, float]:
-        """Squared error of the solved weight against `x` (no clipping/rounding split)."""
-        with torch.no_grad():
-            err = float((self(x) - x).square().sum())
-        return {"clipping": 0.0, "rounding": err, "total": err, "clip_fraction": 0.0}
+def _check_shape(quantizer: Quantizer, x: Tensor, shape: torch.Size) -> None:
+    if x.shape != shape:
+        raise ConfigError(f"{type(quantizer).__name__} holds a weight of shape {tuple(shape)}, got {tuple(x.shape)}")
 
 
-class CodeQuantizer(_FixedWeight):
+class CodeQuantizer(AffineQuantizer):
     """Solved integer codes on a per-channel (or per-tensor) affine grid.
 
     Args:
-        base: The layer's calibrated weight quantizer (gives scheme and observer).
+        base: The layer's calibrated weight quantizer (gives the scheme and the observer's name).
         codes: Integers in ``[qmin, qmax]``, shaped like the weight.
         scale: Scale (possibly updated by the solver), same shape as ``base.scale``.
         zero_point: Zero point, same shape as ``scale``.
     """
 
-    def __init__(self, base: FakeQuantize, codes: Tensor, scale: Tensor, zero_point: Tensor) -> None:
+    def __init__(self, base: AffineQuantizer, codes: Tensor, scale: Tensor, zero_point: Tensor) -> None:
         super().__init__(base.scheme, base.observer_name)
         self.to(codes.device)
         self.set_qparams(scale, zero_point)
-        self.observe = False
         s = self.scheme
         if bool((codes < s.qmin).any() | (codes > s.qmax).any()):
             raise ConfigError(f"codes must lie in [{s.qmin}, {s.qmax}]")
@@ -63,7 +53,7 @@ class CodeQuantizer(_FixedWeight):
 
     def forward(self, x: Tensor) -> Tensor:
         """The solved weight (`x` is the float weight; only its shape is used)."""
-        self._check(x, self.codes.shape)
+        _check_shape(self, x, self.codes.shape)
         s = along(self.scale.detach(), x.dim(), self.axis)
         z = along(self.zero_point, x.dim(), self.axis)
         return (self.codes.to(x.dtype) - z) * s
@@ -72,7 +62,7 @@ class CodeQuantizer(_FixedWeight):
         return super().extra_repr() + ", solved codes"
 
 
-class MultipointQuantizer(_FixedWeight):
+class MultipointQuantizer(Quantizer):
     """``w_c = sum_{p < n_c} a_pc * v_pc``: a few b-bit vectors per output channel.
 
     Args:
@@ -84,13 +74,9 @@ class MultipointQuantizer(_FixedWeight):
     """
 
     def __init__(self, bits: int, codes: Tensor, coeffs: Tensor, points: Tensor, weight_shape: torch.Size) -> None:
-        super().__init__(QScheme(bits=bits, symmetric=True, signed=True, per_channel=True), "minmax")
-        self.to(codes.device)
-        self.observe = False
+        super().__init__(QScheme(bits=bits, symmetric=True, signed=True, per_channel=True))
         used = torch.arange(codes.shape[0], device=codes.device)[:, None] < points[None, :]  # [P, C]
         coeffs = torch.where(used, coeffs, torch.zeros_like(coeffs))
-        first = coeffs[0].abs()
-        self.set_qparams(torch.where(first > 0, first, torch.ones_like(first)), torch.zeros_like(first))
         self.register_buffer("codes", codes.detach().round().to(torch.int8))
         self.register_buffer("coeffs", coeffs.detach().float().clone())
         self.register_buffer("points", points.detach().to(torch.long).clone())
@@ -98,7 +84,7 @@ class MultipointQuantizer(_FixedWeight):
 
     def forward(self, x: Tensor) -> Tensor:
         """The effective weight, the sum of each channel's points."""
-        self._check(x, self.weight_shape)
+        _check_shape(self, x, self.weight_shape)
         w = (self.coeffs[:, :, None].to(x.dtype) * self.codes.to(x.dtype)).sum(0)  # [C, d]
         return w.reshape(x.shape)
 

@@ -9,15 +9,15 @@ activations on and learns their step sizes (LSQ, Adam 4e-4 with cosine decay,
 
 ``act_aware_rounding`` learns the rounding with the activations already quantized
 (MSE-search ranges), as AdaRound and QDrop do, instead of in float as BRECQ's
-released code does. At W2A2 this matters more than anything else in BRECQ's recipe:
-on fmnist-resnet20 it lifts BRECQ from 90.81 to 91.55 (3 seeds; `benchmarks/recon_order.py`),
-while the Fisher loss or five times the step-size steps do not move it.
+released code does. At W2A2 this matters more than anything else in BRECQ's recipe, more
+than the Fisher loss or more step-size steps (`benchmarks/recon_order.py`; the figures are in
+benchmarks/RESULTS.md).
 
 At 2-bit activations on MobileNetV2 the decoupled recipe breaks down, as QDrop's paper
 reports for BRECQ at W2A2: stage 2 re-observes each unit's ranges on the quantized model,
 whose activations shrink block after block, and the step sizes cannot climb back
-(fmnist-mobilenetv2 W4A2, `benchmarks/brecq_a2.py`: 58.1 keeping RTN's ranges, 41.0 with
-the re-observed ones, 43.3 with a 25x step-size lr; QDrop 85.8).
+(`benchmarks/brecq_a2.py` compares keeping RTN's ranges, re-observing them, a larger
+step-size lr and QDrop; see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

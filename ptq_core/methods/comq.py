@@ -24,7 +24,7 @@ from ..layerwise.comq import ORDERS, STARTS, ComqSolution, comq_solve
 from ..layerwise.gram import weight_groups
 from ..layerwise.quantizers import CodeQuantizer
 from ..modules import QuantLayer
-from ..primitives import compute_qparams
+from ..primitives import channel_rows, compute_qparams
 from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .layerwise_base import LayerwiseConfig, grid_of, run_layerwise
@@ -67,7 +67,7 @@ class COMQConfig(LayerwiseConfig):
 def _minmax_grid(layer: QuantLayer, scalar: float) -> tuple[Tensor, Tensor]:
     """Reference grid: min-max of each row (or the tensor), scale times `scalar`."""
     fq = layer.weight_quantizer
-    w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+    w = channel_rows(layer.weight.detach(), 0)
     lo, hi = (w.amin(1), w.amax(1)) if fq.scheme.per_channel else (w.min(), w.max())
     scale, zp = compute_qparams(lo, hi, fq.bits, fq.scheme.symmetric, fq.scheme.signed)
     return scale * scalar, zp

@@ -27,6 +27,7 @@ from ..layerwise.gram import weight_groups
 from ..layerwise.multipoint import GRIDS, SELECTIONS, allocate_points, greedy_points
 from ..layerwise.quantizers import MultipointQuantizer
 from ..modules import QuantLayer
+from ..primitives import channel_rows
 from ..settings import setting
 from .base import ProgressFn, QuantResult, register_method
 from .layerwise_base import LayerwiseConfig, layer_error, run_layerwise
@@ -115,7 +116,7 @@ def _points(layer: QuantLayer, w: Tensor, h: Tensor, extra: int | None, bits: in
 def _solver(config: MultipointConfig, budget: _Budget):
     def solve(name: str, layer: QuantLayer, h: Tensor, index: int) -> dict[str, Any]:
         bits = layer.wbits
-        w = layer.weight.detach().reshape(layer.weight.shape[0], -1).float()
+        w = channel_rows(layer.weight.detach(), 0).float()
         extra = budget.take(w.shape[0])
         coeffs, codes = _points(layer, w, h, extra, bits, config)
         errors = _errors(layer, w, coeffs, codes, h)  # [levels, C]

@@ -8,9 +8,9 @@ Presets:
   500 steps per unit, AdaRound lr 1e-2 (so a rounding variable can still travel about
   as far as in 20 000 steps at 1e-3); BRECQ: 200 step-size steps; QDrop: step-size lr
   4e-4; PD-Quant: AdaRound lr 3e-2, step-size lr 4e-4 and distribution correction with
-  25 Adam steps at lr 2e-2 (on zoo blocks this lands within 0.4 % of the inputs that
-  500 steps at 1e-3 reach, at a twentieth of the cost). The measured cost of each method
-  is in benchmarks/RESULTS.md.
+  25 Adam steps at lr 2e-2 (on zoo blocks close to the inputs that 500 steps at 1e-3
+  reach, at a twentieth of the cost). The measured cost and accuracy of each method are in
+  benchmarks/RESULTS.md.
 
 `--iters` and `--calib` (``iters=`` / ``calib=``) override either preset.
 

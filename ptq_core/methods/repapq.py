@@ -31,11 +31,11 @@ Readings of the parts the paper leaves open, and why:
   the range search for the *activations*, whose channel- and sample-specific outliers are
   what motivates it. Searching the merged *weights* with p = 1 as well (``mae_weights=True``,
   the most literal reading) wrecks the model: a merged kernel's centre tap carries the 1x1
-  and identity branches and is far larger than the rest, the p = 1 search clips it (on
-  fmnist-repvgg's stage2.1 the chosen max is a median 14 % of the channel max, against 98 %
-  with p = 2.4), and plain RTN at W6A6 drops from 100 % to 19 % agreement with the float
-  predictions on 64 calibration images. The released code also initialises weights
-  differently from activations (min-max), so weights keep the spec's weight observer.
+  and identity branches and is far larger than the rest, and the p = 1 search clips it to a
+  small share of the channel max (p = 2.4 keeps nearly all of it), so that even plain RTN at
+  W6A6 loses most of its agreement with the float predictions. The released code also
+  initialises weights differently from activations (min-max), so weights keep the spec's
+  weight observer.
   The reconstruction MAE is ``|dy|`` summed over channels and averaged over the rest,
   the scale convention of the engine's MSE, so AdaRound's lambda keeps its meaning.
 - The stage's later blocks run in float (they are not reconstructed yet when block j
@@ -46,10 +46,10 @@ Readings of the parts the paper leaves open, and why:
   Activation step sizes are learned (LSQ) at the released scale lr 1e-3, g/h at lr 0.1.
 - Batch 64 as in the released code; iterations per block are not published: the
   ``paper`` preset uses the engine's 20 000, ``fast`` the shared 500 steps with batch 32
-  (like the other methods' fast preset) and g/h lr 1e-2. On fmnist-repvgg at W4A4 the
-  affine never helped: top-1 92.06 without it, 92.06 / 91.51 / 90.32 with lr 1e-3 / 1e-2 /
-  0.1 (seed 0; `benchmarks/cat_repapq.py repapq`), so the paper's gain from it does not
-  reproduce there; the default is kept as specified rather than tuned on one model's test set.
+  (like the other methods' fast preset) and g/h lr 1e-2. On the zoo's RepVGG the paper's gain
+  from the affine does not reproduce (`benchmarks/cat_repapq.py repapq`, figures in
+  benchmarks/RESULTS.md); the default is kept as specified rather than tuned on one model's
+  test set.
 
 Ablations are switches: ``affine=False``, ``distortion="mse"`` (MSE-search observers
 with p = 2.4 for weights and activations, and the MSE loss), ``stage_weight=0``.

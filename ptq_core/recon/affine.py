@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..fake_quant import FakeQuantize
 from ..modules import QuantLayer
 from ..primitives import along
+from ..quantizer import AffineQuantizer
 from .losses import channel_dim
 from .rounding import AdaRoundQuantizer
 
@@ -94,7 +95,7 @@ class ChannelAffine(nn.Module):
 
 
 @torch.no_grad()
-def _codes(fq: FakeQuantize, weight: Tensor) -> Tensor:
+def _codes(fq: AffineQuantizer, weight: Tensor) -> Tensor:
     """The integer grid codes q the quantizer gives `weight` (from its own output)."""
     s = along(fq.scale.detach(), weight.dim(), fq.axis)
     z = along(fq.zero_point, weight.dim(), fq.axis)

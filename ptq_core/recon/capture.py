@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
-from ..hooks import StopForward, scoped
+from ..hooks import StopForward, input_hooks, scoped
 
 __all__ = ["StopForward", "capture_io", "probe_io", "module_input_output"]  # StopForward lives in ptq_core.hooks
 
@@ -40,7 +40,7 @@ def module_input_output(model: nn.Module, name: str, x: Tensor, output: bool) ->
     module = model.get_submodule(name)
     seen: dict[str, Tensor] = {}
 
-    def pre(_m: nn.Module, args: tuple[Any, ...]) -> None:
+    def pre(_name: str, args: tuple[Any, ...]) -> None:
         inp = _single_tensor(args, name).detach()
         seen["in"] = inp.clone() if output else inp  # the unit may change its input in place
         if not output:
@@ -52,10 +52,7 @@ def module_input_output(model: nn.Module, name: str, x: Tensor, output: bool) ->
         seen["out"] = out.detach()
         raise StopForward
 
-    handles = [module.register_forward_pre_hook(pre)]
-    if output:
-        handles.append(module.register_forward_hook(post))
-    with scoped(handles):
+    with input_hooks(model, [name], pre), scoped([module.register_forward_hook(post)] if output else []):
         try:
             model(x)
         except StopForward:

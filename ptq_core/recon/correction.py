@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..hooks import input_hooks
+
 __all__ = ["bn_layers", "bn_statistics_loss", "constraint_loss", "correct_distribution", "BN_EPS"]
 
 BN_EPS = 1e-6
@@ -48,18 +50,13 @@ def bn_statistics_loss(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         (gap [B], output): gap is the sum over the block's BN layers of the squared
         distances between running mean / std and the sample's channel statistics.
     """
-    layers = bn_layers(block)
-    seen: dict[int, Tensor] = {}
-    handles = [bn.register_forward_pre_hook(lambda _m, args, i=i: seen.__setitem__(i, args[0]))
-               for i, bn in enumerate(layers)]  # fmt: skip
-    try:
+    names = [n for n, m in block.named_modules() if isinstance(m, nn.BatchNorm2d)]  # as `bn_layers`
+    seen: dict[str, Tensor] = {}
+    with input_hooks(block, names, lambda name, args: seen.__setitem__(name, args[0])):
         out = block(x)
-    finally:
-        for h in handles:
-            h.remove()
     gap = torch.zeros(len(x), device=x.device, dtype=x.dtype)
-    for i, t in seen.items():
-        bn = layers[i]
+    for name, t in seen.items():
+        bn = block.get_submodule(name)
         flat = t.flatten(2)  # [B, C, HW]
         mean = flat.mean(2)  # [B, C]
         std = torch.sqrt(flat.var(2, unbiased=flat.shape[2] > 1) + BN_EPS)  # [B, C]

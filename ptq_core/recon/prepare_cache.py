@@ -15,6 +15,7 @@ import time
 from torch import nn
 
 from ..blocks import Unit
+from ..modules import quant_state
 from ..progress import ProgressEvent, emit
 from .cache import UnitCache, choose_store
 from .capture import capture_io, probe_io
@@ -23,7 +24,6 @@ from .correction import bn_layers, correct_distribution
 from .options import ReconOptions
 from .remainder import fisher_weights
 from .stage import enclosing_stage
-from .trainables import all_float
 
 __all__ = ["build_unit_cache", "float_block", "float_unit", "NO_BN"]
 
@@ -61,14 +61,14 @@ def float_unit(fp_model: nn.Module, name: str, folded: dict[str, str]) -> nn.Mod
 
 
 def _estimate_bytes(ctx: ReconContext, unit: Unit, opts: ReconOptions) -> int:
-    with all_float(ctx.qmodel):
+    with quant_state(ctx.qmodel, False, False):
         in_shape, out_shape = probe_io(ctx.qmodel, unit.name, ctx.images)
     n_in = 2 + int(opts.dc)  # x_q, x_fp (+ x_dc)
     n_out = 1 + int(opts.dc) + int(opts.rec_loss == "fisher")  # y_fp (+ y_dc, grad)
     per_sample = n_in * math.prod(in_shape) + n_out * math.prod(out_shape)
     stage = enclosing_stage(ctx.qmodel, unit.name) if opts.stage_weight > 0 else None
     if stage is not None:
-        with all_float(ctx.qmodel):
+        with quant_state(ctx.qmodel, False, False):
             per_sample += math.prod(probe_io(ctx.qmodel, stage, ctx.images)[1])  # y_stage
     return per_sample * len(ctx.images) * ctx.images.element_size()
 
@@ -116,7 +116,7 @@ def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
     """
     store = choose_store(ctx.device, _estimate_bytes(ctx, unit, opts), opts.cache)
     cache = UnitCache(ctx.device)
-    with all_float(ctx.qmodel):
+    with quant_state(ctx.qmodel, False, False):
         x_fp, y_fp = capture_io(ctx.qmodel, unit.name, ctx.images, ctx.forward_batch, True, store)
     x_q, _ = capture_io(ctx.qmodel, unit.name, ctx.images, ctx.forward_batch, False, store)
     cache.put("x_q", x_q)
@@ -124,7 +124,7 @@ def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
     cache.put("y_fp", y_fp)
     stage = enclosing_stage(ctx.qmodel, unit.name) if opts.stage_weight > 0 else None
     if stage is not None:  # RepAPQ's stage term: the float output of the enclosing stage
-        with all_float(ctx.qmodel):
+        with quant_state(ctx.qmodel, False, False):
             _, y_stage = capture_io(ctx.qmodel, stage, ctx.images, ctx.forward_batch, True, store)
         cache.put("y_stage", y_stage)
     if opts.uses_remainder and ctx.tails is not None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..fake_quant import FakeQuantize
 from ..primitives import along
+from ..quantizer import AffineQuantizer
 
 __all__ = ["ZETA", "GAMMA", "rectified_sigmoid", "inverse_rectified_sigmoid", "AdaRoundQuantizer",
            "RoundingSchedule", "rounding_regularizer"]  # fmt: skip
@@ -36,11 +36,11 @@ def inverse_rectified_sigmoid(h: Tensor) -> Tensor:
     return -torch.log((ZETA - GAMMA) / (h - GAMMA) - 1.0)
 
 
-class AdaRoundQuantizer(FakeQuantize):
+class AdaRoundQuantizer(AffineQuantizer):
     """A weight quantizer whose rounding direction per element is learned.
 
-    Built from a calibrated weight `FakeQuantize` (same grid, scale and zero point)
-    and the float weight it will quantize. ``soft`` selects the relaxed weight used
+    Built from a calibrated weight quantizer (same grid, scale and zero point) and the
+    float weight it will quantize; it owns no observer. ``soft`` selects the relaxed weight used
     in training; after :meth:`harden` the learned rounding is a fixed buffer and
     the quantizer has no parameters left.
 
@@ -49,11 +49,10 @@ class AdaRoundQuantizer(FakeQuantize):
         weight: The float weight.
     """
 
-    def __init__(self, base: FakeQuantize, weight: Tensor) -> None:
+    def __init__(self, base: AffineQuantizer, weight: Tensor) -> None:
         super().__init__(base.scheme, base.observer_name)
         self.to(weight.device)
         self.set_qparams(base.scale.detach(), base.zero_point.detach())
-        self.observe = False
         scaled = self._scaled(weight.detach())
         floor = torch.floor(scaled)  # [*W]
         self.alpha = nn.Parameter(inverse_rectified_sigmoid(scaled - floor))  # h(V) = fractional part
@@ -102,12 +101,6 @@ class AdaRoundQuantizer(FakeQuantize):
         else:
             q = torch.floor(x.detach() * s.reciprocal()) + z + self.rounding()  # [*W]
         return (q.clamp(self.scheme.qmin, self.scheme.qmax) - z) * s
-
-    def quant_error(self, x: Tensor) -> dict[str, float]:
-        """Squared error of the learned rounding on `x` (no clipping/rounding split)."""
-        with torch.no_grad():
-            err = float((self(x) - x).square().sum())
-        return {"clipping": 0.0, "rounding": err, "total": err, "clip_fraction": 0.0}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", adaround={'hard' if self.hardened else 'soft' if self.soft else 'sign'}"

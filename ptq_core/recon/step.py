@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..primitives import bernoulli_mask
+from ..primitives import bernoulli_mask, qdrop_mix
 from .cache import UnitCache
 from .losses import prediction_kl, reconstruction_loss
 from .options import ReconOptions
@@ -64,8 +64,7 @@ def step_losses(inp: StepInputs, idx: Tensor, opts: ReconOptions, schedule: Roun
     x_in = x_q
     if opts.drop_prob > 0:
         (x_f,) = inp.cache.take(idx, x_src)
-        keep = bernoulli_mask(x_q, opts.drop_prob)  # 1: take the float value
-        x_in = torch.addcmul(x_q * (1.0 - keep), x_f, keep)  # exact mix of the two
+        x_in = qdrop_mix(x_q, x_f, bernoulli_mask(x_q, opts.drop_prob))
     use_kl = opts.kl_weight > 0
     out = inp.unit(torch.cat([x_in, x_q]) if use_kl else x_in)
     b = len(idx)

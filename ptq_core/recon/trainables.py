@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fake_quant import FakeQuantize
-from ..modules import QuantLayer, quant_layers
+from ..modules import QuantLayer, quant_state
 from .affine import ChannelAffine, check_affine_layer
 from .options import ReconOptions
 from .rounding import AdaRoundQuantizer
@@ -124,32 +124,22 @@ def init_unit_act_ranges(unit: nn.Module, layers: list[QuantLayer], x_q: Tensor,
     acts = _acts(layers)
     if not acts:
         return
-    state = [(layer.quant_weight, layer.quant_act) for layer in layers]
-    for layer in layers:
-        layer.set_quant_state(True, False)
     for fq in acts:
         fq.observer.reset()
         fq.enable_observer(True)
     try:
-        for i in range(0, min(samples, len(x_q)), batch_size):
-            unit(x_q[i : min(i + batch_size, samples)].to(device))
+        with quant_state(layers, True, False):
+            for i in range(0, min(samples, len(x_q)), batch_size):
+                unit(x_q[i : min(i + batch_size, samples)].to(device))
     finally:
         for fq in acts:
             fq.enable_observer(False)
-        for layer, (w, a) in zip(layers, state, strict=True):
-            layer.set_quant_state(w, a)
     for fq in acts:
         fq.calibrate()
 
 
 @contextmanager
 def all_float(model: nn.Module) -> Iterator[None]:
-    """Within the block every quantized layer runs in float; states are restored on exit."""
-    state = {n: (layer.quant_weight, layer.quant_act) for n, layer in quant_layers(model)}
-    try:
-        for _, layer in quant_layers(model):
-            layer.set_quant_state(False, False)
+    """Within the block every quantized layer runs in float: ``quant_state(model, False, False)``."""
+    with quant_state(model, False, False):
         yield
-    finally:
-        for n, layer in quant_layers(model):
-            layer.set_quant_state(*state[n])
