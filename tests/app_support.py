@@ -6,6 +6,12 @@ import copy
 import json
 
 from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from ptq_core.zoo import resnet20
+
+# quantized layers of the app's default model (every conv and linear layer of fmnist-resnet20)
+RESNET20_LAYERS = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in resnet20().modules())
 
 
 def new_app(weights: str | None, page: str | None = None, timeout: int = 120, **state) -> AppTest:

@@ -1,6 +1,9 @@
-"""Tiny models for fast tests; each can make its own inputs."""
+"""Tiny models for fast tests (each can make its own inputs), and waiting on a condition."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -86,3 +89,11 @@ def self_labelled(model: nn.Module, x: torch.Tensor, batch_size: int = 128):
     head.bias -= model(x).mean(0)
     labels = model(x).argmax(1)
     return DataLoader(TensorDataset(x, labels), batch_size=batch_size)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll `condition` every 10 ms until it holds; fail after `timeout` seconds (never sleep-and-hope)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.01)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ptq_core.analysis import clusters, diagnosis, mixed_precision, ranges, sensitivity
 from ptq_core.errors import ConfigError, RunCancelled
+from ptq_core.modules import quant_layers, set_quant_state
 from ptq_core.prepare import QuantSpec
 from tests.helpers import TinyResNet, randomize_bn
 
@@ -75,7 +76,13 @@ def test_clipping_falls_and_rounding_rises_as_the_range_grows():
     rnd = [s["rounding"].sum() for s in splits]
     assert all(a > b for a, b in itertools.pairwise(clip[:-1])) and clip[-1] == 0
     assert all(a < b for a, b in itertools.pairwise(rnd))
-    assert np.allclose(splits[2]["total"], splits[2]["clipping"] + splits[2]["rounding"])
+    # the split adds up to the measured error: mean squared error of each row on the same grid
+    split = splits[2]
+    lo, hi = 0.6 * rows.min(), 0.6 * rows.max()  # per-tensor grid over 60% of the range, 4 bits
+    step = (hi - lo) / 15
+    q = (torch.clamp(torch.round(rows / step) + torch.round(-lo / step), 0, 15) - torch.round(-lo / step)) * step
+    assert np.allclose(split["total"], (rows - q).square().mean(1).numpy(), rtol=1e-4)
+    assert np.allclose(split["clipping"] + split["rounding"], split["total"])
 
 
 def test_per_tensor_grid_hurts_the_small_channels_next_to_an_outlier():
@@ -155,9 +162,18 @@ def _loader(model: torch.nn.Module, images: torch.Tensor) -> DataLoader:
 def test_accuracy_sweep_and_cancel(model, images):
     loader = _loader(model, images)
     events = []
-    rows = sensitivity.sensitivity_accuracy(model, images, loader, MINMAX, bits=(8,), progress=events.append)
-    assert len(rows) == 4 and all(r["fp_top1"] == 100.0 and r["drop"] == 100.0 - r["top1"] for r in rows)
-    assert len(events) == 4 and events[-1].step == events[-1].total == 4
+    rows = sensitivity.sensitivity_accuracy(model, images, loader, MINMAX, bits=(2,), progress=events.append)
+    layers = [name for name, _ in quant_layers(sensitivity.rtn_model(model, images, MINMAX).model)]
+    assert [r["layer"] for r in rows] == layers and all(r["fp_top1"] == 100.0 for r in rows)
+    assert len(events) == len(layers) and events[-1].step == events[-1].total == len(layers)
+    worst = max(rows, key=lambda r: r["drop"])
+    assert worst["drop"] > 0  # two bits in one layer costs something somewhere
+    qmodel = sensitivity.rtn_model(model, images, sensitivity.uniform_spec(MINMAX, 2)).model
+    set_quant_state(qmodel, False, False)
+    set_quant_state(qmodel, True, True, names={worst["layer"]})
+    with torch.no_grad():
+        top1 = 100.0 * (qmodel(images).argmax(1) == loader.dataset.tensors[1]).float().mean().item()
+    assert worst["top1"] == pytest.approx(top1) and worst["drop"] == pytest.approx(100.0 - top1)
 
     def cancel(_event):
         raise RunCancelled("stop")

@@ -24,10 +24,12 @@ from ptq_core.methods import METHODS, MethodConfig, ProgressEvent
 from ptq_core.settings import setting
 from ptq_core.store import RunStore
 
-from .app_support import assert_clean, metric, new_app
+from .app_support import RESNET20_LAYERS, assert_clean, metric, new_app
+from .helpers import wait_until
 
 PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "pages/compare_runs.py",
          "pages/learn_quantizer.py"]  # fmt: skip
+MODEL_PAGES = {"pages/model_data.py", "pages/quantize.py", "pages/learn_quantizer.py"}  # pages that load the model
 
 # environment of the app under test (applied by the `app_env` fixture in conftest.py)
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
@@ -37,12 +39,12 @@ APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
 def test_every_page_renders(app_env, weights):
     at = new_app(weights)
     assert_clean(at)
-    assert metric(at, "Quantized layers") == "22"
+    assert metric(at, "Quantized layers") == str(RESNET20_LAYERS)
     assert at.dataframe, "architecture table missing"
     for page in PAGES[1:]:
         at.switch_page(page).run()
         assert_clean(at)
-    assert metric(at, "Total MSE")  # the Learn page drew its quantizer
+    assert float(metric(at, "Total MSE")) > 0  # the Learn page drew its quantizer
 
 
 def test_pages_explain_an_unavailable_model(app_env):
@@ -54,7 +56,8 @@ def test_pages_explain_an_unavailable_model(app_env):
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
-    assert at.warning or at.error
+        if page in MODEL_PAGES:
+            assert any("resnet18" in w.value and "not cached" in w.value for w in at.warning), page
 
 
 def test_unusable_store_is_reported(app_env, weights, monkeypatch):
@@ -231,18 +234,18 @@ def test_compare_runs_filters_and_deletes(app_env):
 def test_job_thread_reports_progress_and_cancels():
     from ptq_ui.jobs import start_job
 
-    def work(progress):
-        for i in range(200):
-            progress(ProgressEvent("reconstruct", i + 1, 200, unit="layer1", losses={"rec": 1.0 / (i + 1)}))
+    def work(progress):  # reports until cancelled (the progress call raises then), at most 3000 steps
+        for i in range(3000):
+            progress(ProgressEvent("reconstruct", i + 1, 3000, unit="layer1", losses={"rec": 1.0 / (i + 1)}))
             time.sleep(0.01)
         return "finished"
 
     job = start_job(work, "test", sync=False)
-    time.sleep(0.2)
+    wait_until(lambda: job.snapshot().last is not None, what="the job's first progress event")
     snap = job.snapshot()
-    assert snap.status == "running" and snap.last is not None and snap.losses
+    assert snap.status == "running" and snap.losses
     job.cancel()
-    job.thread.join(5)
+    job.thread.join(30)
     assert job.snapshot().status == "cancelled" and job.result is None
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+from torchvision.models import resnet
 
 from ptq_core import QuantSpec, prepare, quant_layers, reconstruction_units
-from ptq_core.zoo import ZOO_ARCHS
+from ptq_core.zoo import ZOO_ARCHS, ZOO_INPUTS, BasicBlock, EncoderBlock, InvertedResidual, RepVGGBlock
 
 from .helpers import TinyResNet, randomize_bn
 
-EXPECTED = {  # (number of units, kinds of the first and last unit, block type)
-    "fmnist-resnet20": (11, "stem", "head", "residual block"),
-    "fmnist-mobilenetv2": (14, "stem", "head", "inverted residual"),
-    "fmnist-repvgg": (9, "block", "head", "RepVGG block"),
-    "fmnist-vit": (8, "stem", "head", "transformer encoder block"),
+EXPECTED = {  # the block class each zoo model is built from, the kind of its first unit, the block type shown
+    "fmnist-resnet20": (BasicBlock, "stem", "residual block"),
+    "fmnist-mobilenetv2": (InvertedResidual, "stem", "inverted residual"),
+    "fmnist-repvgg": (RepVGGBlock, "block", "RepVGG block"),
+    "fmnist-vit": (EncoderBlock, "stem", "transformer encoder block"),
+    "fmnist-resnet18": (resnet.BasicBlock, "stem", "residual block"),
 }
 
 
@@ -23,12 +26,22 @@ def _units(model, x):
     return qmodel, reconstruction_units(qmodel, x[:2])
 
 
+def _expected_count(model: nn.Module, block: type[nn.Module]) -> int:
+    """One unit per block, plus one per conv/linear layer outside every block (read off the float model)."""
+    blocks = [name for name, m in model.named_modules() if isinstance(m, block)]
+    loose = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+             and not any(name.startswith(b + ".") for b in blocks)]  # fmt: skip
+    return len(blocks) + len(loose)
+
+
 @pytest.mark.parametrize("arch", list(ZOO_ARCHS))
 def test_zoo_units(arch):
-    qmodel, units = _units(ZOO_ARCHS[arch](), torch.randn(2, 1, 28, 28))
-    n, first, last, block = EXPECTED[arch]
-    assert (len(units), units[0].kind, units[-1].kind) == (n, first, last)
-    assert any(u.block_type == block for u in units)
+    model = ZOO_ARCHS[arch]()
+    block, first, block_type = EXPECTED[arch]
+    n = _expected_count(model, block)
+    qmodel, units = _units(model, torch.randn(2, *ZOO_INPUTS.get(arch, (1, 28, 28))))
+    assert (len(units), units[0].kind, units[-1].kind) == (n, first, "head")
+    assert sum(u.block_type == block_type for u in units) == sum(isinstance(m, block) for m in model.modules())
     covered = [name for u in units for name in u.layers]
     assert sorted(covered) == sorted(name for name, _ in quant_layers(qmodel))  # each layer exactly once
 

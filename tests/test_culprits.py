@@ -111,7 +111,9 @@ def test_policy_layers_are_kept_not_candidates(images):
     result = culprits.measured_culprits(model, images, loader, spec, culprits.CulpritConfig(sides="both"))
     assert {k["layer"] for k in result["kept"]} == {"conv1", "fc"}
     assert {c["layer"] for c in result["candidates"]} == {"conv2", "conv3"}
-    assert result["fp_top1"] == 100.0 and result["loss"] == pytest.approx(100.0 - result["top1"])
+    measured = evaluate(rtn_model(model, images, spec).model, loader)["top1"]  # the whole model quantized, here
+    assert result["fp_top1"] == 100.0 and result["top1"] == pytest.approx(measured)
+    assert result["loss"] == pytest.approx(100.0 - measured)
 
 
 def _layer_bits(model, spec) -> dict[str, tuple[int, int]]:

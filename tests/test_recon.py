@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from ptq_core import QuantSpec, RunCancelled, prepare, quantize, reconstruction_units
 from ptq_core.cli import _config, build_parser
 from ptq_core.errors import PTQError
-from ptq_core.methods import AdaRoundConfig, BRECQConfig, PDQuantConfig, QDropConfig, RTNConfig
+from ptq_core.methods import AdaRoundConfig, BRECQConfig, PDQuantConfig, QDropConfig, RepAPQConfig, RTNConfig
 from ptq_core.modules import quant_layers
 from ptq_core.recon import (
     AdaRoundQuantizer,
@@ -213,11 +214,36 @@ def test_progress_events_carry_unit_step_and_losses():
     assert all({"rec", "total"} <= set(e.losses) for e in rec)
 
 
+def _preset_table() -> list[tuple[str, float, float, list[str]]]:
+    """(field, paper value, fast value, methods) rows of the preset table in docs/methods.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    start = text.index("| field | paper | fast | methods |")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.strip().startswith("|"):
+            break
+        field, paper, fast, methods = (c.strip().strip("`") for c in line.strip().strip("|").split("|"))
+        names = list(RECON_CONFIGS) if methods == "all five" else [m.strip() for m in methods.split(",")]
+        rows.append((field, float(paper.replace(" ", "")), float(fast.replace(" ", "")), names))
+    return rows
+
+
+RECON_CONFIGS = {"AdaRound": AdaRoundConfig, "BRECQ": BRECQConfig, "QDrop": QDropConfig, "PD-Quant": PDQuantConfig,
+                 "RepAPQ": RepAPQConfig}  # fmt: skip
+
+
+def test_presets_match_the_documented_table():
+    rows = _preset_table()
+    assert {"calib", "iters"} <= {field for field, *_ in rows}
+    for field, paper, fast, names in rows:
+        for name in names:
+            cls = RECON_CONFIGS[name]
+            assert getattr(cls.from_preset("paper"), field) == pytest.approx(paper), (name, field)
+            assert getattr(cls.from_preset("fast"), field) == pytest.approx(fast), (name, field)
+    assert BRECQConfig.from_preset("paper", iters=7).iters == 7  # an explicit value beats the preset
+
+
 def test_presets_and_cli_overrides():
-    fast = PDQuantConfig.from_preset("fast")
-    assert (fast.calib, fast.recon_batch) == (512, 32) and fast.iters < 20000
-    paper = BRECQConfig.from_preset("paper", iters=7)
-    assert (paper.calib, paper.iters, paper.act_iters) == (1024, 7, 5000)
     args = build_parser().parse_args(["quantize", "--method", "pdquant", "--preset", "fast", "--iters", "9",
                                       "--calib", "64", "--no-dc"])  # fmt: skip
     cfg = _config(args)

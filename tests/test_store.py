@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from ptq_core.errors import ConfigError, PTQError, RunCancelled
+from ptq_core.errors import ConfigError, RunCancelled
 from ptq_core.store import SCHEMA_VERSION, RunRecord, RunStore, default_store_path, to_jsonable
+
+from .helpers import wait_until
 
 
 @pytest.fixture
@@ -167,7 +169,6 @@ def test_corrupt_file_gives_clear_error_and_is_untouched(tmp_path: Path) -> None
     path.write_bytes(content)
     with pytest.raises(ConfigError) as info:
         RunStore(path)
-    assert isinstance(info.value, PTQError)
     assert str(path) in str(info.value) and "PTQ_EXPLORER_HOME" in str(info.value)
     assert path.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.sqlite"]
@@ -245,15 +246,12 @@ def test_a_run_whose_process_died_is_interrupted(store: RunStore) -> None:
 
 
 def test_the_heartbeat_thread_keeps_a_run_alive(store: RunStore, monkeypatch) -> None:
-    import time
-
     import ptq_core.store as store_mod
 
     monkeypatch.setattr(store_mod, "HEARTBEAT_S", 0.05)
     with store.run("m", "rtn", 4, 4, {}) as handle:
         first = store.get(handle.run_id).heartbeat
-        time.sleep(0.5)
-        assert store.get(handle.run_id).heartbeat > first
+        wait_until(lambda: store.get(handle.run_id).heartbeat > first, timeout=30, what="a later heartbeat")
         handle.finish({}, [], {})
     assert store.get(handle.run_id).status == "done"
 
