@@ -17,7 +17,7 @@ def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def _calibrated(scheme: QScheme, x: torch.Tensor, observer: str = "minmax", **kw: object) -> FakeQuantize:
-    fq = FakeQuantize(scheme, observer, **kw)
+    fq = FakeQuantize(scheme, observer, **kw).to(x.device)
     fq(x)
     fq.calibrate()
     return fq
@@ -32,10 +32,10 @@ def test_float_scheme_is_identity() -> None:
     assert "float" in repr(fq)
 
 
-def test_observe_calibrate_quantize_flow() -> None:
+def test_observe_calibrate_quantize_flow(device) -> None:
     scheme = QScheme(bits=4)
-    fq = FakeQuantize(scheme)
-    x = _randn(64, seed=1)
+    fq = FakeQuantize(scheme).to(device)
+    x = _randn(64, seed=1).to(device)
     assert fq(x) is x and fq.observe and not fq.is_calibrated  # observing only
     fq.calibrate()
     assert not fq.observe and fq.is_calibrated
@@ -55,25 +55,26 @@ def test_calibrate_without_data_raises() -> None:
         FakeQuantize(QScheme()).calibrate()
 
 
-def test_per_channel_weights_match_torch() -> None:
-    w = _randn(8, 4, 3, 3, seed=2) * torch.linspace(0.1, 2, 8).view(8, 1, 1, 1)  # [8, 4, 3, 3]
+def test_per_channel_weights_match_torch(device) -> None:
+    w = (_randn(8, 4, 3, 3, seed=2) * torch.linspace(0.1, 2, 8).view(8, 1, 1, 1)).to(device)  # [8, 4, 3, 3]
     fq = _calibrated(QScheme(bits=3, signed=True, per_channel=True), w)
     assert fq.scale.shape == fq.zero_point.shape == (8,)
     ref = torch.fake_quantize_per_channel_affine(w, fq.scale, fq.zero_point.to(torch.int32), 0, -4, 3)
     torch.testing.assert_close(fq(w), ref, atol=1e-6, rtol=0)
 
 
-def test_mse_observer_through_fake_quantize() -> None:
+def test_mse_observer_through_fake_quantize(device) -> None:
     x = _randn(2000, seed=3)
     x[0] = 40.0
+    x = x.to(device)
     mse = _calibrated(QScheme(bits=4), x, "mse", p=2.0, num_candidates=50)
     mm = _calibrated(QScheme(bits=4), x)
     assert mse.scale < mm.scale
     assert P.lp_loss(x, mse(x), 2.0) <= P.lp_loss(x, mm(x), 2.0)
 
 
-def test_drop_prob() -> None:
-    x = _randn(1000, seed=4)
+def test_drop_prob(device) -> None:
+    x = _randn(1000, seed=4).to(device)
     fq = _calibrated(QScheme(bits=2), x, drop_prob=1.0)
     fq.train()
     torch.testing.assert_close(fq(x), x, rtol=0, atol=0)
@@ -90,8 +91,8 @@ def test_drop_prob() -> None:
         fq.drop_prob = 1.5
 
 
-def test_learnable_scale_gets_gradient_and_freezes_back() -> None:
-    x = _randn(500, seed=5)
+def test_learnable_scale_gets_gradient_and_freezes_back(device) -> None:
+    x = _randn(500, seed=5).to(device)
     fq = _calibrated(QScheme(bits=3), x)
     before = fq.scale.clone()
     fq.make_scale_learnable()
@@ -117,19 +118,19 @@ def test_set_qparams_validation() -> None:
     assert fq(torch.tensor([1.0, 100.0])).tolist() == [1.0, 6.0]  # 100 -> clamp(200 + 3, 0, 15) = 15
 
 
-def test_state_dict_roundtrip_per_channel() -> None:
-    w = _randn(5, 7, seed=6)
+def test_state_dict_roundtrip_per_channel(device) -> None:
+    w = _randn(5, 7, seed=6).to(device)
     scheme = QScheme(bits=4, per_channel=True)
     fq = _calibrated(scheme, w)
-    fresh = FakeQuantize(scheme)
+    fresh = FakeQuantize(scheme).to(device)
     fresh.load_state_dict(fq.state_dict())
     fresh.enable_observer(False)
     assert fresh.is_calibrated
     torch.testing.assert_close(fresh(w), fq(w))
 
 
-def test_quant_error_and_repr() -> None:
-    x = _randn(300, seed=7)
+def test_quant_error_and_repr(device) -> None:
+    x = _randn(300, seed=7).to(device)
     fq = _calibrated(QScheme(bits=4, symmetric=True, signed=True), x, "percentile", percentile=99.0)
     err = fq.quant_error(x)
     sq = (x - fq(x)).square()

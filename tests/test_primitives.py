@@ -101,9 +101,9 @@ def test_compute_qparams_degenerate_and_nonfinite() -> None:
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("symmetric,signed", MODES)
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_fake_quantize_matches_torch(bits: int, symmetric: bool, signed: bool, per_channel: bool) -> None:
+def test_fake_quantize_matches_torch(bits: int, symmetric: bool, signed: bool, per_channel: bool, device) -> None:
     g = _gen(bits)
-    x = torch.randn(6, 3, 5, generator=g) * torch.linspace(0.1, 3, 6).view(6, 1, 1) + 0.3  # [6, 3, 5]
+    x = (torch.randn(6, 3, 5, generator=g) * torch.linspace(0.1, 3, 6).view(6, 1, 1) + 0.3).to(device)  # [6, 3, 5]
     qmin, qmax = P.quant_range(bits, signed)
     axis = 0 if per_channel else None
     scale, zp = _minmax_qparams(x * 0.8, bits, symmetric, signed, axis)  # some clipping
@@ -115,8 +115,8 @@ def test_fake_quantize_matches_torch(bits: int, symmetric: bool, signed: bool, p
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
 
 
-def test_fake_quantize_per_channel_last_axis_matches_torch() -> None:
-    x = torch.randn(2, 5, 4, generator=_gen(1))  # channels on the last axis
+def test_fake_quantize_per_channel_last_axis_matches_torch(device) -> None:
+    x = torch.randn(2, 5, 4, generator=_gen(1)).to(device)  # channels on the last axis
     scale, zp = _minmax_qparams(x, 4, False, False, axis=-1)
     ours = P.fake_quantize(x, scale, zp, 0, 15, axis=-1)
     ref = torch.fake_quantize_per_channel_affine(x, scale, zp.to(torch.int32), 2, 0, 15)
@@ -124,8 +124,8 @@ def test_fake_quantize_per_channel_last_axis_matches_torch() -> None:
 
 
 @pytest.mark.parametrize("symmetric,signed", MODES)
-def test_quantize_dequantize_roundtrip_within_half_step(symmetric: bool, signed: bool) -> None:
-    x = torch.randn(2000, generator=_gen(2))
+def test_quantize_dequantize_roundtrip_within_half_step(symmetric: bool, signed: bool, device) -> None:
+    x = torch.randn(2000, generator=_gen(2)).to(device)
     qmin, qmax = P.quant_range(4, signed)
     scale, zp = _minmax_qparams(x, 4, symmetric, signed)
     q = P.quantize(x, scale, zp, qmin, qmax)
@@ -138,16 +138,16 @@ def test_quantize_dequantize_roundtrip_within_half_step(symmetric: bool, signed:
 
 @pytest.mark.parametrize("symmetric,signed", MODES)
 @pytest.mark.parametrize("bits", [2, 3, 8])
-def test_zero_is_exactly_representable(bits: int, symmetric: bool, signed: bool) -> None:
+def test_zero_is_exactly_representable(bits: int, symmetric: bool, signed: bool, device) -> None:
     qmin, qmax = P.quant_range(bits, signed)
     lows, highs = -torch.rand(50, generator=_gen(3)) * 5, torch.rand(50, generator=_gen(4)) * 3
-    scale, zp = P.compute_qparams(lows, highs, bits, symmetric, signed)
-    zeros = torch.zeros(4, 50)
+    scale, zp = P.compute_qparams(lows.to(device), highs.to(device), bits, symmetric, signed)
+    zeros = torch.zeros(4, 50, device=device)
     assert torch.equal(P.fake_quantize(zeros, scale, zp, qmin, qmax, axis=1), zeros)
 
 
-def test_error_falls_as_bits_rise() -> None:
-    x = torch.randn(4096, generator=_gen(5))
+def test_error_falls_as_bits_rise(device) -> None:
+    x = torch.randn(4096, generator=_gen(5)).to(device)
     errors = []
     for bits in range(2, 9):
         scale, zp = _minmax_qparams(x, bits, False, False)
@@ -165,24 +165,24 @@ def test_round_ste_gradient_is_identity() -> None:
     assert torch.equal(y, torch.tensor([0.0, 2.0, -3.0])) and torch.equal(x.grad, torch.ones(3))
 
 
-def test_ste_gradient_ones_inside_zeros_outside() -> None:
-    x = torch.tensor([-3.0, -2.2, -2.0, -0.4, 0.0, 0.37, 1.75, 1.8, 1.9, 5.0], requires_grad=True)
-    scale, zp = torch.tensor(0.25), torch.tensor(8.0)  # grid covers [-2, 1.75]; ends count as inside
+def test_ste_gradient_ones_inside_zeros_outside(device) -> None:
+    x = torch.tensor([-3.0, -2.2, -2.0, -0.4, 0.0, 0.37, 1.75, 1.8, 1.9, 5.0], device=device, requires_grad=True)
+    scale, zp = torch.tensor(0.25, device=device), torch.tensor(8.0, device=device)  # grid [-2, 1.75], ends inside
     P.fake_quantize(x, scale, zp, 0, 15).sum().backward()
-    assert torch.equal(x.grad, torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]))
+    assert x.grad.cpu().tolist() == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
     x2 = x.detach().clone().requires_grad_(True)
     torch.fake_quantize_per_tensor_affine(x2, 0.25, 8, 0, 15).sum().backward()
     assert torch.equal(x.grad, x2.grad)  # torch's mask is the oracle
 
 
-def test_lsq_gradient_to_scale() -> None:
-    x = torch.randn(500, generator=_gen(6)) * 2
-    scale = torch.tensor(0.3, requires_grad=True)
-    zp = torch.tensor(3.0)
+def test_lsq_gradient_to_scale(device) -> None:
+    x = (torch.randn(500, generator=_gen(6)) * 2).to(device)
+    scale = torch.tensor(0.3, device=device, requires_grad=True)
+    zp = torch.tensor(3.0, device=device)
     (P.fake_quantize(x, scale, zp, -8, 7) * 1.0).sum().backward()
     assert scale.grad is not None and scale.grad.abs() > 0
-    s_ref = torch.tensor([0.3], requires_grad=True)
-    ref = torch._fake_quantize_learnable_per_tensor_affine(x, s_ref, torch.tensor([3.0]), -8, 7, 1.0)
+    s_ref = torch.tensor([0.3], device=device, requires_grad=True)
+    ref = torch._fake_quantize_learnable_per_tensor_affine(x, s_ref, torch.tensor([3.0], device=device), -8, 7, 1.0)
     ref.sum().backward()
     torch.testing.assert_close(scale.grad.reshape(1), s_ref.grad, rtol=1e-4, atol=1e-4)
 
@@ -190,9 +190,9 @@ def test_lsq_gradient_to_scale() -> None:
 # ---------------------------------------------------------------- error split, losses
 
 
-def test_quantization_error_split() -> None:
-    x = torch.cat([torch.randn(1000, generator=_gen(7)), torch.tensor([50.0, -40.0])])
-    scale, zp = _minmax_qparams(torch.randn(1000, generator=_gen(7)), 4, False, False)
+def test_quantization_error_split(device) -> None:
+    x = torch.cat([torch.randn(1000, generator=_gen(7)), torch.tensor([50.0, -40.0])]).to(device)
+    scale, zp = _minmax_qparams(torch.randn(1000, generator=_gen(7)).to(device), 4, False, False)
     out = P.quantization_error(x, scale, zp, 0, 15)
     sse = (x - P.fake_quantize(x, scale, zp, 0, 15)).square().sum().item()
     assert out["total"] == pytest.approx(sse, rel=1e-5)
@@ -218,8 +218,8 @@ def _loss_of_range(x, lo, hi, bits, sym, signed, p=2.4, axis=None):
 
 @pytest.mark.parametrize("symmetric,signed", MODES)
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_lp_search_beats_minmax_on_heavy_tails(bits: int, symmetric: bool, signed: bool) -> None:
-    x = _heavy(2048)
+def test_lp_search_beats_minmax_on_heavy_tails(bits: int, symmetric: bool, signed: bool, device) -> None:
+    x = _heavy(2048).to(device)
     lo, hi = P.lp_search(x, bits, symmetric, signed)
     searched = _loss_of_range(x, lo, hi, bits, symmetric, signed)
     minmax = _loss_of_range(x, x.min(), x.max(), bits, symmetric, signed)
@@ -248,8 +248,8 @@ def test_mae_search_moves_less_than_mse_with_outlier() -> None:
     assert moves[1.0] < moves[2.0]
 
 
-def test_per_channel_search_matches_per_row_search() -> None:
-    w = torch.randn(5, 3, 4, generator=_gen(9)) * torch.tensor([0.1, 1, 5, 20, 0.5]).view(5, 1, 1)  # [5, 3, 4]
+def test_per_channel_search_matches_per_row_search(device) -> None:
+    w = (torch.randn(5, 3, 4, generator=_gen(9)) * torch.tensor([0.1, 1, 5, 20, 0.5]).view(5, 1, 1)).to(device)
     for sym in (False, True):
         lo, hi = P.lp_search(w, 3, sym, True, axis=0)
         assert lo.shape == hi.shape == (5,)
@@ -262,15 +262,15 @@ def test_per_channel_search_matches_per_row_search() -> None:
         assert per_channel.mean() < _loss_of_range(w, *shared, 3, sym, True)
 
 
-def test_lp_search_chunking_does_not_change_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    x = _heavy(1024, seed=1)
+def test_lp_search_chunking_does_not_change_result(monkeypatch: pytest.MonkeyPatch, device) -> None:
+    x = _heavy(1024, seed=1).to(device)
     full = P.lp_search(x, 3, False, False, num_candidates=30)
     monkeypatch.setattr(P, "_CHUNK_ELEMENTS", 1500)  # ~1 candidate per chunk
     torch.testing.assert_close(P.lp_search(x, 3, False, False, num_candidates=30), full)
 
 
-def test_lp_search_curve() -> None:
-    x = _heavy(1024, seed=2)
+def test_lp_search_curve(device) -> None:
+    x = _heavy(1024, seed=2).to(device)
     for sym in (False, True):
         lo, hi, curve = P.lp_search(x, 4, sym, True, num_candidates=40, return_curve=True)
         assert curve["loss"].shape == curve["width"].shape == curve["ratio"].shape == (40,)
@@ -292,9 +292,9 @@ def test_lp_search_validation() -> None:
         P.lp_search(x, 1, False, False)
 
 
-def test_2d_search_range_includes_zero_for_one_signed_channels():
+def test_2d_search_range_includes_zero_for_one_signed_channels(device):
     """A channel whose values share one sign (e.g. a single weight) must still be representable."""
-    w = torch.tensor([[0.5], [-0.25], [0.75]])  # three channels, one weight each, mixed signs overall
+    w = torch.tensor([[0.5], [-0.25], [0.75]], device=device)  # three channels, one weight each, mixed signs overall
     from ptq_core.primitives import compute_qparams, fake_quantize, lp_search
 
     lo, hi = lp_search(w, 4, symmetric=False, signed=False, axis=0)

@@ -141,9 +141,9 @@ def _reference_dc(block: nn.Module, x: torch.Tensor, lambda_c: float, steps: int
     return x_new.detach()
 
 
-def test_batched_dc_equals_per_batch_dc():
-    block = randomize_bn(BasicBlock(3, 3), seed=4).requires_grad_(False)
-    x = torch.randn(24, 3, 5, 5, generator=torch.Generator().manual_seed(5))
+def test_batched_dc_equals_per_batch_dc(device):
+    block = randomize_bn(BasicBlock(3, 3), seed=4).requires_grad_(False).to(device)
+    x = torch.randn(24, 3, 5, 5, generator=torch.Generator().manual_seed(5)).to(device)
     args = dict(lambda_c=0.02, steps=40, lr=0.2, patience=3)  # large lr: the plateau schedule does fire
     ref = torch.cat([_reference_dc(block, x[i : i + 8], **args) for i in range(0, 24, 8)])
     batched, _ = correct_distribution(block, x, group=8, chunk=24, **args)
@@ -265,12 +265,13 @@ def test_brecq_act_aware_rounding_quantizes_activations_in_the_rounding_pass():
 
 
 @pytest.mark.parametrize("axis", [None, 1])
-def test_fused_fake_quant_matches_the_composed_one(axis):
+def test_fused_fake_quant_matches_the_composed_one(axis, device):
     from ptq_core.primitives import bernoulli_mask, fake_quantize, fake_quantize_fused
 
     g = torch.Generator().manual_seed(0)
-    x = 2 * torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    x = (2 * torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)).to(device)
     scale = torch.tensor(0.25, dtype=torch.float64) if axis is None else torch.tensor([0.1, 0.2, 0.3]).double()
+    scale = scale.to(device)
     for zp in (0.0, 7.0):
         z = torch.full_like(scale, zp)
         for keep in (None, bernoulli_mask(x, 0.3)):
@@ -280,9 +281,9 @@ def test_fused_fake_quant_matches_the_composed_one(axis):
             xb, sb = x.clone().requires_grad_(), scale.clone().requires_grad_()
             out = fake_quantize_fused(xb, sb, z, 0, 15, axis, keep)
             assert torch.equal(out, ref)
-            w = torch.randn(x.shape, generator=g, dtype=torch.float64)
+            w = torch.randn(x.shape, generator=g, dtype=torch.float64).to(device)
             (ref * w).sum().backward()
             (out * w).sum().backward()
             assert torch.allclose(xa.grad, xb.grad) and torch.allclose(sa.grad, sb.grad)
-    mask = bernoulli_mask(torch.zeros(200, 1000), 0.3)
+    mask = bernoulli_mask(torch.zeros(200, 1000, device=device), 0.3)
     assert set(mask.unique().tolist()) == {0.0, 1.0} and abs(float(mask.mean()) - 0.3) < 0.01
