@@ -9,8 +9,7 @@ from torchvision.models import resnet
 
 from ptq_core import QuantSpec, prepare, quant_layers, reconstruction_units
 from ptq_core.zoo import ZOO_ARCHS, ZOO_INPUTS, BasicBlock, EncoderBlock, InvertedResidual, RepVGGBlock
-
-from .helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
 
 EXPECTED = {  # the block class each zoo model is built from, the kind of its first unit, the block type shown
     "fmnist-resnet20": (BasicBlock, "stem", "residual block"),

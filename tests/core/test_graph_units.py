@@ -18,9 +18,8 @@ from ptq_core.recon.prepare_cache import NO_BN, build_unit_cache
 from ptq_core.recon.step import StepInputs
 from ptq_core.recon.trainables import unit_trainables
 from ptq_core.zoo import ZOO_ARCHS
-
-from .graph_nets import BLOCKS, NETS
-from .helpers import TinyResNet, randomize_bn
+from tests.support.graph_nets import BLOCKS, NETS
+from tests.support.helpers import TinyResNet, randomize_bn
 
 FLOAT = QuantSpec(wbits=32, abits=32, first_last_bits=None)
 
@@ -211,12 +210,11 @@ def test_one_step_runs_no_prefix(name, source):
 
 def test_cli_units_prints_units_and_kl_paths(tmp_path, capsys):
     from ptq_core.cli import _config, build_parser, main
-
-    from .graph_nets import dw_bottleneck_net
+    from tests.support.graph_nets import dw_bottleneck_net
 
     weights = tmp_path / "w.pt"
     torch.save(randomize_bn(dw_bottleneck_net()).state_dict(), weights)
-    model = "tests/graph_nets.py:dw_bottleneck_net"
+    model = "tests/support/graph_nets.py:dw_bottleneck_net"
     assert main(["units", "--model", model, "--weights", str(weights), "--source", "layers"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].endswith("16 units from layers") and len(out.splitlines()) == 2 + 16

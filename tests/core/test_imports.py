@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 SUBPACKAGES = sorted(p.parent.name for p in (ROOT / "ptq_core").glob("*/__init__.py"))
 
 

@@ -10,8 +10,7 @@ from ptq_core import ConfigError, NonFiniteError, QuantConv2d, QuantLinear, Quan
 from ptq_core.attention import DecomposedAttention
 from ptq_core.modules import set_quant_state
 from ptq_core.zoo import ZOO_ARCHS
-
-from .helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
 
 
 @pytest.mark.parametrize("arch", list(ZOO_ARCHS))

@@ -20,7 +20,7 @@ from ptq_core.analysis.sensitivity import rtn_model
 from ptq_core.cli import main
 from ptq_core.modules import quant_layers
 from ptq_core.report import quantizer_params
-from tests.helpers import TinyChain, randomize_bn, self_labelled
+from tests.support.helpers import TinyChain, randomize_bn, self_labelled
 
 CHROMIUM = os.environ.get("PTQ_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

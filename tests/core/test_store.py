@@ -16,8 +16,7 @@ import torch
 
 from ptq_core.errors import ConfigError, RunCancelled
 from ptq_core.store import SCHEMA_VERSION, RunRecord, RunStore, default_store_path, to_jsonable
-
-from .helpers import wait_until
+from tests.support.helpers import wait_until
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from ptq_core.store import RunStore
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": "fmnist-resnet20", "method": "rtn", "calib": 32, "eval_limit": 100, "error_samples": 8}
 
 

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from torch import nn
 
 from ptq_core.zoo import resnet20
+from tests.support.paths import APP
 
 # quantized layers of the app's default model (every conv and linear layer of fmnist-resnet20)
 RESNET20_LAYERS = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in resnet20().modules())
@@ -16,7 +17,7 @@ RESNET20_LAYERS = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in resnet20().
 
 def new_app(weights: str | None, page: str | None = None, timeout: int = 120, **state) -> AppTest:
     """A fresh session (like a new browser tab), with `state` in the session, optionally on `page`."""
-    at = AppTest.from_file("../app.py", default_timeout=timeout)
+    at = AppTest.from_file(APP, default_timeout=timeout)
     for key, value in state.items():
         at.session_state[key] = copy.deepcopy(value)  # the session may change it in place
     if weights:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, fields
 from typing import ClassVar, Literal
@@ -23,9 +22,9 @@ from ptq_core.errors import ConfigError
 from ptq_core.methods import METHODS, MethodConfig, ProgressEvent
 from ptq_core.settings import setting
 from ptq_core.store import RunStore
-
-from .app_support import RESNET20_LAYERS, assert_clean, metric, new_app
-from .helpers import wait_until
+from tests.support.app_support import RESNET20_LAYERS, assert_clean, metric, new_app
+from tests.support.helpers import wait_until
+from tests.support.paths import APP, SUPPORT
 
 PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "pages/compare_runs.py",
          "pages/learn_quantizer.py"]  # fmt: skip
@@ -49,7 +48,7 @@ def test_every_page_renders(app_env, weights):
 
 def test_pages_explain_an_unavailable_model(app_env):
     """A torchvision model without cached weights (or on the wrong data): warnings, never an exception."""
-    at = AppTest.from_file("../app.py", default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["model_source"] = "torchvision"
     at.session_state["model"] = "resnet18"
     at.run()
@@ -170,7 +169,7 @@ def test_bad_override_is_refused(app_env, weights):
 
 
 def test_unsafe_upload_is_refused(app_env, monkeypatch):
-    monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", os.path.dirname(__file__))  # the operator allows tests/
+    monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", str(SUPPORT))  # the operator allows tests/support/
 
     class Evil:
         def __reduce__(self):
@@ -180,7 +179,7 @@ def test_unsafe_upload_is_refused(app_env, monkeypatch):
     torch.save({"w": Evil()}, buf)
     at = new_app(None)
     at.radio(key="w_model_source").set_value("custom").run()
-    at.text_input(key="w_custom_factory").set_value("tests/helpers.py:TinyResNet").run()
+    at.text_input(key="w_custom_factory").set_value("tests/support/helpers.py:TinyResNet").run()
     at.file_uploader(key="upload:tests/helpers.py:TinyResNet").set_value(("evil.pt", buf.getvalue(), "")).run()
     assert not at.exception
     assert any("refused to load evil.pt" in e.value for e in at.error)

@@ -11,8 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ptq_ui import cat_charts
-
-from .app_support import captions, metric
+from tests.support.app_support import captions, metric
+from tests.support.paths import APP
 
 PAGE = "pages/cat_corrections.py"
 
@@ -27,7 +27,7 @@ def clean(at: AppTest) -> None:
 
 
 def test_page_renders_and_sliders_change_it(app_env):
-    at = AppTest.from_file("../app.py", default_timeout=240)
+    at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["run_form"] = {"quant": {"wbits": 4, "abits": 2}}  # base: RTN W4A2, 256 calibration images
     at.run()
     at.switch_page(PAGE).run()
@@ -68,7 +68,7 @@ def test_quantize_page_adds_cat_and_draws_the_refine_method(app_env, monkeypatch
     from ptq_core.store import RunStore
 
     monkeypatch.setenv("PTQ_UI_SYNC_JOBS", "1")
-    at = AppTest.from_file("../app.py", default_timeout=240)
+    at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["run_form"] = {"quant": {"wbits": 4, "abits": 2}}
     at.run()
     at.switch_page("pages/quantize.py").run()

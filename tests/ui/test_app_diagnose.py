@@ -13,8 +13,8 @@ import json
 from streamlit.testing.v1 import AppTest
 
 from ptq_core.analysis import clusters
-
-from .app_support import RESNET20_LAYERS
+from tests.support.app_support import RESNET20_LAYERS
+from tests.support.paths import APP
 
 SMALL = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}}, "oc_images": 32, "ac_images": 200,
          "sens_bits": [2, 8]}  # fmt: skip
@@ -26,7 +26,7 @@ APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "100"}
 
 def open_page(weights: str | None, page: str, **state) -> AppTest:
     """A fresh session with the small settings (plus `state`), switched to `page`."""
-    at = AppTest.from_file("../app.py", default_timeout=180)
+    at = AppTest.from_file(APP, default_timeout=180)
     for key, value in {**SMALL, **state}.items():
         at.session_state[key] = copy.deepcopy(value)  # the session may change it in place
     if weights:
@@ -248,7 +248,7 @@ def test_layer_errors_live_curve_follows_the_bit_width(app_env, weights):
 
 def test_pages_explain_an_unavailable_model(app_env):
     """A torchvision model without cached weights: a warning on each page, never an exception."""
-    at = AppTest.from_file("../app.py", default_timeout=120)
+    at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["model_source"] = "torchvision"
     at.session_state["model"] = "resnet18"
     at.run()

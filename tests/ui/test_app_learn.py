@@ -3,23 +3,19 @@ widgets change what it shows. The figure builders and the torch-side demos are c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from ptq_core.errors import ConfigError
-
-from .app_support import metric
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.app_support import metric
+from tests.support.paths import APP, SUPPORT
 
 
 def open_page(page: str, **state) -> AppTest:
     """A fresh session on `page`; `state` presets widget values by key (kept small for speed)."""
-    at = AppTest.from_file("../app.py", default_timeout=240)
+    at = AppTest.from_file(APP, default_timeout=240)
     for key, value in state.items():
         at.session_state[key] = value
     at.run()
@@ -183,10 +179,10 @@ def test_model_data_widgets_change_the_architecture_and_accuracy(app_env):
 
 def test_oversize_upload_is_refused_with_the_reason(app_env, monkeypatch):
     monkeypatch.setattr("ptq_ui.bridge.MAX_UPLOAD_MB", 1)
-    monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", str(Path(__file__).parent))  # the operator allows tests/
+    monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", str(SUPPORT))  # the operator allows tests/support/
     at = open_page("pages/model_data.py")
     at.radio(key="w_model_source").set_value("custom").run()
-    at.text_input(key="w_custom_factory").set_value("tests/helpers.py:TinyResNet").run()
+    at.text_input(key="w_custom_factory").set_value("tests/support/helpers.py:TinyResNet").run()
     big = b"\0" * (2 * 2**20 + 10)
     at.file_uploader(key="upload:tests/helpers.py:TinyResNet").set_value(("big.safetensors", big, "")).run()
     assert not at.exception

@@ -16,8 +16,7 @@ from PIL import Image
 
 from ptq_core.spec import RunSpec, make_config
 from ptq_core.store import RunRecord, RunStore
-
-from .app_support import captions, metric, new_app, shown_spec
+from tests.support.app_support import captions, metric, new_app, shown_spec
 
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
 QUANTIZE = "pages/quantize.py"

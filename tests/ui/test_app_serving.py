@@ -14,8 +14,8 @@ from PIL import Image
 
 from ptq_core.spec import RunSpec, make_config
 from ptq_core.store import RunStore
-
-from .app_support import captions, new_app
+from tests.support.app_support import captions, new_app
+from tests.support.paths import SUPPORT
 
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "200"}
 MODEL_DATA, QUANTIZE, COMPARE = "pages/model_data.py", "pages/quantize.py", "pages/compare_runs.py"
@@ -145,10 +145,9 @@ def test_a_server_side_factory_path_is_refused_unless_allowed(app_env, weights, 
 
 def test_uploaded_code_runs_only_when_allowed_and_its_path_is_not_shown(app_env, tmp_path, monkeypatch):
     from ptq_core.checkpoints import save_state_dict
+    from tests.support.helpers import TinyResNet
 
-    from .helpers import TinyResNet
-
-    code = (Path(__file__).parent / "helpers.py").read_bytes()
+    code = (SUPPORT / "helpers.py").read_bytes()
     weights = save_state_dict(TinyResNet(), tmp_path / "tiny.safetensors").read_bytes()
     monkeypatch.delenv("PTQ_ALLOWED_MODEL_DIRS", raising=False)
     monkeypatch.setenv("PTQ_ALLOW_UPLOADED_CODE", "1")
@@ -198,8 +197,7 @@ def test_a_factory_that_raises_shows_its_own_message(app_env, weights, tmp_path,
 
 def test_a_checkpoint_that_does_not_fit_shows_no_success_box(app_env, tmp_path):
     from ptq_core.checkpoints import save_state_dict
-
-    from .helpers import TinyResNet
+    from tests.support.helpers import TinyResNet
 
     wrong = save_state_dict(TinyResNet(), tmp_path / "tiny.safetensors").read_bytes()
     at = new_app(None, MODEL_DATA)

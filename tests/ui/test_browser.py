@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from ptq_ui.server import app_server
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = os.environ.get("PTQ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

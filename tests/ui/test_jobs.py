@@ -10,8 +10,7 @@ import torch
 from ptq_core.methods import ProgressEvent
 from ptq_ui import charts, jobs
 from ptq_ui.jobs import JobQueue, start_job
-
-from .helpers import wait_until
+from tests.support.helpers import wait_until
 
 
 def _blocking(gate: threading.Event, seen: list, name: str):

@@ -14,7 +14,7 @@ from ptq_core.analysis import clusters, diagnosis, mixed_precision, ranges, sens
 from ptq_core.errors import ConfigError, RunCancelled
 from ptq_core.modules import quant_layers, set_quant_state
 from ptq_core.prepare import QuantSpec
-from tests.helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
 
 MINMAX = QuantSpec(w_observer="minmax", a_observer="minmax")
 

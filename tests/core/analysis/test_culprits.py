@@ -20,7 +20,7 @@ from ptq_core.analysis.sensitivity import rtn_model
 from ptq_core.metrics import evaluate
 from ptq_core.overrides import parse_overrides
 from ptq_core.prepare import QuantSpec
-from tests.helpers import TinyChain, randomize_bn, self_labelled
+from tests.support.helpers import TinyChain, randomize_bn, self_labelled
 
 MINMAX = dict(w_observer="minmax", a_observer="minmax", first_last_bits=None)
 

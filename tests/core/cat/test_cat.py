@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,9 +31,9 @@ from ptq_core.cat.refine import _Refinable, refine_loss
 from ptq_core.errors import CheckpointError, ConfigError
 from ptq_core.methods import CATRefineConfig
 from ptq_core.recon.rounding import AdaRoundQuantizer
-from tests.helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SPEC = QuantSpec(wbits=4, abits=4, first_last_bits=None)
 
 

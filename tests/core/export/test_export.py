@@ -40,8 +40,7 @@ from ptq_core.methods import (
 from ptq_core.modules import quant_layers
 from ptq_core.recon.rounding import AdaRoundQuantizer
 from ptq_core.zoo import RepVGGBlock, ResNetCifar
-
-from .helpers import randomize_bn
+from tests.support.helpers import randomize_bn
 
 OVERRIDE = "layer2.0.conv1"
 SPEC = QuantSpec(wbits=4, abits=4, overrides={OVERRIDE: {"wbits": 2, "abits": 6}})

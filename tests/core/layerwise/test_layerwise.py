@@ -27,8 +27,7 @@ from ptq_core.metrics import model_size_bits
 from ptq_core.modules import quant_layers
 from ptq_core.prepare import QuantSpec
 from ptq_core.primitives import fake_quantize
-
-from .helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
 
 
 def _layer(groups: int = 1, m: int = 12, d: int = 30, n: int = 400, seed: int = 0, dtype=torch.float32):

@@ -21,8 +21,7 @@ from ptq_core.recon import AdaRoundQuantizer
 from ptq_core.recon.affine import ChannelAffine, fold_affine
 from ptq_core.recon.stage import enclosing_stage, stage_rest
 from ptq_core.zoo import RepVGGBlock
-
-from .helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
 
 
 class TinyRep(nn.Module):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,8 +26,8 @@ from ptq_core.recon import (
     prediction_kl,
 )
 from ptq_core.zoo import BasicBlock, ResNetCifar
-
-from .helpers import TinyResNet, randomize_bn
+from tests.support.helpers import TinyResNet, randomize_bn
+from tests.support.paths import ROOT
 
 W2 = QuantSpec(wbits=2, abits=8)
 FAST = {"iters": 120, "round_lr": 3e-2, "calib": 128}
@@ -216,7 +215,7 @@ def test_progress_events_carry_unit_step_and_losses():
 
 def _preset_table() -> list[tuple[str, float, float, list[str]]]:
     """(field, paper value, fast value, methods) rows of the preset table in docs/methods.md."""
-    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    text = (ROOT / "docs" / "methods.md").read_text()
     start = text.index("| field | paper | fast | methods |")
     rows = []
     for line in text[start:].splitlines()[2:]:

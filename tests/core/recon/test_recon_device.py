@@ -16,8 +16,7 @@ from ptq_core.modules import quant_layers
 from ptq_core.recon import module_input_output
 from ptq_core.recon.capture import capture_io, probe_io
 from ptq_core.zoo import ResNetCifar
-
-from .helpers import randomize_bn
+from tests.support.helpers import randomize_bn
 
 
 @pytest.fixture(autouse=True, scope="module")
