@@ -37,6 +37,19 @@ def metric(at: AppTest, label: str) -> str:
     raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
 
 
+def chart(at: AppTest, key_part: str) -> dict:
+    """The Plotly figure (JSON) of the chart whose element id mentions `key_part`."""
+    for c in at.get("plotly_chart"):
+        if key_part in c.proto.id:
+            return json.loads(c.proto.spec)
+    raise AssertionError(f"no chart {key_part!r}")
+
+
+def trace_names(fig: dict) -> list[str]:
+    """The names of a Plotly figure's traces."""
+    return [t.get("name") for t in fig["data"]]
+
+
 def assert_clean(at: AppTest) -> None:
     """No exception and no error box on the page."""
     assert not at.exception, [e.value for e in at.exception]

@@ -4,7 +4,7 @@ Each takes 1-channel images of any size (28x28 for Fashion-MNIST) and has 10 cla
 `BLOCKS` names, per network, the block classes a reader would call one unit; the tests
 derive the expected units from it (every quantized layer outside those blocks is a
 unit of its own). The factories (`dw_bottleneck_net`, ...) also serve as
-``tests/graph_nets.py:<factory>`` for the CLI.
+``tests/support/graph_nets.py:<factory>`` for the CLI.
 """
 
 from __future__ import annotations

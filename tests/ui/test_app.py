@@ -180,7 +180,7 @@ def test_unsafe_upload_is_refused(app_env, monkeypatch):
     at = new_app(None)
     at.radio(key="w_model_source").set_value("custom").run()
     at.text_input(key="w_custom_factory").set_value("tests/support/helpers.py:TinyResNet").run()
-    at.file_uploader(key="upload:tests/helpers.py:TinyResNet").set_value(("evil.pt", buf.getvalue(), "")).run()
+    at.file_uploader(key="upload:tests/support/helpers.py:TinyResNet").set_value(("evil.pt", buf.getvalue(), "")).run()
     assert not at.exception
     assert any("refused to load evil.pt" in e.value for e in at.error)
 

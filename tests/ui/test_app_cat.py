@@ -11,7 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ptq_ui import cat_charts
-from tests.support.app_support import captions, metric
+from tests.support.app_support import assert_clean, captions, metric
 from tests.support.paths import APP
 
 PAGE = "pages/cat_corrections.py"
@@ -21,17 +21,12 @@ APP_ENV = {"PTQ_UI_EVAL_LIMIT": "500"}
 
 
 
-def clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
 def test_page_renders_and_sliders_change_it(app_env):
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["run_form"] = {"quant": {"wbits": 4, "abits": 2}}  # base: RTN W4A2, 256 calibration images
     at.run()
     at.switch_page(PAGE).run()
-    clean(at)
+    assert_clean(at)
     assert "K = 64 clusters" in captions(at) and "evaluation: the first 500 test images" in captions(at)
     assert "disjoint" in captions(at)
     assert metric(at, "CAT overhead (floats)") == f"{64 * 2 * 10 + 64 * 10:,}"
@@ -39,27 +34,27 @@ def test_page_renders_and_sliders_change_it(app_env):
     assert spec["data"][-1]["name"] == "centroids" and len(spec["data"][-1]["x"]) == 64
 
     at.select_slider(key="w_cat_k").set_value(1).run()  # one plain affine map
-    clean(at)
+    assert_clean(at)
     assert "K = 1 clusters" in captions(at)
     assert metric(at, "CAT overhead (floats)") == f"{1 * 2 * 10 + 10:,}"
     assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"][-1]["x"]) == 1
 
     at.slider(key="w_cat_alpha").set_value(0.0).run()  # no correction at all
-    clean(at)
+    assert_clean(at)
     assert metric(at, "CAT top-1") == metric(at, "Base top-1")
     assert metric(at, "Fixes / breaks") == "0 / 0"
 
     at.select_slider(key="w_cat_k").set_value(8).run()
     at.select_slider(key="w_cat_pca").set_value(3)
     at.slider(key="w_cat_alpha").set_value(1.0).run()
-    clean(at)
+    assert_clean(at)
     assert "K = 8 clusters, PCA 3, alpha 1.00" in captions(at)
     at.radio(key="cat_colour").set_value("status").run()
     at.radio(key="cat_ba_mode").set_value("one test image").run()
-    clean(at)
+    assert_clean(at)
     assert "True class" in captions(at)
     at.radio(key="cat_sweep").set_value("pca").run()
-    clean(at)
+    assert_clean(at)
     sweep = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert sweep["data"][0]["x"] == ["none", *map(str, range(2, 11))]
 
@@ -73,14 +68,14 @@ def test_quantize_page_adds_cat_and_draws_the_refine_method(app_env, monkeypatch
     at.run()
     at.switch_page("pages/quantize.py").run()
     at.selectbox(key="w_q_method").set_value("cat_refine").run()  # stage 1's settings draw as a form
-    clean(at)
+    assert_clean(at)
     assert at.text_input(key="w_qm_cat_refine_base").value == "pdquant"
     at.selectbox(key="w_q_method").set_value("rtn").run()
     at.number_input(key="w_q_calib").set_value(64).run()
     at.toggle(key="w_q_cat").set_value(True).run()
     at.number_input(key="w_q_cat_k").set_value(8).run()
     at.button(key="run").click().run()
-    clean(at)
+    assert_clean(at)
     record = RunStore().get(at.session_state["last_run_id"])
     assert record.method == "rtn+cat" and record.extras["method"]["cat"]["k"] == 8
     assert record.metrics["top1_base"] == pytest.approx(record.extras["method"]["cat"]["top1_base"])

@@ -7,13 +7,10 @@ before the first run): min-max observers, few images, two bit-widths. Jobs run i
 
 from __future__ import annotations
 
-import copy
-import json
-
 from streamlit.testing.v1 import AppTest
 
 from ptq_core.analysis import clusters
-from tests.support.app_support import RESNET20_LAYERS
+from tests.support.app_support import RESNET20_LAYERS, assert_clean, chart, metric, new_app, trace_names
 from tests.support.paths import APP
 
 SMALL = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}}, "oc_images": 32, "ac_images": 200,
@@ -26,40 +23,9 @@ APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "100"}
 
 def open_page(weights: str | None, page: str, **state) -> AppTest:
     """A fresh session with the small settings (plus `state`), switched to `page`."""
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in {**SMALL, **state}.items():
-        at.session_state[key] = copy.deepcopy(value)  # the session may change it in place
-    if weights:
-        at.session_state["weights"] = weights
-        at.session_state["weights_for"] = "fmnist-resnet20"
-    at.run()
-    at.switch_page(page).run()
+    at = new_app(weights, page, timeout=180, **{**SMALL, **state})
     assert_clean(at)
     return at
-
-
-def assert_clean(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def metric(at: AppTest, label: str) -> str:
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}; have {[m.label for m in at.metric]}")
-
-
-def chart(at: AppTest, key_part: str) -> dict:
-    """The Plotly figure (JSON) of the chart whose element id mentions `key_part`."""
-    for c in at.get("plotly_chart"):
-        if key_part in c.proto.id:
-            return json.loads(c.proto.spec)
-    raise AssertionError(f"no chart {key_part!r}")
-
-
-def trace_names(fig: dict) -> list[str]:
-    return [t.get("name") for t in fig["data"]]
 
 
 def test_outlier_channels_page(app_env, weights):

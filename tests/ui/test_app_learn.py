@@ -9,19 +9,14 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from ptq_core.errors import ConfigError
-from tests.support.app_support import metric
-from tests.support.paths import APP, SUPPORT
+from tests.support.app_support import assert_clean, metric, new_app
+from tests.support.paths import SUPPORT
 
 
 def open_page(page: str, **state) -> AppTest:
     """A fresh session on `page`; `state` presets widget values by key (kept small for speed)."""
-    at = AppTest.from_file(APP, default_timeout=240)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    at = new_app(None, page, timeout=240, **state)
+    assert_clean(at)
     return at
 
 
@@ -184,7 +179,7 @@ def test_oversize_upload_is_refused_with_the_reason(app_env, monkeypatch):
     at.radio(key="w_model_source").set_value("custom").run()
     at.text_input(key="w_custom_factory").set_value("tests/support/helpers.py:TinyResNet").run()
     big = b"\0" * (2 * 2**20 + 10)
-    at.file_uploader(key="upload:tests/helpers.py:TinyResNet").set_value(("big.safetensors", big, "")).run()
+    at.file_uploader(key="upload:tests/support/helpers.py:TinyResNet").set_value(("big.safetensors", big, "")).run()
     assert not at.exception
     assert any("the limit is 1 MB" in e.value for e in at.error), [e.value for e in at.error]
     assert at.session_state["weights"] is None  # nothing attached
