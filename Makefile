@@ -24,7 +24,7 @@ test: setup chromium
 
 # The browser test drives Debian's chromium (playwright cannot download browsers here).
 # Installed with apt-get when missing: as root, or through password-less sudo; else the test says why it skips.
-NOCHROMIUM := chromium could not be installed: tests/test_browser.py will be skipped
+NOCHROMIUM := chromium could not be installed: tests/ui/test_browser.py will be skipped
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || echo "$(NOCHROMIUM)"; \

@@ -19,7 +19,7 @@ each cell's wall time is what a run on its own costs (its float-input capture in
 The cells measured earlier are read from the archive benchmarks/cells/layerwise.jsonl
 (read-only); those were run one model per process with the float-input Gram matrices shared
 (`gram_cache`) and the capture time added to every cell, and they also carry the check of
-multipoint's deployable form, which a sweep's run does not measure (tests/test_layerwise.py
+multipoint's deployable form, which a sweep's run does not measure (tests/core/layerwise/test_layerwise.py
 checks it). Both parts print Markdown and rewrite their section of benchmarks/RESULTS.md.
 """
 

@@ -161,7 +161,7 @@ def dc_cost(device: str, blocks: list[str], samples: int, steps: int) -> list[di
 
     Both correct `samples` float block inputs of fmnist-resnet20 for `steps` Adam steps with
     the paper's per-group loss and schedule (groups of 32); they give the same corrected inputs
-    (`tests/test_recon.py::test_batched_dc_equals_per_batch_dc`), only the batching differs.
+    (`tests/core/recon/test_recon.py::test_batched_dc_equals_per_batch_dc`), only the batching differs.
     """
     import torch
 

@@ -3,7 +3,7 @@
 Usage:
     OMP_NUM_THREADS=1 python benchmarks/units.py [--quick] [--iters N] [--calib N]
 
-On the five networks of ``tests/graph_nets.py`` (block classes the project does not
+On the five networks of ``tests/support/graph_nets.py`` (block classes the project does not
 know; each trained for a few epochs on the embedded Fashion-MNIST calibration split,
 weights cached under ``benchmarks/cells/cache/``) and on the zoo's fmnist-resnet20, runs
 BRECQ, QDrop and PD-Quant with the fast preset, but fewer steps per unit and fewer
@@ -73,7 +73,7 @@ def _data():
 
 def _train(name: str, x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.nn.Module:
     """A briefly trained network (cached), eval mode."""
-    from tests.graph_nets import NETS as FACTORIES
+    from tests.support.graph_nets import NETS as FACTORIES
 
     model = FACTORIES[name]()
     path = CACHE / f"units-{name}-e{epochs}.pt"

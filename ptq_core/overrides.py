@@ -61,5 +61,8 @@ def format_overrides(overrides: Overrides, wbits: int = 32, abits: int = 32) -> 
     """The inverse of `parse_overrides`: one `PATTERN=W/A` line per pattern.
 
     A side an override leaves out takes `wbits` / `abits` (the spec's own bits).
+
+        >>> format_overrides({"fc": {"abits": 8}, "conv1": {"wbits": 8}}, wbits=4).splitlines()
+        ['fc=4/8', 'conv1=8/32']
     """
     return "\n".join(f"{p}={b.get('wbits', wbits)}/{b.get('abits', abits)}" for p, b in overrides.items())

@@ -107,6 +107,10 @@ def compute_qparams(
     Returns:
         ``(scale, zero_point)``, both float tensors of the input shape; ``zero_point``
         holds integers.
+
+        >>> scale, zp = compute_qparams(-1.0, 0.5, 8, symmetric=False, signed=False)
+        >>> round(scale.item(), 6), zp.item()  # 1.5 / 255 per step; 0.0 sits on code 170
+        (0.005882, 170.0)
     """
     lo_in, hi_in = torch.as_tensor(min_val), torch.as_tensor(max_val)
     dtype = lo_in.dtype if lo_in.is_floating_point() else torch.get_default_dtype()
@@ -188,6 +192,10 @@ def fake_quantize(
 
     Returns:
         Tensor shaped like ``x`` holding values on the quantization grid.
+
+        >>> x = torch.tensor([0.26, -3.0, 9.0])
+        >>> fake_quantize(x, torch.tensor(0.5), torch.tensor(0.0), -8, 7).tolist()  # 9.0 clips to 7 * 0.5
+        [0.5, -3.0, 3.5]
     """
     return dequantize(quantize(x, scale, zero_point, qmin, qmax, axis), scale, zero_point, axis)
 

@@ -1,4 +1,12 @@
-"""Shared fixtures: a private run store per test session, seeds, the embedded data."""
+"""Shared fixtures: a private run store per test session, seeds, the embedded data, the devices to test on.
+
+The `device` fixture runs a test once per device: "cpu", plus "cuda" when
+`torch.cuda.is_available()`. `PTQ_TEST_DEVICES=cpu,cuda` (any comma list) sets the list
+instead; a listed CUDA device on a machine without one fails the test rather than
+skipping it, so a GPU check cannot pass by running nothing. Every test that takes
+`device` is marked `device`: `pytest -m device` runs that subset (primitives,
+fake-quant, layer-input capture, reconstruction engine).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,29 @@ import torch
 # the run store must never be the user's real one
 os.environ.setdefault("PTQ_EXPLORER_HOME", tempfile.mkdtemp(prefix="ptq-test-store-"))
 SEED = 0
+
+
+def devices_under_test() -> list[str]:
+    """The devices the `device` fixture runs on (see the module docstring)."""
+    forced = os.environ.get("PTQ_TEST_DEVICES", "").strip()
+    if forced:
+        return [d.strip() for d in forced.split(",") if d.strip()]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
+
+
+@pytest.fixture(params=devices_under_test())
+def device(request) -> torch.device:
+    """A torch device to build the test's tensors and models on (one run per device)."""
+    dev = torch.device(request.param)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"PTQ_TEST_DEVICES asks for {request.param}, but torch sees no CUDA device")
+    return dev
 
 
 @pytest.fixture(autouse=True)

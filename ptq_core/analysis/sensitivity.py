@@ -60,7 +60,11 @@ def uniform_spec(spec: QuantSpec, bits: int, abits: int | None = None) -> QuantS
 
 
 def setting_label(setting: Setting) -> str:
-    """``W4A8``; ``A4`` for activations alone, ``W4`` for weights alone, ``4-bit`` for W4A4."""
+    """``W4A8``; ``A4`` for activations alone, ``W4`` for weights alone, ``4-bit`` for W4A4.
+
+        >>> [setting_label(s) for s in [(4, 8), (32, 4), (2, 32), (4, 4)]]
+        ['W4A8', 'A4', 'W2', '4-bit']
+    """
     w, a = setting
     if w == a:
         return f"{w}-bit"
