@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from tests.support.paths import ROOT
+
 PACKAGES = ("ptq_core", "ptq_ui")
 NOT_IMPORTED = {"ptq_core.__main__"}  # importing it runs the command line
 
@@ -22,7 +24,6 @@ NOT_IMPORTED = {"ptq_core.__main__"}  # importing it runs the command line
 # Third-party modules (torch, ...) stay loaded, so one interpreter checks them all quickly.
 _IMPORT_EACH = """
 import importlib, sys, types, traceback
-from tests.support.paths import ROOT
 folder, names = sys.argv[1], sys.argv[2:]
 failed = []
 for name in names:
