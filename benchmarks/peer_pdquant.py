@@ -28,7 +28,7 @@ the same bits, steps per unit, seed and per-architecture hyper-parameters (AdaRo
 weight, KL temperature T, DC weight lambda_c: the authors' run script, as in
 `ptq_core.recon.arch`), and are evaluated by the same function on the same test images
 (the first --eval-limit of the sample's 10 000 test images). They run one after the other
-in this process; wall and CPU seconds (`time.process_time`, this process) cover the
+in this process, theirs first; wall and CPU seconds (`time.process_time`, this process) cover the
 quantization only, not the evaluation.
 
 Shims (`peer_shims`), needed to run their code on this machine and undone afterwards:
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     from ptq_core.recon import arch_params
 
     rows: list[Row] = []
-    with open(args.peer_log, "a") as log:
+    with open(args.peer_log, "a", buffering=1) as log:
         for name in models:
             loaded = load_model(name)
             bundle = load_data("fmnist-sample", loaded.transform)
@@ -428,16 +428,16 @@ def main(argv: list[str] | None = None) -> int:
             for wbits, abits in bits:
                 for label, preset, our_steps, their_steps in _settings(args):
                     tag = f"W{wbits}A{abits}"
-                    cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
-                    m, wall, cpu, dc, n = run_ours(loaded.model, calib, cfg)
-                    rows.append(Row(name, tag, label, f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
-                                    evaluate(m, loader)["top1"], wall, cpu, dc, n))  # fmt: skip
-                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
                     m, wall, cpu, dc, n = run_theirs(loaded.model, calib, wbits, abits, their_steps, args.seed,
                                                      arch, folder, log)  # fmt: skip
                     with torch.no_grad():
                         top1 = evaluate(m, loader)["top1"]
                     rows.append(Row(name, tag, label, f"theirs ({their_steps} steps, DC 500)", top1, wall, cpu, dc, n))
+                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
+                    m, wall, cpu, dc, n = run_ours(loaded.model, calib, cfg)
+                    rows.append(Row(name, tag, label, f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
+                                    evaluate(m, loader)["top1"], wall, cpu, dc, n))  # fmt: skip
                     print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))
