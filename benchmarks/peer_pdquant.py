@@ -4,11 +4,13 @@ Usage:
     python benchmarks/peer_pdquant.py [--equal] [--fast-vs-full] [--peer-dir DIR]
         [--models fmnist-resnet20,fmnist-mobilenetv2] [--bits W4A4,W2A4] [--calib 256]
         [--steps 40] [--full-steps 200] [--eval-limit 2000] [--seed 0] [--peer-log FILE]
+        [--impl both|theirs|ours]
 
     --equal         both implementations at the same steps per unit (--steps), our
                     ``paper`` preset (the authors' learning rates, DC 500 steps at lr 1e-3).
     --fast-vs-full  our ``fast`` preset against theirs at --full-steps per unit.
-    Without either flag, both modes run.
+    Without either flag, both modes run. --impl runs one side only (e.g. the two sides as
+    two processes when the machine is too busy to wait for one after the other).
 
 The authors' code (github.com/hustvl/PD-Quant) is not part of this project. Get it
 once, outside the repository, and point --peer-dir (or PTQ_PEER_PDQUANT) at it:
@@ -395,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, default=2000, help="the first N of the 10 000 test images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peer-log", default=os.devnull, help="where their console output goes")
+    p.add_argument("--impl", choices=("both", "theirs", "ours"), default="both",
+                   help="run only one implementation (ours needs no --peer-dir)")  # fmt: skip
     args = p.parse_args(argv)
     try:
-        folder = find_peer(args.peer_dir)
+        folder = find_peer(args.peer_dir) if args.impl != "ours" else None
         bits = parse_bits(args.bits)
     except (PeerMissingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -428,17 +432,20 @@ def main(argv: list[str] | None = None) -> int:
             for wbits, abits in bits:
                 for label, preset, our_steps, their_steps in _settings(args):
                     tag = f"W{wbits}A{abits}"
-                    m, wall, cpu, dc, n = run_theirs(loaded.model, calib, wbits, abits, their_steps, args.seed,
-                                                     arch, folder, log)  # fmt: skip
-                    with torch.no_grad():
-                        top1 = evaluate(m, loader)["top1"]
-                    rows.append(Row(name, tag, label, f"theirs ({their_steps} steps, DC 500)", top1, wall, cpu, dc, n))
-                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
-                    cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
-                    m, wall, cpu, dc, n = run_ours(loaded.model, calib, cfg)
-                    rows.append(Row(name, tag, label, f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
-                                    evaluate(m, loader)["top1"], wall, cpu, dc, n))  # fmt: skip
-                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    if args.impl != "ours":
+                        m, wall, cpu, dc, n = run_theirs(loaded.model, calib, wbits, abits, their_steps, args.seed,
+                                                         arch, folder, log)  # fmt: skip
+                        with torch.no_grad():
+                            top1 = evaluate(m, loader)["top1"]
+                        impl = f"theirs ({their_steps} steps, DC 500)"
+                        rows.append(Row(name, tag, label, impl, top1, wall, cpu, dc, n))
+                        print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    if args.impl != "theirs":
+                        cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
+                        m, wall, cpu, dc, n = run_ours(loaded.model, calib, cfg)
+                        rows.append(Row(name, tag, label, f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
+                                        evaluate(m, loader)["top1"], wall, cpu, dc, n))  # fmt: skip
+                        print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))
     print(
