@@ -94,7 +94,8 @@ MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2")
 FIRST_LAYER = {"fmnist-resnet20": "conv1", "fmnist-mobilenetv2": "features.0.0"}
 
 __all__ = ["Row", "PeerMissingError", "find_peer", "format_table", "peer_shims", "resnet_block_view",
-           "mobilenet_block_view", "parse_bits", "run_ours", "run_theirs", "main"]  # fmt: skip
+           "mobilenet_block_view", "parse_bits", "import_peer", "zoo_specials", "run_ours", "run_theirs",
+           "main"]  # fmt: skip
 
 
 class PeerMissingError(RuntimeError):
@@ -242,7 +243,7 @@ def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, old)
 
 
-def _import_peer(folder: Path) -> SimpleNamespace:
+def import_peer(folder: Path) -> SimpleNamespace:
     """Their ``quant`` package and its modules, imported from `folder`."""
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
@@ -254,6 +255,28 @@ def _import_peer(folder: Path) -> SimpleNamespace:
     if origin != folder.resolve():
         raise PeerMissingError(f"a different `quant` package was imported ({origin}), not the one in {folder}")
     return SimpleNamespace(quant=mods[0], block=mods[1], block_recon=mods[2], layer_recon=mods[3], data=mods[4])
+
+
+@contextlib.contextmanager
+def _patched_dict(d: dict, key: Any, value: Any) -> Iterator[None]:
+    had, old = key in d, d.get(key)
+    d[key] = value
+    try:
+        yield
+    finally:
+        if had:
+            d[key] = old
+        else:
+            d.pop(key, None)
+
+
+@contextlib.contextmanager
+def zoo_specials(peer: SimpleNamespace) -> Iterator[None]:
+    """Within the block, their ``specials`` table also maps our zoo blocks to their block quantizers."""
+    with contextlib.ExitStack() as stack:
+        for cls, build in _zoo_specials(peer.block).items():
+            stack.enter_context(_patched_dict(peer.block.specials, cls, build))
+        yield
 
 
 # ---- the two runs ----------------------------------------------------------------------------------
@@ -282,7 +305,7 @@ def run_theirs(model: nn.Module, calib: torch.Tensor, wbits: int, abits: int, st
 
     Returns (quantized model, wall s, CPU s, DC s, units reconstructed).
     """
-    peer = _import_peer(folder)
+    peer = import_peer(folder)
     q = peer.quant
     dc_time = [0.0]
     units = [0]
@@ -328,8 +351,7 @@ def run_theirs(model: nn.Module, calib: torch.Tensor, wbits: int, abits: int, st
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(peer_shims(calib.device))
-        for cls, build in _zoo_specials(peer.block).items():
-            stack.enter_context(_patched_dict(peer.block.specials, cls, build))
+        stack.enter_context(zoo_specials(peer))
         stack.enter_context(_patched(peer.block_recon, "get_dc_fp_init", timed(peer.block_recon.get_dc_fp_init)))
         stack.enter_context(_patched(peer.layer_recon, "get_dc_fp_init", timed(peer.layer_recon.get_dc_fp_init)))
         stack.enter_context(_patched(peer.data, "trange", range))
@@ -338,19 +360,6 @@ def run_theirs(model: nn.Module, calib: torch.Tensor, wbits: int, abits: int, st
         _seed(seed)
         qnn, wall, cpu = _measure(build_and_reconstruct)
     return qnn, wall, cpu, dc_time[0], units[0]
-
-
-@contextlib.contextmanager
-def _patched_dict(d: dict, key: Any, value: Any) -> Iterator[None]:
-    had, old = key in d, d.get(key)
-    d[key] = value
-    try:
-        yield
-    finally:
-        if had:
-            d[key] = old
-        else:
-            d.pop(key, None)
 
 
 def run_ours(model: nn.Module, calib: torch.Tensor, config: Any) -> tuple[nn.Module, float, float, float, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,27 @@ def test_mobilenet_view_is_flat_with_convs_at_0_3_6(expand):
     for m in v.conv:
         y = m(y)
     assert torch.allclose(block(x), x + y)
+
+
+@pytest.mark.parametrize("name", ["fmnist-resnet20", "fmnist-mobilenetv2"])
+def test_their_quant_models_of_zoo_models_match_the_float_model(name):
+    """Only where their code is present: through the adapters, their float and BN-folded QuantModels
+    (quantization off) compute what the zoo model computes, and every zoo block became one of theirs."""
+    from benchmarks.peer_pdquant import import_peer, zoo_specials
+    from ptq_core.models import load_model
+
+    try:
+        folder = find_peer()
+    except PeerMissingError:
+        pytest.skip("the authors' PD-Quant code is not here (see benchmarks/peer_pdquant.py)")
+    peer = import_peer(folder)
+    model = load_model(name).model
+    n_blocks = sum(isinstance(m, (BasicBlock, InvertedResidual)) for m in model.modules())
+    x = torch.randn(4, 1, 28, 28)
+    wq, aq = {"n_bits": 4, "channel_wise": True}, {"n_bits": 4, "leaf_param": True}
+    with zoo_specials(peer), torch.no_grad():
+        for fusing in (False, True):
+            qm = peer.quant.QuantModel(copy.deepcopy(model), wq, aq, is_fusing=fusing).eval()
+            qm.set_quant_state(False, False)
+            assert sum(isinstance(m, peer.quant.BaseQuantBlock) for m in qm.modules()) == n_blocks
+            assert torch.allclose(qm(x), model(x), atol=1e-4, rtol=1e-4)
