@@ -24,7 +24,7 @@ from benchmarks.peer_pdquant import (
 from ptq_core.zoo.mobilenetv2 import InvertedResidual
 from ptq_core.zoo.resnet import BasicBlock
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_missing_peer_is_one_clear_line_and_nonzero_exit(tmp_path):
