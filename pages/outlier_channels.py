@@ -6,10 +6,11 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts_diag, diag_bridge
-from ptq_ui.pickers import require_model
+from ptq_ui import charts
+from ptq_ui.services import diagnose, explore
 from ptq_ui.state import Selection, selection
 from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 One grid is shared by every channel of a tensor unless the quantizer is **per-channel** (weights here are
@@ -27,7 +28,7 @@ SOURCES = {"weights": "weights (output channels)", "activations": "input activat
 
 def _controls(sel: Selection) -> tuple[str, int, float]:
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
+        layers = explore.quantizable_layers(sel)
     c1, c2, c3 = st.columns([3, 2, 2])
     layer = keep("oc_layer", c1.selectbox("Layer", layers, key=seeded("oc_layer", layers)))
     n = keep("oc_images", c2.slider("Calibration images", 8, 512, step=8, key=seeded("oc_images", default=128),
@@ -50,8 +51,8 @@ def _summary(stats: dict[str, Any], z: float, col: Any) -> None:
 def _ranges_tab(data: dict[str, Any], source: str, z: float) -> None:
     stats = data[source]
     _summary(stats, z, st)
-    st.plotly_chart(charts_diag.channel_ranges_figure(stats, SOURCES[source].capitalize(), z), key=f"oc_{source}",
-                    config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.diagnose.channel_ranges_figure(stats, SOURCES[source].capitalize(), z), key=f"oc_{source}",
+                    config=charts.base.CONFIG)  # fmt: skip
 
 
 def _map_tab(sel: Selection, layer: str, n: int) -> None:
@@ -62,11 +63,11 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
                "Channel score = the channel's largest value / the layer's median; sample score = a cell / "
                "its channel's median.")  # fmt: skip
     with errors_shown():
-        names = diag_bridge.outlier_layers(sel)
+        names = diagnose.outlier_layers(sel)
     default = next((m for m in names if m == layer), names[0])
     module = keep("oc_map_layer", st.selectbox("Module (output)", names, key=seeded("oc_map_layer", names, default)))
     with errors_shown():
-        got = diag_bridge.channel_sample_map(sel, module, min(n, 256))
+        got = diagnose.channel_sample_map(sel, module, min(n, 256))
     scores = got["channel_score"]
     c = st.columns(3)
     c[0].metric("Strongest channel score", f"{max(scores):.1f}×", help="max over samples / median of the layer")
@@ -74,8 +75,8 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
     c[1].metric("Strongest sample score", f"{top['sample_score']:.1f}×" if top else "n/a",
                 help=f"channel {top['channel']}, sample {top['sample']}" if top else None)  # fmt: skip
     c[2].metric("Median channel maximum", f"{got['median']:.3g}")
-    st.plotly_chart(charts_diag.channel_sample_heatmap(got["map"], f"{module}: max |x| per channel and sample"),
-                    key="oc_map", config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.diagnose.channel_sample_heatmap(got["map"], f"{module}: max |x| per channel and sample"),
+                    key="oc_map", config=charts.base.CONFIG)  # fmt: skip
     with st.expander("Strongest (channel, sample) outliers"):
         st.dataframe(got["top"], hide_index=True)
 
@@ -110,7 +111,7 @@ def _split_tab(sel: Selection, layer: str, n: int) -> None:
                "each channel its own step.")  # fmt: skip
     source, bits, per_channel, ratio, sym = _split_controls()
     with errors_shown():
-        split = diag_bridge.error_split(sel, layer, source, bits, per_channel, ratio, sym, n)
+        split = diagnose.error_split(sel, layer, source, bits, per_channel, ratio, sym, n)
     clip, rnd = sum(split["clipping"]), sum(split["rounding"])
     c = st.columns(3)
     c[0].metric("Rounding MSE (all channels)", f"{rnd / len(split['rounding']):.3g}")
@@ -118,7 +119,7 @@ def _split_tab(sel: Selection, layer: str, n: int) -> None:
     worst = max(range(len(split["total"])), key=lambda i: split["total"][i])
     c[2].metric("Worst channel", worst, help=f"MSE {split['total'][worst]:.3g}")
     title = f"{layer} {source} at {bits} bits, {'per-channel' if per_channel else 'per-tensor'}, ratio {ratio:.2f}"
-    st.plotly_chart(charts_diag.error_split_figure(split, title), key="oc_split", config={"displaylogo": False})
+    st.plotly_chart(charts.diagnose.error_split_figure(split, title), key="oc_split", config=charts.base.CONFIG)
 
 
 def render() -> None:
@@ -129,7 +130,7 @@ def render() -> None:
     sel = selection()
     layer, n, z = _controls(sel)
     with errors_shown():
-        data = diag_bridge.layer_ranges(sel, layer, n)
+        data = diagnose.layer_ranges(sel, layer, n)
     tabs = st.tabs(["Weights", "Activations", "Channel × sample map", "Clipping vs rounding"])
     with tabs[0]:
         _ranges_tab(data, "weights", z)

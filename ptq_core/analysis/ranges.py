@@ -25,7 +25,8 @@ from ..calibrate import iterate_batches
 from ..errors import ConfigError, DataError
 from ..primitives import compute_qparams, fake_quantize, quant_range
 
-__all__ = ["ChannelStats", "zscores", "channel_rows", "weight_channel_stats", "activation_channel_stats",
+__all__ = ["ChannelStats", "ClippedGrid", "clipped_grid",
+           "zscores", "channel_rows", "weight_channel_stats", "activation_channel_stats",
            "channel_error_split", "capture_inputs", "input_channel_axis", "input_channel_stats", "layer_rows",
            "layer_ranges", "DEAD_EPS", "CONSTANT_RATIO"]  # fmt: skip
 
@@ -123,8 +124,27 @@ def activation_channel_stats(x: torch.Tensor, axis: int = 1) -> ChannelStats:
     return _stats(channel_rows(x, axis))
 
 
-def _grid(rows: torch.Tensor, bits: int, per_channel: bool, ratio: float, symmetric: bool):
-    """(scale, zero point, qmin, qmax) of the grid over ratio x the observed range."""
+@dataclass(frozen=True)
+class ClippedGrid:
+    """A uniform grid over a clipped range: scale and zero point (length C, or 1 per-tensor), bounds, signedness."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+    signed: bool
+
+
+def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0,
+                 symmetric: bool = False) -> ClippedGrid:  # fmt: skip
+    """The grid over `ratio` times the observed range of `rows` (C, M): per channel, or one for all rows.
+
+    Symmetric grids cover ``ratio * max(|min|, max)`` and are signed when any value is
+    negative; asymmetric ones cover ``ratio * [min, max]``. Scale and zero point come from
+    `compute_qparams` (so 0 is always on the grid).
+    """
+    if not 0 < ratio <= 1:
+        raise ConfigError(f"clipping ratio must be in (0, 1], got {ratio}")
     lo = rows.min(1).values if per_channel else rows.min().reshape(1)
     hi = rows.max(1).values if per_channel else rows.max().reshape(1)
     signed = symmetric and bool((lo < 0).any())
@@ -135,7 +155,7 @@ def _grid(rows: torch.Tensor, bits: int, per_channel: bool, ratio: float, symmet
         lo, hi = ratio * lo, ratio * hi
     scale, zp = compute_qparams(lo, hi, bits, symmetric, signed)
     qmin, qmax = quant_range(bits, signed)
-    return scale, zp, qmin, qmax
+    return ClippedGrid(scale, zp, qmin, qmax, signed)
 
 
 def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0,
@@ -163,11 +183,13 @@ def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False
     rows = rows.detach().float()
     if rows.dim() != 2 or rows.numel() == 0:
         raise DataError("channel_error_split needs a non-empty (channels, values) tensor")
-    scale, zp, qmin, qmax = _grid(rows, bits, per_channel, ratio, symmetric)
+    grid = clipped_grid(rows, bits, per_channel, ratio, symmetric)
+    scale, zp, qmin, qmax = grid.scale, grid.zero_point, grid.qmin, grid.qmax
     axis = 0 if per_channel else None
     s, z = (scale[:, None], zp[:, None]) if per_channel else (scale, zp)
     with torch.no_grad():
-        clipped = ((torch.round(rows / s) + z) < qmin) | ((torch.round(rows / s) + z) > qmax)
+        q_raw = torch.round(rows * s.reciprocal()) + z  # the rounding of `fake_quantize` / `quantization_error`
+        clipped = (q_raw < qmin) | (q_raw > qmax)
         sq = (rows - fake_quantize(rows, scale if per_channel else scale.reshape(()),
                                    zp if per_channel else zp.reshape(()), qmin, qmax, axis)).square()  # fmt: skip
     m = rows.shape[1]
