@@ -10,7 +10,7 @@ from ptq_ui import charts
 from ptq_ui.charts.runs import bits_label
 from ptq_ui.services import diagnose, explore
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, job_panel, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
 from ptq_ui.widgets.forms import current_spec
 from ptq_ui.widgets.pickers import require_model
 
@@ -30,18 +30,18 @@ def _controls(sel: Selection) -> dict[str, Any]:
     with errors_shown():
         layers = [diagnose.LOGITS, *explore.quantizable_layers(sel)]
     c1, c2, c3 = st.columns([3, 2, 2])
-    layer = keep("ac_layer", c1.selectbox("Layer output", layers, key=seeded("ac_layer", layers),
-                                          help="'logits' is the model's output."))  # fmt: skip
-    bits = keep("ac_bits", c2.slider("Bits (weights and activations)", 2, 8, key=seeded("ac_bits", default=4)))
-    n = keep("ac_images", c3.slider("Test images", 50, 5000, step=50, key=seeded("ac_images", default=1000)))
+    layer = persistent(c1.selectbox, "ac_layer", "Layer output", layers, help="'logits' is the model's output.",
+                       options=layers)  # fmt: skip
+    bits = persistent(c2.slider, "ac_bits", "Bits (weights and activations)", 2, 8, default=4)
+    n = persistent(c3.slider, "ac_images", "Test images", 50, 5000, step=50, default=1000)
     c4, c5, c6, c7 = st.columns([2, 2, 2, 1])
-    method = keep("ac_method", c4.radio("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
-                                        key=seeded("ac_method", list(PROJECTIONS))))  # fmt: skip
+    method = persistent(c4.radio, "ac_method", "Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
+                        options=list(PROJECTIONS))  # fmt: skip
     colour_by = charts.diagnose.COLOR_BY
-    color = keep("ac_color", c5.radio("Colour by", list(colour_by), format_func=colour_by.get,
-                                      key=seeded("ac_color", list(colour_by))))  # fmt: skip
-    mode = keep("ac_mode", c6.radio("View", MODES, key=seeded("ac_mode", MODES)))
-    k = keep("ac_k", c7.number_input("k (clusters)", 1, 50, step=1, key=seeded("ac_k", default=10)))
+    color = persistent(c5.radio, "ac_color", "Colour by", list(colour_by), format_func=colour_by.get,
+                       options=list(colour_by))  # fmt: skip
+    mode = persistent(c6.radio, "ac_mode", "View", MODES, options=MODES)
+    k = persistent(c7.number_input, "ac_k", "k (clusters)", 1, 50, step=1, default=10)
     return {"layer": layer, "bits": int(bits), "n": int(n), "method": method, "color": color, "mode": mode,
             "k": int(k)}  # fmt: skip
 
@@ -101,9 +101,9 @@ def render() -> None:
     with errors_shown():
         layers = explore.quantizable_layers(sel)
         overrides = current_spec(layers).overrides
-        use = bool(overrides) and keep("ac_overrides", st.checkbox(
-            f"Also apply the Quantize page's {len(overrides)} per-layer override(s)", key=seeded("ac_overrides",
-            default=False), help="They fix those layers' bits, so the bits slider no longer moves them."))  # fmt: skip
+        use = bool(overrides) and persistent(
+            st.checkbox, "ac_overrides", f"Also apply the Quantize page's {len(overrides)} per-layer override(s)",
+            help="They fix those layers' bits, so the bits slider no longer moves them.", default=False)  # fmt: skip
         base = current_spec(layers, overrides=use)
         spec = type(base).from_dict({**base.to_dict(), "wbits": ctl["bits"], "abits": ctl["bits"]})
     extra = f" plus the Quantize page's overrides ({', '.join(spec.overrides)})" if spec.overrides else ""

@@ -9,7 +9,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import cat, explore, runs
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.forms import current_spec, form
 from ptq_ui.widgets.pickers import require_model
 
@@ -25,34 +25,31 @@ def _base_config() -> tuple[str, dict[str, Any]]:
            "seed": int(form()["seed"])}  # fmt: skip
     choices = cat.base_choices(sel.model, rtn)
     labels = list(choices)
-    label = keep("cat_base", st.selectbox("Base quantization", labels, key=seeded("cat_base", labels, labels[0]),
-                                          help="CAT corrects the logits of this quantized model. A saved run is "
+    label = persistent(st.selectbox, "cat_base", "Base quantization", labels,
+                       help="CAT corrects the logits of this quantized model. A saved run is "
                                                "quantized again from its stored settings (same seed and images); "
-                                               "reconstruction methods take minutes the first time."))  # fmt: skip
+                                               "reconstruction methods take minutes the first time.",
+                       options=labels, default=labels[0])  # fmt: skip
     return label, choices[label]
 
 
 def _knobs(classes: int) -> dict[str, Any]:
     """K, PCA dimensions, alpha and fitting-set size."""
     c1, c2, c3, c4 = st.columns(4)
-    k = keep("cat_k", c1.select_slider("Clusters K", cat.K_CHOICES, key=seeded("cat_k", cat.K_CHOICES, 64),
-                                       help="64 in the paper; 1 is one plain affine map per class."))  # fmt: skip
+    k = persistent(c1.select_slider, "cat_k", "Clusters K", cat.K_CHOICES,
+                   help="64 in the paper; 1 is one plain affine map per class.", options=cat.K_CHOICES,
+                   default=64)  # fmt: skip
     pca_options = [0, *range(2, classes + 1)]
-    pca = keep("cat_pca", c2.select_slider("PCA dimensions", pca_options, key=seeded("cat_pca", pca_options, 0),
-                                           format_func=lambda d: "none" if d == 0 else str(d),
-                                           help="k-means on this many principal axes of the quantized logits "
-                                                "(none: on the logits themselves, the paper's default)."))  # fmt: skip
-    alpha = keep("cat_alpha", c3.slider("Alpha", 0.0, 1.0, step=0.05, key=seeded("cat_alpha", default=0.4),
-                                        help="Blend toward the cluster's affine map: 0 = no correction."))  # fmt: skip
-    fit = keep(
-        "cat_fit",
-        c4.select_slider(
-            "Fitting images",
-            cat.FIT_CHOICES,
-            key=seeded("cat_fit", cat.FIT_CHOICES, 1024),
-            help="From the calibration split, after the base method's own images.",
-        ),
-    )
+    pca = persistent(c2.select_slider, "cat_pca", "PCA dimensions", pca_options,
+                     format_func=lambda d: "none" if d == 0 else str(d),
+                     help="k-means on this many principal axes of the quantized logits "
+                                                "(none: on the logits themselves, the paper's default).",
+                     options=pca_options, default=0)  # fmt: skip
+    alpha = persistent(c3.slider, "cat_alpha", "Alpha", 0.0, 1.0, step=0.05,
+                       help="Blend toward the cluster's affine map: 0 = no correction.", default=0.4)  # fmt: skip
+    fit = persistent(c4.select_slider, "cat_fit", "Fitting images", cat.FIT_CHOICES,
+                     help="From the calibration split, after the base method's own images.", options=cat.FIT_CHOICES,
+                     default=1024)
     return {"k": int(k), "pca": int(pca) or None, "alpha": round(float(alpha), 2), "fit_size": int(fit)}
 
 

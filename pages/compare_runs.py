@@ -11,7 +11,7 @@ from ptq_ui import charts
 from ptq_ui.services import runs, uploads
 from ptq_ui.services.runs import describe_run
 from ptq_ui.state import owner
-from ptq_ui.widgets import errors_shown, job_panel, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
 
 ALL = "(all)"
 NO_SWEEP = "(every run)"
@@ -53,11 +53,11 @@ def _filter_ui(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cols = st.columns(7)
     for col, field in zip(cols[:5], ("model", "method", "bits", "status", "owner"), strict=True):
         options = [ALL, *sorted({r[field] for r in rows})]
-        value = keep(f"cr_{field}", col.selectbox(field.capitalize(), options, key=seeded(f"cr_{field}", options)))
+        value = persistent(col.selectbox, f"cr_{field}", field.capitalize(), options, options=options)
         if value != ALL:
             rows = [r for r in rows if r[field] == value]
-    by = keep("cr_sort", cols[5].selectbox("Sort by", SORT_KEYS, key=seeded("cr_sort", SORT_KEYS)))
-    desc = keep("cr_desc", cols[6].toggle("Descending", key=seeded("cr_desc", default=True)))
+    by = persistent(cols[5].selectbox, "cr_sort", "Sort by", SORT_KEYS, options=SORT_KEYS)
+    desc = persistent(cols[6].toggle, "cr_desc", "Descending", default=True)
     present = [r for r in rows if r[by] is not None]
     return sorted(present, key=lambda r: r[by], reverse=desc) + [r for r in rows if r[by] is None]
 
@@ -82,8 +82,8 @@ def _sweep_ui(records: list[Any]) -> list[Any]:
         return records
     names = [NO_SWEEP, *(s["sweep"] for s in sweeps)]
     counts = {s["sweep"]: f"{s['sweep']} ({s['done']} done, {s['failed']} failed)" for s in sweeps}
-    name = keep("cr_sweep", st.selectbox("Sweep", names, key=seeded("cr_sweep", names),
-                                         format_func=lambda n: counts.get(n, n)))  # fmt: skip
+    name = persistent(st.selectbox, "cr_sweep", "Sweep", names, format_func=lambda n: counts.get(n, n),
+                      options=names)  # fmt: skip
     if name == NO_SWEEP:
         return records
     with errors_shown():
@@ -118,10 +118,8 @@ def _delete(ids: list[str]) -> None:
 def _actions(rows: list[dict[str, Any]]) -> None:
     ids = [r["run_id"] for r in rows]
     label = {r["run_id"]: f"{r['run_id']} · {r['model']} · {r['method']} {r['bits']} · {r['status']}" for r in rows}
-    kept = [i for i in st.session_state.get("cr_selected") or [] if i in label]
-    st.session_state["w_cr_selected"] = [i for i in st.session_state.get("w_cr_selected", kept) if i in label]
-    chosen = keep("cr_selected", st.multiselect("Select runs (for delete / export)", ids, key="w_cr_selected",
-                                                format_func=label.get))  # fmt: skip
+    chosen = persistent(st.multiselect, "cr_selected", "Select runs (for delete / export)", ids, options=ids,
+                        default=[], format_func=label.get)  # fmt: skip
     target = chosen or ids
     c = st.columns([1, 1, 1, 2])
     c[0].download_button("Export CSV", runs.export_runs(target, "csv"), "ptq-runs.csv", "text/csv",
@@ -180,9 +178,10 @@ def render() -> None:
 def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
     """One run in full: what its numbers are, its error if it failed, its description to re-run."""
     ids = [r["run_id"] for r in rows]
-    run_id = keep("cr_detail", st.selectbox("Run details", ids, key=seeded("cr_detail", ids),
-                                            format_func=lambda i: f"{i} · {records[i].method} "
-                                            f"{records[i].bits_label} · {records[i].status}"))  # fmt: skip
+    run_id = persistent(st.selectbox, "cr_detail", "Run details", ids,
+                        format_func=lambda i: f"{i} · {records[i].method} "
+                                            f"{records[i].bits_label} · {records[i].status}",
+                        options=ids)  # fmt: skip
     rec = records[run_id]
     st.caption(literal(uploads.redact(describe_run(rec))))
     if rec.error:

@@ -10,7 +10,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import diagnose, explore, runs
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.forms import current_spec
 from ptq_ui.widgets.pickers import require_model
 
@@ -30,10 +30,9 @@ def _pick_runs(records: list[Any]) -> list[Any]:
     last = st.session_state.get("last_run_id")
     if not kept:
         kept = [last] if last in by_id else [records[0].run_id]
-    if "w_le_runs" not in st.session_state or any(i not in by_id for i in st.session_state["w_le_runs"]):
-        st.session_state["w_le_runs"] = kept
-    chosen = keep("le_runs", st.multiselect("Runs to compare", list(by_id), key="w_le_runs", max_selections=MAX_RUNS,
-                                            format_func=lambda i: _label(by_id[i])))  # fmt: skip
+    st.session_state["le_runs"] = kept
+    chosen = persistent(st.multiselect, "le_runs", "Runs to compare", list(by_id), options=list(by_id),
+                        max_selections=MAX_RUNS, format_func=lambda i: _label(by_id[i]))  # fmt: skip
     return [by_id[i] for i in chosen]
 
 
@@ -61,11 +60,12 @@ def _table(run: Any) -> list[dict[str, Any]]:
 def _live_series() -> dict[str, dict[str, list[dict[str, Any]]]]:
     """An unsaved round-to-nearest curve at a bit-width slider, recomputed when the slider moves."""
     c1, c2 = st.columns([1, 3])
-    on = keep("le_live", c1.toggle("Live RTN curve", key=seeded("le_live", default=False),
-                                   help="Round-to-nearest on the current model with the Quantize page's observers, "
-                                        "at the bit-width of the slider, on 64 test images; not saved."))  # fmt: skip
-    bits = keep("le_live_bits", c2.slider("Live bit-width (weights and activations)", 2, 8,
-                                          key=seeded("le_live_bits", default=4), disabled=not on))  # fmt: skip
+    on = persistent(c1.toggle, "le_live", "Live RTN curve",
+                    help="Round-to-nearest on the current model with the Quantize page's observers, "
+                                        "at the bit-width of the slider, on 64 test images; not saved.",
+                    default=False)  # fmt: skip
+    bits = persistent(c2.slider, "le_live_bits", "Live bit-width (weights and activations)", 2, 8, disabled=not on,
+                      default=4)  # fmt: skip
     if not on:
         return {}
     require_model()

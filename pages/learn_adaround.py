@@ -7,7 +7,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import explore, learn
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
@@ -28,7 +28,7 @@ def _controls(sel: Selection) -> tuple[str, int, int, float]:
         layers = explore.quantizable_layers(sel)
     default = next((n for n in layers if "layer2" in n), layers[len(layers) // 2])
     c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
-    layer = keep("ar_layer", c1.selectbox("Layer", layers, key=seeded("ar_layer", layers, default)))
+    layer = persistent(c1.selectbox, "ar_layer", "Layer", layers, options=layers, default=default)
     bits = c2.selectbox("Weight bits", [2, 3, 4, 8], index=1, key="ar_bits")
     iters = c3.slider("AdaRound steps", 50, 1000, 300, 50, key="ar_iters", help="Adam steps of batch 32.")
     lam = c4.select_slider(

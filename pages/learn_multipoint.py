@@ -7,7 +7,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import explore, learn
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
@@ -29,7 +29,7 @@ def _controls(sel: Selection) -> tuple[str, int, str, float]:
         layers = explore.quantizable_layers(sel)
     default = next((n for n in layers if "layer2" in n), layers[len(layers) // 2])
     c1, c2, c3, c4 = st.columns([3, 1, 2, 3])
-    layer = keep("mp_layer", c1.selectbox("Layer", layers, key=seeded("mp_layer", layers, default)))
+    layer = persistent(c1.selectbox, "mp_layer", "Layer", layers, options=layers, default=default)
     bits = c2.selectbox("Bits", [2, 3, 4], index=1, key="mp_bits")
     grid = c3.selectbox("Grid", ["signed", "symmetric"], key="mp_grid",
                         help="signed: all 2^b codes; symmetric: 2^b − 1 codes around 0.")  # fmt: skip

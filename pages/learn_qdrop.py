@@ -9,7 +9,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import learn
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
@@ -35,7 +35,7 @@ def _controls(sel: Selection) -> tuple[str, int, float, int]:
         st.stop()
     default = next((b for b in blocks if "layer2" in b), blocks[len(blocks) // 2])
     c1, c2, c3, c4 = st.columns([2, 1, 3, 1])
-    block = keep("qd_block", c1.selectbox("Block", blocks, key=seeded("qd_block", blocks, default)))
+    block = persistent(c1.selectbox, "qd_block", "Block", blocks, options=blocks, default=default)
     bits = c2.selectbox("Bits (W and A)", [2, 3, 4, 8], index=1, key="qd_bits")
     p = c3.slider("Drop probability p (share kept float)", 0.0, 1.0, 0.5, 0.05, key="qd_p")
     seed = c4.number_input("Mask seed", 0, 10_000, 0, key="qd_seed")

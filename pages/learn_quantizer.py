@@ -9,7 +9,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import explore
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.pickers import require_model
 
 SOURCES = {"weights": "weights", "activations": "input activations (64 calibration images)"}
@@ -30,11 +30,11 @@ clipped. The best ratio balances the two; the curve below finds it by search, as
 
 def _controls(sel: Selection) -> tuple[str, str, int, float, bool]:
     c1, c2 = st.columns(2)
-    source = keep("learn_source", c1.radio("Quantize", list(SOURCES), format_func=SOURCES.get, horizontal=True,
-                                           key=seeded("learn_source", list(SOURCES))))  # fmt: skip
+    source = persistent(c1.radio, "learn_source", "Quantize", list(SOURCES), format_func=SOURCES.get, horizontal=True,
+                        options=list(SOURCES))  # fmt: skip
     with errors_shown():
         layers = explore.quantizable_layers(sel)
-    layer = keep("learn_layer", c2.selectbox("Layer", layers, key=seeded("learn_layer", layers)))
+    layer = persistent(c2.selectbox, "learn_layer", "Layer", layers, options=layers)
     c3, c4, c5 = st.columns([2, 2, 1])
     bits = c3.slider("Bits", 2, 8, 4, key="learn_bits")
     ratio = c4.slider("Clipping ratio (share of the full range kept)", 0.05, 1.0, 1.0, 0.01, key="learn_ratio")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ptq_ui.services import explore, uploads
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, literal, persistent
 from ptq_ui.widgets.forms import current_spec
 from ptq_ui.widgets.pickers import data_ui, device_ui, model_ui, require_model
 
@@ -69,8 +69,8 @@ def _accuracy(info: dict[str, Any]) -> None:
     if card_top1 is not None:
         cols[0].metric("Top-1 (model card, full test split)", f"{card_top1:.2f}%")
     fmt = lambda n: "all test images" if n == 0 else f"first {n} test images"  # noqa: E731
-    limit = keep("fp_limit", cols[1].selectbox("Evaluate on", ACC_LIMITS, key=seeded("fp_limit", ACC_LIMITS, 1000),
-                                               format_func=fmt))  # fmt: skip
+    limit = persistent(cols[1].selectbox, "fp_limit", "Evaluate on", ACC_LIMITS, format_func=fmt, options=ACC_LIMITS,
+                       default=1000)  # fmt: skip
     sel = selection()
     token = (sel.key, sel.data, limit)
     if cols[1].button("Evaluate float accuracy", key="fp_eval"):

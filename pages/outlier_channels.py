@@ -9,7 +9,7 @@ import streamlit as st
 from ptq_ui import charts
 from ptq_ui.services import diagnose, explore
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
 from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
@@ -30,10 +30,10 @@ def _controls(sel: Selection) -> tuple[str, int, float]:
     with errors_shown():
         layers = explore.quantizable_layers(sel)
     c1, c2, c3 = st.columns([3, 2, 2])
-    layer = keep("oc_layer", c1.selectbox("Layer", layers, key=seeded("oc_layer", layers)))
-    n = keep("oc_images", c2.slider("Calibration images", 8, 512, step=8, key=seeded("oc_images", default=128),
-                                    help="Images whose activations are measured."))  # fmt: skip
-    z = keep("oc_z", c3.slider("Outlier threshold (z-score)", 1.0, 20.0, step=0.5, key=seeded("oc_z", default=3.5)))
+    layer = persistent(c1.selectbox, "oc_layer", "Layer", layers, options=layers)
+    n = persistent(c2.slider, "oc_images", "Calibration images", 8, 512, step=8,
+                   help="Images whose activations are measured.", default=128)  # fmt: skip
+    z = persistent(c3.slider, "oc_z", "Outlier threshold (z-score)", 1.0, 20.0, step=0.5, default=3.5)
     return layer, int(n), float(z)
 
 
@@ -65,7 +65,7 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
     with errors_shown():
         names = diagnose.outlier_layers(sel)
     default = next((m for m in names if m == layer), names[0])
-    module = keep("oc_map_layer", st.selectbox("Module (output)", names, key=seeded("oc_map_layer", names, default)))
+    module = persistent(st.selectbox, "oc_map_layer", "Module (output)", names, options=names, default=default)
     with errors_shown():
         got = diagnose.channel_sample_map(sel, module, min(n, 256))
     scores = got["channel_score"]
@@ -83,23 +83,16 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
 
 def _split_controls() -> tuple[str, int, bool, float, bool]:
     c1, c2, c3 = st.columns(3)
-    source = keep(
-        "oc_split_source",
-        c1.radio(
-            "Tensor",
-            list(SOURCES),
-            format_func=SOURCES.get,
-            key=seeded("oc_split_source", list(SOURCES), "activations"),
-        ),
-    )
-    bits = keep("oc_bits", c2.slider("Bits", 2, 8, key=seeded("oc_bits", default=4)))
+    source = persistent(c1.radio, "oc_split_source", "Tensor", list(SOURCES), format_func=SOURCES.get,
+                        options=list(SOURCES), default="activations")
+    bits = persistent(c2.slider, "oc_bits", "Bits", 2, 8, default=4)
     grans = ["per-tensor", "per-channel"]
-    gran = keep("oc_gran", c3.radio("Grid", grans, key=seeded("oc_gran", grans), horizontal=True,
-                                    help="One grid for the tensor, or one per channel."))  # fmt: skip
+    gran = persistent(c3.radio, "oc_gran", "Grid", grans, horizontal=True,
+                      help="One grid for the tensor, or one per channel.", options=grans)  # fmt: skip
     c4, c5 = st.columns([3, 1])
-    ratio = keep("oc_ratio", c4.slider("Clipping ratio (share of the observed range the grid covers)", 0.05, 1.0,
-                                       step=0.01, key=seeded("oc_ratio", default=1.0)))  # fmt: skip
-    sym = keep("oc_sym", c5.toggle("Symmetric", key=seeded("oc_sym", default=False)))
+    ratio = persistent(c4.slider, "oc_ratio", "Clipping ratio (share of the observed range the grid covers)", 0.05,
+                       1.0, step=0.01, default=1.0)  # fmt: skip
+    sym = persistent(c5.toggle, "oc_sym", "Symmetric", default=False)
     return source, int(bits), gran == "per-channel", float(ratio), bool(sym)
 
 

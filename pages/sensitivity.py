@@ -10,7 +10,7 @@ from ptq_ui import charts
 from ptq_ui.charts.runs import bits_label
 from ptq_ui.services import diagnose, explore, runs
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, job_panel, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
 from ptq_ui.widgets.findings import finding_rows, fix_text, fmt_db, open_evidence
 from ptq_ui.widgets.forms import apply_fix, current_spec, set_overrides
 from ptq_ui.widgets.pickers import require_model
@@ -29,23 +29,19 @@ VIEW_HELP = {"only": "only this layer quantized (its own damage)",
 
 def _bits_ui() -> tuple[list[int], list[tuple[int, int]], str]:
     c1, c2, c3 = st.columns([2, 2, 2])
-    chosen = c1.multiselect(
-        "Bit-widths to sweep (W = A)",
-        list(range(2, 9)),
-        key=seeded("sens_bits", default=[2, 4, 8]),
-        help="Each setting costs one calibration and one forward pass per layer.",
-    )
-    text = keep("sens_settings", c2.text_input("Other settings", key=seeded("sens_settings", default=""),
-                                               placeholder="W4A8, W2A4, A4",
-                                               help="Weight and activation bits apart: W4A8; A4 sweeps the "
+    chosen = persistent(c1.multiselect, "sens_bits", "Bit-widths to sweep (W = A)", list(range(2, 9)),
+                        default=[2, 4, 8], help="Each setting costs one calibration and one forward pass per layer.")
+    text = persistent(c2.text_input, "sens_settings", "Other settings", placeholder="W4A8, W2A4, A4",
+                      help="Weight and activation bits apart: W4A8; A4 sweeps the "
                                                "activation quantizers alone (weights float), W2 the weights "
-                                               "alone."))  # fmt: skip
-    view = keep("sens_view", c3.radio("View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
-                                      key=seeded("sens_view", list(VIEW_HELP))))  # fmt: skip
+                                               "alone.",
+                      default="")  # fmt: skip
+    view = persistent(c3.radio, "sens_view", "View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
+                      options=list(VIEW_HELP))  # fmt: skip
     settings: list[tuple[int, int]] = []
     with errors_shown():
         settings = diagnose.parse_settings(text)
-    return sorted(keep("sens_bits", chosen)), settings, view
+    return sorted(chosen), settings, view
 
 
 def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]],
@@ -76,15 +72,8 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
     env = runs.default_eval_limit()
     limits = SWEEP_LIMITS if env is None else sorted({env, *SWEEP_LIMITS[:-1]}) + [0]
     c1, c2 = st.columns([2, 1])
-    limit = keep(
-        "sens_limit",
-        c1.selectbox(
-            "Test images per evaluation",
-            limits,
-            key=seeded("sens_limit", limits, env or 500),
-            format_func=lambda n: "all" if n == 0 else f"first {n}",
-        ),
-    )
+    limit = persistent(c1.selectbox, "sens_limit", "Test images per evaluation", limits,
+                       format_func=lambda n: "all" if n == 0 else f"first {n}", options=limits, default=env or 500)
     ray_workers = _ray_ui()
     job = st.session_state.get("sens_job")
     running = job is not None and job.running
@@ -119,13 +108,13 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
 def _ray_ui() -> int | None:
     """The option to run the sweep on Ray; the number of tasks at once, or None (in this process)."""
     where = diagnose.ray_address() or "this machine"
-    on = keep("sens_ray", st.toggle("Run on Ray", key=seeded("sens_ray", default=False),
-                                    help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
-                                    "to use a cluster). Same numbers; faster with more CPUs or nodes."))  # fmt: skip
+    on = persistent(st.toggle, "sens_ray", "Run on Ray",
+                    help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
+                                    "to use a cluster). Same numbers; faster with more CPUs or nodes.",
+                    default=False)  # fmt: skip
     if not on:
         return None
-    workers = st.number_input("Ray tasks at once", 1, 64, key=seeded("sens_ray_workers", default=2))
-    return int(keep("sens_ray_workers", workers))
+    return int(persistent(st.number_input, "sens_ray_workers", "Ray tasks at once", 1, 64, default=2))
 
 
 def _split_tab(sel: Selection, spec: Any) -> None:
@@ -159,13 +148,13 @@ def _diagnosis_tab(sel: Selection, spec: Any) -> None:
         "shown is one the current settings do not already apply."
     )
     c = st.columns(4)
-    thr = keep("dg_sqnr", c[0].slider("Floor below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0),
-                                      help="A median layer below this means every layer is near its bit-width's "
-                                      "floor."))  # fmt: skip
-    z = keep("dg_z", c[1].slider("Outlier z-score", 1.0, 20.0, step=0.5, key=seeded("dg_z", default=3.5)))
-    ratio = keep("dg_ratio", c[2].slider("Residual range ratio", 2.0, 50.0, step=1.0,
-                                         key=seeded("dg_ratio", default=8.0)))  # fmt: skip
-    neg = keep("dg_neg", c[3].slider("Negative share (%)", 0.0, 20.0, step=0.5, key=seeded("dg_neg", default=1.0)))
+    thr = persistent(c[0].slider, "dg_sqnr", "Floor below (dB)", 0.0, 40.0, step=0.5,
+                     help="A median layer below this means every layer is near its bit-width's "
+                                      "floor.",
+                     default=20.0)  # fmt: skip
+    z = persistent(c[1].slider, "dg_z", "Outlier z-score", 1.0, 20.0, step=0.5, default=3.5)
+    ratio = persistent(c[2].slider, "dg_ratio", "Residual range ratio", 2.0, 50.0, step=1.0, default=8.0)  # fmt: skip
+    neg = persistent(c[3].slider, "dg_neg", "Negative share (%)", 0.0, 20.0, step=0.5, default=1.0)
     with errors_shown():
         result = diagnose.diagnose(sel, spec, thr, z, ratio, neg / 100)
     if result["verdict"]["floor"]:
@@ -210,10 +199,9 @@ def _culprits_tab(sel: Selection, spec: Any) -> None:
     c1, c2, c3 = st.columns([2, 2, 1])
     env = runs.default_eval_limit()
     limits = sorted({200, 500, 2000} | ({env} if env else set()))
-    limit = keep("cu_limit", c1.selectbox("Test images per evaluation", limits,
-                                          key=seeded("cu_limit", limits, env or 500)))  # fmt: skip
-    share = keep("cu_share", c2.slider("Target share of the loss", 0.1, 1.0, step=0.05,
-                                       key=seeded("cu_share", default=0.5)))  # fmt: skip
+    limit = persistent(c1.selectbox, "cu_limit", "Test images per evaluation", limits, options=limits,
+                       default=env or 500)  # fmt: skip
+    share = persistent(c2.slider, "cu_share", "Target share of the loss", 0.1, 1.0, step=0.05, default=0.5)  # fmt: skip
     job = st.session_state.get("culprit_job")
     running = job is not None and job.running
     if c3.button("Measure", key="cu_run", disabled=running):
@@ -275,16 +263,8 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
     if not rows or len(bits) < 2:
         st.info("Sweep at least two bit-widths on the Sensitivity tab first (view: only this layer quantized).")
         return
-    budget = keep(
-        "mp_budget",
-        st.slider(
-            "Budget (average bits per weight)",
-            float(min(bits)),
-            float(max(bits)),
-            step=0.25,
-            key=seeded("mp_budget", default=float(min(4, max(bits)))),
-        ),
-    )
+    budget = persistent(st.slider, "mp_budget", "Budget (average bits per weight)", float(min(bits)),
+                        float(max(bits)), step=0.25, default=float(min(4, max(bits))))
     with errors_shown():
         alloc = diagnose.allocate(rows, budget)
     c = st.columns(3)

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from .errors import errors_shown, literal, one_line, show_error
 from .job_panel import job_panel
-from .persist import keep, seeded
+from .persist import persistent
 
-__all__ = ["errors_shown", "job_panel", "keep", "literal", "one_line", "seeded", "show_error"]
+__all__ = ["errors_shown", "job_panel", "literal", "one_line", "persistent", "show_error"]

@@ -13,7 +13,7 @@ from ptq_core.serving import allowed_model_dirs
 from ..services import runs, uploads
 from ..state import clean_name, owner, selection, set_weights
 from .errors import errors_shown, literal, one_line, show_error
-from .persist import keep, seeded
+from .persist import persistent
 
 __all__ = ["model_ui", "weights_upload_ui", "data_ui", "device_ui", "sidebar_ui", "require_model"]
 
@@ -46,7 +46,7 @@ def _pick_named(source: str) -> None:
     entries = {e["name"]: e for e in _entries(source)}
     names = list(entries)
     fmt = lambda n: f"{n} ({entries[n]['status']})"  # noqa: E731
-    name = keep("model", st.selectbox("Model", names, key=seeded("model", names), format_func=fmt))
+    name = persistent(st.selectbox, "model", "Model", names, format_func=fmt, options=names)
     status = st.container()  # filled after the upload below has been handled
     with st.expander("Use your own weights for this architecture"):
         weights_upload_ui(name, required=False)
@@ -101,12 +101,12 @@ def _own_model_name() -> str | None:
         return None
     st.caption("A Python file with a no-argument function or class that builds the model, then its weights. "
                "The file's code runs in this app's server.")  # fmt: skip
-    way = ways[0] if len(ways) == 1 else keep("own_way", st.radio("Model file", ways, key=seeded("own_way", ways),
-                                                                  format_func=OWN_WAYS.get, horizontal=True))
+    way = ways[0] if len(ways) == 1 else persistent(st.radio, "own_way", "Model file", ways, format_func=OWN_WAYS.get,
+                                                    horizontal=True, options=ways)
     if way == "server":
         st.caption("Allowed folders: " + ", ".join(f"`{d}`" for d in allowed_model_dirs()))
-        spec = keep("custom_factory", st.text_input("Model factory (`path/to/file.py:factory`)",
-                                                    key=seeded("custom_factory", default=""))).strip()
+        label = "Model factory (`path/to/file.py:factory`)"
+        spec = persistent(st.text_input, "custom_factory", label, default="").strip()
         if not spec:
             st.info("Enter the model factory to continue.")
             return None
@@ -115,8 +115,8 @@ def _own_model_name() -> str | None:
             return None
         return spec
     code = st.file_uploader("Model file (.py)", type=["py"], key="code_upload", help="Kept for this session only.")
-    attr = keep("custom_attr", st.text_input("Function or class that builds the model",
-                                             key=seeded("custom_attr", default="build"))).strip()  # fmt: skip
+    attr = persistent(st.text_input, "custom_attr", "Function or class that builds the model",
+                      default="build").strip()  # fmt: skip
     if code is not None:
         try:
             st.session_state["custom_code"] = uploads.save_code_upload(code.getvalue(), code.name)
@@ -136,15 +136,15 @@ def _own_model_name() -> str | None:
 
 def model_ui() -> bool:
     """Source (zoo / torchvision / own file), model and optional or required weights; False when incomplete."""
-    source = keep("model_source", st.radio("Model source", list(SOURCES), key=seeded("model_source", list(SOURCES)),
-                                           format_func=SOURCES.get, horizontal=True))  # fmt: skip
+    source = persistent(st.radio, "model_source", "Model source", list(SOURCES), format_func=SOURCES.get,
+                        horizontal=True, options=list(SOURCES))  # fmt: skip
     if source in ("zoo", "torchvision"):
         _pick_named(source)
         return True
     name = _own_model_name()
     if name is None:
         return False
-    keep("model", name)
+    st.session_state["model"] = name
     weights_upload_ui(name, required=True)
     if selection().weights is None:
         st.info("Upload the model's weights to continue.")
@@ -158,24 +158,24 @@ def data_ui() -> bool:
     Only the data changes here: the model source and model stay as they are.
     """
     kinds = list(DATA_KINDS)
-    kind = keep("data_kind", st.radio("Data", kinds, key=seeded("data_kind", kinds), format_func=DATA_KINDS.get,
-                                      horizontal=True))  # fmt: skip
+    kind = persistent(st.radio, "data_kind", "Data", kinds, format_func=DATA_KINDS.get, horizontal=True,
+                      options=kinds)  # fmt: skip
     if kind == "imagefolder":
-        folder = keep("data_folder", st.text_input("Folder with one sub-folder per class",
-                                                   key=seeded("data_folder"), placeholder="/data/imagenet/val"))
+        folder = persistent(st.text_input, "data_folder", "Folder with one sub-folder per class",
+                            placeholder="/data/imagenet/val")
         if not folder.strip():
             st.info("Enter a folder to use ImageFolder data.")
             return False
-        keep("data", f"imagefolder:{folder.strip()}")
+        st.session_state["data"] = f"imagefolder:{folder.strip()}"
     else:
-        keep("data", kind)
+        st.session_state["data"] = kind
     return True
 
 
 def device_ui() -> None:
     """auto / cpu / cuda (cuda only offered when a GPU is present)."""
     options = ["auto", "cpu"] + (["cuda"] if runs.cuda_available() else [])
-    device = keep("device", st.radio("Device", options, key=seeded("device", options), horizontal=True))
+    device = persistent(st.radio, "device", "Device", options, horizontal=True, options=options)
     if not runs.cuda_available():
         st.caption("cuda: not available (no GPU found on this machine).")
     st.caption(f"Runs on: {runs.device_label(device)}")
