@@ -75,17 +75,17 @@ def _charts(rows: list[dict[str, Any]]) -> None:
     right.plotly_chart(fig, key="cr_time", config=charts.base.CONFIG)
 
 
-def _sweep_ui(records: list[Any]) -> list[Any]:
+def _sweep_ui(listed: list[Any]) -> list[Any]:
     """Pick a sweep: its grid as a table and a plot; returns the runs to list (the sweep's, or all)."""
     sweeps = runs.list_sweeps()
     if not sweeps:
-        return records
+        return listed
     names = [NO_SWEEP, *(s["sweep"] for s in sweeps)]
     counts = {s["sweep"]: f"{s['sweep']} ({s['done']} done, {s['failed']} failed)" for s in sweeps}
     name = persistent(st.selectbox, "cr_sweep", "Sweep", names, format_func=lambda n: counts.get(n, n),
                       options=names)  # fmt: skip
     if name == NO_SWEEP:
-        return records
+        return listed
     with errors_shown():
         records, groups = runs.sweep_view(name)
     st.subheader(f"Sweep {name}")
@@ -101,7 +101,7 @@ def _sweep_ui(records: list[Any]) -> list[Any]:
     st.caption("One row per cell of the grid with the seeds pooled: the newest run of each cell. Resume or extend "
                f"it with `python -m ptq_core sweep GRID --name {name}`.")  # fmt: skip
     ids = {r.run_id for r in records}
-    return [r for r in records if r.run_id in ids]
+    return [r for r in listed if r.run_id in ids]
 
 
 def _delete(ids: list[str]) -> None:
@@ -151,13 +151,13 @@ def render() -> None:
             st.success(f"Deleted {n} run(s).")
     _rerun_outcome()
     with errors_shown():
-        records = runs.list_runs()
-    if not records:
+        listed = runs.list_runs()
+    if not listed:
         st.info("No saved runs yet: run one on the Quantize page.")
         return
-    records = _sweep_ui(records)
-    records = {r.run_id: r for r in records}
-    rows = _filter_ui([_row(r) for r in records])
+    listed = _sweep_ui(listed)
+    records = {r.run_id: r for r in listed}
+    rows = _filter_ui([_row(r) for r in listed])
     st.caption("Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "
                "evaluated on different subsets.")  # fmt: skip
     st.dataframe(rows, hide_index=True, column_order=["run_id", "created", "status", "owner", "model", "method", "bits",
