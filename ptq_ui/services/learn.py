@@ -1,8 +1,8 @@
 """Cached doors from the Learn pages (AdaRound, QDrop, multipoint, CAT) into `ptq_core.explain`.
 
 The shared float model and data come from `ptq_ui.resources` and are only read; every demo
-works on its own prepared copy and
-returns small plain results, cached with `st.cache_data` under plain keys.
+works on its own prepared copy and returns small plain results, cached with
+`st.cache_data` under plain keys.
 """
 
 from __future__ import annotations
