@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ptq_ui.pickers import sidebar_ui
 from ptq_ui.state import init_state
+from ptq_ui.widgets.pickers import sidebar_ui
 
 # No page icons: Material icons (":material/...:") make the browser fetch an icon font from the internet,
 # and this app must work offline without a request leaving the machine.

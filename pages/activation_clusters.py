@@ -6,13 +6,13 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts_diag, diag_bridge
-from ptq_ui.charts import bits_label
-from ptq_ui.diagnose_view import job_panel
-from ptq_ui.pickers import require_model
-from ptq_ui.run_form import current_spec
+from ptq_ui import charts
+from ptq_ui.charts.runs import bits_label
+from ptq_ui.services import diagnose, explore
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
+from ptq_ui.widgets.forms import current_spec
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 Every test image becomes one point: the chosen layer's output (average-pooled when it is large) projected to
@@ -28,19 +28,20 @@ MODES = ["side by side", "overlay"]
 
 def _controls(sel: Selection) -> dict[str, Any]:
     with errors_shown():
-        layers = [diag_bridge.LOGITS, *bridge.quantizable_layers(sel)]
+        layers = [diagnose.LOGITS, *explore.quantizable_layers(sel)]
     c1, c2, c3 = st.columns([3, 2, 2])
-    layer = keep("ac_layer", c1.selectbox("Layer output", layers, key=seeded("ac_layer", layers),
-                                          help="'logits' is the model's output."))  # fmt: skip
-    bits = keep("ac_bits", c2.slider("Bits (weights and activations)", 2, 8, key=seeded("ac_bits", default=4)))
-    n = keep("ac_images", c3.slider("Test images", 50, 5000, step=50, key=seeded("ac_images", default=1000)))
+    layer = persistent(c1.selectbox, "ac_layer", "Layer output", layers, help="'logits' is the model's output.",
+                       options=layers)  # fmt: skip
+    bits = persistent(c2.slider, "ac_bits", "Bits (weights and activations)", 2, 8, default=4)
+    n = persistent(c3.slider, "ac_images", "Test images", 50, 5000, step=50, default=1000)
     c4, c5, c6, c7 = st.columns([2, 2, 2, 1])
-    method = keep("ac_method", c4.radio("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
-                                        key=seeded("ac_method", list(PROJECTIONS))))  # fmt: skip
-    color = keep("ac_color", c5.radio("Colour by", list(charts_diag.COLOR_BY), format_func=charts_diag.COLOR_BY.get,
-                                      key=seeded("ac_color", list(charts_diag.COLOR_BY))))  # fmt: skip
-    mode = keep("ac_mode", c6.radio("View", MODES, key=seeded("ac_mode", MODES)))
-    k = keep("ac_k", c7.number_input("k (clusters)", 1, 50, step=1, key=seeded("ac_k", default=10)))
+    method = persistent(c4.radio, "ac_method", "Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
+                        options=list(PROJECTIONS))  # fmt: skip
+    colour_by = charts.diagnose.COLOR_BY
+    color = persistent(c5.radio, "ac_color", "Colour by", list(colour_by), format_func=colour_by.get,
+                       options=list(colour_by))  # fmt: skip
+    mode = persistent(c6.radio, "ac_mode", "View", MODES, options=MODES)
+    k = persistent(c7.number_input, "ac_k", "k (clusters)", 1, 50, step=1, default=10)
     return {"layer": layer, "bits": int(bits), "n": int(n), "method": method, "color": color, "mode": mode,
             "k": int(k)}  # fmt: skip
 
@@ -61,7 +62,7 @@ def _numbers(view: dict[str, Any], classes: list[str]) -> None:
 
 def _umap(sel: Selection, spec: Any, ctl: dict[str, Any]) -> dict[str, Any]:
     """A finished UMAP view of these settings, else a button that computes it in the background (page stops)."""
-    key = diag_bridge.umap_key(sel, spec, ctl["layer"], ctl["k"], ctl["n"])
+    key = diagnose.umap_key(sel, spec, ctl["layer"], ctl["k"], ctl["n"])
     done: dict[str, Any] = st.session_state.setdefault("ac_umap_done", {})
     job = st.session_state.get("umap_job")
     if job is not None and not job.running and job.result and job.result["key"] not in done:
@@ -78,7 +79,7 @@ def _umap(sel: Selection, spec: Any, ctl: dict[str, Any]) -> dict[str, Any]:
     st.info("UMAP runs in the background on request (the first one in a server process compiles for a while).")
     if st.button("Compute UMAP", key="ac_umap_go"):
         with errors_shown():
-            diag_bridge.start_umap(sel, spec, ctl["layer"], ctl["k"], ctl["n"])
+            diagnose.start_umap(sel, spec, ctl["layer"], ctl["k"], ctl["n"])
         st.rerun()
     st.stop()
 
@@ -90,19 +91,19 @@ def render() -> None:
     info = require_model()
     sel = selection()
     ctl = _controls(sel)
-    if ctl["method"] == "umap" and ctl["n"] > diag_bridge.MAX_POINTS // 2:
-        st.error(f"UMAP takes at most {diag_bridge.MAX_POINTS:,} points (float and quantized together): choose "
-                 f"at most {diag_bridge.MAX_POINTS // 2:,} images, or PCA.")  # fmt: skip
+    if ctl["method"] == "umap" and ctl["n"] > diagnose.MAX_POINTS // 2:
+        st.error(f"UMAP takes at most {diagnose.MAX_POINTS:,} points (float and quantized together): choose "
+                 f"at most {diagnose.MAX_POINTS // 2:,} images, or PCA.")  # fmt: skip
         st.stop()
     if ctl["k"] > ctl["n"]:
         st.error("k cannot exceed the number of images.")
         st.stop()
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
+        layers = explore.quantizable_layers(sel)
         overrides = current_spec(layers).overrides
-        use = bool(overrides) and keep("ac_overrides", st.checkbox(
-            f"Also apply the Quantize page's {len(overrides)} per-layer override(s)", key=seeded("ac_overrides",
-            default=False), help="They fix those layers' bits, so the bits slider no longer moves them."))  # fmt: skip
+        use = bool(overrides) and persistent(
+            st.checkbox, "ac_overrides", f"Also apply the Quantize page's {len(overrides)} per-layer override(s)",
+            help="They fix those layers' bits, so the bits slider no longer moves them.", default=False)  # fmt: skip
         base = current_spec(layers, overrides=use)
         spec = type(base).from_dict({**base.to_dict(), "wbits": ctl["bits"], "abits": ctl["bits"]})
     extra = f" plus the Quantize page's overrides ({', '.join(spec.overrides)})" if spec.overrides else ""
@@ -112,10 +113,10 @@ def render() -> None:
         view = _umap(sel, spec, ctl)
     else:
         with errors_shown():
-            view = diag_bridge.cluster_view(sel, spec, ctl["layer"], ctl["method"], ctl["k"], ctl["n"])
+            view = diagnose.cluster_view(sel, spec, ctl["layer"], ctl["method"], ctl["k"], ctl["n"])
     _numbers(view, info["classes"])
-    st.plotly_chart(charts_diag.cluster_figure(view, ctl["color"], ctl["mode"], info["classes"]), key="ac_scatter",
-                    config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.diagnose.cluster_figure(view, ctl["color"], ctl["mode"], info["classes"]), key="ac_scatter",
+                    config=charts.base.CONFIG)  # fmt: skip
 
 
 render()

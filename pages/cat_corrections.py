@@ -6,52 +6,50 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, cat_charts, cat_view
-from ptq_ui.pickers import require_model
-from ptq_ui.run_form import current_spec, form
+from ptq_ui import charts
+from ptq_ui.services import cat, explore, runs
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
+from ptq_ui.widgets.forms import current_spec, form
+from ptq_ui.widgets.pickers import require_model
 
-PLOT = {"displaylogo": False}
+PLOT = charts.base.CONFIG
 
 
 def _base_config() -> tuple[str, dict[str, Any]]:
     """The base quantization: RTN with the Quantize page's settings, or a saved run re-quantized."""
     sel = selection()
     with errors_shown():
-        spec = current_spec(bridge.quantizable_layers(sel))
+        spec = current_spec(explore.quantizable_layers(sel))
     rtn = {"method": "rtn", "quant": spec.to_dict(), "calib": 256, "batch_size": 128,
            "seed": int(form()["seed"])}  # fmt: skip
-    choices = cat_view.base_choices(sel.model, rtn)
+    choices = cat.base_choices(sel.model, rtn)
     labels = list(choices)
-    label = keep("cat_base", st.selectbox("Base quantization", labels, key=seeded("cat_base", labels, labels[0]),
-                                          help="CAT corrects the logits of this quantized model. A saved run is "
+    label = persistent(st.selectbox, "cat_base", "Base quantization", labels,
+                       help="CAT corrects the logits of this quantized model. A saved run is "
                                                "quantized again from its stored settings (same seed and images); "
-                                               "reconstruction methods take minutes the first time."))  # fmt: skip
+                                               "reconstruction methods take minutes the first time.",
+                       options=labels, default=labels[0])  # fmt: skip
     return label, choices[label]
 
 
 def _knobs(classes: int) -> dict[str, Any]:
     """K, PCA dimensions, alpha and fitting-set size."""
     c1, c2, c3, c4 = st.columns(4)
-    k = keep("cat_k", c1.select_slider("Clusters K", cat_view.K_CHOICES, key=seeded("cat_k", cat_view.K_CHOICES, 64),
-                                       help="64 in the paper; 1 is one plain affine map per class."))  # fmt: skip
+    k = persistent(c1.select_slider, "cat_k", "Clusters K", cat.K_CHOICES,
+                   help="64 in the paper; 1 is one plain affine map per class.", options=cat.K_CHOICES,
+                   default=64)  # fmt: skip
     pca_options = [0, *range(2, classes + 1)]
-    pca = keep("cat_pca", c2.select_slider("PCA dimensions", pca_options, key=seeded("cat_pca", pca_options, 0),
-                                           format_func=lambda d: "none" if d == 0 else str(d),
-                                           help="k-means on this many principal axes of the quantized logits "
-                                                "(none: on the logits themselves, the paper's default)."))  # fmt: skip
-    alpha = keep("cat_alpha", c3.slider("Alpha", 0.0, 1.0, step=0.05, key=seeded("cat_alpha", default=0.4),
-                                        help="Blend toward the cluster's affine map: 0 = no correction."))  # fmt: skip
-    fit = keep(
-        "cat_fit",
-        c4.select_slider(
-            "Fitting images",
-            cat_view.FIT_CHOICES,
-            key=seeded("cat_fit", cat_view.FIT_CHOICES, 1024),
-            help="From the calibration split, after the base method's own images.",
-        ),
-    )
+    pca = persistent(c2.select_slider, "cat_pca", "PCA dimensions", pca_options,
+                     format_func=lambda d: "none" if d == 0 else str(d),
+                     help="k-means on this many principal axes of the quantized logits "
+                                                "(none: on the logits themselves, the paper's default).",
+                     options=pca_options, default=0)  # fmt: skip
+    alpha = persistent(c3.slider, "cat_alpha", "Alpha", 0.0, 1.0, step=0.05,
+                       help="Blend toward the cluster's affine map: 0 = no correction.", default=0.4)  # fmt: skip
+    fit = persistent(c4.select_slider, "cat_fit", "Fitting images", cat.FIT_CHOICES,
+                     help="From the calibration split, after the base method's own images.", options=cat.FIT_CHOICES,
+                     default=1024)
     return {"k": int(k), "pca": int(pca) or None, "alpha": round(float(alpha), 2), "fit_size": int(fit)}
 
 
@@ -86,19 +84,19 @@ def _clusters_tab(v: dict[str, Any], classes: list[str]) -> None:
     colour_by = st.radio("Colour by", ["cluster", "class", "status"], horizontal=True, key="cat_colour",
                          help="status: before → after the correction (right, wrong, fixed, broken).")  # fmt: skip
     groups = {"cluster": v["assign"], "class": v["labels"], "status": v["status"]}[colour_by]
-    st.plotly_chart(cat_charts.cluster_scatter(v["points_2d"], groups, v["centroids_2d"], colour_by, classes),
+    st.plotly_chart(charts.cat.cluster_scatter(v["points_2d"], groups, v["centroids_2d"], colour_by, classes),
                     key="cat_scatter", config=PLOT)  # fmt: skip
-    st.plotly_chart(cat_charts.cluster_sizes(v["fit_counts"], v["eval_counts"], fallback=v["fallback"]),
+    st.plotly_chart(charts.cat.cluster_sizes(v["fit_counts"], v["eval_counts"], fallback=v["fallback"]),
                     key="cat_sizes", config=PLOT)  # fmt: skip
 
 
 def _tables_tab(v: dict[str, Any], classes: list[str]) -> None:
     left, right = st.columns(2)
-    left.plotly_chart(cat_charts.table_heatmap(v["gamma"], "gamma (slope) per cluster and class", classes, 1.0),
+    left.plotly_chart(charts.cat.table_heatmap(v["gamma"], "gamma (slope) per cluster and class", classes, 1.0),
                       key="cat_gamma", config=PLOT)  # fmt: skip
-    right.plotly_chart(cat_charts.table_heatmap(v["beta"], "beta (shift) per cluster and class", classes, 0.0),
+    right.plotly_chart(charts.cat.table_heatmap(v["beta"], "beta (shift) per cluster and class", classes, 0.0),
                        key="cat_beta", config=PLOT)  # fmt: skip
-    st.plotly_chart(cat_charts.gamma_histogram(v["gamma"], v["options"]["max_gamma"]), key="cat_ghist", config=PLOT)
+    st.plotly_chart(charts.cat.gamma_histogram(v["gamma"], v["options"]["max_gamma"]), key="cat_ghist", config=PLOT)
 
 
 def _before_after_tab(v: dict[str, Any], classes: list[str], ctx: dict[str, Any]) -> None:
@@ -107,18 +105,18 @@ def _before_after_tab(v: dict[str, Any], classes: list[str], ctx: dict[str, Any]
         k = st.selectbox("Cluster", list(range(v["k"])), key="cat_ba_cluster",
                          format_func=lambda j: f"{j} ({v['eval_counts'][j]} test images)")  # fmt: skip
         means = {name: rows[k] for name, rows in v["cluster_means"].items()}
-        st.plotly_chart(cat_charts.logit_bars(classes, means, f"Mean logits of cluster {k} (test images)"),
+        st.plotly_chart(charts.cat.logit_bars(classes, means, f"Mean logits of cluster {k} (test images)"),
                         key="cat_ba_bars", config=PLOT)  # fmt: skip
         return
     n = v["eval_set"]["size"]
     i = st.number_input("Test image", 0, n - 1, value=0, step=1, key="cat_ba_index")
     with errors_shown():
-        s = cat_view.sample_logits(ctx["sel"], ctx["config"], ctx["eval_limit"], index=int(i), **ctx["knobs_fit"])
+        s = cat.sample_logits(ctx["sel"], ctx["config"], ctx["eval_limit"], index=int(i), **ctx["knobs_fit"])
     pred = {name: classes[max(range(len(z)), key=z.__getitem__)] for name, z in s.items() if isinstance(z, list)}
     st.caption(f"True class {classes[s['label']]} · cluster {s['cluster']} · predicted: float {pred['float']}, "
                f"quantized {pred['quantized']}, corrected {pred['corrected']}")  # fmt: skip
     logits = {name: s[name] for name in ("float", "quantized", "corrected")}
-    st.plotly_chart(cat_charts.logit_bars(classes, logits, f"Logits of test image {i}", s["label"]),
+    st.plotly_chart(charts.cat.logit_bars(classes, logits, f"Logits of test image {i}", s["label"]),
                     key="cat_ba_bars", config=PLOT)  # fmt: skip
 
 
@@ -127,19 +125,19 @@ def _sweep(v: dict[str, Any], ctx: dict[str, Any]) -> None:
     knob = st.radio("Sweep", list(names), format_func=names.get, horizontal=True, key="cat_sweep",
                     help="Refit CAT for every value of one knob, the others as set above.")  # fmt: skip
     with errors_shown():
-        curve = cat_view.sweep(ctx["sel"], ctx["config"], ctx["eval_limit"], knob, **ctx["knobs_fit"])
+        curve = cat.sweep(ctx["sel"], ctx["config"], ctx["eval_limit"], knob, **ctx["knobs_fit"])
     current = ctx["knobs_fit"][knob]
-    st.plotly_chart(cat_charts.sweep_curve(curve["values"], curve["top1"], v["top1_base"], names[knob], current),
+    st.plotly_chart(charts.cat.sweep_curve(curve["values"], curve["top1"], v["top1_base"], names[knob], current),
                     key="cat_sweep_curve", config=PLOT)  # fmt: skip
 
 
 def _outcome_tab(v: dict[str, Any]) -> None:
     left, right = st.columns(2)
-    left.plotly_chart(cat_charts.cluster_accuracy(v["acc_before"], v["acc_after"]), key="cat_acc", config=PLOT)
-    right.plotly_chart(cat_charts.fixes_breaks(v["fixes_per_cluster"], v["breaks_per_cluster"]), key="cat_fb",
+    left.plotly_chart(charts.cat.cluster_accuracy(v["acc_before"], v["acc_after"]), key="cat_acc", config=PLOT)
+    right.plotly_chart(charts.cat.fixes_breaks(v["fixes_per_cluster"], v["breaks_per_cluster"]), key="cat_fb",
                        config=PLOT)  # fmt: skip
     curve = v["alpha_curve"]
-    st.plotly_chart(cat_charts.alpha_curve(curve["alpha"], curve["top1"], v["top1_base"], v["alpha"]),
+    st.plotly_chart(charts.cat.alpha_curve(curve["alpha"], curve["top1"], v["top1_base"], v["alpha"]),
                     key="cat_alpha_curve", config=PLOT)  # fmt: skip
 
 
@@ -154,13 +152,13 @@ def render() -> None:
     require_model()
     sel = selection()
     label, config = _base_config()
-    eval_limit = bridge.default_eval_limit() or 2000
+    eval_limit = runs.default_eval_limit() or 2000
     with errors_shown():
-        info = cat_view.logits_info(sel, config, eval_limit)
+        info = cat.logits_info(sel, config, eval_limit)
     classes = info["classes"]
     knobs = _knobs(len(classes))
     with errors_shown():
-        v = cat_view.cat_view(sel, config, eval_limit, **knobs)
+        v = cat.cat_view(sel, config, eval_limit, **knobs)
     fs, es = v["fit_set"], v["eval_set"]
     st.caption(f"Base: {label}. Fitting set: {fs['size']} calibration-split images after the base method's first "
                f"{fs['offset']} (seed {fs['seed']}{', disjoint' if fs['disjoint'] else ', overlapping'}); "

@@ -7,11 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts
-from ptq_ui.diagnose_view import job_panel
-from ptq_ui.runs import describe_run
+from ptq_ui import charts
+from ptq_ui.services import runs, uploads
+from ptq_ui.services.runs import describe_run
 from ptq_ui.state import owner
-from ptq_ui.widgets import errors_shown, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
 
 ALL = "(all)"
 NO_SWEEP = "(every run)"
@@ -28,7 +28,7 @@ def _row(rec: Any) -> dict[str, Any]:
     return {
         "run_id": rec.run_id, "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
         "status": rec.status, "owner": _who(rec.owner), "mine": rec.owner == owner(),
-        "model": bridge.model_label(rec.model), "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
+        "model": uploads.model_label(rec.model), "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
         "bits": rec.bits_label, "w_bits_avg": m.get("w_bits_avg", rec.wbits if rec.wbits != 32 else None),
         "fp_top1": fp, "top1": top1, "drop": None if top1 is None or fp is None else round(fp - top1, 2),
         "top5": m.get("top5"), "test images": m.get("eval_samples") or spec.get("eval_limit"),
@@ -53,11 +53,11 @@ def _filter_ui(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cols = st.columns(7)
     for col, field in zip(cols[:5], ("model", "method", "bits", "status", "owner"), strict=True):
         options = [ALL, *sorted({r[field] for r in rows})]
-        value = keep(f"cr_{field}", col.selectbox(field.capitalize(), options, key=seeded(f"cr_{field}", options)))
+        value = persistent(col.selectbox, f"cr_{field}", field.capitalize(), options, options=options)
         if value != ALL:
             rows = [r for r in rows if r[field] == value]
-    by = keep("cr_sort", cols[5].selectbox("Sort by", SORT_KEYS, key=seeded("cr_sort", SORT_KEYS)))
-    desc = keep("cr_desc", cols[6].toggle("Descending", key=seeded("cr_desc", default=True)))
+    by = persistent(cols[5].selectbox, "cr_sort", "Sort by", SORT_KEYS, options=SORT_KEYS)
+    desc = persistent(cols[6].toggle, "cr_desc", "Descending", default=True)
     present = [r for r in rows if r[by] is not None]
     return sorted(present, key=lambda r: r[by], reverse=desc) + [r for r in rows if r[by] is None]
 
@@ -68,26 +68,26 @@ def _charts(rows: list[dict[str, Any]]) -> None:
         return
     left, right = st.columns(2)
     pts = [dict(r, x_bits=min(r["w_bits_avg"] or 16, 16)) for r in done]  # float drawn at 16
-    fig = charts.accuracy_scatter(pts, "x_bits", "weight bits, parameter-weighted average (float at 16)",
+    fig = charts.runs.accuracy_scatter(pts, "x_bits", "weight bits, parameter-weighted average (float at 16)",
                                   "Accuracy against weight bits")  # fmt: skip
-    left.plotly_chart(fig, key="cr_bits", config={"displaylogo": False})
-    fig = charts.accuracy_scatter(done, "seconds", "run time (s)", "Accuracy against run time")
-    right.plotly_chart(fig, key="cr_time", config={"displaylogo": False})
+    left.plotly_chart(fig, key="cr_bits", config=charts.base.CONFIG)
+    fig = charts.runs.accuracy_scatter(done, "seconds", "run time (s)", "Accuracy against run time")
+    right.plotly_chart(fig, key="cr_time", config=charts.base.CONFIG)
 
 
-def _sweep_ui(runs: list[Any]) -> list[Any]:
+def _sweep_ui(listed: list[Any]) -> list[Any]:
     """Pick a sweep: its grid as a table and a plot; returns the runs to list (the sweep's, or all)."""
-    sweeps = bridge.list_sweeps()
+    sweeps = runs.list_sweeps()
     if not sweeps:
-        return runs
+        return listed
     names = [NO_SWEEP, *(s["sweep"] for s in sweeps)]
     counts = {s["sweep"]: f"{s['sweep']} ({s['done']} done, {s['failed']} failed)" for s in sweeps}
-    name = keep("cr_sweep", st.selectbox("Sweep", names, key=seeded("cr_sweep", names),
-                                         format_func=lambda n: counts.get(n, n)))  # fmt: skip
+    name = persistent(st.selectbox, "cr_sweep", "Sweep", names, format_func=lambda n: counts.get(n, n),
+                      options=names)  # fmt: skip
     if name == NO_SWEEP:
-        return runs
+        return listed
     with errors_shown():
-        records, groups = bridge.sweep_view(name)
+        records, groups = runs.sweep_view(name)
     st.subheader(f"Sweep {name}")
     table = [{"cells": g["group"], "model": g["model"], "method": g["method"], "bits": g["bits"],
               "seeds": ", ".join(map(str, g["seeds"])), "top1": g["top1_mean"], "std": g["top1_std"],
@@ -97,17 +97,17 @@ def _sweep_ui(runs: list[Any]) -> list[Any]:
                                 "std": st.column_config.NumberColumn("± std", format="%.2f"),
                                 "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f")})  # fmt: skip
     if any(g["top1_mean"] is not None for g in groups):
-        st.plotly_chart(charts.sweep_lines(groups), key="cr_sweep_plot", config={"displaylogo": False})
+        st.plotly_chart(charts.runs.sweep_lines(groups), key="cr_sweep_plot", config=charts.base.CONFIG)
     st.caption("One row per cell of the grid with the seeds pooled: the newest run of each cell. Resume or extend "
                f"it with `python -m ptq_core sweep GRID --name {name}`.")  # fmt: skip
     ids = {r.run_id for r in records}
-    return [r for r in runs if r.run_id in ids]
+    return [r for r in listed if r.run_id in ids]
 
 
 def _delete(ids: list[str]) -> None:
     """Button callback: delete (only this user's runs, unless the server lets anyone delete any), then clear
     the selection (its options are about to change)."""
-    n = bridge.delete_runs(ids, owner())
+    n = runs.delete_runs(ids, owner())
     st.session_state["cr_selected"] = []
     st.session_state["w_cr_selected"] = []
     st.session_state["cr_deleted"] = (n, len(ids) - n)
@@ -118,17 +118,15 @@ def _delete(ids: list[str]) -> None:
 def _actions(rows: list[dict[str, Any]]) -> None:
     ids = [r["run_id"] for r in rows]
     label = {r["run_id"]: f"{r['run_id']} · {r['model']} · {r['method']} {r['bits']} · {r['status']}" for r in rows}
-    kept = [i for i in st.session_state.get("cr_selected") or [] if i in label]
-    st.session_state["w_cr_selected"] = [i for i in st.session_state.get("w_cr_selected", kept) if i in label]
-    chosen = keep("cr_selected", st.multiselect("Select runs (for delete / export)", ids, key="w_cr_selected",
-                                                format_func=label.get))  # fmt: skip
+    chosen = persistent(st.multiselect, "cr_selected", "Select runs (for delete / export)", ids, options=ids,
+                        default=[], format_func=label.get)  # fmt: skip
     target = chosen or ids
     c = st.columns([1, 1, 1, 2])
-    c[0].download_button("Export CSV", bridge.export_runs(target, "csv"), "ptq-runs.csv", "text/csv",
+    c[0].download_button("Export CSV", runs.export_runs(target, "csv"), "ptq-runs.csv", "text/csv",
                          key="cr_csv", on_click="ignore")  # fmt: skip
-    c[1].download_button("Export JSON", bridge.export_runs(target, "json"), "ptq-runs.json", "application/json",
+    c[1].download_button("Export JSON", runs.export_runs(target, "json"), "ptq-runs.json", "application/json",
                          key="cr_json", on_click="ignore")  # fmt: skip
-    mine = {r["run_id"] for r in rows if r["mine"] or bridge.delete_any()}
+    mine = {r["run_id"] for r in rows if r["mine"] or runs.delete_any()}
     others = [i for i in chosen if i not in mine]
     sure = c[3].checkbox("Yes, delete the selected runs", key="cr_sure", disabled=not chosen or bool(others))
     why = "You can delete only your own runs" if others else None
@@ -153,13 +151,13 @@ def render() -> None:
             st.success(f"Deleted {n} run(s).")
     _rerun_outcome()
     with errors_shown():
-        runs = bridge.list_runs()
-    if not runs:
+        listed = runs.list_runs()
+    if not listed:
         st.info("No saved runs yet: run one on the Quantize page.")
         return
-    runs = _sweep_ui(runs)
-    records = {r.run_id: r for r in runs}
-    rows = _filter_ui([_row(r) for r in runs])
+    listed = _sweep_ui(listed)
+    records = {r.run_id: r for r in listed}
+    rows = _filter_ui([_row(r) for r in listed])
     st.caption("Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "
                "evaluated on different subsets.")  # fmt: skip
     st.dataframe(rows, hide_index=True, column_order=["run_id", "created", "status", "owner", "model", "method", "bits",
@@ -180,13 +178,14 @@ def render() -> None:
 def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
     """One run in full: what its numbers are, its error if it failed, its description to re-run."""
     ids = [r["run_id"] for r in rows]
-    run_id = keep("cr_detail", st.selectbox("Run details", ids, key=seeded("cr_detail", ids),
-                                            format_func=lambda i: f"{i} · {records[i].method} "
-                                            f"{records[i].bits_label} · {records[i].status}"))  # fmt: skip
+    run_id = persistent(st.selectbox, "cr_detail", "Run details", ids,
+                        format_func=lambda i: f"{i} · {records[i].method} "
+                                            f"{records[i].bits_label} · {records[i].status}",
+                        options=ids)  # fmt: skip
     rec = records[run_id]
-    st.caption(literal(bridge.redact(describe_run(rec))))
+    st.caption(literal(uploads.redact(describe_run(rec))))
     if rec.error:
-        st.error(literal(bridge.redact(f"{rec.status}: {rec.error}")))
+        st.error(literal(uploads.redact(f"{rec.status}: {rec.error}")))
     if rec.status in ("interrupted", "failed", "cancelled") and rec.spec:
         job = st.session_state.get("job")
         busy = job is not None and job.running
@@ -194,7 +193,7 @@ def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
                   help="Your job is still going" if busy else "Queues the same run again, as yours; follow it "
                   "on the Quantize page.")  # fmt: skip
     with st.expander("Run description (re-run it with `python -m ptq_core quantize --config FILE`)"):
-        st.json(bridge.redact_json(rec.spec or {"method": rec.config, "note": "stored before runs kept their "
+        st.json(uploads.redact_json(rec.spec or {"method": rec.config, "note": "stored before runs kept their "
                                                 "description"}))  # fmt: skip
     if rec.status == "done" and rec.spec:
         _export(rec.run_id)
@@ -216,7 +215,7 @@ def _export(run_id: str) -> None:
                    "equal the stored one, then each file is checked: the ONNX model in onnxruntime on the run's "
                    "test images, the integer checkpoint by reloading it.")  # fmt: skip
         if st.button("Prepare the export files", key="cr_export_go"):
-            bridge.start_export(run_id)
+            runs.start_export(run_id)
             st.rerun()
         return
     result = job.result
@@ -231,7 +230,7 @@ def _export(run_id: str) -> None:
     cols = st.columns(len(result["files"]))
     for col, (fmt, path) in zip(cols, result["files"].items(), strict=True):
         label, mime = names[fmt]
-        col.download_button(label, bridge.read_file(path), path.rsplit("/", 1)[-1], mime, key=f"cr_dl_{fmt}",
+        col.download_button(label, runs.read_file(path), path.rsplit("/", 1)[-1], mime, key=f"cr_dl_{fmt}",
                             on_click="ignore")  # fmt: skip
     st.dataframe(result["encodings"], hide_index=True, height=300)
 
@@ -239,9 +238,9 @@ def _export(run_id: str) -> None:
 def _rerun(spec: dict[str, Any]) -> None:
     """Button callback: queue the stored description again; the outcome is shown on the next draw."""
     try:
-        bridge.rerun(spec, owner())
+        runs.rerun(spec, owner())
         st.session_state["cr_rerun_msg"] = ("ok", "Queued again as your run: follow it on the Quantize page.")
-    except bridge.PTQError as exc:
+    except runs.PTQError as exc:
         st.session_state["cr_rerun_msg"] = ("error", f"Cannot re-run it: {exc}")
 
 
@@ -261,7 +260,7 @@ def _report_ui(run_id: str) -> None:
                  help="Re-runs the stored description (same seed, same model), checks the top-1, and writes one "
                  "self-contained file: spec, accuracy, per-layer errors, diagnosis, scales, histograms."):  # fmt: skip
         with errors_shown():
-            job = bridge.start_report(run_id)
+            job = runs.start_report(run_id)
         if job.running:
             st.rerun()
     if job is None:

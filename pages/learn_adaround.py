@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ptq_ui import bridge, learn_bridge, learn_charts
-from ptq_ui.pickers import require_model
+from ptq_ui import charts
+from ptq_ui.services import explore, learn
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 Round-to-nearest treats every weight alone. **AdaRound** (Nagel et al., 2020) asks instead: for each weight,
@@ -24,10 +25,10 @@ its weights on a per-channel MSE grid, float activations and 256 calibration ima
 
 def _controls(sel: Selection) -> tuple[str, int, int, float]:
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
+        layers = explore.quantizable_layers(sel)
     default = next((n for n in layers if "layer2" in n), layers[len(layers) // 2])
     c1, c2, c3, c4 = st.columns([3, 1, 2, 2])
-    layer = keep("ar_layer", c1.selectbox("Layer", layers, key=seeded("ar_layer", layers, default)))
+    layer = persistent(c1.selectbox, "ar_layer", "Layer", layers, options=layers, default=default)
     bits = c2.selectbox("Weight bits", [2, 3, 4, 8], index=1, key="ar_bits")
     iters = c3.slider("AdaRound steps", 50, 1000, 300, 50, key="ar_iters", help="Adam steps of batch 32.")
     lam = c4.select_slider(
@@ -68,16 +69,16 @@ def _numbers(res: dict) -> None:
 def _panel(sel: Selection) -> None:
     layer, bits, iters, lam = _controls(sel)
     with errors_shown():
-        res = learn_bridge.adaround_demo(sel, layer, bits, iters, lam)
+        res = learn.adaround_demo(sel, layer, bits, iters, lam)
     _numbers(res)
     left, right = st.columns(2)
-    left.plotly_chart(learn_charts.rounding_scatter(res["scatter"]), key="ar_scatter", config={"displaylogo": False})
-    right.plotly_chart(learn_charts.h_evolution_figure(res["h_init"], res["snapshots"], learn_bridge.H_BINS),
-                       key="ar_h", config={"displaylogo": False})  # fmt: skip
+    left.plotly_chart(charts.learn.rounding_scatter(res["scatter"]), key="ar_scatter", config=charts.base.CONFIG)
+    right.plotly_chart(charts.learn.h_evolution_figure(res["h_init"], res["snapshots"], learn.H_BINS),
+                       key="ar_h", config=charts.base.CONFIG)  # fmt: skip
     left, right = st.columns(2)
-    left.plotly_chart(learn_charts.adaround_loss_figure(res["history"]), key="ar_loss", config={"displaylogo": False})
-    right.plotly_chart(learn_charts.rectified_sigmoid_figure(learn_bridge.rectified_sigmoid_curve()), key="ar_sig",
-                       config={"displaylogo": False})  # fmt: skip
+    left.plotly_chart(charts.learn.adaround_loss_figure(res["history"]), key="ar_loss", config=charts.base.CONFIG)
+    right.plotly_chart(charts.learn.rectified_sigmoid_figure(learn.rectified_sigmoid_curve()), key="ar_sig",
+                       config=charts.base.CONFIG)  # fmt: skip
     undecided = res["snapshots"][-1]["undecided"] if res["snapshots"] else float("nan")
     st.caption(f"{layer}: {res['weights']:,} weights in {res['channels']} channels, {bits}-bit grid, {iters} steps, "
                f"λ = {lam}. At the last step {100 * undecided:.1f}% of the h values were still strictly between "

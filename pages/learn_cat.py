@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ptq_ui import learn_bridge, learn_charts
-from ptq_ui.pickers import require_model
+from ptq_ui import charts
+from ptq_ui.services import learn
 from ptq_ui.state import Selection, selection
 from ptq_ui.widgets import errors_shown
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 **CAT** (cluster-based affine transformation, Zoljodi et al., 2025) leaves the quantized network alone and
@@ -55,8 +56,8 @@ def _affine_panel(res: dict, logits: dict, classes: list[str]) -> None:
     zf = [float(logits["fit_f"][i, cls]) for i in members]
     gamma, beta = res["gamma"][cluster][cls], res["beta"][cluster][cls]
     title = f"Cluster {cluster}, class {names[cls]}: γ = {gamma:.3f}, β = {beta:.3f}"
-    st.plotly_chart(learn_charts.cat_affine_figure(zq, zf, gamma, beta, res["alpha"], title), key="cat_affine",
-                    config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.learn.cat_affine_figure(zq, zf, gamma, beta, res["alpha"], title), key="cat_affine",
+                    config=charts.base.CONFIG)  # fmt: skip
     if cluster in res["fallback"]:
         st.caption("This cluster had too few fitting images: it keeps the identity (γ = 1, β = 0).")
 
@@ -64,8 +65,8 @@ def _affine_panel(res: dict, logits: dict, classes: list[str]) -> None:
 def _panel(sel: Selection, classes: list[str]) -> None:
     bits, k, alpha = _controls()
     with errors_shown():
-        res = learn_bridge.cat_demo(sel, bits, k, alpha)
-        logits = learn_bridge.cat_logits(sel, bits)
+        res = learn.cat_demo(sel, bits, k, alpha)
+        logits = learn.cat_logits(sel, bits)
     _metrics(res)
     st.caption(f"RTN W{bits}A{bits} (weights mse, activations min-max, 8-bit first/last layers, 256 calibration "
                f"images, seed 0) on {sel.data}; every accuracy here is on the first {len(res['labels']):,} test "
@@ -73,10 +74,10 @@ def _panel(sel: Selection, classes: list[str]) -> None:
     left, right = st.columns(2)
     hover = [f"label {classes[y] if y < len(classes) else y} · {s}" for y, s in zip(res["labels"], res["status"],
                                                                                      strict=True)]  # fmt: skip
-    left.plotly_chart(learn_charts.cat_scatter(res["points_2d"], res["assign"], hover, "Quantized logits of the "
-                      "test images, by cluster"), key="cat_clusters", config={"displaylogo": False})  # fmt: skip
-    right.plotly_chart(learn_charts.cluster_table_figure(res["acc_before"], res["acc_after"], res["eval_counts"]),
-                       key="cat_acc", config={"displaylogo": False})  # fmt: skip
+    left.plotly_chart(charts.learn.cat_scatter(res["points_2d"], res["assign"], hover, "Quantized logits of the "
+                      "test images, by cluster"), key="cat_clusters", config=charts.base.CONFIG)  # fmt: skip
+    right.plotly_chart(charts.learn.cluster_table_figure(res["acc_before"], res["acc_after"], res["eval_counts"]),
+                       key="cat_acc", config=charts.base.CONFIG)  # fmt: skip
     _affine_panel(res, logits, classes)
     gap0, gap1 = res["gap_before"], res["gap_after"]
     st.caption(f"KL(float ‖ quantized) {gap0['kl']:.4f} → {gap1['kl']:.4f}; logit MSE {gap0['mse']:.3f} → "

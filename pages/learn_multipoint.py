@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ptq_ui import bridge, learn_bridge, learn_charts
-from ptq_ui.pickers import require_model
+from ptq_ui import charts
+from ptq_ui.services import explore, learn
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 **Multipoint quantization** (Liu et al., AAAI 2021) keeps every weight on a b-bit grid, but lets a channel
@@ -25,14 +26,14 @@ This page calls the core's `greedy_points` and `allocate_points` (`ptq_core.laye
 
 def _controls(sel: Selection) -> tuple[str, int, str, float]:
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
+        layers = explore.quantizable_layers(sel)
     default = next((n for n in layers if "layer2" in n), layers[len(layers) // 2])
     c1, c2, c3, c4 = st.columns([3, 1, 2, 3])
-    layer = keep("mp_layer", c1.selectbox("Layer", layers, key=seeded("mp_layer", layers, default)))
+    layer = persistent(c1.selectbox, "mp_layer", "Layer", layers, options=layers, default=default)
     bits = c2.selectbox("Bits", [2, 3, 4], index=1, key="mp_bits")
     grid = c3.selectbox("Grid", ["signed", "symmetric"], key="mp_grid",
                         help="signed: all 2^b codes; symmetric: 2^b − 1 codes around 0.")  # fmt: skip
-    budget = c4.select_slider("Extra points (% of channels)", list(learn_bridge.BUDGETS), value=25, key="mp_budget")
+    budget = c4.select_slider("Extra points (% of channels)", list(learn.BUDGETS), value=25, key="mp_budget")
     return layer, bits, grid, float(budget)
 
 
@@ -41,15 +42,15 @@ def _channel_ui(demo: dict, points: list[int]) -> tuple[int, int]:
     c1, c2 = st.columns([2, 3])
     channel = c1.selectbox("Channel", order, key="mp_channel", format_func=lambda c: f"{c} ({points[c]} point"
                            f"{'s' if points[c] > 1 else ''} at this budget)")  # fmt: skip
-    shown = c2.slider("Points drawn", 1, learn_bridge.MAX_POINTS, 2, key="mp_shown")
+    shown = c2.slider("Points drawn", 1, learn.MAX_POINTS, 2, key="mp_shown")
     return channel, shown
 
 
 def _panel(sel: Selection) -> None:
     layer, bits, grid, budget = _controls(sel)
     with errors_shown():
-        demo = learn_bridge.multipoint_demo(sel, layer, bits, grid)
-        points = learn_bridge.multipoint_allocation(sel.key, sel.data, layer, bits, grid, budget).tolist()
+        demo = learn.multipoint_demo(sel, layer, bits, grid)
+        points = learn.multipoint_allocation(sel.key, sel.data, layer, bits, grid, budget).tolist()
     curve = demo["budget_curve"]
     i = curve["budget"].index(int(budget)) if int(budget) in curve["budget"] else 0
     c = st.columns(4)
@@ -63,17 +64,17 @@ def _panel(sel: Selection) -> None:
     c[3].metric("Same budget, random channels", f"{rnd:.3g}", f"{100 * (rnd - one) / one:+.0f}%",
                 delta_color="inverse")  # fmt: skip
     left, right = st.columns([3, 2])
-    left.plotly_chart(learn_charts.budget_figure(curve, budget), key="mp_budget_fig", config={"displaylogo": False})
-    right.plotly_chart(learn_charts.points_histogram(points), key="mp_hist", config={"displaylogo": False})
+    left.plotly_chart(charts.learn.budget_figure(curve, budget), key="mp_budget_fig", config=charts.base.CONFIG)
+    right.plotly_chart(charts.learn.points_histogram(points), key="mp_hist", config=charts.base.CONFIG)
     st.subheader("One channel, point by point")
     channel, shown = _channel_ui(demo, points)
     with errors_shown():
-        view = learn_bridge.multipoint_channel(demo, channel)
+        view = learn.multipoint_channel(demo, channel)
     left, right = st.columns(2)
-    left.plotly_chart(learn_charts.points_figure(view["w"], view["partial"], shown), key="mp_points",
-                      config={"displaylogo": False})  # fmt: skip
-    right.plotly_chart(learn_charts.residual_figure(view["residual"], [view["reference"], *view["errors"]]),
-                       key="mp_residual", config={"displaylogo": False})  # fmt: skip
+    left.plotly_chart(charts.learn.points_figure(view["w"], view["partial"], shown), key="mp_points",
+                      config=charts.base.CONFIG)  # fmt: skip
+    right.plotly_chart(charts.learn.residual_figure(view["residual"], [view["reference"], *view["errors"]]),
+                       key="mp_residual", config=charts.base.CONFIG)  # fmt: skip
     rows = [{"point": n + 1, "coefficient a": a, "codes used": len(lv), "|residual| after": view["residual"][n + 1],
              "output error after": view["errors"][n],
              "relative output error": view["errors"][n] / view["reference"] if view["reference"] else None}

@@ -6,10 +6,11 @@ import math
 
 import streamlit as st
 
-from ptq_ui import bridge, charts, learn_bridge
-from ptq_ui.pickers import require_model
+from ptq_ui import charts
+from ptq_ui.services import explore
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
+from ptq_ui.widgets.pickers import require_model
 
 SOURCES = {"weights": "weights", "activations": "input activations (64 calibration images)"}
 MODES = {"ratio": "clipping ratio", "manual": "scale and zero point by hand"}
@@ -29,11 +30,11 @@ clipped. The best ratio balances the two; the curve below finds it by search, as
 
 def _controls(sel: Selection) -> tuple[str, str, int, float, bool]:
     c1, c2 = st.columns(2)
-    source = keep("learn_source", c1.radio("Quantize", list(SOURCES), format_func=SOURCES.get, horizontal=True,
-                                           key=seeded("learn_source", list(SOURCES))))  # fmt: skip
+    source = persistent(c1.radio, "learn_source", "Quantize", list(SOURCES), format_func=SOURCES.get, horizontal=True,
+                        options=list(SOURCES))  # fmt: skip
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
-    layer = keep("learn_layer", c2.selectbox("Layer", layers, key=seeded("learn_layer", layers)))
+        layers = explore.quantizable_layers(sel)
+    layer = persistent(c2.selectbox, "learn_layer", "Layer", layers, options=layers)
     c3, c4, c5 = st.columns([2, 2, 1])
     bits = c3.slider("Bits", 2, 8, 4, key="learn_bits")
     ratio = c4.slider("Clipping ratio (share of the full range kept)", 0.05, 1.0, 1.0, 0.01, key="learn_ratio")
@@ -66,7 +67,7 @@ def _manual(sel: Selection, layer: str, source: str, bits: int, auto: dict) -> t
     zp = c2.slider("Zero point z", qmin, qmax, int(auto["zero_point"]), key=f"learn_zp_{tag}",
                    help="The integer that stands for 0.0; moving it slides the grid along the values.")
     with errors_shown():
-        view = learn_bridge.grid_view(sel, layer, source, bits, scale, zp, signed)
+        view = explore.grid_view(sel, layer, source, bits, scale, zp, signed)
     width = view["max"] - view["min"]
     ratio = min(1.0, (view["hi"] - view["lo"]) / width) if width > 0 else 1.0
     return view, ratio
@@ -85,19 +86,19 @@ def _panel(sel: Selection) -> None:
     mode = st.radio("Set the grid by", list(MODES), format_func=MODES.get, horizontal=True, key="learn_mode",
                     help="By hand: the grid starts from the clipping ratio's; then scale and zero point rule.")
     with errors_shown():
-        view = bridge.quantizer_view(sel, layer, source, bits, ratio, symmetric)
-        curve = bridge.clip_curve(sel, layer, source, bits, symmetric)
+        view = explore.quantizer_view(sel, layer, source, bits, ratio, symmetric)
+        curve = explore.clip_curve(sel, layer, source, bits, symmetric)
     if mode == "manual":
         view, ratio = _manual(sel, layer, source, bits, view)
     _numbers(view)
     grid = "signed" if view["signed"] else "unsigned"
     title = f"{layer} {source}: {view['count']:,} values, {bits}-bit {grid} grid [{view['lo']:.3g}, {view['hi']:.3g}]"
-    st.plotly_chart(charts.quantizer_histogram(view, title), key="learn_hist", config={"displaylogo": False})
+    st.plotly_chart(charts.runs.quantizer_histogram(view, title), key="learn_hist", config=charts.base.CONFIG)
     st.caption("Red lines: the values the quantizer can output. Shaded: values outside the range, which are "
                "clipped to its edge. At low bits the lines are far apart; watch the rounding error grow.")  # fmt: skip
     left, right = st.columns([3, 2])
-    left.plotly_chart(charts.clip_curve_figure(curve, ratio, view["total_mse"]), key="learn_curve",
-                      config={"displaylogo": False})  # fmt: skip
+    left.plotly_chart(charts.runs.clip_curve_figure(curve, ratio, view["total_mse"]), key="learn_curve",
+                      config=charts.base.CONFIG)  # fmt: skip
     with right:
         st.markdown(f"**Optimal clipping ratio at {bits} bits: {curve['best_ratio']:.2f}** "
                     f"(range [{curve['best_lo']:.3g}, {curve['best_hi']:.3g}], MSE {curve['best_mse']:.3e}).")

@@ -6,11 +6,11 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge
-from ptq_ui.pickers import data_ui, device_ui, model_ui, require_model
-from ptq_ui.run_form import current_spec
+from ptq_ui.services import explore, uploads
 from ptq_ui.state import selection
-from ptq_ui.widgets import errors_shown, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, literal, persistent
+from ptq_ui.widgets.forms import current_spec
+from ptq_ui.widgets.pickers import data_ui, device_ui, model_ui, require_model
 
 ACC_LIMITS = [1000, 5000, 0]  # 0 = whole test split
 
@@ -38,8 +38,8 @@ def _si(n: float) -> str:
 def _architecture(info: dict[str, Any]) -> None:
     sel = selection()
     with errors_shown():
-        spec = current_spec(bridge.quantizable_layers(sel))
-        arch = bridge.architecture(sel, spec)
+        spec = current_spec(explore.quantizable_layers(sel))
+        arch = explore.architecture(sel, spec)
     st.subheader("Architecture")
     st.caption(f"Quantized with the Quantize page's settings: W{spec.wbits}/A{spec.abits}, first/last "
                f"{spec.first_last_bits or 'same'}, {'per-channel' if spec.w_per_channel else 'per-tensor'} "
@@ -69,15 +69,15 @@ def _accuracy(info: dict[str, Any]) -> None:
     if card_top1 is not None:
         cols[0].metric("Top-1 (model card, full test split)", f"{card_top1:.2f}%")
     fmt = lambda n: "all test images" if n == 0 else f"first {n} test images"  # noqa: E731
-    limit = keep("fp_limit", cols[1].selectbox("Evaluate on", ACC_LIMITS, key=seeded("fp_limit", ACC_LIMITS, 1000),
-                                               format_func=fmt))  # fmt: skip
+    limit = persistent(cols[1].selectbox, "fp_limit", "Evaluate on", ACC_LIMITS, format_func=fmt, options=ACC_LIMITS,
+                       default=1000)  # fmt: skip
     sel = selection()
     token = (sel.key, sel.data, limit)
     if cols[1].button("Evaluate float accuracy", key="fp_eval"):
         st.session_state["fp_eval_done"] = token
     if st.session_state.get("fp_eval_done") == token:  # cached after the first click
         with errors_shown():
-            acc = bridge.float_accuracy(sel, limit or None)
+            acc = explore.float_accuracy(sel, limit or None)
         cols[2].metric(f"Top-1 / top-5 on {acc['samples']:,} images", f"{acc['top1']:.2f}%",
                        f"top-5 {acc['top5']:.2f}%", delta_color="off")  # fmt: skip
 
@@ -91,8 +91,8 @@ def render() -> None:
     st.divider()
     info = require_model(allow_download=st.session_state.pop("allow_download", False), explain=False)
     data = info["data"]
-    st.caption(f"**{literal(bridge.model_label(info['name']))}** ({info['source']}, {info['status']}) · data: "
-               f"{literal(bridge.redact(data['source']))}, {data['calib']:,} calibration / {data['test']:,} test "
+    st.caption(f"**{literal(uploads.model_label(info['name']))}** ({info['source']}, {info['status']}) · data: "
+               f"{literal(uploads.redact(data['source']))}, {data['calib']:,} calibration / {data['test']:,} test "
                f"images, {len(info['classes'])} classes")  # fmt: skip
     _architecture(info)
     _accuracy(info)

@@ -6,10 +6,11 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts_diag, diag_bridge
-from ptq_ui.pickers import require_model
+from ptq_ui import charts
+from ptq_ui.services import diagnose, explore
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, seeded
+from ptq_ui.widgets import errors_shown, persistent
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 One grid is shared by every channel of a tensor unless the quantizer is **per-channel** (weights here are
@@ -27,12 +28,12 @@ SOURCES = {"weights": "weights (output channels)", "activations": "input activat
 
 def _controls(sel: Selection) -> tuple[str, int, float]:
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
+        layers = explore.quantizable_layers(sel)
     c1, c2, c3 = st.columns([3, 2, 2])
-    layer = keep("oc_layer", c1.selectbox("Layer", layers, key=seeded("oc_layer", layers)))
-    n = keep("oc_images", c2.slider("Calibration images", 8, 512, step=8, key=seeded("oc_images", default=128),
-                                    help="Images whose activations are measured."))  # fmt: skip
-    z = keep("oc_z", c3.slider("Outlier threshold (z-score)", 1.0, 20.0, step=0.5, key=seeded("oc_z", default=3.5)))
+    layer = persistent(c1.selectbox, "oc_layer", "Layer", layers, options=layers)
+    n = persistent(c2.slider, "oc_images", "Calibration images", 8, 512, step=8,
+                   help="Images whose activations are measured.", default=128)  # fmt: skip
+    z = persistent(c3.slider, "oc_z", "Outlier threshold (z-score)", 1.0, 20.0, step=0.5, default=3.5)
     return layer, int(n), float(z)
 
 
@@ -50,8 +51,8 @@ def _summary(stats: dict[str, Any], z: float, col: Any) -> None:
 def _ranges_tab(data: dict[str, Any], source: str, z: float) -> None:
     stats = data[source]
     _summary(stats, z, st)
-    st.plotly_chart(charts_diag.channel_ranges_figure(stats, SOURCES[source].capitalize(), z), key=f"oc_{source}",
-                    config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.diagnose.channel_ranges_figure(stats, SOURCES[source].capitalize(), z), key=f"oc_{source}",
+                    config=charts.base.CONFIG)  # fmt: skip
 
 
 def _map_tab(sel: Selection, layer: str, n: int) -> None:
@@ -62,11 +63,11 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
                "Channel score = the channel's largest value / the layer's median; sample score = a cell / "
                "its channel's median.")  # fmt: skip
     with errors_shown():
-        names = diag_bridge.outlier_layers(sel)
+        names = diagnose.outlier_layers(sel)
     default = next((m for m in names if m == layer), names[0])
-    module = keep("oc_map_layer", st.selectbox("Module (output)", names, key=seeded("oc_map_layer", names, default)))
+    module = persistent(st.selectbox, "oc_map_layer", "Module (output)", names, options=names, default=default)
     with errors_shown():
-        got = diag_bridge.channel_sample_map(sel, module, min(n, 256))
+        got = diagnose.channel_sample_map(sel, module, min(n, 256))
     scores = got["channel_score"]
     c = st.columns(3)
     c[0].metric("Strongest channel score", f"{max(scores):.1f}×", help="max over samples / median of the layer")
@@ -74,31 +75,24 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
     c[1].metric("Strongest sample score", f"{top['sample_score']:.1f}×" if top else "n/a",
                 help=f"channel {top['channel']}, sample {top['sample']}" if top else None)  # fmt: skip
     c[2].metric("Median channel maximum", f"{got['median']:.3g}")
-    st.plotly_chart(charts_diag.channel_sample_heatmap(got["map"], f"{module}: max |x| per channel and sample"),
-                    key="oc_map", config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.diagnose.channel_sample_heatmap(got["map"], f"{module}: max |x| per channel and sample"),
+                    key="oc_map", config=charts.base.CONFIG)  # fmt: skip
     with st.expander("Strongest (channel, sample) outliers"):
         st.dataframe(got["top"], hide_index=True)
 
 
 def _split_controls() -> tuple[str, int, bool, float, bool]:
     c1, c2, c3 = st.columns(3)
-    source = keep(
-        "oc_split_source",
-        c1.radio(
-            "Tensor",
-            list(SOURCES),
-            format_func=SOURCES.get,
-            key=seeded("oc_split_source", list(SOURCES), "activations"),
-        ),
-    )
-    bits = keep("oc_bits", c2.slider("Bits", 2, 8, key=seeded("oc_bits", default=4)))
+    source = persistent(c1.radio, "oc_split_source", "Tensor", list(SOURCES), format_func=SOURCES.get,
+                        options=list(SOURCES), default="activations")
+    bits = persistent(c2.slider, "oc_bits", "Bits", 2, 8, default=4)
     grans = ["per-tensor", "per-channel"]
-    gran = keep("oc_gran", c3.radio("Grid", grans, key=seeded("oc_gran", grans), horizontal=True,
-                                    help="One grid for the tensor, or one per channel."))  # fmt: skip
+    gran = persistent(c3.radio, "oc_gran", "Grid", grans, horizontal=True,
+                      help="One grid for the tensor, or one per channel.", options=grans)  # fmt: skip
     c4, c5 = st.columns([3, 1])
-    ratio = keep("oc_ratio", c4.slider("Clipping ratio (share of the observed range the grid covers)", 0.05, 1.0,
-                                       step=0.01, key=seeded("oc_ratio", default=1.0)))  # fmt: skip
-    sym = keep("oc_sym", c5.toggle("Symmetric", key=seeded("oc_sym", default=False)))
+    ratio = persistent(c4.slider, "oc_ratio", "Clipping ratio (share of the observed range the grid covers)", 0.05,
+                       1.0, step=0.01, default=1.0)  # fmt: skip
+    sym = persistent(c5.toggle, "oc_sym", "Symmetric", default=False)
     return source, int(bits), gran == "per-channel", float(ratio), bool(sym)
 
 
@@ -110,7 +104,7 @@ def _split_tab(sel: Selection, layer: str, n: int) -> None:
                "each channel its own step.")  # fmt: skip
     source, bits, per_channel, ratio, sym = _split_controls()
     with errors_shown():
-        split = diag_bridge.error_split(sel, layer, source, bits, per_channel, ratio, sym, n)
+        split = diagnose.error_split(sel, layer, source, bits, per_channel, ratio, sym, n)
     clip, rnd = sum(split["clipping"]), sum(split["rounding"])
     c = st.columns(3)
     c[0].metric("Rounding MSE (all channels)", f"{rnd / len(split['rounding']):.3g}")
@@ -118,7 +112,7 @@ def _split_tab(sel: Selection, layer: str, n: int) -> None:
     worst = max(range(len(split["total"])), key=lambda i: split["total"][i])
     c[2].metric("Worst channel", worst, help=f"MSE {split['total'][worst]:.3g}")
     title = f"{layer} {source} at {bits} bits, {'per-channel' if per_channel else 'per-tensor'}, ratio {ratio:.2f}"
-    st.plotly_chart(charts_diag.error_split_figure(split, title), key="oc_split", config={"displaylogo": False})
+    st.plotly_chart(charts.diagnose.error_split_figure(split, title), key="oc_split", config=charts.base.CONFIG)
 
 
 def render() -> None:
@@ -129,7 +123,7 @@ def render() -> None:
     sel = selection()
     layer, n, z = _controls(sel)
     with errors_shown():
-        data = diag_bridge.layer_ranges(sel, layer, n)
+        data = diagnose.layer_ranges(sel, layer, n)
     tabs = st.tabs(["Weights", "Activations", "Channel × sample map", "Clipping vs rounding"])
     with tabs[0]:
         _ranges_tab(data, "weights", z)

@@ -6,13 +6,14 @@ from typing import Any
 
 import streamlit as st
 
-from ptq_ui import bridge, charts_diag, diag_bridge
-from ptq_ui.charts import bits_label
-from ptq_ui.diagnose_view import finding_rows, fix_text, fmt_db, job_panel, open_evidence
-from ptq_ui.pickers import require_model
-from ptq_ui.run_form import apply_fix, current_spec, set_overrides
+from ptq_ui import charts
+from ptq_ui.charts.runs import bits_label
+from ptq_ui.services import diagnose, explore, runs
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, keep, literal, seeded
+from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
+from ptq_ui.widgets.findings import finding_rows, fix_text, fmt_db, open_evidence
+from ptq_ui.widgets.forms import apply_fix, current_spec, set_overrides
+from ptq_ui.widgets.pickers import require_model
 
 INTRO = """
 Which layers hurt, by how much, and why? Everything here quantizes a **copy** of the model with round-to-nearest
@@ -28,23 +29,19 @@ VIEW_HELP = {"only": "only this layer quantized (its own damage)",
 
 def _bits_ui() -> tuple[list[int], list[tuple[int, int]], str]:
     c1, c2, c3 = st.columns([2, 2, 2])
-    chosen = c1.multiselect(
-        "Bit-widths to sweep (W = A)",
-        list(range(2, 9)),
-        key=seeded("sens_bits", default=[2, 4, 8]),
-        help="Each setting costs one calibration and one forward pass per layer.",
-    )
-    text = keep("sens_settings", c2.text_input("Other settings", key=seeded("sens_settings", default=""),
-                                               placeholder="W4A8, W2A4, A4",
-                                               help="Weight and activation bits apart: W4A8; A4 sweeps the "
+    chosen = persistent(c1.multiselect, "sens_bits", "Bit-widths to sweep (W = A)", list(range(2, 9)),
+                        default=[2, 4, 8], help="Each setting costs one calibration and one forward pass per layer.")
+    text = persistent(c2.text_input, "sens_settings", "Other settings", placeholder="W4A8, W2A4, A4",
+                      help="Weight and activation bits apart: W4A8; A4 sweeps the "
                                                "activation quantizers alone (weights float), W2 the weights "
-                                               "alone."))  # fmt: skip
-    view = keep("sens_view", c3.radio("View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
-                                      key=seeded("sens_view", list(VIEW_HELP))))  # fmt: skip
+                                               "alone.",
+                      default="")  # fmt: skip
+    view = persistent(c3.radio, "sens_view", "View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
+                      options=list(VIEW_HELP))  # fmt: skip
     settings: list[tuple[int, int]] = []
     with errors_shown():
-        settings = diag_bridge.parse_settings(text)
-    return sorted(keep("sens_bits", chosen)), settings, view
+        settings = diagnose.parse_settings(text)
+    return sorted(chosen), settings, view
 
 
 def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]],
@@ -55,11 +52,11 @@ def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[
         st.error("Choose at least one bit-width.")
         return None
     with errors_shown():
-        rows = diag_bridge.sensitivity_proxy(sel, spec, bits, settings=settings, view=view)
-        kept = set(diag_bridge.policy_kept(sel, spec))
+        rows = diagnose.sensitivity_proxy(sel, spec, bits, settings=settings, view=view)
+        kept = set(diagnose.policy_kept(sel, spec))
     title = "Logit SQNR, " + VIEW_HELP[view]
-    st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "sqnr_db", title, "SQNR (dB)"), key="sens_proxy",
-                    config={"displaylogo": False})  # fmt: skip
+    st.plotly_chart(charts.diagnose.sensitivity_heatmap(rows, "sqnr_db", title, "SQNR (dB)"), key="sens_proxy",
+                    config=charts.base.CONFIG)  # fmt: skip
     worst = sorted((r for r in rows if r["layer"] not in kept), key=lambda r: r["sqnr_db"], reverse=view != "only")
     st.caption(("Most sensitive: " if view == "only" else "Leaving out helps most: ")
                + ", ".join(f"{r['layer']} at {r['setting']} ({fmt_db(r['sqnr_db'])})" for r in worst[:5])
@@ -72,24 +69,17 @@ def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[
 def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]], view: str) -> None:
     st.markdown("**Full accuracy sweep** (top-1 drop per layer and bit-width; one evaluation each, runs in the "
                 "background)")  # fmt: skip
-    env = bridge.default_eval_limit()
+    env = runs.default_eval_limit()
     limits = SWEEP_LIMITS if env is None else sorted({env, *SWEEP_LIMITS[:-1]}) + [0]
     c1, c2 = st.columns([2, 1])
-    limit = keep(
-        "sens_limit",
-        c1.selectbox(
-            "Test images per evaluation",
-            limits,
-            key=seeded("sens_limit", limits, env or 500),
-            format_func=lambda n: "all" if n == 0 else f"first {n}",
-        ),
-    )
+    limit = persistent(c1.selectbox, "sens_limit", "Test images per evaluation", limits,
+                       format_func=lambda n: "all" if n == 0 else f"first {n}", options=limits, default=env or 500)
     ray_workers = _ray_ui()
     job = st.session_state.get("sens_job")
     running = job is not None and job.running
     if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not (bits or settings)):
         with errors_shown():
-            job = diag_bridge.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view,
+            job = diagnose.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view,
                                                       ray_workers=ray_workers)  # fmt: skip
         if job.running:
             st.rerun()
@@ -109,22 +99,22 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
         st.caption(f"{job.label}: {images} test images per evaluation, float top-1 {rows[0]['fp_top1']:.2f}%, "
                    f"{snap.elapsed:.0f} s.")  # fmt: skip
         title = "Top-1 drop (points), " + VIEW_HELP[snap.result.get("view", "only")]
-        st.plotly_chart(charts_diag.sensitivity_heatmap(rows, "drop", title, "drop (pts)", reverse=True),
-                        key="sens_sweep", config={"displaylogo": False})  # fmt: skip
+        st.plotly_chart(charts.diagnose.sensitivity_heatmap(rows, "drop", title, "drop (pts)", reverse=True),
+                        key="sens_sweep", config=charts.base.CONFIG)  # fmt: skip
         with st.expander("Sweep table"):
             st.dataframe([{k: r[k] for k in ("layer", "setting", "top1", "drop")} for r in rows], hide_index=True)
 
 
 def _ray_ui() -> int | None:
     """The option to run the sweep on Ray; the number of tasks at once, or None (in this process)."""
-    where = diag_bridge.ray_address() or "this machine"
-    on = keep("sens_ray", st.toggle("Run on Ray", key=seeded("sens_ray", default=False),
-                                    help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
-                                    "to use a cluster). Same numbers; faster with more CPUs or nodes."))  # fmt: skip
+    where = diagnose.ray_address() or "this machine"
+    on = persistent(st.toggle, "sens_ray", "Run on Ray",
+                    help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
+                                    "to use a cluster). Same numbers; faster with more CPUs or nodes.",
+                    default=False)  # fmt: skip
     if not on:
         return None
-    workers = st.number_input("Ray tasks at once", 1, 64, key=seeded("sens_ray_workers", default=2))
-    return int(keep("sens_ray_workers", workers))
+    return int(persistent(st.number_input, "sens_ray_workers", "Ray tasks at once", 1, 64, default=2))
 
 
 def _split_tab(sel: Selection, spec: Any) -> None:
@@ -132,13 +122,13 @@ def _split_tab(sel: Selection, spec: Any) -> None:
     st.caption(f"The Quantize page's settings ({bits_label(spec.wbits, spec.abits)}{extra}, RTN) evaluated four ways. "
                "If *weights only* is close to float and *activations only* is not, spend effort on the "
                "activations (observer, bits), and vice versa.")  # fmt: skip
-    limit = bridge.default_eval_limit() or 2000
+    limit = runs.default_eval_limit() or 2000
     if st.button(f"Evaluate the split on {limit} test images", key="sens_split_go"):
         st.session_state["sens_split_on"] = True
     if not st.session_state.get("sens_split_on"):
         return
     with errors_shown():
-        split = diag_bridge.weight_act_split(sel, spec, limit)
+        split = diagnose.weight_act_split(sel, spec, limit)
     st.caption(f"Top-1 on the first {limit:,} test images of {sel.data}.")
     c = st.columns(4)
     for col, name in zip(c, split, strict=True):
@@ -147,7 +137,7 @@ def _split_tab(sel: Selection, spec: Any) -> None:
             f"{split[name]['top1']:.2f}%",
             None if name == "float" else f"{split[name]['top1'] - split['float']['top1']:+.2f} pts",
         )
-    st.plotly_chart(charts_diag.split_bars(split), key="sens_split", config={"displaylogo": False})
+    st.plotly_chart(charts.diagnose.split_bars(split), key="sens_split", config=charts.base.CONFIG)
 
 
 def _diagnosis_tab(sel: Selection, spec: Any) -> None:
@@ -158,15 +148,15 @@ def _diagnosis_tab(sel: Selection, spec: Any) -> None:
         "shown is one the current settings do not already apply."
     )
     c = st.columns(4)
-    thr = keep("dg_sqnr", c[0].slider("Floor below (dB)", 0.0, 40.0, step=0.5, key=seeded("dg_sqnr", default=20.0),
-                                      help="A median layer below this means every layer is near its bit-width's "
-                                      "floor."))  # fmt: skip
-    z = keep("dg_z", c[1].slider("Outlier z-score", 1.0, 20.0, step=0.5, key=seeded("dg_z", default=3.5)))
-    ratio = keep("dg_ratio", c[2].slider("Residual range ratio", 2.0, 50.0, step=1.0,
-                                         key=seeded("dg_ratio", default=8.0)))  # fmt: skip
-    neg = keep("dg_neg", c[3].slider("Negative share (%)", 0.0, 20.0, step=0.5, key=seeded("dg_neg", default=1.0)))
+    thr = persistent(c[0].slider, "dg_sqnr", "Floor below (dB)", 0.0, 40.0, step=0.5,
+                     help="A median layer below this means every layer is near its bit-width's "
+                                      "floor.",
+                     default=20.0)  # fmt: skip
+    z = persistent(c[1].slider, "dg_z", "Outlier z-score", 1.0, 20.0, step=0.5, default=3.5)
+    ratio = persistent(c[2].slider, "dg_ratio", "Residual range ratio", 2.0, 50.0, step=1.0, default=8.0)  # fmt: skip
+    neg = persistent(c[3].slider, "dg_neg", "Negative share (%)", 0.0, 20.0, step=0.5, default=1.0)
     with errors_shown():
-        result = diag_bridge.diagnose(sel, spec, thr, z, ratio, neg / 100)
+        result = diagnose.diagnose(sel, spec, thr, z, ratio, neg / 100)
     if result["verdict"]["floor"]:
         st.warning(result["verdict"]["text"].capitalize())
     flagged = [r for r in result["layers"] if r["flagged"]]
@@ -183,7 +173,7 @@ def _diagnosis_tab(sel: Selection, spec: Any) -> None:
     else:
         st.success("No layer stands out and no known cause was found.")
     with st.expander("Causes and fixes"):
-        st.table([{"cause": k, "fix to try": v} for k, v in diag_bridge.FIXES.items()])
+        st.table([{"cause": k, "fix to try": v} for k, v in diagnose.FIXES.items()])
 
 
 def _finding_actions(findings: list[dict[str, Any]], limit: int = 8) -> None:
@@ -192,7 +182,7 @@ def _finding_actions(findings: list[dict[str, Any]], limit: int = 8) -> None:
     for i, f in enumerate(findings[:limit]):
         c1, c2, c3 = st.columns([4, 2, 2])
         c1.markdown(f"`{f['layer']}` · {f['cause']} · {f['severity']}")
-        page, title, state = diag_bridge.evidence_page(f["cause"], f["layer"], f["statistic"].get("source"))
+        page, title, state = diagnose.evidence_page(f["cause"], f["layer"], f["statistic"].get("source"))
         if c2.button(f"Show in {title}", key=f"dg_show_{i}"):
             open_evidence(page, state)
         action = f["action"]
@@ -207,17 +197,16 @@ def _culprits_tab(sel: Selection, spec: Any) -> None:
                "the best are raised together, each step measured, until the set recovers the target share of the "
                "loss. Layers the first/last policy keeps at 8 bits are not candidates.")  # fmt: skip
     c1, c2, c3 = st.columns([2, 2, 1])
-    env = bridge.default_eval_limit()
+    env = runs.default_eval_limit()
     limits = sorted({200, 500, 2000} | ({env} if env else set()))
-    limit = keep("cu_limit", c1.selectbox("Test images per evaluation", limits,
-                                          key=seeded("cu_limit", limits, env or 500)))  # fmt: skip
-    share = keep("cu_share", c2.slider("Target share of the loss", 0.1, 1.0, step=0.05,
-                                       key=seeded("cu_share", default=0.5)))  # fmt: skip
+    limit = persistent(c1.selectbox, "cu_limit", "Test images per evaluation", limits, options=limits,
+                       default=env or 500)  # fmt: skip
+    share = persistent(c2.slider, "cu_share", "Target share of the loss", 0.1, 1.0, step=0.05, default=0.5)  # fmt: skip
     job = st.session_state.get("culprit_job")
     running = job is not None and job.running
     if c3.button("Measure", key="cu_run", disabled=running):
         with errors_shown():
-            job = diag_bridge.start_culprits(sel, spec, limit, share)
+            job = diagnose.start_culprits(sel, spec, limit, share)
         if job.running:
             st.rerun()
     if job is None:
@@ -227,10 +216,10 @@ def _culprits_tab(sel: Selection, spec: Any) -> None:
         return
     snap = job.snapshot()
     if snap.status != "done":
-        st.error(f"The measurement {snap.status}: {snap.error}")
+        st.error(literal(f"The measurement {snap.status}: {snap.error}"))
         return
     res = snap.result
-    if res["model"] != sel.model or res["spec"] != diag_bridge.spec_json(spec):
+    if res["model"] != sel.model or res["spec"] != diagnose.spec_json(spec):
         st.info("These culprits were measured for other settings; measure again.")
     _culprit_results(res)
 
@@ -245,7 +234,7 @@ def _culprit_results(res: dict[str, Any]) -> None:
     c[3].metric("With the chosen set", f"{last:.2f}%", f"{res['recovered']:+.2f} pts")
     st.caption(f"Measured on {res['samples']} test images, {res['evaluations']} evaluations; searched: "
                f"{' then '.join(res['sides'])}.")  # fmt: skip
-    st.plotly_chart(charts_diag.culprit_bars(res["candidates"][:15]), key="cu_bars", config={"displaylogo": False})
+    st.plotly_chart(charts.diagnose.culprit_bars(res["candidates"][:15]), key="cu_bars", config=charts.base.CONFIG)
     st.dataframe([{"layer": c["layer"], "side": c["side"], "bits": c["bits"],
                    "recovered (pts)": round(c["recovered"], 2), "top-1 with it at 8 bits": round(c["top1"], 2)}
                   for c in res["candidates"]], hide_index=True, key="cu_table")  # fmt: skip
@@ -261,7 +250,7 @@ def _culprit_results(res: dict[str, Any]) -> None:
             st.success("Copied into the per-layer overrides of the Quantize page.")
         top = res["chosen"][0]
         if b2.button(f"Show {top['layer']} in Outlier channels", key="cu_show"):
-            page, _, state = diag_bridge.evidence_page("outlier channels (activations)", top["layer"])
+            page, _, state = diagnose.evidence_page("outlier channels (activations)", top["layer"])
             open_evidence(page, state)
     if res["kept"]:
         st.caption("Kept at 8 bits by the policy: " + ", ".join(k["layer"] for k in res["kept"]) + ".")
@@ -274,18 +263,10 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
     if not rows or len(bits) < 2:
         st.info("Sweep at least two bit-widths on the Sensitivity tab first (view: only this layer quantized).")
         return
-    budget = keep(
-        "mp_budget",
-        st.slider(
-            "Budget (average bits per weight)",
-            float(min(bits)),
-            float(max(bits)),
-            step=0.25,
-            key=seeded("mp_budget", default=float(min(4, max(bits)))),
-        ),
-    )
+    budget = persistent(st.slider, "mp_budget", "Budget (average bits per weight)", float(min(bits)),
+                        float(max(bits)), step=0.25, default=float(min(4, max(bits))))
     with errors_shown():
-        alloc = diag_bridge.allocate(rows, budget)
+        alloc = diagnose.allocate(rows, budget)
     c = st.columns(3)
     c[0].metric("Size of the swept layers", f"{alloc['size_bits'] / 8e3:.1f} kB",
                 help=f"budget {alloc['budget_bits'] / 8e3:.1f} kB")  # fmt: skip
@@ -299,8 +280,8 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
         delta_color="off",
     )
     order = list(dict.fromkeys(r["layer"] for r in sorted(rows, key=lambda r: r["index"])))
-    st.plotly_chart(charts_diag.allocation_figure(alloc, order), key="mp_bits", config={"displaylogo": False})
-    text = diag_bridge.overrides_text(alloc["bits"])
+    st.plotly_chart(charts.diagnose.allocation_figure(alloc, order), key="mp_bits", config=charts.base.CONFIG)
+    text = diagnose.overrides_text(alloc["bits"])
     with st.expander("As overrides for the Quantize page"):
         st.code(text, language=None)
     b1, b2 = st.columns(2)
@@ -311,7 +292,7 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
         st.session_state["mp_measure_on"] = True
     if st.session_state.get("mp_measure_on"):
         with errors_shown():
-            res = diag_bridge.measure_allocation(sel, spec, alloc["bits"], bridge.default_eval_limit() or 2000)
+            res = diagnose.measure_allocation(sel, spec, alloc["bits"], runs.default_eval_limit() or 2000)
         q, f = res["quantized"], res["float"]
         st.metric("Measured top-1 (RTN with these bits)", f"{q['top1']:.2f}%", f"{q['top1'] - f['top1']:+.2f} pts "
                   f"vs float", help=f"{int(q['samples'])} test images")  # fmt: skip
@@ -324,7 +305,7 @@ def render() -> None:
     require_model()
     sel = selection()
     with errors_shown():
-        layers = bridge.quantizable_layers(sel)
+        layers = explore.quantizable_layers(sel)
     spec = current_spec(layers)
     bits, settings, view = _bits_ui()
     tabs = st.tabs(["Sensitivity", "Weights vs activations", "Culprits (measured)", "Diagnosis", "Mixed precision"])

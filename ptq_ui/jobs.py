@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ptq_core.errors import PTQError, RunCancelled
+from ptq_core.explain import set_threads
 from ptq_core.methods import ProgressEvent
 
 __all__ = ["Job", "JobQueue", "JobSnapshot", "job_queue", "start_job", "sync_jobs", "fraction"]
@@ -220,9 +221,7 @@ class Job:
             with self._lock:
                 self.status, self.started = "running", time.time()
             if self.queue is not None and self.queue.threads:
-                import torch  # the budget of this worker thread (see the module docstring)
-
-                torch.set_num_threads(self.queue.threads)
+                set_threads(self.queue.threads)  # the budget of this worker thread (see the module docstring)
             result = fn(self.progress)
             status, error = "done", None
         except RunCancelled as exc:

@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "last_run_id": None,
     "user_name": "",  # the name a user gives; runs are theirs under it (see `owner`)
-}  # the run's settings are one value, `run_form.FORM`
+}  # the run's settings are one value, `widgets.forms.FORM`
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from ..errors import ConfigError, DataError
 from ..hooks import input_hooks
 from ..primitives import channel_rows, compute_qparams, error_parts, quant_range
 
-__all__ = ["ChannelStats", "zscores", "weight_channel_stats", "activation_channel_stats", "clipped_grid",
+__all__ = ["ChannelStats", "ClippedGrid", "clipped_grid",
+           "zscores", "channel_rows", "weight_channel_stats", "activation_channel_stats",
            "channel_error_split", "capture_inputs", "input_channel_axis", "input_channel_stats", "layer_rows",
            "layer_ranges", "DEAD_EPS", "CONSTANT_RATIO"]  # fmt: skip
 
@@ -122,24 +123,27 @@ def activation_channel_stats(x: torch.Tensor, axis: int = 1) -> ChannelStats:
     return _stats(_float_rows(x, axis))
 
 
-def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool, ratio: float, symmetric: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, int, int]:  # fmt: skip
-    """The uniform grid over `ratio` times the observed range of `rows`.
+@dataclass(frozen=True)
+class ClippedGrid:
+    """A uniform grid over a clipped range: scale and zero point (length C, or 1 per-tensor), bounds, signedness."""
 
-    Asymmetric: ``ratio * [min, max]``. Symmetric: ``[-t, t]`` with ``t = ratio * max|x|`` on a
-    signed grid when there are negative values, else ``[0, ratio * max]`` on an unsigned one.
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    qmin: int
+    qmax: int
+    signed: bool
 
-    Args:
-        rows: (C, M) values (see `ptq_core.primitives.channel_rows`).
-        bits: Bit-width, 2-8.
-        per_channel: One range per row instead of one for the tensor.
-        ratio: Share of the observed range the grid covers, in (0, 1].
-        symmetric: Zero point fixed at 0.
 
-    Returns:
-        ``(scale, zero_point, qmin, qmax)``: scale and zero point ``[C]`` (per-channel) or ``[1]``;
-        the grid is signed when ``qmin < 0``.
+def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0,
+                 symmetric: bool = False) -> ClippedGrid:  # fmt: skip
+    """The grid over `ratio` times the observed range of `rows` (C, M): per channel, or one for all rows.
+
+    Symmetric grids cover ``ratio * max(|min|, max)`` and are signed when any value is
+    negative; asymmetric ones cover ``ratio * [min, max]``. Scale and zero point come from
+    `compute_qparams` (so 0 is always on the grid).
     """
+    if not 0 < ratio <= 1:
+        raise ConfigError(f"clipping ratio must be in (0, 1], got {ratio}")
     lo = rows.min(1).values if per_channel else rows.min().reshape(1)
     hi = rows.max(1).values if per_channel else rows.max().reshape(1)
     signed = symmetric and bool((lo < 0).any())
@@ -150,7 +154,7 @@ def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool, ratio: float,
         lo, hi = ratio * lo, ratio * hi
     scale, zp = compute_qparams(lo, hi, bits, symmetric, signed)
     qmin, qmax = quant_range(bits, signed)
-    return scale, zp, qmin, qmax
+    return ClippedGrid(scale, zp, qmin, qmax, signed)
 
 
 def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0,
@@ -178,7 +182,8 @@ def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False
     rows = rows.detach().float()
     if rows.dim() != 2 or rows.numel() == 0:
         raise DataError("channel_error_split needs a non-empty (channels, values) tensor")
-    scale, zp, qmin, qmax = clipped_grid(rows, bits, per_channel, ratio, symmetric)
+    grid = clipped_grid(rows, bits, per_channel, ratio, symmetric)
+    scale, zp, qmin, qmax = grid.scale, grid.zero_point, grid.qmin, grid.qmax
     axis = 0 if per_channel else None
     sq, clipped = error_parts(rows, scale if per_channel else scale.reshape(()),
                               zp if per_channel else zp.reshape(()), qmin, qmax, axis)  # fmt: skip

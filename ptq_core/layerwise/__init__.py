@@ -14,11 +14,12 @@ from .comq import ComqSolution, comq_solve
 from .deploy import ChannelMerge, MultipointDeploy, deploy_layer, deploy_multipoint
 from .gptq import gptq_reference, gptq_solve
 from .gram import GramAccumulator, input_rows, num_groups, weight_groups
-from .multipoint import allocate_points, greedy_point, greedy_points
+from .multipoint import GRIDS, allocate_points, greedy_point, greedy_points
 from .quantizers import CodeQuantizer, MultipointQuantizer
 
 __all__ = [
-    "ChannelMerge", "CodeQuantizer", "ComqSolution", "GramAccumulator", "MultipointDeploy", "MultipointQuantizer",
+    "GRIDS", "ChannelMerge", "CodeQuantizer", "ComqSolution", "GramAccumulator", "MultipointDeploy",
+    "MultipointQuantizer",
     "allocate_points", "capture_grams", "comq_solve", "deploy_layer", "deploy_multipoint", "gptq_reference",
     "gptq_solve", "gram_cache", "greedy_point", "greedy_points", "input_rows", "num_groups", "weight_groups",
 ]  # fmt: skip

@@ -24,10 +24,11 @@ from .options import ReconOptions
 from .remainder import fisher_weights, float_logits, logits_with_unit_output, unit_output_replaced
 from .rounding import AdaRoundQuantizer, RoundingSchedule, rectified_sigmoid, rounding_regularizer
 from .tail import TailRunner
+from .trainables import all_float
 
 __all__ = [
     "ARCH_PARAMS", "AdaRoundQuantizer", "ArchParams", "ReconContext", "ReconOptions", "RoundingSchedule",
-    "StopForward", "TailRunner", "UnitCache", "UnitRecord", "arch_family", "arch_params", "arch_value",
+    "StopForward", "TailRunner", "UnitCache", "UnitRecord", "all_float", "arch_family", "arch_params", "arch_value",
     "bn_statistics_loss", "capture_io", "choose_store", "constraint_loss", "correct_distribution", "fisher_weights",
     "float_logits", "logits_with_unit_output", "module_input_output", "prediction_kl", "reconstruct",
     "reconstruction_loss", "rectified_sigmoid", "rounding_regularizer", "train_unit", "unit_output_error",

@@ -253,7 +253,7 @@ def test_charts_are_plain_functions():
 
     layers = [{"name": "conv1", "sqnr_db": 30.0, "wbits": 8, "abits": 8},
               {"name": "layer1.0", "sqnr_db": None, "wbits": 4, "abits": 4}]  # fmt: skip
-    fig = charts.sqnr_bars(layers)
+    fig = charts.runs.sqnr_bars(layers)
     assert [t.name for t in fig.data] == ["W8/A8", "W4/A4"]
-    lines = charts.layer_metric_lines({"a": layers, "b": layers}, "sqnr_db", "t")
+    lines = charts.runs.layer_metric_lines({"a": layers, "b": layers}, "sqnr_db", "t")
     assert len(lines.data) == 2

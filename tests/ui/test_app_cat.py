@@ -10,7 +10,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ptq_ui import cat_charts
+from ptq_ui import charts
 from tests.support.app_support import assert_clean, captions, metric
 from tests.support.paths import APP
 
@@ -83,12 +83,12 @@ def test_quantize_page_adds_cat_and_draws_the_refine_method(app_env, monkeypatch
 
 
 def test_figures_draw_the_given_data():
-    fig = cat_charts.cluster_scatter([[0, 0], [1, 1], [2, 0]], ["right", "fixed", "fixed"], [[0.5, 0.5]], "status")
+    fig = charts.cat.cluster_scatter([[0, 0], [1, 1], [2, 0]], ["right", "fixed", "fixed"], [[0.5, 0.5]], "status")
     names = [t.name for t in fig.data]
     assert names == ["right", "fixed", "centroids"] and len(fig.data[1].x) == 2
-    sizes = cat_charts.cluster_sizes([30, 5, 0], [10, 2, 1], fallback=[2])
+    sizes = charts.cat.cluster_sizes([30, 5, 0], [10, 2, 1], fallback=[2])
     assert list(sizes.data[0].marker.color) == ["#636efa", "#ef553b", "#b0b7c3"]
-    fb = cat_charts.fixes_breaks([3, 0], [1, 2])
+    fb = charts.cat.fixes_breaks([3, 0], [1, 2])
     assert list(fb.data[1].y) == [-1, -2]
-    heat = cat_charts.table_heatmap([[1.0, 2.0]], "gamma", ["a", "b"], 1.0)
+    heat = charts.cat.table_heatmap([[1.0, 2.0]], "gamma", ["a", "b"], 1.0)
     assert heat.data[0].zmid == 1.0 and list(heat.data[0].x) == ["a", "b"]

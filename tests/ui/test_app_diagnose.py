@@ -178,7 +178,7 @@ def test_sensitivity_full_sweep_runs_as_a_job(app_env, weights):
 
 def test_sensitivity_sweep_on_ray_is_an_option(app_env, weights, monkeypatch):
     from ptq_core.errors import ConfigError
-    from ptq_ui import diag_bridge
+    from ptq_ui.services import diagnose
 
     asked = []
 
@@ -186,7 +186,7 @@ def test_sensitivity_sweep_on_ray_is_an_option(app_env, weights, monkeypatch):
         asked.append(ray_workers)
         raise ConfigError("stopped by the test")
 
-    monkeypatch.setattr(diag_bridge, "start_sensitivity_sweep", start)
+    monkeypatch.setattr(diagnose, "start_sensitivity_sweep", start)
     at = open_page(weights, "pages/sensitivity.py", sens_bits=[2], sens_limit=100)
     at.button(key="sens_run").click().run()
     assert asked == [None]  # the default: in this process

@@ -1,14 +1,11 @@
 """The Learn pages on AdaRound, QDrop, multipoint and CAT: each renders on the embedded default, and its
-widgets change what it shows. The figure builders and the torch-side demos are checked directly too."""
+widgets change what it shows. The figure builders are checked directly too
+(the torch-side demos are core functions: tests/test_explain.py)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
-from ptq_core.errors import ConfigError
 from tests.support.app_support import assert_clean, metric, new_app
 from tests.support.paths import SUPPORT
 
@@ -53,29 +50,12 @@ def test_qdrop_page_mixes_and_reacts(app_env):
     assert chart_spec(at, 1) != curve  # the marker on the curve moved
 
 
-def test_qdrop_mix_is_exact_and_validated():
-    from ptq_ui.learn_views import qdrop_mix_picture
-
-    rng = np.random.default_rng(0)
-    x_fp = rng.normal(size=(16, 16)).astype(np.float32)
-    x_q = np.round(x_fp * 2) / 2
-    for p in (0.0, 1.0):
-        pic = qdrop_mix_picture(x_fp, x_q, p)
-        assert np.array_equal(pic["mixed"], x_fp if p == 1.0 else x_q)
-    pic = qdrop_mix_picture(x_fp, x_q, 0.5)
-    float_part = pic["mask"] == 1
-    assert np.array_equal(pic["mixed"][float_part], x_fp[float_part])
-    assert np.array_equal(pic["mixed"][~float_part], x_q[~float_part])
-    with pytest.raises(ConfigError):
-        qdrop_mix_picture(x_fp, x_q, 1.5)
-
-
 def test_learn_charts_are_plain_functions():
-    from ptq_ui import learn_charts
+    from ptq_ui import charts
 
-    fig = learn_charts.rounding_scatter({"frac": [0.1, 0.6, 0.4], "h": [0.0, 0.0, 1.0], "decision": [0, -1, 1]})
+    fig = charts.learn.rounding_scatter({"frac": [0.1, 0.6, 0.4], "h": [0.0, 0.0, 1.0], "decision": [0, -1, 1]})
     assert [t.name for t in fig.data] == ["as nearest (1)", "flipped up (1)", "flipped down (1)"]
-    fig = learn_charts.h_evolution_figure([5, 5], [{"step": 10, "hist": [9, 1]}], 2)
+    fig = charts.learn.h_evolution_figure([5, 5], [{"step": 10, "hist": [9, 1]}], 2)
     assert fig.data[0].z.shape == (2, 2)
 
 
@@ -92,19 +72,6 @@ def test_quantizer_scale_and_zero_point_by_hand(app_env):
     scale = next(n for n in at.number_input if n.label == "Scale s")
     scale.set_value(float(auto_scale) * 4).run()
     assert not at.exception and metric(at, "Scale s") != auto_scale
-
-
-def test_grid_view_is_validated():
-    from ptq_ui.analysis import grid_view, quantizer_view
-
-    values = np.linspace(-1, 1, 101, dtype=np.float32)
-    auto = quantizer_view(values, 4, 1.0, False)
-    same = grid_view(values, 4, auto["scale"], auto["zero_point"], auto["signed"])
-    assert same["total_mse"] == pytest.approx(auto["total_mse"])
-    with pytest.raises(ConfigError, match="zero point"):
-        grid_view(values, 4, 0.1, 16, False)
-    with pytest.raises(ConfigError, match="scale"):
-        grid_view(values, 4, 0.0, 0, False)
 
 
 def test_compare_runs_filters_by_bits(app_env):
@@ -145,21 +112,6 @@ def test_cat_page_fits_clusters_and_reacts(app_env):
     assert not at.exception and len(at.selectbox(key="cat_cluster").options) == 1  # one global affine map
 
 
-def test_multipoint_channel_view_adds_up():
-    from ptq_ui.learn_multipoint import channel_view
-
-    rng = np.random.default_rng(0)
-    demo = {"channels": 2, "weights": rng.normal(size=(2, 5)).astype(np.float32),
-            "coeffs": np.array([[0.5, 0.4], [0.1, 0.05]], dtype=np.float32),
-            "codes": rng.integers(-4, 4, size=(2, 2, 5)).astype(np.int8),
-            "residual": np.ones((3, 2)), "errors": np.ones((2, 2)), "reference": np.ones(2)}  # fmt: skip
-    view = channel_view(demo, 1)
-    expected = 0.4 * demo["codes"][0, 1] + 0.05 * demo["codes"][1, 1]
-    assert np.allclose(view["partial"][-1], expected)
-    with pytest.raises(ConfigError):
-        channel_view(demo, 2)
-
-
 def test_model_data_widgets_change_the_architecture_and_accuracy(app_env):
     at = open_page("pages/model_data.py")
     layers = metric(at, "Quantized layers")
@@ -173,7 +125,7 @@ def test_model_data_widgets_change_the_architecture_and_accuracy(app_env):
 
 
 def test_oversize_upload_is_refused_with_the_reason(app_env, monkeypatch):
-    monkeypatch.setattr("ptq_ui.bridge.MAX_UPLOAD_MB", 1)
+    monkeypatch.setattr("ptq_ui.services.uploads.MAX_UPLOAD_MB", 1)
     monkeypatch.setenv("PTQ_ALLOWED_MODEL_DIRS", str(SUPPORT))  # the operator allows tests/support/
     at = open_page("pages/model_data.py")
     at.radio(key="w_model_source").set_value("custom").run()
@@ -183,37 +135,3 @@ def test_oversize_upload_is_refused_with_the_reason(app_env, monkeypatch):
     assert not at.exception
     assert any("the limit is 1 MB" in e.value for e in at.error), [e.value for e in at.error]
     assert at.session_state["weights"] is None  # nothing attached
-
-
-@pytest.fixture(scope="module")
-def resnet20():
-    from ptq_core.models import load_model
-
-    return load_model("fmnist-resnet20").model
-
-
-def test_qdrop_demo_curves_have_the_right_ends(fmnist, resnet20):
-    from ptq_ui.learn_views import qdrop_demo
-
-    demo = qdrop_demo(resnet20, fmnist, "layer1.1", 3, n_images=16, draws=1)
-    c = demo["curves"]
-    assert c["input distance"][-1] == 0 and c["float block"][-1] == 0  # p = 1: the float input exactly
-    assert c["quantized block"][0] == c["quantized block + in-block drop"][0]  # p = 0: nothing dropped
-    assert c["quantized block + in-block drop"][-1] < c["quantized block"][-1]  # dropping inside helps at p = 1
-    assert c["input distance"][0] > c["input distance"][5] > 0
-    with pytest.raises(ConfigError, match="not a reconstruction block"):
-        qdrop_demo(resnet20, fmnist, "layer1.1.conv1", 3, n_images=16, draws=1)
-
-
-def test_adaround_demo_counts_flips_and_keeps_the_model(fmnist, resnet20):
-    from ptq_ui.learn_views import adaround_demo
-
-    before = {k: v.clone() for k, v in resnet20.state_dict().items()}
-    res = adaround_demo(resnet20, fmnist, "layer3.0.conv2", 2, 60, 0.01, n_images=64)
-    assert res["flipped_up"] + res["flipped_down"] > 0
-    assert res["output_error_adaround"] < res["output_error_nearest"]
-    assert res["weight_mse_adaround"] >= res["weight_mse_nearest"]  # nearest is the best per weight
-    assert res["snapshots"] and sum(res["snapshots"][-1]["hist"]) == res["weights"]
-    assert all(torch.equal(v, resnet20.state_dict()[k]) for k, v in before.items())  # the shared model untouched
-    with pytest.raises(ConfigError, match="not a quantizable"):
-        adaround_demo(resnet20, fmnist, "layer3.0", 2, 10, 0.01, n_images=16)

@@ -51,13 +51,13 @@ def test_b_cannot_delete_a_run_of_a(app_env):
     assert [r.run_id for r in RunStore().list()] == [a_run]  # B's own went, A's stayed
 
 
-def test_the_bridge_refuses_to_delete_someone_elses_run_unless_the_team_allows_it(app_env, monkeypatch):
-    from ptq_ui import bridge
+def test_the_runs_service_refuses_to_delete_someone_elses_run_unless_the_team_allows_it(app_env, monkeypatch):
+    from ptq_ui.services import runs
 
     a_run = _stored("session:aaaa")
-    assert bridge.delete_runs([a_run], "session:bbbb") == 0
+    assert runs.delete_runs([a_run], "session:bbbb") == 0
     monkeypatch.setenv("PTQ_DELETE_ANY_RUN", "1")  # a trusting team's store
-    assert bridge.delete_runs([a_run], "session:bbbb") == 1
+    assert runs.delete_runs([a_run], "session:bbbb") == 1
 
 
 def test_last_run_and_the_quantize_fallback_are_your_own(app_env, weights):
@@ -171,14 +171,14 @@ def test_uploaded_code_runs_only_when_allowed_and_its_path_is_not_shown(app_env,
 
 
 def test_upload_folders_are_per_session_and_removed_with_the_session(app_env):
-    from ptq_ui import bridge
+    from ptq_ui import resources
 
-    folder = bridge.uploads_root() / "eeee"
+    folder = resources.uploads_root() / "eeee"
     folder.mkdir(parents=True)
     (folder / "x.safetensors").write_bytes(b"x")
-    bridge._release_dir(folder)  # what the session-scoped cache calls when the session ends
+    resources.release_dir(folder)  # what the session-scoped cache calls when the session ends
     assert not folder.exists()
-    assert bridge.uploads_root().parent == Path(os.environ["PTQ_EXPLORER_HOME"])
+    assert resources.uploads_root().parent == Path(os.environ["PTQ_EXPLORER_HOME"])
 
 
 # -- readable errors --------------------------------------------------------------------------

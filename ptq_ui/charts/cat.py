@@ -7,24 +7,12 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from .base import colour, layout, legend_below
+
 __all__ = ["STATUS_COLOURS", "cluster_scatter", "cluster_sizes", "table_heatmap", "gamma_histogram",
            "cluster_accuracy", "fixes_breaks", "logit_bars", "alpha_curve", "sweep_curve"]  # fmt: skip
 
 STATUS_COLOURS = {"right": "#b0b7c3", "wrong": "#636363", "fixed": "#00cc96", "broken": "#ef553b"}
-_PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
-            "#fecb52")  # fmt: skip
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))  # fmt: skip
-    return fig
-
-
-def _below(fig: go.Figure) -> go.Figure:
-    """Legend under the plot (for half-width charts whose title would collide with it)."""
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, x=0), margin=dict(b=60))
-    return fig
 
 
 def cluster_scatter(points: Sequence[Sequence[float]], groups: Sequence[Any], centroids: Sequence[Sequence[float]],
@@ -45,14 +33,14 @@ def cluster_scatter(points: Sequence[Sequence[float]], groups: Sequence[Any], ce
         if not idx:
             continue
         name = classes[g] if colour_by == "class" and classes else f"cluster {g}" if colour_by == "cluster" else g
-        colour = STATUS_COLOURS.get(g) if colour_by == "status" else _PALETTE[i % len(_PALETTE)]
+        shade = STATUS_COLOURS.get(g) if colour_by == "status" else colour(i)
         fig.add_trace(go.Scattergl(x=[points[j][0] for j in idx], y=[points[j][1] for j in idx], mode="markers",
-                                   name=str(name), marker=dict(size=5, color=colour, opacity=0.7),
+                                   name=str(name), marker=dict(size=5, color=shade, opacity=0.7),
                                    showlegend=colour_by != "cluster" or len(order) <= 16))  # fmt: skip
     fig.add_scatter(x=[c[0] for c in centroids], y=[c[1] for c in centroids], mode="markers+text", name="centroids",
                     text=[str(k) for k in range(len(centroids))], textposition="top center",
                     marker=dict(symbol="x", size=10, color="black"))  # fmt: skip
-    return _layout(fig, f"Quantized logits, first two principal axes (colour: {colour_by})", "PC 1", "PC 2", 460)
+    return layout(fig, f"Quantized logits, first two principal axes (colour: {colour_by})", "PC 1", "PC 2", 460)
 
 
 def cluster_sizes(fit_counts: Sequence[int], eval_counts: Sequence[int], small: int = 20,
@@ -66,7 +54,7 @@ def cluster_sizes(fit_counts: Sequence[int], eval_counts: Sequence[int], small: 
     fig.add_bar(x=ks, y=list(eval_counts), name="evaluation samples", marker_color="#00cc96", opacity=0.6)
     fig.add_hline(y=small, line_dash="dot", annotation_text=f"{small} samples")
     fig.update_layout(barmode="group")
-    return _layout(fig, "Cluster sizes (red: fewer than 20 fitting samples; grey: kept at identity)", "cluster",
+    return layout(fig, "Cluster sizes (red: fewer than 20 fitting samples; grey: kept at identity)", "cluster",
                    "samples")  # fmt: skip
 
 
@@ -76,7 +64,7 @@ def table_heatmap(values: Sequence[Sequence[float]], title: str, classes: Sequen
                                colorscale="RdBu", zmid=centre, colorbar=dict(title=""),
                                hovertemplate="cluster %{y}<br>%{x}<br>%{z:.3f}<extra></extra>"))  # fmt: skip
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title, "class", "cluster", 420)
+    return layout(fig, title, "class", "cluster", 420)
 
 
 def gamma_histogram(gamma: Sequence[Sequence[float]], cap: float | None) -> go.Figure:
@@ -87,7 +75,7 @@ def gamma_histogram(gamma: Sequence[Sequence[float]], cap: float | None) -> go.F
         for x in (-cap, cap):
             fig.add_vline(x=x, line_dash="dot", line_color="#ef553b")
     fig.add_vline(x=1.0, line_color="black", annotation_text="1 = identity")
-    return _layout(fig, "Slopes gamma (all clusters and classes)", "gamma", "count", 320)
+    return layout(fig, "Slopes gamma (all clusters and classes)", "gamma", "count", 320)
 
 
 def cluster_accuracy(before: Sequence[float | None], after: Sequence[float | None]) -> go.Figure:
@@ -97,7 +85,7 @@ def cluster_accuracy(before: Sequence[float | None], after: Sequence[float | Non
     fig.add_bar(x=ks, y=list(after), name="after (CAT)", marker_color="#636efa")
     fig.add_scatter(x=ks, y=list(before), name="before (quantized)", mode="markers",
                     marker=dict(symbol="line-ew-open", size=12, color="black", line=dict(width=2)))  # fmt: skip
-    return _below(_layout(fig, "Top-1 per cluster (test images)", "cluster", "top-1 (%)"))
+    return legend_below(layout(fig, "Top-1 per cluster (test images)", "cluster", "top-1 (%)"))
 
 
 def fixes_breaks(fixes: Sequence[int], breaks: Sequence[int]) -> go.Figure:
@@ -107,7 +95,7 @@ def fixes_breaks(fixes: Sequence[int], breaks: Sequence[int]) -> go.Figure:
     fig.add_bar(x=ks, y=list(fixes), name="fixed (wrong → right)", marker_color=STATUS_COLOURS["fixed"])
     fig.add_bar(x=ks, y=[-b for b in breaks], name="broken (right → wrong)", marker_color=STATUS_COLOURS["broken"])
     fig.update_layout(barmode="relative")
-    return _below(_layout(fig, "Fixes and breaks per cluster", "cluster", "samples"))
+    return legend_below(layout(fig, "Fixes and breaks per cluster", "cluster", "samples"))
 
 
 def logit_bars(classes: Sequence[str], logits: dict[str, Sequence[float]], title: str,
@@ -119,7 +107,7 @@ def logit_bars(classes: Sequence[str], logits: dict[str, Sequence[float]], title
     for name, values in logits.items():
         fig.add_bar(x=names, y=list(values), name=name, marker_color=colours.get(name))
     fig.update_layout(barmode="group")
-    return _layout(fig, title, "class", "logit")
+    return layout(fig, title, "class", "logit")
 
 
 def alpha_curve(alphas: Sequence[float], top1: Sequence[float], base: float, current: float) -> go.Figure:
@@ -127,7 +115,7 @@ def alpha_curve(alphas: Sequence[float], top1: Sequence[float], base: float, cur
     fig = go.Figure(go.Scatter(x=list(alphas), y=list(top1), mode="lines+markers", name="CAT"))
     fig.add_hline(y=base, line_dash="dot", annotation_text="base (alpha 0)")
     fig.add_vline(x=current, line_color="#ef553b")
-    return _layout(fig, "Top-1 against alpha (this fit)", "alpha", "top-1 (%)", 320)
+    return layout(fig, "Top-1 against alpha (this fit)", "alpha", "top-1 (%)", 320)
 
 
 def sweep_curve(values: Sequence[Any], top1: Sequence[float], base: float, knob: str, current: Any) -> go.Figure:
@@ -140,4 +128,4 @@ def sweep_curve(values: Sequence[Any], top1: Sequence[float], base: float, knob:
         fig.add_scatter(x=[cur], y=[top1[labels.index(cur)]], mode="markers", name="current",
                         marker=dict(size=12, color="#ef553b"))  # fmt: skip
     fig.update_xaxes(type="category")
-    return _layout(fig, f"Top-1 against {knob} (other knobs as set)", knob, "top-1 (%)", 320)
+    return layout(fig, f"Top-1 against {knob} (other knobs as set)", knob, "top-1 (%)", 320)

@@ -10,9 +10,10 @@ import streamlit as st
 
 from ptq_core.serving import allowed_model_dirs
 
-from . import bridge
-from .state import clean_name, owner, selection, set_weights
-from .widgets import errors_shown, keep, literal, one_line, seeded, show_error
+from ..services import runs, uploads
+from ..state import clean_name, owner, selection, set_weights
+from .errors import errors_shown, literal, one_line, show_error
+from .persist import persistent
 
 __all__ = ["model_ui", "weights_upload_ui", "data_ui", "device_ui", "sidebar_ui", "require_model"]
 
@@ -22,7 +23,7 @@ DATA_KINDS = {"fmnist-sample": "Embedded sample (no download)", "fmnist-full": "
 
 
 def _entries(source: str) -> list[dict[str, Any]]:
-    return [e for e in bridge.model_entries() if e["source"] == source]
+    return [e for e in runs.model_entries() if e["source"] == source]
 
 
 def _weights_status(name: str, entry: dict[str, Any]) -> None:
@@ -45,7 +46,7 @@ def _pick_named(source: str) -> None:
     entries = {e["name"]: e for e in _entries(source)}
     names = list(entries)
     fmt = lambda n: f"{n} ({entries[n]['status']})"  # noqa: E731
-    name = keep("model", st.selectbox("Model", names, key=seeded("model", names), format_func=fmt))
+    name = persistent(st.selectbox, "model", "Model", names, format_func=fmt, options=names)
     status = st.container()  # filled after the upload below has been handled
     with st.expander("Use your own weights for this architecture"):
         weights_upload_ui(name, required=False)
@@ -65,14 +66,14 @@ def weights_upload_ui(model: str, required: bool) -> None:
     """
     label = "Weights (state_dict)" + ("" if required else " — optional, replaces the default weights")
     upload = st.file_uploader(label, type=["safetensors", "pt", "pth", "bin"], key=f"upload:{model}",
-                              max_upload_size=bridge.MAX_UPLOAD_MB,
-                              help=f"Up to {bridge.MAX_UPLOAD_MB} MB. Checked by content; pickles that "
+                              max_upload_size=uploads.MAX_UPLOAD_MB,
+                              help=f"Up to {uploads.MAX_UPLOAD_MB} MB. Checked by content; pickles that "
                                    "need code to load are refused.")  # fmt: skip
     if upload is not None:
         try:
-            path = bridge.save_upload(upload.getvalue(), upload.name)
-            bridge.check_weights(model, path, st.session_state["device"])
-        except bridge.PTQError as exc:
+            path = uploads.save_upload(upload.getvalue(), upload.name)
+            uploads.check_weights(model, path, st.session_state["device"])
+        except runs.PTQError as exc:
             set_weights(model, None)
             show_error(exc)
         except Exception as exc:  # noqa: BLE001 - the user's model code: show its message
@@ -80,7 +81,7 @@ def weights_upload_ui(model: str, required: bool) -> None:
             st.error(literal(one_line(exc)))
         else:
             set_weights(model, path)
-            st.success(literal(f"{upload.name}: a state_dict that fits {bridge.model_label(model)}, attached."))
+            st.success(literal(f"{upload.name}: a state_dict that fits {uploads.model_label(model)}, attached."))
     elif st.session_state.get("weights_for") == model and st.session_state.get("weights"):
         st.caption("Using your uploaded weights.")
         if st.button("Forget the uploaded weights", key=f"forget:{model}"):
@@ -93,19 +94,19 @@ OWN_WAYS = {"upload": "Upload a .py file", "server": "A file on the server"}
 
 def _own_model_name() -> str | None:
     """The `file.py:factory` name of the user's own model, or None (with the reason shown)."""
-    ways = [w for w, on in (("upload", bridge.uploaded_code_allowed()), ("server", bool(allowed_model_dirs()))) if on]
+    ways = [w for w, on in (("upload", uploads.uploaded_code_allowed()), ("server", bool(allowed_model_dirs()))) if on]
     if not ways:
         st.info("Your own model code is off on this server. Its operator can allow uploaded model files "
                 "(PTQ_ALLOW_UPLOADED_CODE=1) or model files from named folders (PTQ_ALLOWED_MODEL_DIRS).")  # fmt: skip
         return None
     st.caption("A Python file with a no-argument function or class that builds the model, then its weights. "
                "The file's code runs in this app's server.")  # fmt: skip
-    way = ways[0] if len(ways) == 1 else keep("own_way", st.radio("Model file", ways, key=seeded("own_way", ways),
-                                                                  format_func=OWN_WAYS.get, horizontal=True))
+    way = ways[0] if len(ways) == 1 else persistent(st.radio, "own_way", "Model file", ways, format_func=OWN_WAYS.get,
+                                                    horizontal=True, options=ways)
     if way == "server":
         st.caption("Allowed folders: " + ", ".join(f"`{d}`" for d in allowed_model_dirs()))
-        spec = keep("custom_factory", st.text_input("Model factory (`path/to/file.py:factory`)",
-                                                    key=seeded("custom_factory", default=""))).strip()
+        label = "Model factory (`path/to/file.py:factory`)"
+        spec = persistent(st.text_input, "custom_factory", label, default="").strip()
         if not spec:
             st.info("Enter the model factory to continue.")
             return None
@@ -114,12 +115,12 @@ def _own_model_name() -> str | None:
             return None
         return spec
     code = st.file_uploader("Model file (.py)", type=["py"], key="code_upload", help="Kept for this session only.")
-    attr = keep("custom_attr", st.text_input("Function or class that builds the model",
-                                             key=seeded("custom_attr", default="build"))).strip()  # fmt: skip
+    attr = persistent(st.text_input, "custom_attr", "Function or class that builds the model",
+                      default="build").strip()  # fmt: skip
     if code is not None:
         try:
-            st.session_state["custom_code"] = bridge.save_code_upload(code.getvalue(), code.name)
-        except bridge.PTQError as exc:
+            st.session_state["custom_code"] = uploads.save_code_upload(code.getvalue(), code.name)
+        except runs.PTQError as exc:
             st.session_state["custom_code"] = None
             show_error(exc)
             return None
@@ -135,15 +136,15 @@ def _own_model_name() -> str | None:
 
 def model_ui() -> bool:
     """Source (zoo / torchvision / own file), model and optional or required weights; False when incomplete."""
-    source = keep("model_source", st.radio("Model source", list(SOURCES), key=seeded("model_source", list(SOURCES)),
-                                           format_func=SOURCES.get, horizontal=True))  # fmt: skip
+    source = persistent(st.radio, "model_source", "Model source", list(SOURCES), format_func=SOURCES.get,
+                        horizontal=True, options=list(SOURCES))  # fmt: skip
     if source in ("zoo", "torchvision"):
         _pick_named(source)
         return True
     name = _own_model_name()
     if name is None:
         return False
-    keep("model", name)
+    st.session_state["model"] = name
     weights_upload_ui(name, required=True)
     if selection().weights is None:
         st.info("Upload the model's weights to continue.")
@@ -157,27 +158,27 @@ def data_ui() -> bool:
     Only the data changes here: the model source and model stay as they are.
     """
     kinds = list(DATA_KINDS)
-    kind = keep("data_kind", st.radio("Data", kinds, key=seeded("data_kind", kinds), format_func=DATA_KINDS.get,
-                                      horizontal=True))  # fmt: skip
+    kind = persistent(st.radio, "data_kind", "Data", kinds, format_func=DATA_KINDS.get, horizontal=True,
+                      options=kinds)  # fmt: skip
     if kind == "imagefolder":
-        folder = keep("data_folder", st.text_input("Folder with one sub-folder per class",
-                                                   key=seeded("data_folder"), placeholder="/data/imagenet/val"))
+        folder = persistent(st.text_input, "data_folder", "Folder with one sub-folder per class",
+                            placeholder="/data/imagenet/val")
         if not folder.strip():
             st.info("Enter a folder to use ImageFolder data.")
             return False
-        keep("data", f"imagefolder:{folder.strip()}")
+        st.session_state["data"] = f"imagefolder:{folder.strip()}"
     else:
-        keep("data", kind)
+        st.session_state["data"] = kind
     return True
 
 
 def device_ui() -> None:
     """auto / cpu / cuda (cuda only offered when a GPU is present)."""
-    options = ["auto", "cpu"] + (["cuda"] if bridge.cuda_available() else [])
-    device = keep("device", st.radio("Device", options, key=seeded("device", options), horizontal=True))
-    if not bridge.cuda_available():
+    options = ["auto", "cpu"] + (["cuda"] if runs.cuda_available() else [])
+    device = persistent(st.radio, "device", "Device", options, horizontal=True, options=options)
+    if not runs.cuda_available():
         st.caption("cuda: not available (no GPU found on this machine).")
-    st.caption(f"Runs on: {bridge.device_label(device)}")
+    st.caption(f"Runs on: {runs.device_label(device)}")
 
 
 def _name_changed() -> None:
@@ -201,16 +202,16 @@ def sidebar_ui() -> None:
         identity_ui()
         st.markdown("**Working on**")
         weights = " (own weights)" if sel.weights else ""
-        st.caption(f"Model: `{bridge.model_label(sel.model)}`{weights}  \nData: `{sel.data}`  \n"
-                   f"Device: {bridge.device_label(sel.device)}")  # fmt: skip
+        st.caption(f"Model: `{uploads.model_label(sel.model)}`{weights}  \nData: `{sel.data}`  \n"
+                   f"Device: {runs.device_label(sel.device)}")  # fmt: skip
         job = st.session_state.get("job")
         if job is not None and job.running:
             snap = job.snapshot()
             where = f"queued, place {snap.position}" if snap.position else "running"
             st.caption(f"Your job ({where}): {literal(job.label)}")
         try:
-            last = bridge.list_runs(limit=1, owner=owner())
-        except bridge.PTQError as exc:
+            last = runs.list_runs(limit=1, owner=owner())
+        except runs.PTQError as exc:
             st.caption(f"Run store unavailable: {exc}")
             return
         if last:
@@ -218,7 +219,7 @@ def sidebar_ui() -> None:
             when = time.strftime("%H:%M", time.localtime(r.created))
             top1 = r.metrics.get("top1")
             acc = f" · top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else ""
-            model = bridge.model_label(r.model)
+            model = uploads.model_label(r.model)
             st.caption(literal(f"Your last run {r.run_id} ({when}): {r.method} {r.bits_label} on {model} — "
                                f"{r.status}{acc}"))  # fmt: skip
 
@@ -231,7 +232,7 @@ def require_model(allow_download: bool = False, explain: bool = True) -> dict[st
     is only tried when `allow_download` (a button).
     """
     sel = selection()
-    entry = next((e for e in bridge.model_entries() if e["name"] == sel.model), None)
+    entry = next((e for e in runs.model_entries() if e["name"] == sel.model), None)
     if entry is not None and sel.weights is None:
         problem = {"missing": f"{sel.model} has no checkpoint yet ({entry['detail']}).",
                    "not cached": f"{sel.model}: pretrained weights are not cached; it {entry['detail']}."}  # fmt: skip
@@ -241,7 +242,7 @@ def require_model(allow_download: bool = False, explain: bool = True) -> dict[st
                            "Model & data page.")  # fmt: skip
             st.stop()
     with errors_shown():
-        info = bridge.loaded_info(sel)
+        info = runs.loaded_info(sel)
     if entry is not None and entry["status"] == "not cached":
-        bridge.model_entries.clear()  # the download just happened
+        runs.model_entries.clear()  # the download just happened
     return info

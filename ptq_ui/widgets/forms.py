@@ -29,11 +29,11 @@ from ptq_core.qscheme import FLOAT_BITS
 from ptq_core.settings import Setting, settings
 from ptq_core.spec import RunSpec, make_config
 
-from . import bridge
-from .state import Selection
+from ..services import runs
+from ..state import Selection
 
 __all__ = ["FORM", "FIRST_LAST", "EVAL_LIMITS", "Draft", "form", "draft", "current_spec", "set_overrides",
-           "apply_fix", "run_form_ui"]  # fmt: skip
+           "apply_fix", "run_form_ui", "bits_format"]  # fmt: skip
 
 FORM = "run_form"
 FIRST_LAST = {"8-bit": 8, "same as the rest": None, "float (32)": FLOAT_BITS}
@@ -47,7 +47,7 @@ def _defaults() -> dict[str, Any]:
     quant = QuantSpec().to_dict()
     quant.pop("overrides")
     return {"method": "rtn", "quant": quant, "overrides": "", "method_values": {}, "calib": 256, "seed": 0,
-            "batch_size": 128, "eval_limit": bridge.default_eval_limit() or 2000, "cat_on": False,
+            "batch_size": 128, "eval_limit": runs.default_eval_limit() or 2000, "cat_on": False,
             "cat": CATOptions().to_dict()}  # fmt: skip
 
 
@@ -222,7 +222,8 @@ def apply_fix(action: dict[str, Any]) -> str:
 # -- widgets ---------------------------------------------------------------------------------------
 
 
-def _bits_format(bits: int) -> str:
+def bits_format(bits: int) -> str:
+    """A bit-width as a choice reads it: 32 is "32 (float)"."""
     return "32 (float)" if bits == FLOAT_BITS else str(bits)
 
 
@@ -243,8 +244,8 @@ def _method_ui() -> type[MethodConfig]:
 def _quant_ui() -> None:
     q = ("quant",)
     c1, c2, c3 = st.columns(3)
-    c1.selectbox("Weight bits", BIT_CHOICES, format_func=_bits_format, **_bind("w_q_wbits", (*q, "wbits")))
-    c1.selectbox("Activation bits", BIT_CHOICES, format_func=_bits_format, **_bind("w_q_abits", (*q, "abits")))
+    c1.selectbox("Weight bits", BIT_CHOICES, format_func=bits_format, **_bind("w_q_wbits", (*q, "wbits")))
+    c1.selectbox("Activation bits", BIT_CHOICES, format_func=bits_format, **_bind("w_q_abits", (*q, "abits")))
     c2.selectbox("Weight observer", list(OBSERVERS), help="How the range is chosen: min-max, a percentile, or the "
                  "range that minimises the Lp error (mse).", **_bind("w_q_w_observer", (*q, "w_observer")))
     c2.selectbox("Activation observer", list(OBSERVERS), **_bind("w_q_a_observer", (*q, "a_observer")))
@@ -327,7 +328,7 @@ def _run_settings_ui(max_calib: int) -> None:
                     **_bind("w_q_calib", ("calib",), show=lambda v: min(int(v), top)))  # fmt: skip
     c2.number_input("Seed", 0, 2**31 - 1, step=1, **_bind("w_q_seed", ("seed",)))
     c3.number_input("Batch size", 1, 4096, step=32, **_bind("w_q_batch_size", ("batch_size",)))
-    env = bridge.default_eval_limit()
+    env = runs.default_eval_limit()
     limits = EVAL_LIMITS if env is None else sorted({env, *EVAL_LIMITS[:-1]}) + [0]
     fmt = lambda n: "all" if n == 0 else f"first {n:,}"  # noqa: E731
     c4.selectbox("Test images", limits, format_func=fmt, help="Fewer is faster; every accuracy says how many.",

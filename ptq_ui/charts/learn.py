@@ -9,19 +9,14 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .base import colour, layout
+
 __all__ = ["rectified_sigmoid_figure", "h_evolution_figure", "adaround_loss_figure", "rounding_scatter",
            "qdrop_curves_figure", "qdrop_maps_figure", "residual_figure", "points_figure", "cat_scatter",
            "cat_affine_figure", "budget_figure", "points_histogram", "cluster_table_figure"]  # fmt: skip
 
-_PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
 _MASK = [[0.0, "#ffffff"], [1.0, "#222222"]]  # 1 (keep float) drawn dark
 DECISIONS = {0: ("as nearest", "#9aa0a6"), 1: ("flipped up", "#ef553b"), -1: ("flipped down", "#636efa")}
-
-
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 360) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))  # fmt: skip
-    return fig
 
 
 def rectified_sigmoid_figure(curve: dict[str, list[float]], v_marks: Sequence[float] = ()) -> go.Figure:
@@ -30,7 +25,7 @@ def rectified_sigmoid_figure(curve: dict[str, list[float]], v_marks: Sequence[fl
     fig.add_scatter(x=curve["v"], y=curve["h"], mode="lines", name="h(V), rectified sigmoid", line=dict(width=3))
     fig.add_scatter(x=curve["v"], y=curve["sigmoid"], mode="lines", name="sigmoid(V)", line=dict(dash="dot"))
     fig.add_hline(y=0.5, line=dict(color="#9aa0a6", width=1, dash="dash"))
-    return _layout(fig, "The rounding variable: h(V) reaches exactly 0 and 1", "V", "h(V)", height=320)
+    return layout(fig, "The rounding variable: h(V) reaches exactly 0 and 1", "V", "h(V)", height=320)
 
 
 def h_evolution_figure(h_init: Sequence[int], snapshots: Sequence[dict[str, Any]], bins: int) -> go.Figure:
@@ -43,7 +38,7 @@ def h_evolution_figure(h_init: Sequence[int], snapshots: Sequence[dict[str, Any]
     fig = go.Figure(go.Heatmap(x=centers, y=steps, z=np.log10(z + 1e-4), colorscale="Viridis",
                                customdata=z, hovertemplate="h ≈ %{x:.2f}<br>step %{y}<br>%{customdata:.1%} of "
                                "weights<extra></extra>", colorbar=dict(title="log10 share")))  # fmt: skip
-    return _layout(fig, "h(V) during training (0 = down, 1 = up)", "h(V)", "step")
+    return layout(fig, "h(V) during training (0 = down, 1 = up)", "h(V)", "step")
 
 
 def adaround_loss_figure(history: Sequence[dict[str, float]]) -> go.Figure:
@@ -52,9 +47,9 @@ def adaround_loss_figure(history: Sequence[dict[str, float]]) -> go.Figure:
     for i, name in enumerate(k for k in ("rec", "round", "total") if history and k in history[-1]):
         pts = [h for h in history if name in h]
         fig.add_scatter(x=[h["step"] for h in pts], y=[h[name] for h in pts], mode="lines+markers", name=name,
-                        line=dict(color=_PALETTE[i]))  # fmt: skip
+                        line=dict(color=colour(i)))  # fmt: skip
     fig.update_yaxes(type="log")
-    return _layout(fig, "Loss (the regulariser starts after the 20 % warm-up)", "step", "loss (log)", height=320)
+    return layout(fig, "Loss (the regulariser starts after the 20 % warm-up)", "step", "loss (log)", height=320)
 
 
 def rounding_scatter(scatter: dict[str, list[float]]) -> go.Figure:
@@ -66,7 +61,7 @@ def rounding_scatter(scatter: dict[str, list[float]]) -> go.Figure:
         fig.add_scatter(x=frac[sel], y=h[sel], mode="markers", name=f"{name} ({int(sel.sum())})",
                         marker=dict(size=5, color=color, opacity=0.6))  # fmt: skip
     fig.add_vline(x=0.5, line=dict(color="#444", width=1, dash="dash"))
-    return _layout(fig, "Nearest rounds up right of the dashed line",
+    return layout(fig, "Nearest rounds up right of the dashed line",
                    "fractional part of W / s", "learned h(V) at the end")  # fmt: skip
 
 
@@ -76,9 +71,9 @@ def qdrop_curves_figure(p: Sequence[float], curves: dict[str, Sequence[float]], 
     for i, (name, ys) in enumerate(curves.items()):
         dash = "dot" if name == "input distance" else None
         fig.add_scatter(x=list(p), y=list(ys), mode="lines+markers", name=name,
-                        line=dict(color=_PALETTE[i % len(_PALETTE)], dash=dash))  # fmt: skip
+                        line=dict(color=colour(i), dash=dash))  # fmt: skip
     fig.add_vline(x=chosen, line=dict(color="#444", width=1, dash="dash"))
-    return _layout(fig, "Error against the float block output as p grows", "drop probability p (share kept float)",
+    return layout(fig, "Error against the float block output as p grows", "drop probability p (share kept float)",
                    "squared error (sum over channels, mean over the rest)")  # fmt: skip
 
 
@@ -103,14 +98,14 @@ def residual_figure(norms: Sequence[float], errors: Sequence[float] | None = Non
     """Residual norm |r_i| (and the output error) after each point, log scale."""
     fig = go.Figure()
     x = list(range(len(norms)))
-    fig.add_bar(x=x, y=list(norms), name="|w - w̃_n| (weight residual)", marker_color=_PALETTE[0])
+    fig.add_bar(x=x, y=list(norms), name="|w - w̃_n| (weight residual)", marker_color=colour(0))
     if errors is not None:
         fig.add_scatter(x=x, y=list(errors), mode="lines+markers", name="output error |Xw - Xw̃_n|",
-                        line=dict(color=_PALETTE[1]), yaxis="y2")  # fmt: skip
+                        line=dict(color=colour(1)), yaxis="y2")  # fmt: skip
         fig.update_layout(yaxis2=dict(overlaying="y", side="right", type="log", showgrid=False))
     fig.update_layout(yaxis=dict(type="log"))
     fig.update_xaxes(tickmode="array", tickvals=x, ticktext=["0 (w)"] + [str(i) for i in x[1:]])
-    return _layout(fig, "The residual after each point", "points n", "norm (log)", height=340)
+    return layout(fig, "The residual after each point", "points n", "norm (log)", height=340)
 
 
 def points_figure(w: Sequence[float], partial: Sequence[Sequence[float]], shown: int) -> go.Figure:
@@ -120,8 +115,8 @@ def points_figure(w: Sequence[float], partial: Sequence[Sequence[float]], shown:
     fig.add_scatter(y=np.asarray(w)[order], mode="lines", name="float w", line=dict(color="#222", width=3))
     for n in range(1, min(shown, len(partial)) + 1):
         fig.add_scatter(y=np.asarray(partial[n - 1])[order], mode="lines", name=f"sum of {n} point(s)",
-                        line=dict(color=_PALETTE[n % len(_PALETTE)], shape="hv"))  # fmt: skip
-    return _layout(fig, "Weights of the channel (sorted) and their multipoint approximations", "weight (sorted)",
+                        line=dict(color=colour(n), shape="hv"))  # fmt: skip
+    return layout(fig, "Weights of the channel (sorted) and their multipoint approximations", "weight (sorted)",
                    "value", height=340)  # fmt: skip
 
 
@@ -136,11 +131,11 @@ def cat_scatter(xy: np.ndarray, labels: Sequence[int], hover: Sequence[str], tit
             y=xy[sel, 1],
             mode="markers",
             name=f"cluster {k}",
-            marker=dict(size=6, color=_PALETTE[i % len(_PALETTE)], opacity=0.7),
+            marker=dict(size=6, color=colour(i), opacity=0.7),
             text=[hover[j] for j in np.flatnonzero(sel)],
             hovertemplate="%{text}<extra></extra>",
         )
-    _layout(fig, title, "PC 1 of the quantized logits", "PC 2", height=420)
+    layout(fig, title, "PC 1 of the quantized logits", "PC 2", height=420)
     fig.update_layout(legend=dict(orientation="v", x=1.02, y=1.0, yanchor="top"))
     return fig
 
@@ -157,7 +152,7 @@ def cat_affine_figure(zq: Sequence[float], zf: Sequence[float], gamma: float, be
         fig.add_scatter(x=xs, y=(1 - alpha) * xs + alpha * (gamma * xs + beta), mode="lines",
                         name=f"blend α = {alpha:.2f}", line=dict(dash="dash"))  # fmt: skip
         fig.add_scatter(x=xs, y=xs, mode="lines", name="no change", line=dict(color="#9aa0a6", dash="dot"))
-    return _layout(fig, title, "quantized logit", "float logit", height=380)
+    return layout(fig, title, "quantized logit", "float logit", height=380)
 
 
 def budget_figure(curve: dict[str, list[float]], chosen: float) -> go.Figure:
@@ -168,18 +163,18 @@ def budget_figure(curve: dict[str, list[float]], chosen: float) -> go.Figure:
                     line=dict(dash="dot"))  # fmt: skip
     fig.add_vline(x=chosen, line=dict(color="#444", width=1, dash="dash"))
     fig.update_yaxes(type="log")
-    return _layout(fig, "Which channels get the extra points matters", "extra points (% of channels)",
+    return layout(fig, "Which channels get the extra points matters", "extra points (% of channels)",
                    "layer output error (log)", height=340)  # fmt: skip
 
 
 def points_histogram(points: Sequence[int]) -> go.Figure:
     """How many channels got 1, 2, ... points."""
     values, counts = np.unique(np.asarray(points), return_counts=True)
-    fig = go.Figure(go.Bar(x=[str(v) for v in values], y=counts, marker_color=_PALETTE[2], text=counts,
+    fig = go.Figure(go.Bar(x=[str(v) for v in values], y=counts, marker_color=colour(2), text=counts,
                            textposition="outside"))  # fmt: skip
     fig.update_xaxes(type="category")
     fig.update_traces(cliponaxis=False)
-    return _layout(fig, "Points per channel at this budget", "points", "channels", height=300)
+    return layout(fig, "Points per channel at this budget", "points", "channels", height=300)
 
 
 def cluster_table_figure(acc_before: Sequence[float | None], acc_after: Sequence[float | None],
@@ -187,14 +182,14 @@ def cluster_table_figure(acc_before: Sequence[float | None], acc_after: Sequence
     """Per-cluster accuracy before and after CAT on the evaluation set (bar pairs)."""
     ks = [str(i) for i in range(len(counts))]
     fig = go.Figure()
-    fig.add_bar(x=ks, y=list(acc_before), name="quantized", marker_color=_PALETTE[1])
+    fig.add_bar(x=ks, y=list(acc_before), name="quantized", marker_color=colour(1))
     fig.add_bar(
         x=ks,
         y=list(acc_after),
         name="with CAT",
-        marker_color=_PALETTE[2],
+        marker_color=colour(2),
         customdata=list(counts),
         hovertemplate="cluster %{x}<br>%{y:.1f}%<br>%{customdata} images",
     )
     fig.update_xaxes(type="category")
-    return _layout(fig, "Accuracy per cluster (evaluation images)", "cluster", "top-1 (%)", height=320)
+    return layout(fig, "Accuracy per cluster (evaluation images)", "cluster", "top-1 (%)", height=320)

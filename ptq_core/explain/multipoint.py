@@ -1,4 +1,4 @@
-"""Torch side of the Learn page on multipoint quantization (no Streamlit; `learn_bridge` caches it).
+"""Multipoint quantization on one real layer, as the Learn page on multipoint shows it.
 
 Uses the core's multipoint pieces (`ptq_core.layerwise.multipoint`: `greedy_points`,
 `allocate_points`; `layerwise_base.layer_error`; `capture_grams`) on one real layer:
@@ -16,18 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ptq_core.data import DataBundle, calibration_tensor
-from ptq_core.errors import ConfigError
-from ptq_core.layerwise.capture import capture_grams
-from ptq_core.layerwise.gram import weight_groups
-from ptq_core.layerwise.multipoint import GRIDS, allocate_points, greedy_points
-from ptq_core.methods.layerwise_base import layer_error
-from ptq_core.modules import set_quant_state
-from ptq_core.prepare import QuantSpec, prepare
-from ptq_core.qscheme import check_bits
-
-from .analysis import model_device
-from .learn_views import check_quant_layer
+from ..data import DataBundle
+from ..errors import ConfigError
+from ..layerwise import GRIDS, allocate_points, capture_grams, greedy_points, weight_groups
+from ..methods.layerwise_base import layer_error
+from ..modules import set_quant_state
+from ..prepare import QuantSpec, prepare
+from ..qscheme import check_bits
+from .architecture import quant_layer
+from .samples import calibration_images
 
 __all__ = ["MAX_POINTS", "BUDGETS", "multipoint_demo", "allocation", "channel_view"]
 
@@ -51,9 +48,9 @@ def multipoint_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int,
         raise ConfigError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
     if not 1 <= n_points <= MAX_POINTS:
         raise ConfigError(f"points must be in 1..{MAX_POINTS}, got {n_points}")
-    images = calibration_tensor(bundle, n_images, seed=0).to(model_device(model))
+    images = calibration_images(model, bundle, n_images)
     qmodel, _ = prepare(model, QuantSpec(wbits=bits, abits=32, first_last_bits=None), images[:8])
-    qlayer = check_quant_layer(qmodel, layer)
+    qlayer = quant_layer(qmodel, layer)
     set_quant_state(qmodel, False, False)  # float inputs, as the method captures them
     h = capture_grams(qmodel, [layer], images, 64)[layer]
     w = qlayer.weight.detach().reshape(qlayer.weight.shape[0], -1).float()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,20 +9,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .base import colour, finite, layout
+
 __all__ = ["culprit_bars", "channel_ranges_figure", "channel_sample_heatmap", "error_split_figure", "cluster_figure",
            "sensitivity_heatmap", "split_bars", "allocation_figure", "COLOR_BY"]  # fmt: skip
 
-_PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
-            "#fecb52", "#1f77b4", "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#d62728")  # fmt: skip
 _OUTCOME_COLORS = ("#00cc96", "#ef553b", "#636efa", "#7f7f7f")
 COLOR_BY = {"class": "true class", "cluster": "k-means cluster (float features)", "outcome": "correct / wrong"}
-_CONFIG_MARGIN = dict(l=10, r=10, t=60, b=10)
-
-
-def _layout(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=_CONFIG_MARGIN,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))  # fmt: skip
-    return fig
 
 
 def channel_ranges_figure(stats: dict[str, Any], what: str, z_threshold: float) -> go.Figure:
@@ -49,7 +41,7 @@ def channel_ranges_figure(stats: dict[str, Any], what: str, z_threshold: float) 
     fig.update_yaxes(title_text="value", row=1, col=1)
     fig.update_yaxes(title_text="z-score", row=2, col=1)
     fig.update_xaxes(title_text="channel", row=2, col=1)
-    return _layout(fig, f"{what}: range of every channel (box = quartiles, whiskers = min/max)", 520)
+    return layout(fig, f"{what}: range of every channel (box = quartiles, whiskers = min/max)", height=520)
 
 
 def channel_sample_heatmap(values: Sequence[Sequence[float]], title: str) -> go.Figure:
@@ -65,7 +57,7 @@ def channel_sample_heatmap(values: Sequence[Sequence[float]], title: str) -> go.
     )
     fig.update_xaxes(title_text="calibration sample")
     fig.update_yaxes(title_text="channel")
-    return _layout(fig, title, 420)
+    return layout(fig, title, height=420)
 
 
 def error_split_figure(split: dict[str, Any], title: str) -> go.Figure:
@@ -85,7 +77,7 @@ def error_split_figure(split: dict[str, Any], title: str) -> go.Figure:
     fig.update_layout(barmode="stack")
     fig.update_xaxes(title_text="channel")
     fig.update_yaxes(title_text="MSE per value")
-    return _layout(fig, title, 360)
+    return layout(fig, title, height=360)
 
 
 def _color_groups(view: dict[str, Any], color_by: str, class_names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
@@ -105,7 +97,7 @@ def _color_groups(view: dict[str, Any], color_by: str, class_names: Sequence[str
 
 
 def _color(color_by: str, i: int) -> str:
-    return _OUTCOME_COLORS[i % 4] if color_by == "outcome" else _PALETTE[i % len(_PALETTE)]
+    return _OUTCOME_COLORS[i % 4] if color_by == "outcome" else colour(i)
 
 
 def cluster_figure(view: dict[str, Any], color_by: str, mode: str, class_names: Sequence[str]) -> go.Figure:
@@ -127,7 +119,7 @@ def cluster_figure(view: dict[str, Any], color_by: str, mode: str, class_names: 
                               row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text=f"{axis}1")
         fig.update_yaxes(title_text=f"{axis}2", col=1)
-        return _layout(fig, "Float and quantized, same projection", 480)
+        return layout(fig, "Float and quantized, same projection", height=480)
     if mode != "overlay":
         raise ValueError(f"unknown mode {mode!r}")
     fig = go.Figure()
@@ -152,11 +144,7 @@ def cluster_figure(view: dict[str, Any], color_by: str, mode: str, class_names: 
                                    legendgroup=name, marker=dict(size=5, color=color, opacity=0.8)))  # fmt: skip
     fig.update_xaxes(title_text=f"{axis}1")
     fig.update_yaxes(title_text=f"{axis}2")
-    return _layout(fig, "Overlay: open = float, filled = quantized, line = displacement", 560)
-
-
-def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return layout(fig, "Overlay: open = float, filled = quantized, line = displacement", height=560)
 
 
 def _setting(row: dict[str, Any]) -> str:
@@ -170,12 +158,12 @@ def sensitivity_heatmap(rows: Sequence[dict[str, Any]], value: str, title: str, 
     labels = list(dict.fromkeys(_setting(r) for r in rows))
     grid = [[None] * len(layers) for _ in labels]
     for r in rows:
-        grid[labels.index(_setting(r))][layers.index(r["layer"])] = _finite(r[value])
+        grid[labels.index(_setting(r))][layers.index(r["layer"])] = finite(r[value])
     fig = go.Figure(go.Heatmap(z=grid, x=layers, y=labels, colorscale="RdYlGn",
                                reversescale=reverse, colorbar=dict(title=colorbar),
                                hovertemplate="%{x}<br>%{y}<br>%{z:.2f}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
-    return _layout(fig, title, 340)
+    return layout(fig, title, height=340)
 
 
 def split_bars(split: dict[str, dict[str, float]]) -> go.Figure:
@@ -186,18 +174,18 @@ def split_bars(split: dict[str, dict[str, float]]) -> go.Figure:
                                                                                 for n in names],
                            marker_color=[colors.get(n, "#636efa") for n in names]))  # fmt: skip
     fig.update_yaxes(title_text="top-1 (%)")
-    return _layout(fig, "Where the accuracy goes: weights vs activations", 340)
+    return layout(fig, "Where the accuracy goes: weights vs activations", height=340)
 
 
 def allocation_figure(alloc: dict[str, Any], order: Sequence[str]) -> go.Figure:
     """Chosen bits per layer (execution order)."""
     layers = [n for n in order if n in alloc["bits"]]
     bits = [alloc["bits"][n] for n in layers]
-    fig = go.Figure(go.Bar(x=layers, y=bits, marker_color=[_PALETTE[b % len(_PALETTE)] for b in bits],
+    fig = go.Figure(go.Bar(x=layers, y=bits, marker_color=[colour(b) for b in bits],
                            hovertemplate="%{x}<br>%{y}-bit<extra></extra>"))  # fmt: skip
     fig.update_xaxes(tickangle=-45, title_text="layer (execution order)")
     fig.update_yaxes(title_text="bits (weights and input)", dtick=1)
-    return _layout(fig, "Chosen bit-width per layer", 340)
+    return layout(fig, "Chosen bit-width per layer", height=340)
 
 
 def culprit_bars(candidates: Sequence[dict[str, Any]]) -> go.Figure:
@@ -210,4 +198,4 @@ def culprit_bars(candidates: Sequence[dict[str, Any]]) -> go.Figure:
                            hovertemplate="%{x}<br>%{y:+.2f} pts<extra></extra>"))  # fmt: skip
     fig.update_xaxes(tickangle=-45, title_text="layer (w = weights, a = activations raised to 8 bits)")
     fig.update_yaxes(title_text="recovered top-1 (pts)")
-    return _layout(fig, "Measured recovery of each repair", 360)
+    return layout(fig, "Measured recovery of each repair", height=360)

@@ -1,8 +1,8 @@
 """Cached doors from the Diagnose pages (outlier channels, clusters, sensitivity) into `ptq_core.analysis`.
 
-Same policy as `bridge`: the shared float model and data come from `bridge`'s
-resource cache and are only read. The round-to-nearest model an analysis looks at is
-built once per (model, settings, calibration) and shared through `st.cache_resource`;
+The shared float model and data come from `ptq_ui.resources` and are only read. The
+round-to-nearest model an analysis looks at is built once per (model, settings,
+calibration) and shared through `resources.rtn`;
 every analysis works on its own copy of it (the core functions copy before switching
 quantizers), so sessions never see each other's state. Results are small plain data
 (lists, numpy arrays) cached with `st.cache_data` under plain keys. The full accuracy
@@ -11,26 +11,25 @@ sweep runs as a background job (`jobs.start_job`).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Any
 
 import numpy as np
 import streamlit as st
-import torch
 
+from ptq_core import explain
 from ptq_core.analysis import clusters, culprits, diagnosis, mixed_precision, outliers, ranges, sensitivity
-from ptq_core.data import calibration_tensor, make_loader
+from ptq_core.data import make_loader
 from ptq_core.distributed import RayOptions
 from ptq_core.errors import ConfigError
-from ptq_core.methods import ProgressEvent, QuantResult, emit
-from ptq_core.metrics import evaluate, layer_errors
+from ptq_core.methods import ProgressEvent, emit
 from ptq_core.prepare import QuantSpec
 
-from . import bridge
-from .jobs import Job, start_job
-from .state import Selection
+from ..jobs import Job, start_job
+from ..resources import Key, loaded, rtn
+from ..state import Selection
+from . import explore, runs
 
 __all__ = ["LOGITS", "MAX_POINTS", "PROJECTIONS", "OUTCOMES", "FIXES", "spec_json", "layer_ranges", "error_split",
            "outlier_layers", "channel_sample_map", "cluster_view", "umap_key", "start_umap", "sensitivity_proxy",
@@ -48,7 +47,6 @@ STATS_IMAGES = 128  # calibration images of the input-channel statistics: the Ou
 _EVIDENCE = {"outlier channels (activations)": ("pages/outlier_channels.py", "Outlier channels"),
              "outlier channels (weights)": ("pages/outlier_channels.py", "Outlier channels"),
              "dead or near-constant channels": ("pages/outlier_channels.py", "Outlier channels")}  # fmt: skip
-_Key = tuple[str, str, str]
 
 
 def spec_json(spec: QuantSpec) -> str:
@@ -56,40 +54,20 @@ def spec_json(spec: QuantSpec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True)
 
 
-def _loaded(key: _Key, data: str) -> tuple[Any, Any]:
-    loaded, bundle = bridge._resources(Selection(*key[:2], data, key[2]))
-    return loaded.model, bundle
+def _calib(key: Key, data: str, n: int, seed: int) -> Any:
+    return explain.calibration_images(*loaded(key, data), n, seed)
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _calib(key: _Key, data: str, n: int, seed: int) -> torch.Tensor:
-    model, bundle = _loaded(key, data)
-    return calibration_tensor(bundle, n, seed).to(_device(model))
-
-
-def _test_batch(key: _Key, data: str, n: int) -> tuple[torch.Tensor, np.ndarray]:
-    model, bundle = _loaded(key, data)
-    x, y = next(iter(make_loader(bundle.test, batch_size=n, limit=n)))
-    return x.to(_device(model)), y.numpy()
-
-
-@st.cache_resource(max_entries=4, show_spinner="Quantizing a copy with round-to-nearest…")
-def _rtn(key: _Key, data: str, spec: str, calib: int, seed: int) -> QuantResult:
-    """Shared RTN model; never changed (analyses copy it before switching quantizers)."""
-    model, _ = _loaded(key, data)
-    return sensitivity.rtn_model(model, _calib(key, data, calib, seed), QuantSpec.from_dict(json.loads(spec)))
+def _test_batch(key: Key, data: str, n: int) -> tuple[Any, np.ndarray]:
+    return explain.test_batch(*loaded(key, data), n)
 
 
 # -- outlier channels ----------------------------------------------------------------------
 
 
 @st.cache_data(max_entries=32, show_spinner="Measuring channel ranges…")
-def _ranges(key: _Key, data: str, layer: str, n: int, seed: int) -> dict[str, Any]:
-    model, _ = _loaded(key, data)
+def _ranges(key: Key, data: str, layer: str, n: int, seed: int) -> dict[str, Any]:
+    model, _ = loaded(key, data)
     return ranges.layer_ranges(model, _calib(key, data, n, seed), layer)
 
 
@@ -99,9 +77,9 @@ def layer_ranges(sel: Selection, layer: str, n_images: int, seed: int = 0) -> di
 
 
 @st.cache_data(max_entries=64, show_spinner="Splitting the error…")
-def _split(key: _Key, data: str, layer: str, source: str, bits: int, per_channel: bool, ratio: float,
+def _split(key: Key, data: str, layer: str, source: str, bits: int, per_channel: bool, ratio: float,
            symmetric: bool, n: int, seed: int) -> dict[str, Any]:  # fmt: skip
-    model, _ = _loaded(key, data)
+    model, _ = loaded(key, data)
     images = _calib(key, data, n, seed) if source == "activations" else None
     rows = ranges.layer_rows(model, images, layer, source)
     out = ranges.channel_error_split(rows, bits, per_channel, ratio, symmetric)
@@ -115,8 +93,8 @@ def error_split(sel: Selection, layer: str, source: str, bits: int, per_channel:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _outlier_layers(key: _Key, data: str) -> list[str]:
-    return outliers.default_outlier_layers(_loaded(key, data)[0])
+def _outlier_layers(key: Key, data: str) -> list[str]:
+    return outliers.default_outlier_layers(loaded(key, data)[0])
 
 
 def outlier_layers(sel: Selection) -> list[str]:
@@ -125,12 +103,8 @@ def outlier_layers(sel: Selection) -> list[str]:
 
 
 @st.cache_data(max_entries=16, show_spinner="Collecting per-sample channel maxima…")
-def _channel_sample(key: _Key, data: str, layer: str, n: int, seed: int) -> dict[str, Any]:
-    model, _ = _loaded(key, data)
-    images = _calib(key, data, n, seed)
-    info = outliers.channel_sample_maxima(copy.deepcopy(model), images, [layer])[layer]  # hooks on a copy
-    return {"map": info["maxima"], "channel_score": info["channel_score"], "median": info["median"],
-            "top": info["top"]}  # fmt: skip
+def _channel_sample(key: Key, data: str, layer: str, n: int, seed: int) -> dict[str, Any]:
+    return explain.channel_sample_map(loaded(key, data)[0], _calib(key, data, n, seed), layer)
 
 
 def channel_sample_map(sel: Selection, layer: str, n_images: int, seed: int = 0) -> dict[str, Any]:
@@ -142,9 +116,9 @@ def channel_sample_map(sel: Selection, layer: str, n_images: int, seed: int = 0)
 
 
 @st.cache_data(max_entries=16, show_spinner="Embedding float and quantized activations…")
-def _clusters(key: _Key, data: str, spec: str, calib: int, seed: int, layer: str, method: str, k: int,
+def _clusters(key: Key, data: str, spec: str, calib: int, seed: int, layer: str, method: str, k: int,
               n: int) -> dict[str, Any]:  # fmt: skip
-    q = _rtn(key, data, spec, calib, seed)
+    q = rtn(key, data, spec, calib, seed)
     images, labels = _test_batch(key, data, n)
     return clusters.cluster_view(q.model, images, labels, layer, method, k, seed)
 
@@ -171,7 +145,7 @@ def start_umap(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: in
     """
     if not 3 <= n_images <= MAX_POINTS // 2:
         raise ConfigError(f"UMAP takes at most {MAX_POINTS} points: choose between 3 and {MAX_POINTS // 2} images")
-    q = _rtn(sel.key, sel.data, spec_json(spec), calib, seed)
+    q = rtn(sel.key, sel.data, spec_json(spec), calib, seed)
     images, labels = _test_batch(sel.key, sel.data, n_images)
     key = umap_key(sel, spec, layer, k, n_images, calib, seed)
 
@@ -190,9 +164,9 @@ def start_umap(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: in
 
 
 @st.cache_data(max_entries=16, show_spinner="Sweeping one layer at a time (logit SQNR proxy)…")
-def _proxy(key: _Key, data: str, spec: str, settings: tuple[tuple[int, int], ...], view: str, calib: int, probe: int,
+def _proxy(key: Key, data: str, spec: str, settings: tuple[tuple[int, int], ...], view: str, calib: int, probe: int,
            seed: int) -> list[dict[str, Any]]:  # fmt: skip
-    model, _ = _loaded(key, data)
+    model, _ = loaded(key, data)
     images = _calib(key, data, calib, seed)
     probe_x, _ = _test_batch(key, data, probe)
     return sensitivity.sensitivity_proxy(model, images, probe_x, QuantSpec.from_dict(json.loads(spec)),
@@ -235,7 +209,7 @@ def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], ev
     the cluster at `ray_address()` (uniform bit-widths and the one-layer view).
     """
     pairs = _pairs(bits, settings)
-    model, bundle = _loaded(sel.key, sel.data)
+    model, bundle = loaded(sel.key, sel.data)
     images = _calib(sel.key, sel.data, calib, seed)
     loader = make_loader(bundle.test, limit=eval_limit)
 
@@ -252,8 +226,8 @@ def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], ev
 
 
 @st.cache_data(max_entries=16, show_spinner="Evaluating weight-only and activation-only quantization…")
-def _split_acc(key: _Key, data: str, spec: str, calib: int, seed: int, limit: int | None) -> dict[str, Any]:
-    model, bundle = _loaded(key, data)
+def _split_acc(key: Key, data: str, spec: str, calib: int, seed: int, limit: int | None) -> dict[str, Any]:
+    model, bundle = loaded(key, data)
     return sensitivity.weight_act_split(model, _calib(key, data, calib, seed), make_loader(bundle.test, limit=limit),
                                         QuantSpec.from_dict(json.loads(spec)))  # fmt: skip
 
@@ -265,10 +239,10 @@ def weight_act_split(sel: Selection, spec: QuantSpec, eval_limit: int | None, ca
 
 
 @st.cache_data(max_entries=32, show_spinner="Diagnosing every layer…")
-def _diagnose(key: _Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple,
+def _diagnose(key: Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple,
               reconstruction: str) -> dict:  # fmt: skip
-    q = _rtn(key, data, spec, calib, seed)
-    model, _ = _loaded(key, data)
+    q = rtn(key, data, spec, calib, seed)
+    model, _ = loaded(key, data)
     images, _ = _test_batch(key, data, probe)
     stats_images = _calib(key, data, STATS_IMAGES, seed)  # what the Outlier channels page measures by default
     return diagnosis.diagnose(q.model, q.report, model, images, diagnosis.DiagnosisConfig(*thresholds), stats_images,
@@ -276,7 +250,7 @@ def _diagnose(key: _Key, data: str, spec: str, calib: int, seed: int, probe: int
 
 
 def _reconstruction(sel: Selection, spec: QuantSpec) -> dict[str, Any] | None:
-    records = bridge.list_runs(status="done", model=sel.model)
+    records = runs.list_runs(status="done", model=sel.model)
     return diagnosis.reconstruction_measurement(records, sel.model, spec.wbits, spec.abits, sel.data)
 
 
@@ -291,7 +265,7 @@ def diagnose(sel: Selection, spec: QuantSpec, sqnr_db: float, z: float, residual
 
 def policy_kept(sel: Selection, spec: QuantSpec) -> list[str]:
     """Layers the first/last policy keeps at 8 bits or more under `spec` (never culprits)."""
-    rows = bridge.architecture(sel, spec)["rows"]
+    rows = explore.architecture(sel, spec)["rows"]
     out = []
     for r in rows:
         if r.get("role") and r.get("bits"):
@@ -314,7 +288,7 @@ def start_culprits(sel: Selection, spec: QuantSpec, eval_limit: int | None, targ
                    max_set: int = 5, calib: int = 256, seed: int = 0) -> Job:  # fmt: skip
     """Measure every repair to 8 bits and the greedy set on a worker thread; kept in the session as "culprit_job"."""
     config = culprits.CulpritConfig(target_share=target_share, max_set=max_set)
-    model, bundle = _loaded(sel.key, sel.data)
+    model, bundle = loaded(sel.key, sel.data)
     images = _calib(sel.key, sel.data, calib, seed)
     loader = make_loader(bundle.test, limit=eval_limit)
 
@@ -338,14 +312,10 @@ def overrides_text(bits: dict[str, int]) -> str:
 
 
 @st.cache_data(max_entries=16, show_spinner="Quantizing with the chosen bits and evaluating…")
-def _measure(key: _Key, data: str, spec: str, bits_json: str, calib: int, seed: int, limit: int | None) -> dict:
-    model, bundle = _loaded(key, data)
-    base = QuantSpec.from_dict(json.loads(spec))
-    mixed = QuantSpec.from_dict({**base.to_dict(), "first_last_bits": None,
-                                 "overrides": mixed_precision.overrides_for(json.loads(bits_json))})  # fmt: skip
-    q = sensitivity.rtn_model(model, _calib(key, data, calib, seed), mixed)
-    loader = make_loader(bundle.test, limit=limit)
-    return {"quantized": evaluate(q.model, loader, _device(model)), "float": evaluate(model, loader, _device(model))}
+def _measure(key: Key, data: str, spec: str, bits_json: str, calib: int, seed: int, limit: int | None) -> dict:
+    model, bundle = loaded(key, data)
+    images, base = _calib(key, data, calib, seed), QuantSpec.from_dict(json.loads(spec))
+    return explain.measure_allocation(model, bundle, images, base, json.loads(bits_json), limit)
 
 
 def measure_allocation(sel: Selection, spec: QuantSpec, bits: dict[str, int], eval_limit: int | None,
@@ -355,11 +325,8 @@ def measure_allocation(sel: Selection, spec: QuantSpec, bits: dict[str, int], ev
 
 
 @st.cache_data(max_entries=32, show_spinner="Measuring per-layer errors…")
-def _live(key: _Key, data: str, spec: str, calib: int, seed: int, n: int) -> dict[str, list[dict[str, Any]]]:
-    q = _rtn(key, data, spec, calib, seed)
-    images, _ = _test_batch(key, data, n)
-    model = copy.deepcopy(q.model)  # layer_errors switches quantizers: never on the shared model
-    return {view: [e.to_dict() for e in layer_errors(model, images, view)] for view in ("alone", "accumulated")}
+def _live(key: Key, data: str, spec: str, calib: int, seed: int, n: int) -> dict[str, list[dict[str, Any]]]:
+    return explain.live_layer_errors(rtn(key, data, spec, calib, seed).model, _test_batch(key, data, n)[0])
 
 
 def live_layer_errors(sel: Selection, spec: QuantSpec, calib: int = 256, n_images: int = 64,

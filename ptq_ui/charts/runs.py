@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+
+from .base import colour, finite, layout
 
 __all__ = ["bits_label", "sqnr_bars", "layer_metric_lines", "loss_lines", "accuracy_scatter",
            "quantizer_histogram", "clip_curve_figure", "sweep_lines", "METRIC_LABELS"]  # fmt: skip
 
 METRIC_LABELS = {"sqnr_db": "SQNR (dB, higher is better)", "mse": "MSE (lower is better)",
                  "cosine": "cosine similarity (higher is better)"}  # fmt: skip
-_PALETTE = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
 _GL_THRESHOLD = 1000  # points above which scatter plots switch to WebGL
 
 
-def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))  # fmt: skip
-    return fig
-
-
 def bits_label(wbits: Any, abits: Any) -> str:
-    """"W4/A8"; 32 bits print as "fp"."""
+    """ "W4/A8"; 32 bits print as "fp"."""
     show = lambda b: "fp" if b in (None, 32) else str(b)  # noqa: E731
     return f"W{show(wbits)}/A{show(abits)}"
-
-
-def _finite(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 def sqnr_bars(layers: Sequence[dict[str, Any]], title: str = "Per-layer SQNR") -> go.Figure:
@@ -39,11 +29,11 @@ def sqnr_bars(layers: Sequence[dict[str, Any]], title: str = "Per-layer SQNR") -
     labels = [bits_label(r.get("wbits"), r.get("abits")) for r in layers]
     for i, label in enumerate(dict.fromkeys(labels)):
         rows = [r for r, lab in zip(layers, labels, strict=True) if lab == label]
-        fig.add_bar(x=[r["name"] for r in rows], y=[_finite(r.get("sqnr_db")) for r in rows], name=label,
-                    marker_color=_PALETTE[i % len(_PALETTE)],
+        fig.add_bar(x=[r["name"] for r in rows], y=[finite(r.get("sqnr_db")) for r in rows], name=label,
+                    marker_color=colour(i),
                     hovertemplate="%{x}<br>SQNR %{y:.2f} dB<extra>" + label + "</extra>")  # fmt: skip
     fig.update_xaxes(categoryorder="array", categoryarray=[r["name"] for r in layers], tickangle=-45)
-    return _layout(fig, title, "layer (execution order)", "SQNR (dB)")
+    return layout(fig, title, "layer (execution order)", "SQNR (dB)")
 
 
 def layer_metric_lines(series: dict[str, Sequence[dict[str, Any]]], metric: str, title: str) -> go.Figure:
@@ -52,13 +42,13 @@ def layer_metric_lines(series: dict[str, Sequence[dict[str, Any]]], metric: str,
     order: list[str] = []
     for i, (label, rows) in enumerate(series.items()):
         order += [r["name"] for r in rows if r["name"] not in order]
-        fig.add_scatter(x=[r["name"] for r in rows], y=[_finite(r.get(metric)) for r in rows], name=label,
-                        mode="lines+markers", line=dict(color=_PALETTE[i % len(_PALETTE)]),
+        fig.add_scatter(x=[r["name"] for r in rows], y=[finite(r.get(metric)) for r in rows], name=label,
+                        mode="lines+markers", line=dict(color=colour(i)),
                         hovertemplate="%{x}<br>%{y:.4g}<extra>" + label + "</extra>")  # fmt: skip
     fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
     if metric == "mse":
         fig.update_yaxes(type="log")
-    return _layout(fig, title, "layer (execution order)", METRIC_LABELS.get(metric, metric))
+    return layout(fig, title, "layer (execution order)", METRIC_LABELS.get(metric, metric))
 
 
 def loss_lines(history: Sequence[dict[str, Any]]) -> go.Figure:
@@ -68,7 +58,7 @@ def loss_lines(history: Sequence[dict[str, Any]]) -> go.Figure:
     for i, name in enumerate(dict.fromkeys(h["loss"] for h in history)):
         pts = [(x, h) for x, h in zip(xs, history, strict=True) if h["loss"] == name]
         fig.add_scatter(x=[x for x, _ in pts], y=[h["value"] for _, h in pts], name=name, mode="lines",
-                        line=dict(color=_PALETTE[i % len(_PALETTE)]),
+                        line=dict(color=colour(i)),
                         customdata=[f"{h['unit'] or h['stage']} · step {h.get('step', '?')}/{h.get('total', '?')}"
                                     for _, h in pts], hovertemplate="%{customdata}<br>%{y:.4g}")  # fmt: skip
     starts = {}
@@ -76,7 +66,7 @@ def loss_lines(history: Sequence[dict[str, Any]]) -> go.Figure:
         starts.setdefault(h.get("unit_index", 0), h["unit"] or h["stage"])
     fig.update_xaxes(tickvals=[i + 1 for i in starts], ticktext=list(starts.values()), tickangle=-45)
     fig.update_yaxes(type="log")
-    return _layout(fig, "Loss", "unit (block or layer) and step within it", "loss (log)", height=320)
+    return layout(fig, "Loss", "unit (block or layer) and step within it", "loss (log)", height=320)
 
 
 def _unit_step(h: dict[str, Any]) -> float:
@@ -96,12 +86,12 @@ def accuracy_scatter(rows: Sequence[dict[str, Any]], x: str, x_title: str, title
         trace = go.Scattergl if many else go.Scatter
         fig.add_trace(trace(
             x=[r[x] for r in pts], y=[r["top1"] for r in pts], mode="markers", name=method,
-            marker=dict(size=10, color=_PALETTE[i % len(_PALETTE)], line=dict(width=1, color="white")),
+            marker=dict(size=10, color=colour(i), line=dict(width=1, color="white")),
             customdata=[[r["run_id"], r["model"], r["bits"]] for r in pts],
             hovertemplate="%{customdata[1]} %{customdata[2]}<br>top-1 %{y:.2f}%<br>run %{customdata[0]}<extra>"
             + method + "</extra>",
         ))  # fmt: skip
-    return _layout(fig, title, x_title, "top-1 (%)", height=340)
+    return layout(fig, title, x_title, "top-1 (%)", height=340)
 
 
 def sweep_lines(rows: Sequence[dict[str, Any]]) -> go.Figure:
@@ -113,13 +103,13 @@ def sweep_lines(rows: Sequence[dict[str, Any]]) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=[r["wbits"] for r in line], y=[r["top1_mean"] for r in line], mode="lines+markers", name=series,
             error_y=dict(type="data", array=[r["top1_std"] for r in line], visible=True),
-            marker=dict(size=9, color=_PALETTE[i % len(_PALETTE)]), line=dict(color=_PALETTE[i % len(_PALETTE)]),
+            marker=dict(size=9, color=colour(i)), line=dict(color=colour(i)),
             customdata=[[r["bits"], r["runs"]] for r in line],
             hovertemplate="%{customdata[0]}: top-1 %{y:.2f} ± %{error_y.array:.2f} over %{customdata[1]} seed(s)"
             "<extra>" + series + "</extra>",
         ))  # fmt: skip
     fig.update_xaxes(dtick=1)
-    return _layout(fig, "Accuracy against weight bits (mean ± std over seeds)", "weight bits", "top-1 (%)")
+    return layout(fig, "Accuracy against weight bits (mean ± std over seeds)", "weight bits", "top-1 (%)")
 
 
 def quantizer_histogram(view: dict[str, Any], title: str) -> go.Figure:
@@ -142,7 +132,7 @@ def quantizer_histogram(view: dict[str, Any], title: str) -> go.Figure:
     if view["max"] > hi:
         fig.add_vrect(x0=hi, x1=view["max"], fillcolor="#ef553b", opacity=0.12, line_width=0)
     fig.update_layout(bargap=0)
-    return _layout(fig, title, "value", "count")
+    return layout(fig, title, "value", "count")
 
 
 def clip_curve_figure(curve: dict[str, Any], chosen_ratio: float, chosen_mse: float) -> go.Figure:
@@ -155,4 +145,4 @@ def clip_curve_figure(curve: dict[str, Any], chosen_ratio: float, chosen_mse: fl
     fig.add_scatter(x=[chosen_ratio], y=[chosen_mse], mode="markers", name="your choice",
                     marker=dict(symbol="circle", size=12, color="#ef553b"))  # fmt: skip
     fig.update_yaxes(type="log")
-    return _layout(fig, "MSE against the clipping ratio", "clipping ratio (range / full range)", "MSE (log)")
+    return layout(fig, "MSE against the clipping ratio", "clipping ratio (range / full range)", "MSE (log)")
