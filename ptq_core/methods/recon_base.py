@@ -20,6 +20,12 @@ back to the known block classes and then to layers when the model cannot be trac
 ``--unit``). The plan, with any fallback and its reason, is stored in the result's
 ``extras["recon"]["unit_plan"]``; each unit's record says what distribution correction
 did and which KL path ran.
+
+Memory: ``cache_budget_mb`` (default 16 GiB) bounds what one unit's cache takes on
+the device and, again, in host memory; the rest goes to memory-mapped temporary
+files that are removed after each pass (`ptq_core.recon.spill`). Results do not
+depend on it. ``extras["recon"]`` records ``spilled_mb`` and ``disk_mb`` summed over
+units, and each unit record its own.
 """
 
 from __future__ import annotations
@@ -69,6 +75,9 @@ class ReconMethodConfig(MethodConfig):
     warmup: float = setting(0.2, help="fraction of steps before the rounding regulariser starts", min=0, max=1)
     progress_every: int = setting(0, help="steps between progress events (0: about 100 per unit)", min=0)
     cache: str = setting("auto", help="where unit caches live", choices=("auto", "device", "host"))
+    cache_budget_mb: float = setting(16384.0, help="memory one unit's cache may take on the device and again in "
+                                     "host memory; the rest spills to temporary disk files (0: no limit)",
+                                     min=0)  # fmt: skip
     unit_source: str = setting("graph", help="where block units come from: the dataflow graph (falls back to "
                                "known block classes, then layers), the known block classes, or one per layer",
                                choices=UNIT_SOURCES)  # fmt: skip
@@ -108,7 +117,8 @@ class ReconMethodConfig(MethodConfig):
         if weight is None:
             weight = arch_value(model, "round_weight")
         opts = dict(iters=self.iters, batch_size=self.recon_batch, round_lr=self.round_lr, round_weight=weight,
-                    warmup=self.warmup, progress_every=self.progress_every, cache=self.cache)  # fmt: skip
+                    warmup=self.warmup, progress_every=self.progress_every, cache=self.cache,
+                    cache_budget_mb=self.cache_budget_mb)  # fmt: skip
         opts.update(changes)
         return ReconOptions(**opts)
 
@@ -168,6 +178,8 @@ def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMetho
     dc = sum(r.dc_seconds for r in records)
     timings = {"prepare": t1 - t0, "reconstruct": t2 - t1 - dc, "correct": dc}
     extras = {"recon": {"arch_family": arch_family(model), "peak_cache_mb": ctx.peak_cache_bytes / 2**20,
+                        "cache_budget_mb": config.cache_budget_mb, "spilled_mb": ctx.spilled_bytes / 2**20,
+                        "disk_mb": ctx.disk_bytes / 2**20,
                         "passes": [o.to_dict() for o in passes], "units": [r.to_dict() for r in records],
                         "unit_plan": plan.to_dict()}}  # fmt: skip
     return QuantResult(qmodel, config, report, timings=timings, extras=extras)

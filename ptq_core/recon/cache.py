@@ -6,7 +6,8 @@ the partly quantized model (``x_q``), its input and output in the float model
 (``x_dc``, ``y_dc``), BRECQ's Fisher weights (``grad``) and, for the KL tail, the
 values computed before the unit that are used after it (``skip_0``, ...). They stay on the
 compute device when they fit, else in (pinned) host memory, and each step fetches
-only its mini-batch.
+only its mini-batch. Under a memory budget (`spill.TieredStore`) what does not fit
+goes to host memory (from CUDA) and then to memory-mapped temporary files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from .spill import TieredStore
 
 __all__ = ["UnitCache", "choose_store", "DEVICE_FRACTION"]
 
@@ -44,12 +47,16 @@ def choose_store(device: torch.device, nbytes: int, mode: str = "auto") -> torch
 class UnitCache:
     """Named per-sample tensors of one unit, all with the same first dimension N.
 
+    Tensors may live on different tiers (device, host, disk); `home` is the tier the whole
+    cache would take without a memory budget, so draws do not depend on the budget.
     `skips` names the cached values crossing the unit's cut, in the KL tail's order
     (None: not captured, so the KL term runs the full forward).
     """
 
     device: torch.device
     tensors: dict[str, Tensor] = field(default_factory=dict)
+    home: torch.device | None = None  # where the cache lives without a budget (mini-batch draws happen there)
+    placement: TieredStore | None = None  # what went to which tier, when built under a budget
     skips: list[str] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # e.g. "dc": what the correction did
 
@@ -83,6 +90,15 @@ class UnitCache:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     @property
+    def draw_device(self) -> torch.device:
+        """Where mini-batch indices are drawn: the home tier (independent of any spill)."""
+        if self.home is not None:
+            return self.home
+        return next(iter(self.tensors.values())).device if self.tensors else self.device
+
+    @property
     def store(self) -> str:
-        """Where the tensors live ("cuda:0", "cpu", ...)."""
+        """Where the tensors live ("cuda:0", "cpu", "cpu+disk", ...)."""
+        if self.placement is not None:
+            return self.placement.describe()
         return str(next(iter(self.tensors.values())).device) if self.tensors else str(self.device)

@@ -8,6 +8,7 @@ batch, so peak memory is the cache itself plus one batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 from ..errors import UnsupportedModelError
 from ..hooks import StopForward, input_hooks, scoped
 
-__all__ = ["StopForward", "capture_io", "probe_io", "module_input_output"]  # StopForward lives in ptq_core.hooks
+# StopForward lives in ptq_core.hooks; re-exported here, where capture code used to find it
+__all__ = ["Alloc", "StopForward", "allocator", "capture_io", "probe_io", "module_input_output"]
 
 
 def _single_tensor(args: tuple[Any, ...], name: str) -> Tensor:
@@ -69,11 +71,21 @@ def probe_io(model: nn.Module, name: str, x: Tensor) -> tuple[torch.Size, torch.
     return inp.shape[1:], out.shape[1:]
 
 
+Alloc = Callable[[tuple[int, ...], torch.dtype], Tensor]  # (shape, dtype) -> uninitialised tensor
+
+
+def allocator(store: torch.device | Alloc, pin: bool = False) -> Alloc:
+    """`store` itself when it is an allocator (e.g. `TieredStore.empty`), else one placing tensors on that device."""
+    if callable(store):
+        return store
+    return lambda shape, dtype: torch.empty(shape, dtype=dtype, device=store, pin_memory=pin)
+
+
 @torch.no_grad()
 def capture_io(
-    model: nn.Module, name: str, images: Tensor, batch_size: int, output: bool, store: torch.device
+    model: nn.Module, name: str, images: Tensor, batch_size: int, output: bool, store: torch.device | Alloc
 ) -> tuple[Tensor, Tensor | None]:
-    """Inputs (and outputs) of submodule `name` for every image, stacked on `store`.
+    """Inputs (and outputs) of submodule `name` for every image, stacked where `store` puts them.
 
     Args:
         model: The network, in the quantization state wanted.
@@ -81,7 +93,8 @@ def capture_io(
         images: Network inputs [N, ...] on the model's device.
         batch_size: Forward batch size.
         output: Also capture the submodule's output.
-        store: Device the stacked tensors live on (the model's device or host memory).
+        store: Device the stacked tensors live on (the model's device or host memory), or an
+            allocator ``(shape, dtype) -> Tensor`` (a `TieredStore`'s, which may spill to disk).
 
     Returns:
         ``(inputs [N, ...], outputs [N, ...] or None)``.
@@ -89,17 +102,17 @@ def capture_io(
     n = len(images)
     ins: Tensor | None = None
     outs: Tensor | None = None
-    pin = store.type == "cpu" and images.is_cuda
+    alloc = allocator(store, pin=not callable(store) and store.type == "cpu" and images.is_cuda)
     for i in range(0, n, batch_size):
         inp, out = module_input_output(model, name, images[i : i + batch_size], output)
         if ins is None:
-            ins = torch.empty((n, *inp.shape[1:]), dtype=inp.dtype, device=store, pin_memory=pin)
+            ins = alloc((n, *inp.shape[1:]), inp.dtype)
             if out is not None:
-                outs = torch.empty((n, *out.shape[1:]), dtype=out.dtype, device=store, pin_memory=pin)
-        ins[i : i + len(inp)].copy_(inp, non_blocking=pin)
+                outs = alloc((n, *out.shape[1:]), out.dtype)
+        ins[i : i + len(inp)].copy_(inp, non_blocking=ins.is_pinned())
         if outs is not None and out is not None:
-            outs[i : i + len(out)].copy_(out, non_blocking=pin)
-    if pin:
+            outs[i : i + len(out)].copy_(out, non_blocking=outs.is_pinned())
+    if images.is_cuda and any(t is not None and t.is_pinned() for t in (ins, outs)):
         torch.cuda.synchronize()
     assert ins is not None
     return ins, outs

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..blocks import Unit
 from ..progress import ProgressFn
+from .spill import SpillArea
 from .tail import TailRunner
 
 __all__ = ["ReconContext"]
@@ -31,6 +32,9 @@ class ReconContext:
         forward_batch: Batch size of caching passes.
         seed: Seed of the mini-batch draws.
         folded: Layer name -> the BatchNorm folded into it (distribution correction of layer units).
+        spill: Temporary directory of cache tensors beyond the memory budget (removed after each pass).
+        peak_cache_bytes, spilled_bytes, disk_bytes: The largest unit cache, and the bytes placed
+            below their home tier (host memory from CUDA, or disk) and on disk, summed over units.
     """
 
     qmodel: nn.Module
@@ -43,6 +47,9 @@ class ReconContext:
     peak_cache_bytes: int = 0
     tails: TailRunner | None = None
     folded: dict[str, str] = field(default_factory=dict)
+    spill: SpillArea = field(default_factory=SpillArea)
+    spilled_bytes: int = 0
+    disk_bytes: int = 0
 
     def tail_runner(self, units: list[Unit]) -> TailRunner:
         """The (cached) runner of the network's rest after each of `units`."""

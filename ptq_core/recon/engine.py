@@ -37,6 +37,9 @@ __all__ = ["ReconContext", "UnitRecord", "UnitTrainer", "units_for", "reconstruc
 class UnitRecord:
     """What happened to one unit: timings, cache, loss history, output error before/after, DC and KL path.
 
+    `cache_store` says where the cache lived ("cuda:0", "cpu", "cpu+disk", ...), `spilled_mb`
+    how much of it went below its home tier under the memory budget, `disk_mb` how much to disk.
+
     `dc` says what distribution correction did ("" when off); `kl_path` which way the
     rest of the network ran ("tail", "tail + N skip inputs" or "full forward: why"; ""
     when the pass does not run it).
@@ -50,6 +53,8 @@ class UnitRecord:
     dc_seconds: float = 0.0
     cache_mb: float = 0.0
     cache_store: str = ""
+    spilled_mb: float = 0.0  # beyond the memory budget: host memory (from CUDA) and disk
+    disk_mb: float = 0.0
     error_before: float = float("nan")
     error_after: float = float("nan")
     history: list[dict[str, float]] = field(default_factory=list)
@@ -136,7 +141,7 @@ def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: U
     """Optimise one unit's trainables; returns its loss history (`folded` receives the affine's g, h)."""
     module = ctx.qmodel.get_submodule(unit.name)
     history: list[dict[str, float]] = []
-    store = cache["x_q"].device  # draw indices where the cache lives: no host-device sync per step
+    store = cache.draw_device  # draw where the cache lives (no host-device sync per step), whatever spilled
     gen = torch.Generator(device=store).manual_seed(ctx.seed * 100003 + index)
     with unit_trainables(layers, opts) as tr:
         logits = ctx.tails if opts.kl_weight > 0 else None
@@ -168,6 +173,10 @@ def _reconstruct_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, o
     cache, rec.dc_seconds = build_unit_cache(ctx, unit, index, n_units, opts)
     rec.cache_mb, rec.cache_store = cache.nbytes / 2**20, cache.store
     ctx.peak_cache_bytes = max(ctx.peak_cache_bytes, cache.nbytes)
+    if cache.placement is not None:
+        rec.spilled_mb, rec.disk_mb = cache.placement.spilled / 2**20, cache.placement.on_disk / 2**20
+        ctx.spilled_bytes += cache.placement.spilled
+        ctx.disk_bytes += cache.placement.on_disk
     if opts.quant_act and opts.act_init == "unit":
         init_unit_act_ranges(module, layers, cache["x_q"], ctx.device)
     rec.error_before = unit_output_error(module, cache)
@@ -185,7 +194,8 @@ def reconstruct(ctx: ReconContext, opts: ReconOptions, units: list[Unit] | None 
 
     Before the pass every quantized layer is switched off; each finished unit is
     switched on (weights, and activations when `opts.quant_act`), so later units see
-    the quantized prefix. The caller's float model is never modified.
+    the quantized prefix. The caller's float model is never modified. Cache files spilled
+    to disk are removed when the pass ends, also when it fails or is cancelled.
 
     Args:
         ctx: The run's shared state.
@@ -200,4 +210,7 @@ def reconstruct(ctx: ReconContext, opts: ReconOptions, units: list[Unit] | None 
         ctx.tail_runner(units)
     for _, layer in quant_layers(ctx.qmodel):
         layer.set_quant_state(False, False)
-    return [_reconstruct_unit(ctx, unit, i, len(units), opts) for i, unit in enumerate(units)]
+    try:
+        return [_reconstruct_unit(ctx, unit, i, len(units), opts) for i, unit in enumerate(units)]
+    finally:
+        ctx.spill.close()

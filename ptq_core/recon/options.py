@@ -61,6 +61,8 @@ class ReconOptions:
             (the unit's output run through the stage's later blocks; 0 = off; `stage`).
         progress_every: Steps between progress events and loss-history points (0 = auto).
         cache: "auto" (device when it fits, else host memory), "device" or "host".
+        cache_budget_mb: Memory one unit's cache may take in each memory tier (device, then host
+            memory); beyond it, tensors go to memory-mapped temporary files (0 = no limit; `spill`).
     """
 
     stage: str = "reconstruct"
@@ -93,6 +95,7 @@ class ReconOptions:
     stage_weight: float = 0.0
     progress_every: int = 0
     cache: str = "auto"
+    cache_budget_mb: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,7 +118,7 @@ class ReconOptions:
         for name in ("round_lr", "act_lr", "temperature", "dc_lambda", "dc_lr", "p", "affine_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("round_weight", "kl_weight", "stage_weight"):
+        for name in ("round_weight", "kl_weight", "stage_weight", "cache_budget_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.rec_loss == "none" and self.kl_weight == 0:

@@ -23,6 +23,7 @@ from .context import ReconContext
 from .correction import bn_layers, correct_distribution
 from .options import ReconOptions
 from .remainder import fisher_weights
+from .spill import TieredStore
 from .stage import enclosing_stage
 
 __all__ = ["build_unit_cache", "float_block", "float_unit", "NO_BN"]
@@ -73,7 +74,8 @@ def _estimate_bytes(ctx: ReconContext, unit: Unit, opts: ReconOptions) -> int:
     return per_sample * len(ctx.images) * ctx.images.element_size()
 
 
-def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, opts: ReconOptions) -> float:
+def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, opts: ReconOptions,
+             store: TieredStore) -> float:  # fmt: skip
     block = float_unit(ctx.fp_model, unit.name, ctx.folded)
     if block is None or opts.dc_steps == 0:
         cache.notes["dc"] = NO_BN if block is None else "dc_steps is 0: no correction"
@@ -91,14 +93,14 @@ def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: Uni
 
     x_dc, y_dc = correct_distribution(block, cache["x_fp"], opts.dc_lambda, opts.dc_steps, opts.dc_lr,
                                       opts.dc_group, opts.dc_chunk, device=ctx.device, on_step=on_step)  # fmt: skip
-    cache.put("x_dc", x_dc)
-    cache.put("y_dc", y_dc)
+    cache.put("x_dc", store.hold(x_dc))
+    cache.put("y_dc", store.hold(y_dc))
     return time.perf_counter() - t0
 
 
-def _cache_skips(ctx: ReconContext, unit: Unit, cache: UnitCache, store) -> None:
+def _cache_skips(ctx: ReconContext, unit: Unit, cache: UnitCache, store: TieredStore) -> None:
     """The values crossing the unit's cut, for its KL tail (nothing cached: the full forward runs)."""
-    skips = ctx.tails.capture_skips(unit.name, ctx.images, ctx.forward_batch, store)
+    skips = ctx.tails.capture_skips(unit.name, ctx.images, ctx.forward_batch, store.empty)
     if skips is None:
         return
     for k, t in enumerate(skips):
@@ -112,33 +114,32 @@ def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
 
     The quantized-model input comes from the model in its current state (finished
     units quantized); the float input/output from the same model with quantization
-    off (BatchNorm folded, so it matches the float model).
+    off (BatchNorm folded, so it matches the float model). Tensors are placed by a
+    `TieredStore` (kept as ``cache.placement``) under `opts.cache_budget_mb`; values never
+    depend on where they live.
     """
-    store = choose_store(ctx.device, _estimate_bytes(ctx, unit, opts), opts.cache)
-    cache = UnitCache(ctx.device)
+    home = choose_store(ctx.device, _estimate_bytes(ctx, unit, opts), opts.cache)
+    store = TieredStore(ctx.device, home, int(opts.cache_budget_mb * 2**20), ctx.spill)
+    cache = UnitCache(ctx.device, home=home, placement=store)
     with quant_state(ctx.qmodel, False, False):
-        x_fp, y_fp = capture_io(ctx.qmodel, unit.name, ctx.images, ctx.forward_batch, True, store)
-    x_q, _ = capture_io(ctx.qmodel, unit.name, ctx.images, ctx.forward_batch, False, store)
+        x_fp, y_fp = capture_io(ctx.qmodel, unit.name, ctx.images, ctx.forward_batch, True, store.empty)
+    x_q, _ = capture_io(ctx.qmodel, unit.name, ctx.images, ctx.forward_batch, False, store.empty)
     cache.put("x_q", x_q)
     cache.put("x_fp", x_fp)
     cache.put("y_fp", y_fp)
     stage = enclosing_stage(ctx.qmodel, unit.name) if opts.stage_weight > 0 else None
     if stage is not None:  # RepAPQ's stage term: the float output of the enclosing stage
         with quant_state(ctx.qmodel, False, False):
-            _, y_stage = capture_io(ctx.qmodel, stage, ctx.images, ctx.forward_batch, True, store)
+            _, y_stage = capture_io(ctx.qmodel, stage, ctx.images, ctx.forward_batch, True, store.empty)
         cache.put("y_stage", y_stage)
     if opts.uses_remainder and ctx.tails is not None:
         _cache_skips(ctx, unit, cache, store)
-    dc_seconds = _correct(ctx, unit, index, n_units, cache, opts) if opts.dc else 0.0
+    dc_seconds = _correct(ctx, unit, index, n_units, cache, opts, store) if opts.dc else 0.0
     if opts.rec_loss == "fisher":
         if ctx.fp_logits is None:
             raise ValueError("the Fisher loss needs the float logits in the context")
         skips = [cache[n] for n in cache.skips] if cache.skips is not None else None
         grad = fisher_weights(ctx.qmodel, unit.name, x_fp, ctx.images, ctx.fp_logits, opts.batch_size, ctx.tails,
                               skips)  # fmt: skip
-        cache.put("grad", grad)
-    if store.type == "cpu" and ctx.device.type == "cuda":
-        for name, t in cache.tensors.items():
-            if not t.is_pinned():
-                cache.tensors[name] = t.pin_memory()
+        cache.put("grad", store.hold(grad))
     return cache, dc_seconds

@@ -23,6 +23,7 @@ from torch import Tensor, fx, nn
 
 from ..graph_units import dependent_nodes, trace_units
 from ..hooks import StopForward
+from .capture import Alloc, allocator
 from .remainder import logits_with_unit_output
 
 __all__ = ["TailRunner", "trace_units"]  # trace_units lives in ptq_core.graph_units
@@ -112,15 +113,16 @@ class TailRunner:
 
     @torch.no_grad()
     def capture_skips(self, name: str, images: Tensor, batch_size: int,
-                      store: torch.device | None = None) -> list[Tensor] | None:  # fmt: skip
+                      store: torch.device | Alloc | None = None) -> list[Tensor] | None:  # fmt: skip
         """The crossing values of unit `name` for every image [N, ...] each, or None when they cannot be cached.
 
-        The prefix runs in the model's current state, as it does in the full forward.
+        The prefix runs in the model's current state, as it does in the full forward. `store`
+        is where the values go: a device (default: where they are computed) or an allocator.
         """
         plan = self.plan(name)
         if plan.tail is None or not plan.skips:
             return [] if plan.tail is not None else None
-        parts: list[list[Tensor]] = [[] for _ in plan.skips]
+        outs: list[Tensor] = []
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size]
             rec = _Recorder(self.full, plan.skips, plan.unit_node)
@@ -134,8 +136,10 @@ class TailRunner:
                     self.tails[name], self.reasons[name] = None, f"{n.name}, computed before the unit and used " \
                         "after it, is not a per-sample tensor"  # fmt: skip
                     return None
-                parts[k].append(v.detach().to(store or v.device))
-        return [torch.cat(p) for p in parts]
+                if len(outs) <= k:
+                    outs.append(allocator(store or v.device)((len(images), *v.shape[1:]), v.dtype))
+                outs[k][i : i + len(x)].copy_(v.detach())
+        return outs
 
     def _tail(self, name: str, images: Tensor, unit_out: Tensor, skips: list[Tensor] | None) -> fx.GraphModule | None:
         if name not in self.tails:

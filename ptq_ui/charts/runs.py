@@ -9,12 +9,25 @@ import plotly.graph_objects as go
 
 from .base import colour, finite, layout
 
-__all__ = ["bits_label", "sqnr_bars", "layer_metric_lines", "loss_lines", "accuracy_scatter",
-           "quantizer_histogram", "clip_curve_figure", "sweep_lines", "METRIC_LABELS"]  # fmt: skip
+__all__ = ["bits_label", "sqnr_bars", "layer_metric_lines", "layer_rows_height", "MANY_LAYERS", "loss_lines",
+           "accuracy_scatter", "quantizer_histogram", "clip_curve_figure", "sweep_lines", "METRIC_LABELS"]  # fmt: skip
 
 METRIC_LABELS = {"sqnr_db": "SQNR (dB, higher is better)", "mse": "MSE (lower is better)",
                  "cosine": "cosine similarity (higher is better)"}  # fmt: skip
 _GL_THRESHOLD = 1000  # points above which scatter plots switch to WebGL
+MANY_LAYERS = 24  # above this many layers, per-layer charts run down the page, one row per layer
+_ROW_PX = 18  # height of one layer's row then
+
+
+def layer_rows_height(n: int) -> int:
+    """Height of a per-layer chart with one row per layer (`n` > `MANY_LAYERS`), so every name stays readable."""
+    return max(380, 140 + _ROW_PX * n)
+
+
+def _down_the_page(fig: go.Figure, names: Sequence[str]) -> None:
+    """Layer names on the y axis in execution order from the top, every one labelled."""
+    fig.update_yaxes(categoryorder="array", categoryarray=list(names), autorange="reversed", dtick=1,
+                     automargin=True, tickfont=dict(size=11))  # fmt: skip
 
 
 def bits_label(wbits: Any, abits: Any) -> str:
@@ -24,31 +37,56 @@ def bits_label(wbits: Any, abits: Any) -> str:
 
 
 def sqnr_bars(layers: Sequence[dict[str, Any]], title: str = "Per-layer SQNR") -> go.Figure:
-    """Bar per layer (execution order) of SQNR in dB, coloured by the layer's bits."""
+    """Bar per layer (execution order) of SQNR in dB, coloured by the layer's bits.
+
+    Above `MANY_LAYERS` layers the bars are horizontal, one labelled row per layer, and the
+    chart grows with the layer count (`layer_rows_height`).
+    """
     fig = go.Figure()
+    many = len(layers) > MANY_LAYERS
     labels = [bits_label(r.get("wbits"), r.get("abits")) for r in layers]
     for i, label in enumerate(dict.fromkeys(labels)):
         rows = [r for r, lab in zip(layers, labels, strict=True) if lab == label]
-        fig.add_bar(x=[r["name"] for r in rows], y=[finite(r.get("sqnr_db")) for r in rows], name=label,
-                    marker_color=colour(i),
-                    hovertemplate="%{x}<br>SQNR %{y:.2f} dB<extra>" + label + "</extra>")  # fmt: skip
-    fig.update_xaxes(categoryorder="array", categoryarray=[r["name"] for r in layers], tickangle=-45)
+        names, values = [r["name"] for r in rows], [finite(r.get("sqnr_db")) for r in rows]
+        fig.add_bar(x=values if many else names, y=names if many else values, name=label,
+                    orientation="h" if many else "v", marker_color=colour(i),
+                    hovertemplate=("%{y}<br>SQNR %{x:.2f} dB" if many else "%{x}<br>SQNR %{y:.2f} dB")
+                    + "<extra>" + label + "</extra>")  # fmt: skip
+    order = [r["name"] for r in layers]
+    if many:
+        _down_the_page(fig, order)
+        return layout(fig, title, "SQNR (dB)", "layer (execution order)", height=layer_rows_height(len(order)))
+    fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
     return layout(fig, title, "layer (execution order)", "SQNR (dB)")
 
 
 def layer_metric_lines(series: dict[str, Sequence[dict[str, Any]]], metric: str, title: str) -> go.Figure:
-    """One line per run (label -> rows with `name` and `metric`), layers on the x axis."""
-    fig = go.Figure()
+    """One line per run (label -> rows with `name` and `metric`), layers on the x axis.
+
+    Above `MANY_LAYERS` layers the layers run down the y axis instead, one labelled row
+    each, and the chart grows with the layer count (`layer_rows_height`).
+    """
     order: list[str] = []
-    for i, (label, rows) in enumerate(series.items()):
+    for rows in series.values():
         order += [r["name"] for r in rows if r["name"] not in order]
-        fig.add_scatter(x=[r["name"] for r in rows], y=[finite(r.get(metric)) for r in rows], name=label,
+    many = len(order) > MANY_LAYERS
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(series.items()):
+        names, values = [r["name"] for r in rows], [finite(r.get(metric)) for r in rows]
+        fig.add_scatter(x=values if many else names, y=names if many else values, name=label,
                         mode="lines+markers", line=dict(color=colour(i)),
-                        hovertemplate="%{x}<br>%{y:.4g}<extra>" + label + "</extra>")  # fmt: skip
+                        hovertemplate=("%{y}<br>%{x:.4g}" if many else "%{x}<br>%{y:.4g}")
+                        + "<extra>" + label + "</extra>")  # fmt: skip
+    value_title = METRIC_LABELS.get(metric, metric)
+    if many:
+        _down_the_page(fig, order)
+        if metric == "mse":
+            fig.update_xaxes(type="log")
+        return layout(fig, title, value_title, "layer (execution order)", height=layer_rows_height(len(order)))
     fig.update_xaxes(categoryorder="array", categoryarray=order, tickangle=-45)
     if metric == "mse":
         fig.update_yaxes(type="log")
-    return layout(fig, title, "layer (execution order)", METRIC_LABELS.get(metric, metric))
+    return layout(fig, title, "layer (execution order)", value_title)
 
 
 def loss_lines(history: Sequence[dict[str, Any]]) -> go.Figure:
