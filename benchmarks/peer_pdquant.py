@@ -405,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-steps", type=int, default=200, help="their steps per unit in --fast-vs-full")
     p.add_argument("--eval-limit", type=int, default=2000, help="the first N of the 10 000 test images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (their code runs there without the CPU shims)")
     p.add_argument("--peer-log", default=os.devnull, help="where their console output goes")
     p.add_argument("--impl", choices=("both", "theirs", "ours"), default="both",
                    help="run only one implementation (ours needs no --peer-dir)")  # fmt: skip
@@ -430,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with open(args.peer_log, "a", buffering=1) as log:
         for name in models:
-            loaded = load_model(name)
+            loaded = load_model(name, device=args.device)
             bundle = load_data("fmnist-sample", loaded.transform)
-            calib = calibration_tensor(bundle, args.calib, args.seed)
+            calib = calibration_tensor(bundle, args.calib, args.seed).to(args.device)
             loader = make_loader(bundle.test, limit=args.eval_limit)
-            fp_top1 = evaluate(loaded.model, loader)["top1"]
+            fp_top1 = evaluate(loaded.model, loader, args.device)["top1"]
             print(f"# {name}: float top-1 {fp_top1:.2f} % on {min(args.eval_limit, len(bundle.test))} test images",
                   flush=True)  # fmt: skip
             arch = arch_params(loaded.model)
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                         m, wall, cpu, dc, n = run_theirs(loaded.model, calib, wbits, abits, their_steps, args.seed,
                                                          arch, folder, log)  # fmt: skip
                         with torch.no_grad():
-                            top1 = evaluate(m, loader)["top1"]
+                            top1 = evaluate(m, loader, args.device)["top1"]
                         impl = f"theirs ({their_steps} steps, DC 500)"
                         rows.append(Row(name, tag, label, impl, top1, wall, cpu, dc, n))
                         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                         cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
                         m, wall, cpu, dc, n = run_ours(loaded.model, calib, cfg)
                         rows.append(Row(name, tag, label, f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
-                                        evaluate(m, loader)["top1"], wall, cpu, dc, n))  # fmt: skip
+                                        evaluate(m, loader, args.device)["top1"], wall, cpu, dc, n))  # fmt: skip
                         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))

@@ -93,18 +93,19 @@ def prepare_inputs(name: str, workdir: Path, images: int, size: int) -> tuple[Pa
     return weights, folder
 
 
-def load_inputs(name: str, weights: Path, folder: Path, images: int, size: int) -> tuple[nn.Module, torch.Tensor]:
-    """The float model loaded from `weights` and `images` calibration images at `size`."""
+def load_inputs(name: str, weights: Path, folder: Path, images: int, size: int, device: str = "cpu"
+                ) -> tuple[nn.Module, torch.Tensor]:  # fmt: skip
+    """The float model loaded from `weights` and `images` calibration images at `size`, on `device`."""
     from torchvision import transforms
 
     from ptq_core.data import calibration_tensor, load_data
     from ptq_core.models import load_model
 
-    loaded = load_model(name, weights=weights)
+    loaded = load_model(name, weights=weights, device=device)
     tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
                              transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])  # fmt: skip
     bundle = load_data(f"imagefolder:{folder}", tf)
-    return loaded.model, calibration_tensor(bundle, images)
+    return loaded.model, calibration_tensor(bundle, images).to(device)
 
 
 def make_method_config(method: str, images: int, steps: int, budget_mb: float | None, observers: str | None = None):
@@ -220,7 +221,7 @@ def _peak_rss_gib() -> float:
 
 
 def measure(model_name: str, method: str, images: int, steps: int, size: int = 224, workdir: Path | None = None,
-            budget_mb: float | None = None, observers: str | None = None) -> dict:  # fmt: skip
+            budget_mb: float | None = None, observers: str | None = None, device: str = "cpu") -> dict:  # fmt: skip
     """One cell: run `method` on `model_name` at `size` and return its cost figures (see the module docstring).
 
     Args:
@@ -232,6 +233,7 @@ def measure(model_name: str, method: str, images: int, steps: int, size: int = 2
         workdir: Where weights and images go (default: a temporary directory).
         budget_mb: The reconstruction cache budget (None: the config's default).
         observers: Replace the method's weight/activation observers (None: its defaults).
+        device: Where the model, the images and the method run ("cpu", "cuda").
     """
     from ptq_core import quantize
 
@@ -239,7 +241,7 @@ def measure(model_name: str, method: str, images: int, steps: int, size: int = 2
         raise ValueError("steps must be at least 2 (the first step of a unit includes its setup)")
     with tempfile.TemporaryDirectory(prefix="ptq-scale-") as tmp:
         weights, folder = prepare_inputs(model_name, Path(workdir or tmp), images, size)
-        model, calib = load_inputs(model_name, weights, folder, images, size)
+        model, calib = load_inputs(model_name, weights, folder, images, size, device)
         config = make_method_config(method, images, steps, budget_mb, observers)
         stamps: dict[tuple[int, int], float] = {}
 
@@ -254,7 +256,7 @@ def measure(model_name: str, method: str, images: int, steps: int, size: int = 2
         total = time.perf_counter() - t0
         row = {"model": model_name, "method": method, "images": images, "steps": steps, "size": size,
                "seconds": total, "peak_rss_gib": _peak_rss_gib(), "base_rss_gib": base_rss,
-               "threads": torch.get_num_threads()}  # fmt: skip
+               "threads": torch.get_num_threads(), "device": device}  # fmt: skip
         if method in RECON:
             row.update(_recon_figures(model, calib, result, stamps, steps, config.recon_batch, kl.seconds))
         elif method in LAYERWISE:
@@ -347,7 +349,7 @@ def table(rows: list[dict]) -> str:
 def _run_cell(args: argparse.Namespace, model: str, method: str, workdir: Path) -> dict:
     """One cell in a fresh process (its own peak memory)."""
     cmd = [sys.executable, __file__, "--cell", f"{model},{method}", "--images", str(args.images), "--steps",
-           str(args.steps), "--size", str(args.size), "--workdir", str(workdir)]  # fmt: skip
+           str(args.steps), "--size", str(args.size), "--workdir", str(workdir), "--device", args.device]  # fmt: skip
     if args.budget_mb is not None:
         cmd += ["--budget-mb", str(args.budget_mb)]
     if args.observers is not None:
@@ -363,6 +365,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="calibration images")
     parser.add_argument("--steps", type=int, default=3, help="optimisation steps per unit (at least 2)")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--budget-mb", type=float, default=None, help="cache budget (default: the config's)")
     parser.add_argument("--observers", default=None, help="weight and activation observers for every method "
                         "(default: each method's own; minmax skips the MSE range search)")  # fmt: skip
@@ -375,7 +378,7 @@ def main() -> None:
     if args.cell:
         model, method = args.cell.split(",")
         row = measure(model, method, args.images, args.steps, args.size, Path(args.workdir), args.budget_mb,
-                      args.observers)  # fmt: skip
+                      args.observers, args.device)  # fmt: skip
         print(json.dumps(row))
         return
     from ptq_core.methods.recon_base import ReconMethodConfig
