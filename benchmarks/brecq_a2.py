@@ -54,14 +54,27 @@ def run_one(variant: str, bits: str, iters: int, eval_limit: int) -> dict:
     torch.set_num_threads(1)
     method, extra = VARIANTS[variant]
     steps = {} if method == "rtn" else {"iters": iters}
-    spec = cell_spec(MODEL, method, preset="fast", device="cpu", eval_limit=eval_limit, wbits=BITS[bits][0],
-                     abits=BITS[bits][1], seed=0, **steps, **extra)  # fmt: skip
+    spec = cell_spec(
+        MODEL,
+        method,
+        preset="fast",
+        device="cpu",
+        eval_limit=eval_limit,
+        wbits=BITS[bits][0],
+        abits=BITS[bits][1],
+        seed=0,
+        **steps,
+        **extra,
+    )
     cfg = spec.method
     model = load_model(spec.model).model
     data = load_data(spec.data)
     res = quantize(model, calibration_tensor(data, cfg.calib, cfg.seed), cfg)
-    return {"top1": evaluate(res.model, make_loader(data.test, limit=spec.eval_limit))["top1"],
-            "seconds": res.seconds, "spec": spec.to_dict()}  # fmt: skip
+    return {
+        "top1": evaluate(res.model, make_loader(data.test, limit=spec.eval_limit))["top1"],
+        "seconds": res.seconds,
+        "spec": spec.to_dict(),
+    }
 
 
 def main() -> None:
@@ -75,11 +88,24 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one, args.bits, args.iters, args.eval_limit)))
         return
-    print(f"| {MODEL} {args.bits}, {args.iters} rounding steps per unit, seed 0 | top-1 (first {args.eval_limit}) "
-          "| wall s |\n|---|---|---|", flush=True)  # fmt: skip
+    print(
+        f"| {MODEL} {args.bits}, {args.iters} rounding steps per unit, seed 0 | top-1 (first {args.eval_limit}) "
+        "| wall s |\n|---|---|---|",
+        flush=True,
+    )
     for v in args.variants:
-        cmd = [sys.executable, __file__, "--one", v, "--bits", args.bits, "--iters", str(args.iters),
-               "--eval-limit", str(args.eval_limit)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            v,
+            "--bits",
+            args.bits,
+            "--iters",
+            str(args.iters),
+            "--eval-limit",
+            str(args.eval_limit),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(f"| {v} | failed: {out.stderr.strip().splitlines()[-1:]} | |", flush=True)

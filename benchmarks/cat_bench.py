@@ -36,23 +36,48 @@ def _cat_spec(model_name: str, bits: str, method: str, seed: int, variant: str, 
     from ptq_core.cat import CATOptions
 
     steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
-    return cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
-                     wbits=BITS[bits][0], abits=BITS[bits][1], seed=seed,
-                     cat=CATOptions(fit_size=args.fit, **VARIANTS[variant]), **steps)  # fmt: skip
+    return cell_spec(
+        model_name,
+        method,
+        preset=args.preset,
+        device=args.device,
+        eval_limit=args.eval_limit,
+        wbits=BITS[bits][0],
+        abits=BITS[bits][1],
+        seed=seed,
+        cat=CATOptions(fit_size=args.fit, **VARIANTS[variant]),
+        **steps,
+    )
 
 
 def _row(model: str, bits: str, method: str, seed: int, records: dict[str, Any]) -> dict:
     """A cell in the archived format from its two runs (CAT with K = 64 and K = 1)."""
     first = records["cat"]
-    row = {"model": model, "bits": bits, "method": method, "seed": seed, "calib": first.metrics["calib_samples"],
-           "iters": first.spec["method"].get("iters", 0), "fit": first.extras["data"]["cat_fit"],
-           "eval": first.metrics["eval_samples"], "fp_top1": first.metrics["fp_top1"],
-           "base_top1": first.metrics["top1_base"]}  # fmt: skip
+    row = {
+        "model": model,
+        "bits": bits,
+        "method": method,
+        "seed": seed,
+        "calib": first.metrics["calib_samples"],
+        "iters": first.spec["method"].get("iters", 0),
+        "fit": first.extras["data"]["cat_fit"],
+        "eval": first.metrics["eval_samples"],
+        "fp_top1": first.metrics["fp_top1"],
+        "base_top1": first.metrics["top1_base"],
+    }
     for name, rec in records.items():
         cat = rec.extras["method"]["cat"]
-        row[name] = {"top1": rec.metrics["top1"], "fixes": cat["fixes"], "breaks": cat["breaks"],
-                     "fallback": len(cat["fallback"]), "capped": cat["capped"], "kl_before": cat["gap_before"]["kl"],
-                     "kl_after": cat["gap_after"]["kl"], "spec": rec.spec, "run_id": rec.run_id}  # fmt: skip
+        row[name] = {
+            "top1": rec.metrics["top1"],
+            "fixes": cat["fixes"],
+            "breaks": cat["breaks"],
+            "fallback": len(cat["fallback"]),
+            "capped": cat["capped"],
+            "kl_before": cat["gap_before"]["kl"],
+            "kl_after": cat["gap_after"]["kl"],
+            "spec": rec.spec,
+            "run_id": rec.run_id,
+        }
     return row
 
 
@@ -60,8 +85,9 @@ def _key(model: str, bits: str, method: str, seed: int, args: argparse.Namespace
     return json.dumps([model, bits, method, seed, args.preset, args.iters, args.fit, args.eval_limit])
 
 
-def recon_cell(model: str, bits: str, method: str, seed: int, preset: str, iters: int | None,
-               eval_limit: int | None) -> dict | None:  # fmt: skip
+def recon_cell(
+    model: str, bits: str, method: str, seed: int, preset: str, iters: int | None, eval_limit: int | None
+) -> dict | None:
     """This setting's base run, from an archived CAT cell, in benchmarks/recon.py's cell format (or None).
 
     Only cells run in their own process carry the base run's figures (``"base"``). The fitting
@@ -71,9 +97,16 @@ def recon_cell(model: str, bits: str, method: str, seed: int, preset: str, iters
     for r in reversed(list(ARCHIVE.values())):
         key = json.loads(r["key"])
         if "base" in r and key[:6] == want and key[7] == eval_limit:
-            return {"top1": r["base_top1"], "fp_top1": r["fp_top1"], "seconds": r["base_seconds"], **r["base"],
-                    "calib": r["calib"], "iters": r["iters"], "source": "cat.jsonl " + r["key"],
-                    **({"spec": r["spec"]} if "spec" in r else {})}  # fmt: skip
+            return {
+                "top1": r["base_top1"],
+                "fp_top1": r["fp_top1"],
+                "seconds": r["base_seconds"],
+                **r["base"],
+                "calib": r["calib"],
+                "iters": r["iters"],
+                "source": "cat.jsonl " + r["key"],
+                **({"spec": r["spec"]} if "spec" in r else {}),
+            }
     return None
 
 
@@ -101,9 +134,11 @@ def cells(args: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per (model, bits, base) with the seeds that finished."""
-    head = ["| model | bits | base | seeds | float | base top-1 | + CAT (K=64) | + plain affine (K=1) | "
-            "CAT gain | K=1 gain | CAT fixes / breaks | calib / fit / eval |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    head = [
+        "| model | bits | base | seeds | float | base top-1 | + CAT (K=64) | + plain affine (K=1) | "
+        "CAT gain | K=1 gain | CAT fixes / breaks | calib / fit / eval |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     lines = list(head)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -116,10 +151,12 @@ def table(rows: list[dict]) -> str:
         gain_k1 = mean_std([c - b for c, b in zip(k1, base, strict=True)], signed=True)
         fixes = sum(r["cat"]["fixes"] for r in rs) / len(rs)
         breaks = sum(r["cat"]["breaks"] for r in rs) / len(rs)
-        lines.append(f"| {model} | {bits} | {method} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{rs[0]['fp_top1']:.2f} | {mean_std(base)} | {mean_std(cat)} | {mean_std(k1)} | "
-                     f"{gain} | {gain_k1} | {fixes:.0f} / {breaks:.0f} | "
-                     f"{rs[0]['calib']} / {rs[0]['fit']['size']} / {rs[0]['eval']} |")  # fmt: skip
+        lines.append(
+            f"| {model} | {bits} | {method} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{rs[0]['fp_top1']:.2f} | {mean_std(base)} | {mean_std(cat)} | {mean_std(k1)} | "
+            f"{gain} | {gain_k1} | {fixes:.0f} / {breaks:.0f} | "
+            f"{rs[0]['calib']} / {rs[0]['fit']['size']} / {rs[0]['eval']} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,12 +171,14 @@ def run(args: argparse.Namespace, write) -> None:
     else:
         rows = cells(args)
     body = table(rows)
-    notes = ("CAT fitted on calibration-split images disjoint from the base method's (the next images of the "
-             "same seeded permutation); alpha 0.4, no PCA, identity for clusters of < 2 fitting samples, slopes "
-             "capped at |10|. Top-1 on the test split; mean ± std over the seeds listed; gains are paired per "
-             "seed. Base methods: RTN with the MSE observer (1024 images), BRECQ / QDrop / PD-Quant with the "
-             "fast preset (512 images, 500 steps per unit). Fixes / breaks: test images CAT (K=64) turns from "
-             "wrong to right / right to wrong, mean per seed.")  # fmt: skip
+    notes = (
+        "CAT fitted on calibration-split images disjoint from the base method's (the next images of the "
+        "same seeded permutation); alpha 0.4, no PCA, identity for clusters of < 2 fitting samples, slopes "
+        "capped at |10|. Top-1 on the test split; mean ± std over the seeds listed; gains are paired per "
+        "seed. Base methods: RTN with the MSE observer (1024 images), BRECQ / QDrop / PD-Quant with the "
+        "fast preset (512 images, 500 steps per unit). Fixes / breaks: test images CAT (K=64) turns from "
+        "wrong to right / right to wrong, mean per seed."
+    )
     print("\n" + body + "\n\n" + notes, flush=True)
     if not args.no_write and rows:
         title = "CAT on top of base methods" + (" (quick check, not a measurement)" if args.quick else "")

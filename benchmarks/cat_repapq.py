@@ -73,10 +73,18 @@ REPAPQ_VARIANTS: dict[str, tuple[str, str, dict]] = {
     "repapq: affine lr 1e-3": ("repapq", "fmnist-repvgg", {"affine_lr": 1e-3}),
     "rtn (mse), branches unmerged": ("rtn", "fmnist-repvgg", {}),
 }
-_SHORT = {"rtn (mse)": "rtn", "brecq": "brecq", "qdrop": "qdrop", "repapq": "repapq",
-          "repapq: no affine": "repapq-noaffine", "repapq: MSE not MAE": "repapq-mse",
-          "repapq: no stage term": "repapq-nostage", "repapq: affine lr 0.1": "repapq-affine0.1",
-          "repapq: affine lr 1e-3": "repapq-affine0.001", "rtn (mse), branches unmerged": "rtn-branches"}  # fmt: skip
+_SHORT = {
+    "rtn (mse)": "rtn",
+    "brecq": "brecq",
+    "qdrop": "qdrop",
+    "repapq": "repapq",
+    "repapq: no affine": "repapq-noaffine",
+    "repapq: MSE not MAE": "repapq-mse",
+    "repapq: no stage term": "repapq-nostage",
+    "repapq: affine lr 0.1": "repapq-affine0.1",
+    "repapq: affine lr 1e-3": "repapq-affine0.001",
+    "rtn (mse), branches unmerged": "rtn-branches",
+}
 _BY_SHORT = {v: k for k, v in _SHORT.items()}
 
 
@@ -84,9 +92,19 @@ def _repapq_spec(variant: str, bits: str, seed: int, args: argparse.Namespace):
     """One cell's `RunSpec`."""
     method, model_name, extra = REPAPQ_VARIANTS[_BY_SHORT[variant]]
     steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
-    return cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
-                     wbits=REPAPQ_BITS[bits][0], abits=REPAPQ_BITS[bits][1], seed=seed, calib=args.calib,
-                     **steps, **extra)  # fmt: skip
+    return cell_spec(
+        model_name,
+        method,
+        preset=args.preset,
+        device=args.device,
+        eval_limit=args.eval_limit,
+        wbits=REPAPQ_BITS[bits][0],
+        abits=REPAPQ_BITS[bits][1],
+        seed=seed,
+        calib=args.calib,
+        **steps,
+        **extra,
+    )
 
 
 def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) -> str:
@@ -114,8 +132,11 @@ def _repapq_cells(args: argparse.Namespace) -> dict[tuple, dict]:
 
 def repapq_table(args: argparse.Namespace) -> str:
     """Run every cell (printing rows as they finish) and return the Markdown table."""
-    lines = ["| model | bits | method | float top-1 | top-1 (mean ± std) | seeds | wall s | CPU s | peak MB | "
-             "calib / iters |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | bits | method | float top-1 | top-1 (mean ± std) | seeds | wall s | CPU s | peak MB | "
+        "calib / iters |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     print("\n".join(lines), flush=True)
     cells = _repapq_cells(args)
     for bits in args.bits:
@@ -125,9 +146,11 @@ def repapq_table(args: argparse.Namespace) -> str:
                 continue
             name = _BY_SHORT[variant]
             secs, cpu = statistics.mean(r["seconds"] for r in runs), statistics.mean(r["cpu_s"] for r in runs)
-            row = (f"| {REPAPQ_VARIANTS[name][1]} | {bits} | {name} | {runs[0]['fp_top1']:.2f} | "
-                   f"{mean_std([r['top1'] for r in runs])} | {len(runs)} | {secs:.1f} | {cpu:.0f} | "
-                   f"{max(r['peak_mb'] for r in runs):.0f} | {runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
+            row = (
+                f"| {REPAPQ_VARIANTS[name][1]} | {bits} | {name} | {runs[0]['fp_top1']:.2f} | "
+                f"{mean_std([r['top1'] for r in runs])} | {len(runs)} | {secs:.1f} | {cpu:.0f} | "
+                f"{max(r['peak_mb'] for r in runs):.0f} | {runs[0]['calib']} / {runs[0]['iters']} |"
+            )
             lines.append(row)
             print(row, flush=True)
     return "\n".join(lines)
@@ -159,8 +182,9 @@ def run_repapq(args: argparse.Namespace) -> None:
     print(f"\nRepAPQ evidence: {REPAPQ_MODEL}, preset {args.preset}, seeds {args.seeds}\n")
     body = repapq_table(args)
     if not args.no_write:
-        title = "RepAPQ on fmnist-repvgg" + (" (quick check, not a measurement)" if args.quick
-                                             else f" (preset {args.preset})")  # fmt: skip
+        title = "RepAPQ on fmnist-repvgg" + (
+            " (quick check, not a measurement)" if args.quick else f" (preset {args.preset})"
+        )
         write_results(title, body, "python benchmarks/cat_repapq.py " + " ".join(sys.argv[1:]))
 
 

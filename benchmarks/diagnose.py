@@ -44,9 +44,20 @@ def one(model_name: str, wbits: int, abits: int, test: int, calib_n: int) -> dic
     text = culprits.repair_overrides(top3, layer_bits)
     applied = rtn_model(loaded.model, calib, dataclasses.replace(spec, overrides=parse_overrides(text))).model
     top1 = evaluate(applied, loader)["top1"]
-    return {"model": model_name, "bits": f"W{wbits}A{abits}", "fp": res["fp_top1"], "rtn": res["top1"],
-            "split": res["split"], "top3": top3, "applied": top1, "overrides": text, "chosen": res["chosen"],
-            "seconds": seconds, "evaluations": res["evaluations"], "samples": res["samples"]}  # fmt: skip
+    return {
+        "model": model_name,
+        "bits": f"W{wbits}A{abits}",
+        "fp": res["fp_top1"],
+        "rtn": res["top1"],
+        "split": res["split"],
+        "top3": top3,
+        "applied": top1,
+        "overrides": text,
+        "chosen": res["chosen"],
+        "seconds": seconds,
+        "evaluations": res["evaluations"],
+        "samples": res["samples"],
+    }
 
 
 def row(r: dict) -> str:
@@ -54,9 +65,11 @@ def row(r: dict) -> str:
     tops = "; ".join(f"{c['layer']} {c['side'][0]} +{c['recovered']:.1f}" for c in r["top3"])
     greedy = " + ".join(f"{c['layer']} {c['side'][0]}" for c in r["chosen"]) or "none"
     last = r["chosen"][-1]["cumulative_top1"] if r["chosen"] else r["rtn"]
-    return (f"| {r['model']} | {r['bits']} | {r['fp']:.2f} | {r['rtn']:.2f} | {r['split']['weights']:.1f} / "
-            f"{r['split']['activations']:.1f} | {tops} | {r['applied']:.2f} ({r['applied'] - r['rtn']:+.1f}) | "
-            f"{greedy} → {last:.2f} | {r['evaluations']} evals, {r['seconds']:.0f} s |")  # fmt: skip
+    return (
+        f"| {r['model']} | {r['bits']} | {r['fp']:.2f} | {r['rtn']:.2f} | {r['split']['weights']:.1f} / "
+        f"{r['split']['activations']:.1f} | {tops} | {r['applied']:.2f} ({r['applied'] - r['rtn']:+.1f}) | "
+        f"{greedy} → {last:.2f} | {r['evaluations']} evals, {r['seconds']:.0f} s |"
+    )
 
 
 def main() -> None:
@@ -71,11 +84,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"RTN (MSE observers, per-channel weights, first/last 8-bit), calibration {args.calib} images, top-1 "
-          f"on the first {args.test} test images of fmnist-sample. Split = points lost with only the weights / "
-          "only the activations quantized. Recovered = top-1 gain with only that layer's side (w/a) at 8 bits.\n")
-    print("| model | bits | float | RTN | split w / a | top-3 culprits (recovered pts) | top-3 applied | "
-          "greedy set (≥50 % of the loss) | cost |")
+    print(
+        f"RTN (MSE observers, per-channel weights, first/last 8-bit), calibration {args.calib} images, top-1 "
+        f"on the first {args.test} test images of fmnist-sample. Split = points lost with only the weights / "
+        "only the activations quantized. Recovered = top-1 gain with only that layer's side (w/a) at 8 bits.\n"
+    )
+    print(
+        "| model | bits | float | RTN | split w / a | top-3 culprits (recovered pts) | top-3 applied | "
+        "greedy set (≥50 % of the loss) | cost |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for model in args.models:
         for bits in args.bits:

@@ -27,12 +27,29 @@ sys.path.insert(0, str(ROOT))
 MODELS = ["fmnist-resnet20", "fmnist-mobilenetv2", "fmnist-repvgg-deploy", "fmnist-vit"]
 # name -> (method, wbits, abits)
 SETTINGS = {
-    "rtn-w8a8": ("rtn", 8, 8), "rtn-w4a4": ("rtn", 4, 4), "rtn-w2a4": ("rtn", 2, 4),
-    "gptq-w4": ("gptq", 4, 32), "qdrop-w4a4": ("qdrop", 4, 4), "pdquant-w4a4": ("pdquant", 4, 4),
-}  # fmt: skip
-COLUMNS = ["model", "setting", "PyTorch top-1", "ONNX top-1", "top-1 agreement", "rows within 1e-4",
-           "max logit diff", "mean logit diff", "ONNX KiB", "int ckpt KiB", "float KiB", "ckpt bit-identical",
-           "ms/img PyTorch", "ms/img ORT"]  # fmt: skip
+    "rtn-w8a8": ("rtn", 8, 8),
+    "rtn-w4a4": ("rtn", 4, 4),
+    "rtn-w2a4": ("rtn", 2, 4),
+    "gptq-w4": ("gptq", 4, 32),
+    "qdrop-w4a4": ("qdrop", 4, 4),
+    "pdquant-w4a4": ("pdquant", 4, 4),
+}
+COLUMNS = [
+    "model",
+    "setting",
+    "PyTorch top-1",
+    "ONNX top-1",
+    "top-1 agreement",
+    "rows within 1e-4",
+    "max logit diff",
+    "mean logit diff",
+    "ONNX KiB",
+    "int ckpt KiB",
+    "float KiB",
+    "ckpt bit-identical",
+    "ms/img PyTorch",
+    "ms/img ORT",
+]
 HEADER = "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|"
 
 
@@ -93,19 +110,31 @@ def run_cell(model_name: str, setting: str, args: argparse.Namespace, work: Path
     def top1(z: torch.Tensor) -> str:
         return f"{100 * float((z.argmax(1) == labels).float().mean()):.2f}"
 
-    cells = [model_name, setting, top1(ref), top1(got),
-             f"{100 * float((got.argmax(1) == ref.argmax(1)).float().mean()):.2f} %", f"{rows_close:.2f} %",
-             f"{float(diff.max()):.2e}", f"{float(diff.mean()):.1e}", f"{onnx_path.stat().st_size / 1024:.0f}",
-             f"{ckpt.stat().st_size / 1024:.0f}", f"{float_kib:.0f}", "yes" if same else "NO",
-             f"{1000 * pt_s:.2f}", f"{1000 * ort_s:.2f}"]  # fmt: skip
+    cells = [
+        model_name,
+        setting,
+        top1(ref),
+        top1(got),
+        f"{100 * float((got.argmax(1) == ref.argmax(1)).float().mean()):.2f} %",
+        f"{rows_close:.2f} %",
+        f"{float(diff.max()):.2e}",
+        f"{float(diff.mean()):.1e}",
+        f"{onnx_path.stat().st_size / 1024:.0f}",
+        f"{ckpt.stat().st_size / 1024:.0f}",
+        f"{float_kib:.0f}",
+        "yes" if same else "NO",
+        f"{1000 * pt_s:.2f}",
+        f"{1000 * ort_s:.2f}",
+    ]
     return "| " + " | ".join(cells) + " |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=MODELS)
-    parser.add_argument("--settings", nargs="+", default=["rtn-w8a8", "rtn-w4a4", "rtn-w2a4", "gptq-w4"],
-                        choices=list(SETTINGS))  # fmt: skip
+    parser.add_argument(
+        "--settings", nargs="+", default=["rtn-w8a8", "rtn-w4a4", "rtn-w2a4", "gptq-w4"], choices=list(SETTINGS)
+    )
     parser.add_argument("--eval", type=int, default=2000, help="first N test images (10000 = all)")
     parser.add_argument("--calib", type=int, default=256)
     parser.add_argument("--iters", type=int, default=100, help="steps per unit for qdrop / pdquant")

@@ -53,8 +53,10 @@ def device_tests(device: str, quick: bool) -> list[str]:
     summary = (out.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
     ok = out.returncode == 0 and re.search(r"\d+ passed", summary) is not None
     status = summary if ok else f"FAILED (exit {out.returncode}): {summary}"
-    return [f"| device tests | `pytest -m device`{' -k test_primitives' if quick else ''} | {status} | "
-            f"{time.perf_counter() - t0:.0f} |"]  # fmt: skip
+    return [
+        f"| device tests | `pytest -m device`{' -k test_primitives' if quick else ''} | {status} | "
+        f"{time.perf_counter() - t0:.0f} |"
+    ]
 
 
 def scale(device: str, quick: bool) -> list[str]:
@@ -71,9 +73,24 @@ def scale(device: str, quick: bool) -> list[str]:
 
 def _scale_cell(method: str, images: int, steps: int, size: int, device: str, workdir: Path) -> str:
     """One `scale.py` cell in a fresh process (its own peak memory); its table row."""
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--cell", f"resnet18,{method}", "--images",
-           str(images), "--steps", str(steps), "--size", str(size), "--device", device, "--observers", "minmax",
-           "--workdir", str(workdir)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "scale.py"),
+        "--cell",
+        f"resnet18,{method}",
+        "--images",
+        str(images),
+        "--steps",
+        str(steps),
+        "--size",
+        str(size),
+        "--device",
+        device,
+        "--observers",
+        "minmax",
+        "--workdir",
+        str(workdir),
+    ]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(device))
     wall = time.perf_counter() - t0
@@ -84,9 +101,11 @@ def _scale_cell(method: str, images: int, steps: int, size: int, device: str, wo
     ratio = f", {r['x_bare']:.1f}x bare fwd+bwd" if r.get("x_bare") == r.get("x_bare") and r.get("x_bare") else ""
     kl = f", KL path {100 * r['kl_share']:.0f} %" if r.get("kl_share") else ""
     cost = f"{r['step_s']:.3g} s for the run" if method == "rtn" else f"{r['step_s']:.3g} s per unit-step"
-    return (f"| scale | resnet18 {method} at {size}, {images} images, {steps} steps/unit | "
-            f"{cost}{ratio}{kl}; largest unit cache {r['cache_mb']:.0f} MB; "
-            f"peak RSS {r['peak_rss_gib']:.2f} GiB | {wall:.0f} |")  # fmt: skip
+    return (
+        f"| scale | resnet18 {method} at {size}, {images} images, {steps} steps/unit | "
+        f"{cost}{ratio}{kl}; largest unit cache {r['cache_mb']:.0f} MB; "
+        f"peak RSS {r['peak_rss_gib']:.2f} GiB | {wall:.0f} |"
+    )
 
 
 def side_by_side(device: str, quick: bool, peer_dir: str | None) -> list[str]:
@@ -100,9 +119,25 @@ def side_by_side(device: str, quick: bool, peer_dir: str | None) -> list[str]:
         impl, note = "both", ""
     except PeerMissingError as exc:
         impl, note = "ours", f" (theirs not run: {exc})"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "peer_pdquant.py"), "--equal", "--steps", "40", "--models",
-           "fmnist-resnet20", "--bits", "W4A4", "--calib", "256", "--eval-limit", "10000", "--device", device,
-           "--impl", impl] + (["--peer-dir", peer_dir] if peer_dir else [])  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "peer_pdquant.py"),
+        "--equal",
+        "--steps",
+        "40",
+        "--models",
+        "fmnist-resnet20",
+        "--bits",
+        "W4A4",
+        "--calib",
+        "256",
+        "--eval-limit",
+        "10000",
+        "--device",
+        device,
+        "--impl",
+        impl,
+    ] + (["--peer-dir", peer_dir] if peer_dir else [])
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(device))
     wall = time.perf_counter() - t0
@@ -110,9 +145,11 @@ def side_by_side(device: str, quick: bool, peer_dir: str | None) -> list[str]:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         return [f"| side by side | ResNet-20 W4A4, 40 steps/unit | FAILED: {last} | {wall:.0f} |"]
     table = [line for line in out.stdout.splitlines() if line.startswith("| fmnist-")]
-    return [f"| side by side | {' '.join(c.strip() for c in line.strip('|').split('|')[3:4])} | "
-            f"{' / '.join(c.strip() for c in line.strip('|').split('|')[4:8])}{note} | {wall:.0f} |"
-            for line in table]  # fmt: skip
+    return [
+        f"| side by side | {' '.join(c.strip() for c in line.strip('|').split('|')[3:4])} | "
+        f"{' / '.join(c.strip() for c in line.strip('|').split('|')[4:8])}{note} | {wall:.0f} |"
+        for line in table
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda, but torch sees no GPU (use --device cpu to check the script)", file=sys.stderr)
         return 2
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU, {os.cpu_count()} cores"
-    lines = [f"GPU check on {args.device} ({where}), torch {torch.__version__}{', --quick' if args.quick else ''}",
-             "", "| part | setting | result | wall s |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"GPU check on {args.device} ({where}), torch {torch.__version__}{', --quick' if args.quick else ''}",
+        "",
+        "| part | setting | result | wall s |",
+        "|---|---|---|---|",
+    ]
     for part in (device_tests, scale):
         lines += part(args.device, args.quick)
         print(lines[-1], flush=True)

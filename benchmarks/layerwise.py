@@ -101,9 +101,15 @@ def _cell(rec) -> dict:
     """A finished run as a table cell: top-1, mean layer error (each layer alone), the method's seconds."""
     alone = [e["sqnr_db"] for e in rec.extras["layers_alone"]]
     rel = [0.0 if s is None else 100.0 * 10 ** (-s / 10) for s in alone]  # None: infinite SQNR (no error)
-    cell = {"top1": rec.metrics["top1"], "fp_top1": rec.metrics["fp_top1"], "layer_err_pct": sum(rel) / len(rel),
-            "seconds": rec.timings["method"], "timings": rec.timings, "spec": rec.spec,
-            "run_id": rec.run_id}  # fmt: skip
+    cell = {
+        "top1": rec.metrics["top1"],
+        "fp_top1": rec.metrics["fp_top1"],
+        "layer_err_pct": sum(rel) / len(rel),
+        "seconds": rec.timings["method"],
+        "timings": rec.timings,
+        "spec": rec.spec,
+        "run_id": rec.run_id,
+    }
     overhead = rec.extras["method"].get("overhead")
     if overhead:
         cell["extra_pct"] = overhead["extra_percent"]
@@ -134,8 +140,7 @@ def _row(cells: list[dict | None], fmt: str, key: str) -> str:
     return " | ".join("-" if c is None else fmt.format(c[key]) for c in cells)
 
 
-def table(models, calib_n: int, limits: dict[str, int | None], args, bits_list=BITS,
-          labels=tuple(METHODS)) -> str:  # fmt: skip
+def table(models, calib_n: int, limits: dict[str, int | None], args, bits_list=BITS, labels=tuple(METHODS)) -> str:
     """Run (or resume) every cell and return the Markdown table (`limits`: test images per model)."""
     done = _cells(models, calib_n, limits, bits_list, labels, args)
     limited = ", ".join(f"{n}: first {k}" for n, k in limits.items() if k and n in models)
@@ -145,10 +150,15 @@ def table(models, calib_n: int, limits: dict[str, int | None], args, bits_list=B
         f"{scope}; layer err = mean over layers of ||ΔY||²/||Y||² (%) with that layer alone "
         "quantized, 128 test images; s = wall seconds of the method on 1 CPU thread (float-input capture included).",
         "",
-        "| model | method | " + " | ".join(f"W{b} top-1" for b in bits_list) + " | "
-        + " | ".join(f"W{b} layer err %" for b in bits_list) + " | " + " | ".join(f"W{b} s" for b in bits_list) + " |",
+        "| model | method | "
+        + " | ".join(f"W{b} top-1" for b in bits_list)
+        + " | "
+        + " | ".join(f"W{b} layer err %" for b in bits_list)
+        + " | "
+        + " | ".join(f"W{b} s" for b in bits_list)
+        + " |",
         "|---|---|" + "---|" * (3 * len(bits_list)),
-    ]  # fmt: skip
+    ]
     notes = []
     for name in models:
         eval_limit = limits.get(name)
@@ -158,16 +168,27 @@ def table(models, calib_n: int, limits: dict[str, int | None], args, bits_list=B
         )
         for label in labels:
             cs = [done.get(_key(name, label, b, calib_n, eval_limit)) for b in bits_list]
-            lines.append(f"| {name} | {label} | {_row(cs, '{:.2f}', 'top1')} | {_row(cs, '{:.3g}', 'layer_err_pct')} | "
-                         f"{_row(cs, '{:.1f}', 'seconds')} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {label} | {_row(cs, '{:.2f}', 'top1')} | {_row(cs, '{:.3g}', 'layer_err_pct')} | "
+                f"{_row(cs, '{:.1f}', 'seconds')} |"
+            )
             for b, c in zip(bits_list, cs, strict=True):
                 if c and "extra_pct" in c:
                     check = f"{c['deploy_max_diff']:.2e}" if "deploy_max_diff" in c else "not measured in a sweep"
-                    notes.append(f"{name} W{b} {label}: {c['extra_pct']:.2f} % extra points, "
-                                 f"deploy form max |Δlogit| {check}")  # fmt: skip
-    return "\n".join(lines + ["", "Multipoint overhead (extra b-bit output channels, one float coefficient per "
-                                  "point) and deployable-form check (expanded layer + channel merge vs fake-quant, "
-                                  "128 test images):", ""] + [f"- {n}" for n in notes])  # fmt: skip
+                    notes.append(
+                        f"{name} W{b} {label}: {c['extra_pct']:.2f} % extra points, deploy form max |Δlogit| {check}"
+                    )
+    return "\n".join(
+        lines
+        + [
+            "",
+            "Multipoint overhead (extra b-bit output channels, one float coefficient per "
+            "point) and deployable-form check (expanded layer + channel merge vs fake-quant, "
+            "128 test images):",
+            "",
+        ]
+        + [f"- {n}" for n in notes]
+    )
 
 
 def _best_ms(fn, rounds: int) -> float:
@@ -188,11 +209,14 @@ def speed(models, calib_n: int, bits: int = 3, rounds: int = 3) -> str:
     from ptq_core.layerwise import capture_grams, comq_solve, gptq_solve, weight_groups
 
     torch.set_num_threads(1)
-    lines = [f"COMQ (greedy order, 1 sweep, scale update) vs GPTQ (block 128, 1 % damping) per layer at W{bits}, "
-             f"same H from {calib_n} images, best of {rounds}, 1 CPU thread; layers of one shape are grouped "
-             "(G groups x m rows x d inputs).", "",
-             "| model | layer shape G x m x d | layers | COMQ ms/layer | GPTQ ms/layer | COMQ / GPTQ |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"COMQ (greedy order, 1 sweep, scale update) vs GPTQ (block 128, 1 % damping) per layer at W{bits}, "
+        f"same H from {calib_n} images, best of {rounds}, 1 CPU thread; layers of one shape are grouped "
+        "(G groups x m rows x d inputs).",
+        "",
+        "| model | layer shape G x m x d | layers | COMQ ms/layer | GPTQ ms/layer | COMQ / GPTQ |",
+        "|---|---|---|---|---|---|",
+    ]
     data = load_data("fmnist-sample")
     for name in models:
         model = load_model(name).model
@@ -214,8 +238,10 @@ def speed(models, calib_n: int, bits: int = 3, rounds: int = 3) -> str:
             c, g = sum(t[0] for t in ts) / len(ts), sum(t[1] for t in ts) / len(ts)
             tot_c, tot_g = tot_c + c * len(ts), tot_g + g * len(ts)
             lines.append(f"| {name} | {' x '.join(map(str, shape))} | {len(ts)} | {c:.1f} | {g:.1f} | {c / g:.2f} |")
-        lines.append(f"| {name} | **all layers** | {len(names)} | {tot_c:.0f} (total) | {tot_g:.0f} (total) | "
-                     f"**{tot_c / tot_g:.2f}** |")  # fmt: skip
+        lines.append(
+            f"| {name} | **all layers** | {len(names)} | {tot_c:.0f} (total) | {tot_g:.0f} (total) | "
+            f"**{tot_c / tot_g:.2f}** |"
+        )
     return "\n".join(lines)
 
 

@@ -93,9 +93,21 @@ PEER_URL = "https://github.com/hustvl/PD-Quant"
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2")
 FIRST_LAYER = {"fmnist-resnet20": "conv1", "fmnist-mobilenetv2": "features.0.0"}
 
-__all__ = ["Row", "PeerMissingError", "find_peer", "format_table", "peer_shims", "resnet_block_view",
-           "mobilenet_block_view", "parse_bits", "import_peer", "zoo_specials", "run_ours", "run_theirs",
-           "main"]  # fmt: skip
+__all__ = [
+    "Row",
+    "PeerMissingError",
+    "find_peer",
+    "format_table",
+    "peer_shims",
+    "resnet_block_view",
+    "mobilenet_block_view",
+    "parse_bits",
+    "import_peer",
+    "zoo_specials",
+    "run_ours",
+    "run_theirs",
+    "main",
+]
 
 
 class PeerMissingError(RuntimeError):
@@ -151,8 +163,10 @@ def format_table(rows: list[Row]) -> str:
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = f"{100 * r.dc_s / r.wall_s:.0f} %" if r.wall_s > 0 else "-"
-        lines.append(f"| {r.model} | {r.bits} | {r.setting} | {r.impl} | {r.top1:.2f} | {r.wall_s:.1f} | "
-                     f"{r.cpu_s:.1f} | {r.dc_s:.1f} | {share} | {r.units} |")  # fmt: skip
+        lines.append(
+            f"| {r.model} | {r.bits} | {r.setting} | {r.impl} | {r.top1:.2f} | {r.wall_s:.1f} | "
+            f"{r.cpu_s:.1f} | {r.dc_s:.1f} | {share} | {r.units} |"
+        )
     return "\n".join(lines)
 
 
@@ -162,8 +176,15 @@ def format_table(rows: list[Row]) -> str:
 def resnet_block_view(block: nn.Module) -> SimpleNamespace:
     """A zoo ResNet BasicBlock as conv1/bn1/relu1/conv2/bn2/downsample/relu2, shortcut None when identity."""
     shortcut = None if isinstance(block.downsample, nn.Identity) else block.downsample
-    return SimpleNamespace(conv1=block.conv1, bn1=block.bn1, relu1=block.relu1, conv2=block.conv2,
-                           bn2=block.bn2, downsample=shortcut, relu2=block.relu2)  # fmt: skip
+    return SimpleNamespace(
+        conv1=block.conv1,
+        bn1=block.bn1,
+        relu1=block.relu1,
+        conv2=block.conv2,
+        bn2=block.bn2,
+        downsample=shortcut,
+        relu2=block.relu2,
+    )
 
 
 def mobilenet_block_view(block: nn.Module) -> SimpleNamespace:
@@ -299,8 +320,17 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
-def run_theirs(model: nn.Module, calib: torch.Tensor, wbits: int, abits: int, steps: int, seed: int,
-               arch: Any, folder: Path, log: io.TextIOBase) -> tuple[nn.Module, float, float, float, int]:  # fmt: skip
+def run_theirs(
+    model: nn.Module,
+    calib: torch.Tensor,
+    wbits: int,
+    abits: int,
+    steps: int,
+    seed: int,
+    arch: Any,
+    folder: Path,
+    log: io.TextIOBase,
+) -> tuple[nn.Module, float, float, float, int]:
     """Their PD-Quant on a copy of `model`.
 
     Returns (quantized model, wall s, CPU s, DC s, units reconstructed).
@@ -322,9 +352,21 @@ def run_theirs(model: nn.Module, calib: torch.Tensor, wbits: int, abits: int, st
 
     wq = {"n_bits": wbits, "channel_wise": True, "scale_method": "mse"}
     aq = {"n_bits": abits, "channel_wise": False, "scale_method": "mse", "leaf_param": True, "prob": 0.5}
-    kwargs = dict(cali_data=calib, iters=steps, weight=arch.round_weight, b_range=(20, 2), warmup=0.2,
-                  opt_mode="mse", lr=4e-5, input_prob=0.5, keep_gpu=True, lamb_r=0.1, T=arch.temperature,
-                  bn_lr=1e-3, lamb_c=arch.dc_lambda)  # fmt: skip
+    kwargs = dict(
+        cali_data=calib,
+        iters=steps,
+        weight=arch.round_weight,
+        b_range=(20, 2),
+        warmup=0.2,
+        opt_mode="mse",
+        lr=4e-5,
+        input_prob=0.5,
+        keep_gpu=True,
+        lamb_r=0.1,
+        T=arch.temperature,
+        bn_lr=1e-3,
+        lamb_c=arch.dc_lambda,
+    )
 
     def build_and_reconstruct():
         fp = q.QuantModel(copy.deepcopy(model), wq, aq, is_fusing=False).eval()
@@ -375,8 +417,9 @@ def _our_config(name: str, preset: str, wbits: int, abits: int, calib: int, seed
     from ptq_core.spec import make_config
 
     overrides = {FIRST_LAYER[name]: {"abits": 32}}  # the image stays float, as in theirs
-    return make_config("pdquant", preset=preset, wbits=wbits, abits=abits, calib=calib, seed=seed, iters=steps,
-                       overrides=overrides)  # fmt: skip
+    return make_config(
+        "pdquant", preset=preset, wbits=wbits, abits=abits, calib=calib, seed=seed, iters=steps, overrides=overrides
+    )
 
 
 # ---- driver ----------------------------------------------------------------------------------------
@@ -407,8 +450,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (their code runs there without the CPU shims)")
     p.add_argument("--peer-log", default=os.devnull, help="where their console output goes")
-    p.add_argument("--impl", choices=("both", "theirs", "ours"), default="both",
-                   help="run only one implementation (ours needs no --peer-dir)")  # fmt: skip
+    p.add_argument(
+        "--impl",
+        choices=("both", "theirs", "ours"),
+        default="both",
+        help="run only one implementation (ours needs no --peer-dir)",
+    )
     args = p.parse_args(argv)
     try:
         folder = find_peer(args.peer_dir) if args.impl != "ours" else None
@@ -419,8 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown or args.calib < 32 or args.calib % 32:
-        print(f"error: models must be among {', '.join(MODELS)} and --calib a positive multiple of 32 "
-              f"(their loops drop a partial batch)", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: models must be among {', '.join(MODELS)} and --calib a positive multiple of 32 "
+            f"(their loops drop a partial batch)",
+            file=sys.stderr,
+        )
         return 2
 
     from ptq_core.data import calibration_tensor, load_data, make_loader
@@ -436,15 +486,18 @@ def main(argv: list[str] | None = None) -> int:
             calib = calibration_tensor(bundle, args.calib, args.seed).to(args.device)
             loader = make_loader(bundle.test, limit=args.eval_limit)
             fp_top1 = evaluate(loaded.model, loader, args.device)["top1"]
-            print(f"# {name}: float top-1 {fp_top1:.2f} % on {min(args.eval_limit, len(bundle.test))} test images",
-                  flush=True)  # fmt: skip
+            print(
+                f"# {name}: float top-1 {fp_top1:.2f} % on {min(args.eval_limit, len(bundle.test))} test images",
+                flush=True,
+            )
             arch = arch_params(loaded.model)
             for wbits, abits in bits:
                 for label, preset, our_steps, their_steps in _settings(args):
                     tag = f"W{wbits}A{abits}"
                     if args.impl != "ours":
-                        m, wall, cpu, dc, n = run_theirs(loaded.model, calib, wbits, abits, their_steps, args.seed,
-                                                         arch, folder, log)  # fmt: skip
+                        m, wall, cpu, dc, n = run_theirs(
+                            loaded.model, calib, wbits, abits, their_steps, args.seed, arch, folder, log
+                        )
                         with torch.no_grad():
                             top1 = evaluate(m, loader, args.device)["top1"]
                         impl = f"theirs ({their_steps} steps, DC 500)"
@@ -453,8 +506,19 @@ def main(argv: list[str] | None = None) -> int:
                     if args.impl != "theirs":
                         cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
                         m, wall, cpu, dc, n = run_ours(loaded.model, calib, cfg)
-                        rows.append(Row(name, tag, label, f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
-                                        evaluate(m, loader, args.device)["top1"], wall, cpu, dc, n))  # fmt: skip
+                        rows.append(
+                            Row(
+                                name,
+                                tag,
+                                label,
+                                f"ours ({preset}, {cfg.iters} steps, DC {cfg.dc_steps})",
+                                evaluate(m, loader, args.device)["top1"],
+                                wall,
+                                cpu,
+                                dc,
+                                n,
+                            )
+                        )
                         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))

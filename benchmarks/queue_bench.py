@@ -86,11 +86,17 @@ def main() -> None:
     resources = (loaded, load_data("fmnist-sample", loaded.transform))
     spec = RunSpec(model=args.model, method=make_config("rtn", calib=args.calib), eval_limit=args.eval_limit or None)
     store = RunStore()
-    print(f"RTN W4A4 on {args.model}, {args.eval_limit or 'all'} test images, {args.calib} calibration images; "
-          f"{cores} cores; torch {torch.__version__} ({torch.__config__.parallel_info().splitlines()[-1].strip()})")
+    print(
+        f"RTN W4A4 on {args.model}, {args.eval_limit or 'all'} test images, {args.calib} calibration images; "
+        f"{cores} cores; torch {torch.__version__} ({torch.__config__.parallel_info().splitlines()[-1].strip()})"
+    )
     print(f"before: load average {os.getloadavg()[0]:.2f}; busiest: {_busy_processes()}\n")
-    cases = [("alone", 1, 1, cores), ("queue, 1 slot", 2, 1, cores), ("queue, 2 slots", 2, 2, max(1, cores // 2)),
-             ("2 at once, no budget", 2, 2, None)]  # fmt: skip
+    cases = [
+        ("alone", 1, 1, cores),
+        ("queue, 1 slot", 2, 1, cores),
+        ("queue, 2 slots", 2, 2, max(1, cores // 2)),
+        ("2 at once, no budget", 2, 2, None),
+    ]
     print("| case | slots | threads/job | job A wait / run / total s | job B wait / run / total s | both done s |")
     print("|---|---|---|---|---|---|")
     for name, jobs, slots, threads in cases:

@@ -191,15 +191,20 @@ def dc_cost(device: str, blocks: list[str], samples: int, steps: int) -> list[di
 
 def dc_table(rows: list[dict], samples: int, steps: int) -> str:
     """Markdown for the distribution-correction rows."""
-    out = [f"| block | input | device | per group of 32, s | batched ({samples} at once), s | speed-up |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+    out = [
+        f"| block | input | device | per group of 32, s | batched ({samples} at once), s | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         shape = " x ".join(map(str, r["shape"]))
         speedup = r["per group"] / r["batched"]
-        out.append(f"| {r['block']} | {shape} | {r['device']} | {r['per group']:.1f} | {r['batched']:.1f} | "
-                   f"{speedup:.2f}x |")  # fmt: skip
-    out.append(f"\n{samples} calibration images, {steps} Adam steps per group, lambda_c 0.02, "
-               f"{__import__('torch').get_num_threads()} thread(s).")  # fmt: skip
+        out.append(
+            f"| {r['block']} | {shape} | {r['device']} | {r['per group']:.1f} | {r['batched']:.1f} | {speedup:.2f}x |"
+        )
+    out.append(
+        f"\n{samples} calibration images, {steps} Adam steps per group, lambda_c 0.02, "
+        f"{__import__('torch').get_num_threads()} thread(s)."
+    )
     return "\n".join(out)
 
 
@@ -211,14 +216,18 @@ def _calib(n: int, seed: int, dev):
 
 def step_table(rows: list[dict]) -> str:
     """Markdown for the step-cost rows (ratios against the bare step with input gradient)."""
-    out = ["| block | weights | device | bare fwd+bwd ms (weights only) | BRECQ step ms (x bare) | "
-           "QDrop step ms (x bare) | PD-Quant step ms (x bare) | KL path ms |",
-           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = [
+        "| block | weights | device | bare fwd+bwd ms (weights only) | BRECQ step ms (x bare) | "
+        "QDrop step ms (x bare) | PD-Quant step ms (x bare) | KL path ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         b = r["bare"]
         cells = [f"{1e3 * r[k]:.2f} ({r[k] / b:.2f}x)" for k in ("brecq", "qdrop", "pdquant")]
-        out.append(f"| {r['block']} | {r['weights']} | {r['device']} | {1e3 * b:.2f} ({1e3 * r['bare_w']:.2f}) | "
-                   f"{' | '.join(cells)} | {1e3 * (r['pdquant'] - r['qdrop']):.2f} |")  # fmt: skip
+        out.append(
+            f"| {r['block']} | {r['weights']} | {r['device']} | {1e3 * b:.2f} ({1e3 * r['bare_w']:.2f}) | "
+            f"{' | '.join(cells)} | {1e3 * (r['pdquant'] - r['qdrop']):.2f} |"
+        )
     out.append(
         "\nbare: the float block (BatchNorm unfolded) with weight and input gradients, as inside a network; "
         "in brackets weights only. BRECQ: rounding only, activations float. QDrop: rounding + step sizes + "
@@ -235,8 +244,18 @@ def _spec(model_name: str, method: str, bits: str, seed: int, args: argparse.Nam
     """The cell's `RunSpec`: RTN with 1024 calibration images unless --calib, the others from the preset."""
     calib = args.calib or 1024 if method == "rtn" else args.calib
     steps = {} if method == "rtn" else {"iters": args.iters}
-    return cell_spec(model_name, method, preset=args.preset, device=args.device, eval_limit=args.eval_limit,
-                     wbits=BITS[bits][0], abits=BITS[bits][1], seed=seed, calib=calib, **steps)  # fmt: skip
+    return cell_spec(
+        model_name,
+        method,
+        preset=args.preset,
+        device=args.device,
+        eval_limit=args.eval_limit,
+        wbits=BITS[bits][0],
+        abits=BITS[bits][1],
+        seed=seed,
+        calib=calib,
+        **steps,
+    )
 
 
 def _from_cat(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:
@@ -261,8 +280,9 @@ def _cells(args: argparse.Namespace) -> dict[tuple, dict]:
             for method in args.methods:
                 for seed in args.seeds:
                     key = _cell_key(model_name, method, bits, seed, args)
-                    hit = archive.get(key) or (None if args.rerun or args.quick else
-                                               _from_cat(model_name, method, bits, seed, args))  # fmt: skip
+                    hit = archive.get(key) or (
+                        None if args.rerun or args.quick else _from_cat(model_name, method, bits, seed, args)
+                    )
                     if hit:
                         found[(model_name, bits, method, seed)] = hit
                     elif not args.cached_only:
@@ -275,8 +295,10 @@ def _cells(args: argparse.Namespace) -> dict[tuple, dict]:
 
 def evidence_table(args: argparse.Namespace) -> str:
     """Run every cell (printing rows as they finish) and return the Markdown table."""
-    lines = ["| model | bits | method | seeds | float top-1 | top-1 mean ± std | wall s | CPU s | peak MB | "
-             "calib / iters |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| model | bits | method | seeds | float top-1 | top-1 mean ± std | wall s | CPU s | peak MB | calib / iters |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     print("\n".join(lines), flush=True)
     cells = _cells(args)
     for model_name in args.models:
@@ -291,9 +313,11 @@ def evidence_table(args: argparse.Namespace) -> str:
                 secs, peak = statistics.mean(r["seconds"] for r in runs), max(r["peak_mb"] for r in runs)
                 cpu = statistics.mean(r.get("cpu_s", float("nan")) for r in runs)
                 seeds = ",".join(map(str, by_seed))
-                row = (f"| {model_name} | {bits} | {method} | {seeds} | {runs[0]['fp_top1']:.2f} | "
-                       f"{mean_std([r['top1'] for r in runs])} | {secs:.1f} | {cpu:.0f} | {peak:.0f} | "
-                       f"{runs[0]['calib']} / {runs[0]['iters']} |")  # fmt: skip
+                row = (
+                    f"| {model_name} | {bits} | {method} | {seeds} | {runs[0]['fp_top1']:.2f} | "
+                    f"{mean_std([r['top1'] for r in runs])} | {secs:.1f} | {cpu:.0f} | {peak:.0f} | "
+                    f"{runs[0]['calib']} / {runs[0]['iters']} |"
+                )
                 lines.append(row)
                 print(row, flush=True)
             order = " < ".join(sorted(means, key=means.get))
@@ -334,8 +358,10 @@ def main() -> None:
         args.iters, args.calib, args.eval_limit = 4, 64, 256
         args.step_iters, args.rounds, args.blocks = 3, 1, args.blocks[:1]
     if args.part in ("step", "all"):
-        print(f"One reconstruction step at batch 32 vs a bare forward + backward of the float block "
-              f"(best of {args.rounds} rounds of {args.step_iters} steps)\n")  # fmt: skip
+        print(
+            f"One reconstruction step at batch 32 vs a bare forward + backward of the float block "
+            f"(best of {args.rounds} rounds of {args.step_iters} steps)\n"
+        )
         body = step_table(step_cost(args.device, args.step_iters, args.blocks, args.rounds))
         print(body, flush=True)
         quick = " (quick check, not a measurement)" if args.quick else ""
@@ -344,8 +370,9 @@ def main() -> None:
         if args.quick:
             args.dc_samples, args.dc_steps = 64, 3
         print(f"\nDistribution correction: group by group vs batched ({args.dc_steps} steps)\n")
-        body = dc_table(dc_cost(args.device, args.blocks, args.dc_samples, args.dc_steps), args.dc_samples,
-                        args.dc_steps)  # fmt: skip
+        body = dc_table(
+            dc_cost(args.device, args.blocks, args.dc_samples, args.dc_steps), args.dc_samples, args.dc_steps
+        )
         print(body, flush=True)
         quick = " (quick check, not a measurement)" if args.quick else ""
         write_results("PD-Quant distribution correction, per group vs batched" + quick, body, _command())

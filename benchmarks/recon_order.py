@@ -51,8 +51,16 @@ VARIANTS: dict[str, dict] = {  # BRECQ settings over the fast preset (make_confi
 def _spec(variant: str, bits: str, seed: int, quick: bool):
     """One cell's `RunSpec`: BRECQ's fast preset with the variant's change."""
     over = dict(VARIANTS[variant]) | ({"iters": 4, "calib": 64} if quick else {})
-    return cell_spec(MODEL, "brecq", preset="fast", eval_limit=256 if quick else None, wbits=BITS[bits][0],
-                     abits=BITS[bits][1], seed=seed, **over)  # fmt: skip
+    return cell_spec(
+        MODEL,
+        "brecq",
+        preset="fast",
+        eval_limit=256 if quick else None,
+        wbits=BITS[bits][0],
+        abits=BITS[bits][1],
+        seed=seed,
+        **over,
+    )
 
 
 def _baseline(method: str, bits: str, seed: int) -> dict | None:
@@ -82,8 +90,10 @@ def table(args: argparse.Namespace) -> str:
     cells = _cells(args)
     for bits in args.bits:
         brecq = {s: c["top1"] for s in args.seeds if (c := _baseline("brecq", bits, s))}
-        rows = {"AdaRound (recon.py)": {s: c for s in args.seeds if (c := _baseline("adaround", bits, s))},
-                "BRECQ (recon.py)": {s: c for s in args.seeds if (c := _baseline("brecq", bits, s))}}  # fmt: skip
+        rows = {
+            "AdaRound (recon.py)": {s: c for s in args.seeds if (c := _baseline("adaround", bits, s))},
+            "BRECQ (recon.py)": {s: c for s in args.seeds if (c := _baseline("brecq", bits, s))},
+        }
         for variant in args.variants:
             rows[f"BRECQ {variant}"] = {s: c for s in args.seeds if (c := cells.get((variant, bits, s)))}
         for name, cells in rows.items():
@@ -119,8 +129,11 @@ def main() -> None:
     )
     print("\n" + notes)
     if not args.quick:
-        write_results("Why BRECQ ties AdaRound at W2A2 (issue 3)", body + "\n\n" + notes,
-                       "python benchmarks/recon_order.py " + " ".join(sys.argv[1:]))  # fmt: skip
+        write_results(
+            "Why BRECQ ties AdaRound at W2A2 (issue 3)",
+            body + "\n\n" + notes,
+            "python benchmarks/recon_order.py " + " ".join(sys.argv[1:]),
+        )
 
 
 if __name__ == "__main__":

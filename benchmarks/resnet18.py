@@ -80,8 +80,10 @@ def table(records: dict[str, object], args: argparse.Namespace) -> str:
             fp = f["fp_top1"]
             cat_rec = records.get(cell_key(method, bits, args.seed, True))
             cat = f"{figures(cat_rec)['top1']:.2f} ({figures(cat_rec)['top1'] - f['top1']:+.2f})" if cat_rec else "-"
-            lines.append(f"| {bits} | {NAMES[method]} | {f['top1']:.2f} | {cat} | {f['seconds']:.0f} | "
-                         f"{f['cpu_s']:.0f} | {f['peak_mb']:.0f} |")  # fmt: skip
+            lines.append(
+                f"| {bits} | {NAMES[method]} | {f['top1']:.2f} | {cat} | {f['seconds']:.0f} | "
+                f"{f['cpu_s']:.0f} | {f['peak_mb']:.0f} |"
+            )
     head = f"Float top-1 {fp:.2f}." if fp is not None else ""
     return head + "\n\n" + "\n".join(lines)
 
@@ -102,14 +104,19 @@ def main() -> None:
     records = run_cells("bench-resnet18" + ("-quick" if args.quick else ""), specs(args), args)
     body = table(records, args)
     images = f"the first {args.eval_limit}" if args.eval_limit else "all 10k"
-    notes = ("One seed. RTN: defaults (1 024 calibration images); AdaRound, BRECQ, QDrop, PD-Quant: fast preset "
-             "(512 images, 500 steps per unit); CAT: K = 64 on 1 024 further calibration images. 'method s' is the "
-             "quantization's wall time, CPU s and peak MB the whole cell's worker process (loading, quantizing, "
-             f"evaluating), on {images} test images.")  # fmt: skip
+    notes = (
+        "One seed. RTN: defaults (1 024 calibration images); AdaRound, BRECQ, QDrop, PD-Quant: fast preset "
+        "(512 images, 500 steps per unit); CAT: K = 64 on 1 024 further calibration images. 'method s' is the "
+        "quantization's wall time, CPU s and peak MB the whole cell's worker process (loading, quantizing, "
+        f"evaluating), on {images} test images."
+    )
     print(body + "\n\n" + notes, flush=True)
     if not args.quick:
-        write_results("Method order on torchvision ResNet-18, Fashion-MNIST 3x64x64 (issue 18)", body + "\n\n" + notes,
-                      "python benchmarks/resnet18.py " + " ".join(sys.argv[1:]))  # fmt: skip
+        write_results(
+            "Method order on torchvision ResNet-18, Fashion-MNIST 3x64x64 (issue 18)",
+            body + "\n\n" + notes,
+            "python benchmarks/resnet18.py " + " ".join(sys.argv[1:]),
+        )
 
 
 if __name__ == "__main__":

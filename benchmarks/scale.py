@@ -93,8 +93,9 @@ def prepare_inputs(name: str, workdir: Path, images: int, size: int) -> tuple[Pa
     return weights, folder
 
 
-def load_inputs(name: str, weights: Path, folder: Path, images: int, size: int, device: str = "cpu"
-                ) -> tuple[nn.Module, torch.Tensor]:  # fmt: skip
+def load_inputs(
+    name: str, weights: Path, folder: Path, images: int, size: int, device: str = "cpu"
+) -> tuple[nn.Module, torch.Tensor]:
     """The float model loaded from `weights` and `images` calibration images at `size`, on `device`."""
     from torchvision import transforms
 
@@ -102,8 +103,14 @@ def load_inputs(name: str, weights: Path, folder: Path, images: int, size: int, 
     from ptq_core.models import load_model
 
     loaded = load_model(name, weights=weights, device=device)
-    tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])  # fmt: skip
+    tf = transforms.Compose(
+        [
+            transforms.Resize(size),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     bundle = load_data(f"imagefolder:{folder}", tf)
     return loaded.model, calibration_tensor(bundle, images).to(device)
 
@@ -119,8 +126,17 @@ def make_method_config(method: str, images: int, steps: int, budget_mb: float | 
         return _with_observers(make_method_config(method, images, steps, budget_mb), observers)
     if method in RECON:
         extra = {"cache_budget_mb": budget_mb} if budget_mb is not None else {}
-        return make_config(method, preset="fast", wbits=4, abits=8, iters=steps, calib=images,
-                           recon_batch=min(32, images), progress_every=1, **extra)  # fmt: skip
+        return make_config(
+            method,
+            preset="fast",
+            wbits=4,
+            abits=8,
+            iters=steps,
+            calib=images,
+            recon_batch=min(32, images),
+            progress_every=1,
+            **extra,
+        )
     if method in LAYERWISE:
         return make_config(method, wbits=4, calib=images)
     return make_config(method, wbits=4, abits=8, calib=images)
@@ -149,8 +165,12 @@ def gram_bytes(model: nn.Module) -> int:
 def unit_inputs(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each named module's input when the float model runs on `x` (one forward pass)."""
     seen: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(n).register_forward_pre_hook(
-        lambda _m, args, n=n: seen.setdefault(n, args[0].detach().clone())) for n in names]  # fmt: skip
+    handles = [
+        model.get_submodule(n).register_forward_pre_hook(
+            lambda _m, args, n=n: seen.setdefault(n, args[0].detach().clone())
+        )
+        for n in names
+    ]
     try:
         model(x)
     finally:
@@ -220,8 +240,17 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def measure(model_name: str, method: str, images: int, steps: int, size: int = 224, workdir: Path | None = None,
-            budget_mb: float | None = None, observers: str | None = None, device: str = "cpu") -> dict:  # fmt: skip
+def measure(
+    model_name: str,
+    method: str,
+    images: int,
+    steps: int,
+    size: int = 224,
+    workdir: Path | None = None,
+    budget_mb: float | None = None,
+    observers: str | None = None,
+    device: str = "cpu",
+) -> dict:
     """One cell: run `method` on `model_name` at `size` and return its cost figures (see the module docstring).
 
     Args:
@@ -254,22 +283,36 @@ def measure(model_name: str, method: str, images: int, steps: int, size: int = 2
         with _KLTimer() as kl:
             result = quantize(model, calib, config, progress)
         total = time.perf_counter() - t0
-        row = {"model": model_name, "method": method, "images": images, "steps": steps, "size": size,
-               "seconds": total, "peak_rss_gib": _peak_rss_gib(), "base_rss_gib": base_rss,
-               "threads": torch.get_num_threads(), "device": device}  # fmt: skip
+        row = {
+            "model": model_name,
+            "method": method,
+            "images": images,
+            "steps": steps,
+            "size": size,
+            "seconds": total,
+            "peak_rss_gib": _peak_rss_gib(),
+            "base_rss_gib": base_rss,
+            "threads": torch.get_num_threads(),
+            "device": device,
+        }
         if method in RECON:
             row.update(_recon_figures(model, calib, result, stamps, steps, config.recon_batch, kl.seconds))
         elif method in LAYERWISE:
             solves = [r["seconds"] for r in result.extras["layer_solutions"]]
-            row.update(units=len(solves), step_s=statistics.median(solves), cache_mb=gram_bytes(model) / 2**20,
-                       cache_per_image_mb=0.0)  # fmt: skip
+            row.update(
+                units=len(solves),
+                step_s=statistics.median(solves),
+                cache_mb=gram_bytes(model) / 2**20,
+                cache_per_image_mb=0.0,
+            )
         else:
             row.update(units=0, step_s=total, cache_mb=0.0, cache_per_image_mb=0.0)
     return row
 
 
-def _recon_figures(model: nn.Module, calib: torch.Tensor, result, stamps: dict, steps: int, batch: int,
-                   kl_seconds: float) -> dict:  # fmt: skip
+def _recon_figures(
+    model: nn.Module, calib: torch.Tensor, result, stamps: dict, steps: int, batch: int, kl_seconds: float
+) -> dict:
     rec = result.extras["recon"]
     units = rec["units"]
     per_unit = []
@@ -309,12 +352,14 @@ def estimate(rows: list[dict], budget_mb: float) -> list[str]:
         budget_gib = budget_mb / 1024
         over = gib - budget_gib
         where = "fits under" if budget_mb == 0 or over <= 0 else f"spills {over:.1f} GiB to disk over"
-        lines.append(f"- {model}: {TARGET_IMAGES} images at {worst['size']}: largest unit cache ({worst['method']}) "
-                     f"{worst['cache_per_image_mb']:.2f} MB/image x {TARGET_IMAGES} = {gib:.1f} GiB, {where} the "
-                     f"{budget_gib:.0f} GiB budget; with the calibration images ({images_gib:.1f} GiB) "
-                     f"{min(gib, budget_gib or gib) + images_gib:.1f} GiB in memory "
-                     f"({'within' if min(gib, budget_gib or gib) + images_gib <= TARGET_GIB else 'over'} "
-                     f"{TARGET_GIB} GiB)")  # fmt: skip
+        lines.append(
+            f"- {model}: {TARGET_IMAGES} images at {worst['size']}: largest unit cache ({worst['method']}) "
+            f"{worst['cache_per_image_mb']:.2f} MB/image x {TARGET_IMAGES} = {gib:.1f} GiB, {where} the "
+            f"{budget_gib:.0f} GiB budget; with the calibration images ({images_gib:.1f} GiB) "
+            f"{min(gib, budget_gib or gib) + images_gib:.1f} GiB in memory "
+            f"({'within' if min(gib, budget_gib or gib) + images_gib <= TARGET_GIB else 'over'} "
+            f"{TARGET_GIB} GiB)"
+        )
     return lines
 
 
@@ -326,8 +371,10 @@ def _fmt(v, spec: str = ".3g") -> str:
 
 def table(rows: list[dict]) -> str:
     """The Markdown table of the cells."""
-    head = ("| model | method | units | s per unit-step | x bare fwd+bwd | KL share (fwd / PD−QDrop) | total s "
-            "| peak RSS GiB (+method) | largest cache MB | MB/image/unit |")  # fmt: skip
+    head = (
+        "| model | method | units | s per unit-step | x bare fwd+bwd | KL share (fwd / PD−QDrop) | total s "
+        "| peak RSS GiB (+method) | largest cache MB | MB/image/unit |"
+    )
     out = [head, "|---" * (head.count("|") - 1) + "|"]
     qdrop = {r["model"]: r for r in rows if r["method"] == "qdrop"}
     for r in rows:
@@ -340,16 +387,32 @@ def table(rows: list[dict]) -> str:
             kl = f"{r['kl_share']:.0%} / {diff}"
         kind = " (solve)" if r["method"] in LAYERWISE else " (run)" if r["method"] == "rtn" else ""
         step = _fmt(r["step_s"]) + kind
-        out.append(f"| {r['model']} | {r['method']} | {r['units']} | {step} | {_fmt(r.get('x_bare'), '.1f')} | {kl} "
-                   f"| {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} (+{r['peak_rss_gib'] - r['base_rss_gib']:.2f}) "
-                   f"| {r['cache_mb']:.0f} | {_fmt(r['cache_per_image_mb'], '.2f')} |")  # fmt: skip
+        out.append(
+            f"| {r['model']} | {r['method']} | {r['units']} | {step} | {_fmt(r.get('x_bare'), '.1f')} | {kl} "
+            f"| {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} (+{r['peak_rss_gib'] - r['base_rss_gib']:.2f}) "
+            f"| {r['cache_mb']:.0f} | {_fmt(r['cache_per_image_mb'], '.2f')} |"
+        )
     return "\n".join(out)
 
 
 def _run_cell(args: argparse.Namespace, model: str, method: str, workdir: Path) -> dict:
     """One cell in a fresh process (its own peak memory)."""
-    cmd = [sys.executable, __file__, "--cell", f"{model},{method}", "--images", str(args.images), "--steps",
-           str(args.steps), "--size", str(args.size), "--workdir", str(workdir), "--device", args.device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--cell",
+        f"{model},{method}",
+        "--images",
+        str(args.images),
+        "--steps",
+        str(args.steps),
+        "--size",
+        str(args.size),
+        "--workdir",
+        str(workdir),
+        "--device",
+        args.device,
+    ]
     if args.budget_mb is not None:
         cmd += ["--budget-mb", str(args.budget_mb)]
     if args.observers is not None:
@@ -367,8 +430,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--budget-mb", type=float, default=None, help="cache budget (default: the config's)")
-    parser.add_argument("--observers", default=None, help="weight and activation observers for every method "
-                        "(default: each method's own; minmax skips the MSE range search)")  # fmt: skip
+    parser.add_argument(
+        "--observers",
+        default=None,
+        help="weight and activation observers for every method "
+        "(default: each method's own; minmax skips the MSE range search)",
+    )
     parser.add_argument("--write", action="store_true", help="rewrite the table's section of benchmarks/RESULTS.md")
     parser.add_argument("--rows", help="also append each finished cell to this JSON-lines file")
     parser.add_argument("--from-rows", help="print the table of the cells in this JSON-lines file (runs nothing)")
@@ -377,8 +444,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.cell:
         model, method = args.cell.split(",")
-        row = measure(model, method, args.images, args.steps, args.size, Path(args.workdir), args.budget_mb,
-                      args.observers, args.device)  # fmt: skip
+        row = measure(
+            model,
+            method,
+            args.images,
+            args.steps,
+            args.size,
+            Path(args.workdir),
+            args.budget_mb,
+            args.observers,
+            args.device,
+        )
         print(json.dumps(row))
         return
     from ptq_core.methods.recon_base import ReconMethodConfig

@@ -26,8 +26,14 @@ sys.path.insert(0, str(ROOT))
 def grid(models: list[str], eval_limit: int):
     from ptq_core.grid import Grid
 
-    base = {"method": "rtn", "calib": 64, "eval_limit": eval_limit, "error_samples": 32,
-            "w_observer": "minmax", "a_observer": "minmax"}
+    base = {
+        "method": "rtn",
+        "calib": 64,
+        "eval_limit": eval_limit,
+        "error_samples": 32,
+        "w_observer": "minmax",
+        "a_observer": "minmax",
+    }
     axes = {"model": models, "wbits": [2, 4, 8], "seed": [0, 1]}
     return Grid.from_dict({"name": "sweep-bench", "base": base, "axes": axes})
 
@@ -92,14 +98,18 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| sequential | 1 x {cores} | {seq_all:.1f} | {load[0]:.1f} / {load[1]:.1f} | reference for top-1 |")
     print(f"| sequential | 1 x 1 | {seq_one:.1f} | {load[1]:.1f} / {load[2]:.1f} | reference for every figure |")
-    print(f"| sweep on Ray | {args.workers} x 1 | {wall:.1f} (Ray start-up {startup:.1f}) | {load[2]:.1f} / "
-          f"{load[3]:.1f} | {same}/{len(cells)} identical to 1 x 1; top-1 {top1}/{len(cells)} equal to 1 x {cores} |")
+    print(
+        f"| sweep on Ray | {args.workers} x 1 | {wall:.1f} (Ray start-up {startup:.1f}) | {load[2]:.1f} / "
+        f"{load[3]:.1f} | {same}/{len(cells)} identical to 1 x 1; top-1 {top1}/{len(cells)} equal to 1 x {cores} |"
+    )
     print("\n| cell | top-1 sequential | top-1 sweep | seconds sequential (1 x 1) | seconds in the sweep |")
     print("|---|---|---|---|---|")
     for c in cells:
         a, b = by_one[c.key], by_ray[c.key]
-        print(f"| {c.key} | {a.metrics['top1']:.2f} | {b.metrics['top1']:.2f} | {a.metrics['seconds']:.1f} | "
-              f"{b.metrics['seconds']:.1f} |")
+        print(
+            f"| {c.key} | {a.metrics['top1']:.2f} | {b.metrics['top1']:.2f} | {a.metrics['seconds']:.1f} | "
+            f"{b.metrics['seconds']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,16 @@ def archived(name: str) -> dict[str, dict]:
     return {r["key"]: r for r in rows if "key" in r}
 
 
-def cell_spec(model: str, method: str, *, preset: str | None = None, device: str = "auto",
-              eval_limit: int | None = None, cat: CATOptions | None = None, **values: Any) -> RunSpec:  # fmt: skip
+def cell_spec(
+    model: str,
+    method: str,
+    *,
+    preset: str | None = None,
+    device: str = "auto",
+    eval_limit: int | None = None,
+    cat: CATOptions | None = None,
+    **values: Any,
+) -> RunSpec:
     """The `RunSpec` of one cell on fmnist-sample; its method config is `make_config(method, preset, **values)`.
 
     Values that are None are left out (the preset's or the method's default stays).
@@ -99,12 +107,18 @@ def figures(rec: RunRecord) -> dict[str, Any]:
     worker = rec.extras.get("worker", {})
     method = rec.spec.get("method", rec.config)
     return {
-        "top1": rec.metrics["top1"], "fp_top1": rec.metrics["fp_top1"], "seconds": rec.timings.get("method"),
-        "cpu_s": worker.get("cpu_s", float("nan")), "peak_mb": worker.get("peak_mb", float("nan")),
-        "threads": worker.get("threads"), "device": rec.extras.get("device"),
-        "calib": rec.metrics.get("calib_samples"), "iters": method.get("iters", 0), "spec": rec.spec,
+        "top1": rec.metrics["top1"],
+        "fp_top1": rec.metrics["fp_top1"],
+        "seconds": rec.timings.get("method"),
+        "cpu_s": worker.get("cpu_s", float("nan")),
+        "peak_mb": worker.get("peak_mb", float("nan")),
+        "threads": worker.get("threads"),
+        "device": rec.extras.get("device"),
+        "calib": rec.metrics.get("calib_samples"),
+        "iters": method.get("iters", 0),
+        "spec": rec.spec,
         "run_id": rec.run_id,
-    }  # fmt: skip
+    }
 
 
 def mean_std(xs: Sequence[float], signed: bool = False) -> str:
@@ -112,5 +126,3 @@ def mean_std(xs: Sequence[float], signed: bool = False) -> str:
     fmt = "{:+.2f}" if signed else "{:.2f}"
     m = fmt.format(statistics.mean(xs))
     return f"{m} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else m
-
-

@@ -76,14 +76,19 @@ def _seed_store(n: int = 30) -> None:
     from ptq_core.store import RunStore
 
     store = RunStore()
-    layers = [{"name": f"layer{i}", "mse": 0.01 * i, "sqnr_db": 30.0 - i, "cosine": 0.99, "wbits": 4, "abits": 4}
-              for i in range(22)]  # fmt: skip
+    layers = [
+        {"name": f"layer{i}", "mse": 0.01 * i, "sqnr_db": 30.0 - i, "cosine": 0.99, "wbits": 4, "abits": 4}
+        for i in range(22)
+    ]
     for i in range(n):
         method = ("rtn", "adaround", "qdrop")[i % 3]
         wbits = (2, 3, 4, 8)[i % 4]
         with store.run("fmnist-resnet20", method, wbits, wbits, {"calib": 256}) as handle:
-            handle.finish({"fp_top1": 93.6, "top1": 60 + 8 * (i % 4), "size_bits": 1e6, "seconds": 5.0 + i},
-                          layers, {"layers_alone": layers})  # fmt: skip
+            handle.finish(
+                {"fp_top1": 93.6, "top1": 60 + 8 * (i % 4), "size_bits": 1e6, "seconds": 5.0 + i},
+                layers,
+                {"layers_alone": layers},
+            )
 
 
 def _widget(at: Any, kind: str, key: str) -> Any:
@@ -123,9 +128,18 @@ def measure_apptest(repeats: int) -> list[dict[str, Any]]:
             if at.exception:
                 raise RuntimeError(f"{case.page} {case.key}={value!r}: {at.exception[0].value}")
         cached = statistics.median(times[1:]) if len(times) > 1 else times[0]
-        rows.append({"page": Path(case.page).stem, "widget": case.key, "change": f"{original!r} → {case.value!r}",
-                     "open s": first_view, "first s": times[0], "cached s": cached, "charts": _charts(at),
-                     "ok": cached < GOAL_S})  # fmt: skip
+        rows.append(
+            {
+                "page": Path(case.page).stem,
+                "widget": case.key,
+                "change": f"{original!r} → {case.value!r}",
+                "open s": first_view,
+                "first s": times[0],
+                "cached s": cached,
+                "charts": _charts(at),
+                "ok": cached < GOAL_S,
+            }
+        )
     return rows
 
 
@@ -174,9 +188,17 @@ def measure_browser(repeats: int) -> list[dict[str, Any]]:
     rows = []
     with app_server(start_timeout=180) as url:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                               "--disable-component-update", "--disable-dev-shm-usage"])  # fmt: skip
+            browser = pw.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                headless=True,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-dev-shm-usage",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(600_000)
             for path, label, metric in BROWSER_CASES:
@@ -195,10 +217,16 @@ def measure_browser(repeats: int) -> list[dict[str, Any]]:
                     totals.append(total_ms / 1000)
                     starts.append((run_ms or 0.0) / 1000)
                     page.locator(idle).wait_for()
-                rows.append({"page": path, "widget": label, "first s": totals[0],
-                             "cached s": statistics.median(totals[1:]) if len(totals) > 1 else totals[0],
-                             "of which until the rerun starts s": statistics.median(starts),
-                             "ok": statistics.median(totals[1:]) < GOAL_S})  # fmt: skip
+                rows.append(
+                    {
+                        "page": path,
+                        "widget": label,
+                        "first s": totals[0],
+                        "cached s": statistics.median(totals[1:]) if len(totals) > 1 else totals[0],
+                        "of which until the rerun starts s": statistics.median(starts),
+                        "ok": statistics.median(totals[1:]) < GOAL_S,
+                    }
+                )
             browser.close()
     return rows
 
@@ -229,14 +257,19 @@ def main() -> None:
     _seed_store()
     threads = os.environ.get("PTQ_UI_THREADS", "default")
     command = f"python benchmarks/ui_latency.py{' --browser' if args.browser else ''}"
-    out = [f"On {platform.machine()}, "
-           f"{os.cpu_count()} cores, PTQ_UI_THREADS={threads}; embedded default (fmnist-resnet20, fmnist-sample, "
-           "cpu). AppTest: full script rerun in-process; open = first view of the page (computes its views), "
-           f"first = first move, cached = median of {2 * args.repeats - 1} later moves. Goal: cached < {GOAL_S} s.\n",
-           table(measure_apptest(args.repeats))]  # fmt: skip
+    out = [
+        f"On {platform.machine()}, "
+        f"{os.cpu_count()} cores, PTQ_UI_THREADS={threads}; embedded default (fmnist-resnet20, fmnist-sample, "
+        "cpu). AppTest: full script rerun in-process; open = first view of the page (computes its views), "
+        f"first = first move, cached = median of {2 * args.repeats - 1} later moves. Goal: cached < {GOAL_S} s.\n",
+        table(measure_apptest(args.repeats)),
+    ]
     if args.browser:
-        out += ["\nBrowser (headless chromium, keyboard move of a slider until the metric changed and the script is "
-                "idle):\n", table(measure_browser(args.repeats))]  # fmt: skip
+        out += [
+            "\nBrowser (headless chromium, keyboard move of a slider until the metric changed and the script is "
+            "idle):\n",
+            table(measure_browser(args.repeats)),
+        ]
     text = "\n".join(out) + "\n"
     print(text)
     if args.write:

@@ -51,6 +51,8 @@ def _keep(key: str, row: dict) -> dict:
     with CELLS_FILE.open("a") as f:
         f.write(json.dumps(row) + "\n")
     return row
+
+
 CACHE = ROOT / "benchmarks" / "cells" / "cache"
 NETS = ("dw-bottleneck", "densenet-like", "se-resnet", "inception", "vgg-chain", "fmnist-resnet20")
 METHODS = ("brecq", "qdrop", "pdquant")
@@ -114,8 +116,15 @@ def _config(method: str, bits: tuple[int, int], seed: int, source: str, iters: i
     from ptq_core.prepare import QuantSpec
 
     extra = {"act_iters": max(1, iters * BRECQ_ACT_ITERS // ITERS)} if method == "brecq" else {}
-    return REGISTRY[method][0].from_preset("fast", quant=QuantSpec(wbits=bits[0], abits=bits[1]), seed=seed,
-                                           iters=iters, calib=calib, unit_source=source, **extra)  # fmt: skip
+    return REGISTRY[method][0].from_preset(
+        "fast",
+        quant=QuantSpec(wbits=bits[0], abits=bits[1]),
+        seed=seed,
+        iters=iters,
+        calib=calib,
+        unit_source=source,
+        **extra,
+    )
 
 
 def _cell(model, calib_x, tx, ty, method, bits, seed, source, iters, calib) -> dict:
@@ -127,10 +136,15 @@ def _cell(model, calib_x, tx, ty, method, bits, seed, source, iters, calib) -> d
     cpu = cpu_seconds() - c0
     units = res.extras["recon"]["units"]
     last = [u for u in units if u["stage"] == units[-1]["stage"]]
-    return {"top1": _top1(res.model, tx, ty), "cpu_s": cpu, "units": len(last),
-            "unit_names": [u["name"] for u in last], "dc_units": sum(u["dc"].startswith("corrected") for u in last),
-            "tail_units": sum(u["kl_path"].startswith("tail") for u in last),
-            "plan": res.extras["recon"]["unit_plan"]["source"]}  # fmt: skip
+    return {
+        "top1": _top1(res.model, tx, ty),
+        "cpu_s": cpu,
+        "units": len(last),
+        "unit_names": [u["name"] for u in last],
+        "dc_units": sum(u["dc"].startswith("corrected") for u in last),
+        "tail_units": sum(u["kl_path"].startswith("tail") for u in last),
+        "plan": res.extras["recon"]["unit_plan"]["source"],
+    }
 
 
 def _calib(x: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -165,10 +179,27 @@ def run(args: argparse.Namespace) -> list[dict]:
                     if row is None and source == "layers" and graph_row and graph_row["unit_names"] == layer_names:
                         row = graph_row | {"source": "layers", "same_as_graph": True}  # the same run
                     if row is None:
-                        cell = _cell(model, _calib(x, args.calib, seed), tx, ty, method, bits, seed, source,
-                                     args.iters, args.calib)  # fmt: skip
-                        cell |= {"net": net, "method": method, "bits": bname, "source": source, "seed": seed,
-                                 "fp_top1": fp, "layerwise": cell["unit_names"] == layer_names}  # fmt: skip
+                        cell = _cell(
+                            model,
+                            _calib(x, args.calib, seed),
+                            tx,
+                            ty,
+                            method,
+                            bits,
+                            seed,
+                            source,
+                            args.iters,
+                            args.calib,
+                        )
+                        cell |= {
+                            "net": net,
+                            "method": method,
+                            "bits": bname,
+                            "source": source,
+                            "seed": seed,
+                            "fp_top1": fp,
+                            "layerwise": cell["unit_names"] == layer_names,
+                        }
                         row = cell if args.quick else _keep(key, cell)
                         print(f"<!-- {key}: top-1 {row['top1']:.2f}, {row['cpu_s']:.0f} s -->", flush=True)
                     graph_row = row if source == "graph" else graph_row
@@ -188,8 +219,15 @@ def stored(args: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: (NETS.index(r["net"]), METHODS.index(r["method"]), list(BITS).index(r["bits"]),
-                                         SOURCES.index(r["source"]))):  # fmt: skip
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            NETS.index(r["net"]),
+            METHODS.index(r["method"]),
+            list(BITS).index(r["bits"]),
+            SOURCES.index(r["source"]),
+        ),
+    ):
         groups.setdefault((r["net"], r["method"], r["bits"], r["source"]), []).append(r)
     head = "| network (float top-1) | method | W/A | units from | units | seeds | top-1 | CPU s | DC units | KL tail |"
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
@@ -198,9 +236,11 @@ def table(rows: list[dict]) -> str:
         dc = f"{rs[0]['dc_units']}/{rs[0]['units']}" if method == "pdquant" else "-"
         tail = f"{rs[0]['tail_units']}/{rs[0]['units']}" if method == "pdquant" else "-"
         label = "layers (same units)" if same else source
-        lines.append(f"| {net} ({rs[0]['fp_top1']:.2f}) | {method} | {bits} | {label} | {rs[0]['units']} | {len(rs)} | "
-                     f"{mean_std([r['top1'] for r in rs])} | {statistics.mean(r['cpu_s'] for r in rs):.0f} | {dc} | "
-                     f"{tail} |")  # fmt: skip
+        lines.append(
+            f"| {net} ({rs[0]['fp_top1']:.2f}) | {method} | {bits} | {label} | {rs[0]['units']} | {len(rs)} | "
+            f"{mean_std([r['top1'] for r in rs])} | {statistics.mean(r['cpu_s'] for r in rs):.0f} | {dc} | "
+            f"{tail} |"
+        )
     return "\n".join(lines)
 
 
@@ -218,8 +258,10 @@ def main() -> None:
     print(body)
     print(f"<!-- {time.perf_counter() - t0:.0f} s -->")
     if not args.quick:
-        cmd = f"OMP_NUM_THREADS=1 python benchmarks/units.py --iters {args.iters} --calib {args.calib} " \
-              f"--epochs {args.epochs}"  # fmt: skip
+        cmd = (
+            f"OMP_NUM_THREADS=1 python benchmarks/units.py --iters {args.iters} --calib {args.calib} "
+            f"--epochs {args.epochs}"
+        )
         write_results("Graph units (issue 12)", "One CPU thread.\n\n" + body, cmd)
 
 

@@ -30,20 +30,22 @@ def _controls(sel: Selection) -> dict[str, Any]:
     with errors_shown():
         layers = [diagnose.LOGITS, *explore.quantizable_layers(sel)]
     c1, c2, c3 = st.columns([3, 2, 2])
-    layer = persistent(c1.selectbox, "ac_layer", "Layer output", layers, help="'logits' is the model's output.",
-                       options=layers)  # fmt: skip
+    layer = persistent(
+        c1.selectbox, "ac_layer", "Layer output", layers, help="'logits' is the model's output.", options=layers
+    )
     bits = persistent(c2.slider, "ac_bits", "Bits (weights and activations)", 2, 8, default=4)
     n = persistent(c3.slider, "ac_images", "Test images", 50, 5000, step=50, default=1000)
     c4, c5, c6, c7 = st.columns([2, 2, 2, 1])
-    method = persistent(c4.radio, "ac_method", "Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
-                        options=list(PROJECTIONS))  # fmt: skip
+    method = persistent(
+        c4.radio, "ac_method", "Projection", list(PROJECTIONS), format_func=PROJECTIONS.get, options=list(PROJECTIONS)
+    )
     colour_by = charts.diagnose.COLOR_BY
-    color = persistent(c5.radio, "ac_color", "Colour by", list(colour_by), format_func=colour_by.get,
-                       options=list(colour_by))  # fmt: skip
+    color = persistent(
+        c5.radio, "ac_color", "Colour by", list(colour_by), format_func=colour_by.get, options=list(colour_by)
+    )
     mode = persistent(c6.radio, "ac_mode", "View", MODES, options=MODES)
     k = persistent(c7.number_input, "ac_k", "k (clusters)", 1, 50, step=1, default=10)
-    return {"layer": layer, "bits": int(bits), "n": int(n), "method": method, "color": color, "mode": mode,
-            "k": int(k)}  # fmt: skip
+    return {"layer": layer, "bits": int(bits), "n": int(n), "method": method, "color": color, "mode": mode, "k": int(k)}
 
 
 def _numbers(view: dict[str, Any], classes: list[str]) -> None:
@@ -53,11 +55,16 @@ def _numbers(view: dict[str, Any], classes: list[str]) -> None:
     c[0].metric("Images", n)
     c[1].metric("Broken by quantization", int((outcome == 1).sum()), help="float right, quantized wrong")
     c[2].metric("Fixed by quantization", int((outcome == 2).sum()), help="float wrong, quantized right")
-    c[3].metric("Median relative shift", f"{float(sorted(view['relative_shift'])[n // 2]):.3f}",
-                help="|quantized − float| / mean |float| of the layer's features (before projection)")  # fmt: skip
+    c[3].metric(
+        "Median relative shift",
+        f"{float(sorted(view['relative_shift'])[n // 2]):.3f}",
+        help="|quantized − float| / mean |float| of the layer's features (before projection)",
+    )
     if view["explained"]:
-        st.caption(f"PC1 and PC2 explain {100 * view['explained'][0]:.1f}% and {100 * view['explained'][1]:.1f}% "
-                   f"of the float features' variance ({view['dim']} features per image).")  # fmt: skip
+        st.caption(
+            f"PC1 and PC2 explain {100 * view['explained'][0]:.1f}% and {100 * view['explained'][1]:.1f}% "
+            f"of the float features' variance ({view['dim']} features per image)."
+        )
 
 
 def _umap(sel: Selection, spec: Any, ctl: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +99,10 @@ def render() -> None:
     sel = selection()
     ctl = _controls(sel)
     if ctl["method"] == "umap" and ctl["n"] > diagnose.MAX_POINTS // 2:
-        st.error(f"UMAP takes at most {diagnose.MAX_POINTS:,} points (float and quantized together): choose "
-                 f"at most {diagnose.MAX_POINTS // 2:,} images, or PCA.")  # fmt: skip
+        st.error(
+            f"UMAP takes at most {diagnose.MAX_POINTS:,} points (float and quantized together): choose "
+            f"at most {diagnose.MAX_POINTS // 2:,} images, or PCA."
+        )
         st.stop()
     if ctl["k"] > ctl["n"]:
         st.error("k cannot exceed the number of images.")
@@ -102,21 +111,32 @@ def render() -> None:
         layers = explore.quantizable_layers(sel)
         overrides = current_spec(layers).overrides
         use = bool(overrides) and persistent(
-            st.checkbox, "ac_overrides", f"Also apply the Quantize page's {len(overrides)} per-layer override(s)",
-            help="They fix those layers' bits, so the bits slider no longer moves them.", default=False)  # fmt: skip
+            st.checkbox,
+            "ac_overrides",
+            f"Also apply the Quantize page's {len(overrides)} per-layer override(s)",
+            help="They fix those layers' bits, so the bits slider no longer moves them.",
+            default=False,
+        )
         base = current_spec(layers, overrides=use)
         spec = type(base).from_dict({**base.to_dict(), "wbits": ctl["bits"], "abits": ctl["bits"]})
     extra = f" plus the Quantize page's overrides ({', '.join(spec.overrides)})" if spec.overrides else ""
-    st.caption(literal(f"Round-to-nearest at {bits_label(spec.wbits, spec.abits)}{extra}, with the observers and "
-                       f"first/last policy of the Quantize page; the first {ctl['n']:,} test images."))
+    st.caption(
+        literal(
+            f"Round-to-nearest at {bits_label(spec.wbits, spec.abits)}{extra}, with the observers and "
+            f"first/last policy of the Quantize page; the first {ctl['n']:,} test images."
+        )
+    )
     if ctl["method"] == "umap":
         view = _umap(sel, spec, ctl)
     else:
         with errors_shown():
             view = diagnose.cluster_view(sel, spec, ctl["layer"], ctl["method"], ctl["k"], ctl["n"])
     _numbers(view, info["classes"])
-    st.plotly_chart(charts.diagnose.cluster_figure(view, ctl["color"], ctl["mode"], info["classes"]), key="ac_scatter",
-                    config=charts.base.CONFIG)  # fmt: skip
+    st.plotly_chart(
+        charts.diagnose.cluster_figure(view, ctl["color"], ctl["mode"], info["classes"]),
+        key="ac_scatter",
+        config=charts.base.CONFIG,
+    )
 
 
 render()

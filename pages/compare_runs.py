@@ -26,18 +26,33 @@ def _row(rec: Any) -> dict[str, Any]:
     top1, fp = m.get("top1"), m.get("fp_top1")
     observers = f"{quant['w_observer']}/{quant['a_observer']}" if "w_observer" in quant else None
     return {
-        "run_id": rec.run_id, "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
-        "status": rec.status, "owner": _who(rec.owner), "mine": rec.owner == owner(),
-        "model": uploads.model_label(rec.model), "method": rec.method, "wbits": rec.wbits, "abits": rec.abits,
-        "bits": rec.bits_label, "w_bits_avg": m.get("w_bits_avg", rec.wbits if rec.wbits != 32 else None),
-        "fp_top1": fp, "top1": top1, "drop": None if top1 is None or fp is None else round(fp - top1, 2),
-        "top5": m.get("top5"), "test images": m.get("eval_samples") or spec.get("eval_limit"),
-        "data": rec.extras.get("data", {}).get("name") or spec.get("data"), "observers": observers,
-        "overrides": len(quant.get("overrides", {})), "preset": method.get("preset"), "iters": method.get("iters"),
-        "calib": m.get("calib_samples") or method.get("calib"), "seed": method.get("seed"),
+        "run_id": rec.run_id,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
+        "status": rec.status,
+        "owner": _who(rec.owner),
+        "mine": rec.owner == owner(),
+        "model": uploads.model_label(rec.model),
+        "method": rec.method,
+        "wbits": rec.wbits,
+        "abits": rec.abits,
+        "bits": rec.bits_label,
+        "w_bits_avg": m.get("w_bits_avg", rec.wbits if rec.wbits != 32 else None),
+        "fp_top1": fp,
+        "top1": top1,
+        "drop": None if top1 is None or fp is None else round(fp - top1, 2),
+        "top5": m.get("top5"),
+        "test images": m.get("eval_samples") or spec.get("eval_limit"),
+        "data": rec.extras.get("data", {}).get("name") or spec.get("data"),
+        "observers": observers,
+        "overrides": len(quant.get("overrides", {})),
+        "preset": method.get("preset"),
+        "iters": method.get("iters"),
+        "calib": m.get("calib_samples") or method.get("calib"),
+        "seed": method.get("seed"),
         "size MB": None if m.get("size_bits") is None else round(m["size_bits"] / 8e6, 4),
-        "seconds": None if rec.seconds is None else round(rec.seconds, 1), "error": rec.error or "",
-    }  # fmt: skip
+        "seconds": None if rec.seconds is None else round(rec.seconds, 1),
+        "error": rec.error or "",
+    }
 
 
 def _who(run_owner: str) -> str:
@@ -68,8 +83,9 @@ def _charts(rows: list[dict[str, Any]]) -> None:
         return
     left, right = st.columns(2)
     pts = [dict(r, x_bits=min(r["w_bits_avg"] or 16, 16)) for r in done]  # float drawn at 16
-    fig = charts.runs.accuracy_scatter(pts, "x_bits", "weight bits, parameter-weighted average (float at 16)",
-                                  "Accuracy against weight bits")  # fmt: skip
+    fig = charts.runs.accuracy_scatter(
+        pts, "x_bits", "weight bits, parameter-weighted average (float at 16)", "Accuracy against weight bits"
+    )
     left.plotly_chart(fig, key="cr_bits", config=charts.base.CONFIG)
     fig = charts.runs.accuracy_scatter(done, "seconds", "run time (s)", "Accuracy against run time")
     right.plotly_chart(fig, key="cr_time", config=charts.base.CONFIG)
@@ -82,24 +98,41 @@ def _sweep_ui(listed: list[Any]) -> list[Any]:
         return listed
     names = [NO_SWEEP, *(s["sweep"] for s in sweeps)]
     counts = {s["sweep"]: f"{s['sweep']} ({s['done']} done, {s['failed']} failed)" for s in sweeps}
-    name = persistent(st.selectbox, "cr_sweep", "Sweep", names, format_func=lambda n: counts.get(n, n),
-                      options=names)  # fmt: skip
+    name = persistent(st.selectbox, "cr_sweep", "Sweep", names, format_func=lambda n: counts.get(n, n), options=names)
     if name == NO_SWEEP:
         return listed
     with errors_shown():
         records, groups = runs.sweep_view(name)
     st.subheader(f"Sweep {name}")
-    table = [{"cells": g["group"], "model": g["model"], "method": g["method"], "bits": g["bits"],
-              "seeds": ", ".join(map(str, g["seeds"])), "top1": g["top1_mean"], "std": g["top1_std"],
-              "fp_top1": g["fp_top1"], "failed": g["failed"]} for g in groups]  # fmt: skip
-    st.dataframe(table, hide_index=True,
-                 column_config={"top1": st.column_config.NumberColumn("top-1 mean %", format="%.2f"),
-                                "std": st.column_config.NumberColumn("± std", format="%.2f"),
-                                "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f")})  # fmt: skip
+    table = [
+        {
+            "cells": g["group"],
+            "model": g["model"],
+            "method": g["method"],
+            "bits": g["bits"],
+            "seeds": ", ".join(map(str, g["seeds"])),
+            "top1": g["top1_mean"],
+            "std": g["top1_std"],
+            "fp_top1": g["fp_top1"],
+            "failed": g["failed"],
+        }
+        for g in groups
+    ]
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "top1": st.column_config.NumberColumn("top-1 mean %", format="%.2f"),
+            "std": st.column_config.NumberColumn("± std", format="%.2f"),
+            "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f"),
+        },
+    )
     if any(g["top1_mean"] is not None for g in groups):
         st.plotly_chart(charts.runs.sweep_lines(groups), key="cr_sweep_plot", config=charts.base.CONFIG)
-    st.caption("One row per cell of the grid with the seeds pooled: the newest run of each cell. Resume or extend "
-               f"it with `python -m ptq_core sweep GRID --name {name}`.")  # fmt: skip
+    st.caption(
+        "One row per cell of the grid with the seeds pooled: the newest run of each cell. Resume or extend "
+        f"it with `python -m ptq_core sweep GRID --name {name}`."
+    )
     ids = {r.run_id for r in records}
     return [r for r in listed if r.run_id in ids]
 
@@ -118,20 +151,40 @@ def _delete(ids: list[str]) -> None:
 def _actions(rows: list[dict[str, Any]]) -> None:
     ids = [r["run_id"] for r in rows]
     label = {r["run_id"]: f"{r['run_id']} · {r['model']} · {r['method']} {r['bits']} · {r['status']}" for r in rows}
-    chosen = persistent(st.multiselect, "cr_selected", "Select runs (for delete / export)", ids, options=ids,
-                        default=[], format_func=label.get)  # fmt: skip
+    chosen = persistent(
+        st.multiselect,
+        "cr_selected",
+        "Select runs (for delete / export)",
+        ids,
+        options=ids,
+        default=[],
+        format_func=label.get,
+    )
     target = chosen or ids
     c = st.columns([1, 1, 1, 2])
-    c[0].download_button("Export CSV", runs.export_runs(target, "csv"), "ptq-runs.csv", "text/csv",
-                         key="cr_csv", on_click="ignore")  # fmt: skip
-    c[1].download_button("Export JSON", runs.export_runs(target, "json"), "ptq-runs.json", "application/json",
-                         key="cr_json", on_click="ignore")  # fmt: skip
+    c[0].download_button(
+        "Export CSV", runs.export_runs(target, "csv"), "ptq-runs.csv", "text/csv", key="cr_csv", on_click="ignore"
+    )
+    c[1].download_button(
+        "Export JSON",
+        runs.export_runs(target, "json"),
+        "ptq-runs.json",
+        "application/json",
+        key="cr_json",
+        on_click="ignore",
+    )
     mine = {r["run_id"] for r in rows if r["mine"] or runs.delete_any()}
     others = [i for i in chosen if i not in mine]
     sure = c[3].checkbox("Yes, delete the selected runs", key="cr_sure", disabled=not chosen or bool(others))
     why = "You can delete only your own runs" if others else None
-    c[2].button("Delete selected", key="cr_delete", disabled=not (chosen and sure) or bool(others), help=why,
-                on_click=_delete, args=(chosen,))  # fmt: skip
+    c[2].button(
+        "Delete selected",
+        key="cr_delete",
+        disabled=not (chosen and sure) or bool(others),
+        help=why,
+        on_click=_delete,
+        args=(chosen,),
+    )
     if others:
         st.warning(f"{len(others)} of the selected runs are not yours: you can delete only your own runs.")
     st.caption(f"Export covers {'the selected' if chosen else 'all listed'} runs ({len(target)}).")
@@ -140,8 +193,10 @@ def _actions(rows: list[dict[str, Any]]) -> None:
 def render() -> None:
     """Draw the page."""
     st.title("Compare runs")
-    st.caption("Every run saved by this app or the `ptq` command line, by everyone using it; you can delete your "
-               "own. Failed, cancelled and interrupted runs are kept with their error.")  # fmt: skip
+    st.caption(
+        "Every run saved by this app or the `ptq` command line, by everyone using it; you can delete your "
+        "own. Failed, cancelled and interrupted runs are kept with their error."
+    )
     deleted = st.session_state.pop("cr_deleted", None)
     if deleted is not None:
         n, kept = deleted
@@ -158,15 +213,44 @@ def render() -> None:
     listed = _sweep_ui(listed)
     records = {r.run_id: r for r in listed}
     rows = _filter_ui([_row(r) for r in listed])
-    st.caption("Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "
-               "evaluated on different subsets.")  # fmt: skip
-    st.dataframe(rows, hide_index=True, column_order=["run_id", "created", "status", "owner", "model", "method", "bits",
-                 "fp_top1", "top1", "drop", "top5", "test images", "data", "observers", "overrides", "preset",
-                 "iters", "calib", "seed", "size MB", "seconds", "error"],
-                 column_config={"top1": st.column_config.NumberColumn("top-1 %", format="%.2f"),
-                                "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f"),
-                                "top5": st.column_config.NumberColumn("top-5 %", format="%.2f"),
-                                "drop": st.column_config.NumberColumn("drop (pts)", format="%.2f")})  # fmt: skip
+    st.caption(
+        "Accuracies are on the first *test images* of the run's *data*; a float top-1 differs between runs "
+        "evaluated on different subsets."
+    )
+    st.dataframe(
+        rows,
+        hide_index=True,
+        column_order=[
+            "run_id",
+            "created",
+            "status",
+            "owner",
+            "model",
+            "method",
+            "bits",
+            "fp_top1",
+            "top1",
+            "drop",
+            "top5",
+            "test images",
+            "data",
+            "observers",
+            "overrides",
+            "preset",
+            "iters",
+            "calib",
+            "seed",
+            "size MB",
+            "seconds",
+            "error",
+        ],
+        column_config={
+            "top1": st.column_config.NumberColumn("top-1 %", format="%.2f"),
+            "fp_top1": st.column_config.NumberColumn("float top-1 %", format="%.2f"),
+            "top5": st.column_config.NumberColumn("top-5 %", format="%.2f"),
+            "drop": st.column_config.NumberColumn("drop (pts)", format="%.2f"),
+        },
+    )
     if not rows:
         st.info("No run matches the filters.")
         return
@@ -178,10 +262,14 @@ def render() -> None:
 def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
     """One run in full: what its numbers are, its error if it failed, its description to re-run."""
     ids = [r["run_id"] for r in rows]
-    run_id = persistent(st.selectbox, "cr_detail", "Run details", ids,
-                        format_func=lambda i: f"{i} · {records[i].method} "
-                                            f"{records[i].bits_label} · {records[i].status}",
-                        options=ids)  # fmt: skip
+    run_id = persistent(
+        st.selectbox,
+        "cr_detail",
+        "Run details",
+        ids,
+        format_func=lambda i: f"{i} · {records[i].method} {records[i].bits_label} · {records[i].status}",
+        options=ids,
+    )
     rec = records[run_id]
     st.caption(literal(uploads.redact(describe_run(rec))))
     if rec.error:
@@ -189,12 +277,20 @@ def _detail(rows: list[dict[str, Any]], records: dict[str, Any]) -> None:
     if rec.status in ("interrupted", "failed", "cancelled") and rec.spec:
         job = st.session_state.get("job")
         busy = job is not None and job.running
-        st.button("Re-run this description", key="cr_rerun", disabled=busy, on_click=_rerun, args=(rec.spec,),
-                  help="Your job is still going" if busy else "Queues the same run again, as yours; follow it "
-                  "on the Quantize page.")  # fmt: skip
+        st.button(
+            "Re-run this description",
+            key="cr_rerun",
+            disabled=busy,
+            on_click=_rerun,
+            args=(rec.spec,),
+            help="Your job is still going"
+            if busy
+            else "Queues the same run again, as yours; follow it on the Quantize page.",
+        )
     with st.expander("Run description (re-run it with `python -m ptq_core quantize --config FILE`)"):
-        st.json(uploads.redact_json(rec.spec or {"method": rec.config, "note": "stored before runs kept their "
-                                                "description"}))  # fmt: skip
+        st.json(
+            uploads.redact_json(rec.spec or {"method": rec.config, "note": "stored before runs kept their description"})
+        )
     if rec.status == "done" and rec.spec:
         _export(rec.run_id)
         _report_ui(run_id)
@@ -211,9 +307,11 @@ def _export(run_id: str) -> None:
     if not ready:
         if job is not None and job.snapshot().status == "failed":
             st.error(literal(f"Export failed: {job.snapshot().error}"))
-        st.caption("The run is quantized again from its description (same seed, same images); its top-1 must "
-                   "equal the stored one, then each file is checked: the ONNX model in onnxruntime on the run's "
-                   "test images, the integer checkpoint by reloading it.")  # fmt: skip
+        st.caption(
+            "The run is quantized again from its description (same seed, same images); its top-1 must "
+            "equal the stored one, then each file is checked: the ONNX model in onnxruntime on the run's "
+            "test images, the integer checkpoint by reloading it."
+        )
         if st.button("Prepare the export files", key="cr_export_go"):
             runs.start_export(run_id)
             st.rerun()
@@ -225,13 +323,17 @@ def _export(run_id: str) -> None:
         text = f"{report['format']}: {verdict}" + (f" ({checks})" if checks else "")
         (st.caption if report["passed"] else st.error)(literal(text))
     binary = "application/octet-stream"
-    names = {"onnx": ("ONNX (QDQ)", binary), "int": ("Integer checkpoint", binary),
-             "encodings": ("Encodings (JSON)", "application/json")}
+    names = {
+        "onnx": ("ONNX (QDQ)", binary),
+        "int": ("Integer checkpoint", binary),
+        "encodings": ("Encodings (JSON)", "application/json"),
+    }
     cols = st.columns(len(result["files"]))
     for col, (fmt, path) in zip(cols, result["files"].items(), strict=True):
         label, mime = names[fmt]
-        col.download_button(label, runs.read_file(path), path.rsplit("/", 1)[-1], mime, key=f"cr_dl_{fmt}",
-                            on_click="ignore")  # fmt: skip
+        col.download_button(
+            label, runs.read_file(path), path.rsplit("/", 1)[-1], mime, key=f"cr_dl_{fmt}", on_click="ignore"
+        )
     st.dataframe(result["encodings"], hide_index=True, height=300)
 
 
@@ -256,9 +358,13 @@ def _report_ui(run_id: str) -> None:
     """Build the run's shareable HTML report (the run is rebuilt from its description), then download it."""
     job = st.session_state.get("report_job")
     running = job is not None and job.running
-    if st.button("Build a shareable report (HTML)", key="cr_report", disabled=running,
-                 help="Re-runs the stored description (same seed, same model), checks the top-1, and writes one "
-                 "self-contained file: spec, accuracy, per-layer errors, diagnosis, scales, histograms."):  # fmt: skip
+    if st.button(
+        "Build a shareable report (HTML)",
+        key="cr_report",
+        disabled=running,
+        help="Re-runs the stored description (same seed, same model), checks the top-1, and writes one "
+        "self-contained file: spec, accuracy, per-layer errors, diagnosis, scales, histograms.",
+    ):
         with errors_shown():
             job = runs.start_report(run_id)
         if job.running:
@@ -274,10 +380,12 @@ def _report_ui(run_id: str) -> None:
         return
     res = snap.result
     same = "equals" if res["reproduced"] else "differs from"
-    st.caption(f"Run {res['run_id']} rebuilt: top-1 {res['rebuilt_top1']:.2f}% {same} the stored "
-               f"{res['stored_top1']:.2f}%.")  # fmt: skip
-    st.download_button("Download the report", res["html"], f"report-{res['run_id']}.html", "text/html",
-                       key="cr_report_download")  # fmt: skip
+    st.caption(
+        f"Run {res['run_id']} rebuilt: top-1 {res['rebuilt_top1']:.2f}% {same} the stored {res['stored_top1']:.2f}%."
+    )
+    st.download_button(
+        "Download the report", res["html"], f"report-{res['run_id']}.html", "text/html", key="cr_report_download"
+    )
 
 
 render()

@@ -44,10 +44,20 @@ def _controls(sel: Selection) -> tuple[str, int, int, float]:
 def _numbers(res: dict) -> None:
     c = st.columns(4)
     n = res["weights"]
-    c[0].metric("Flipped up vs nearest", f"{res['flipped_up']:,}", f"{100 * res['flipped_up'] / n:.1f}% of {n:,}",
-                delta_color="off", delta_arrow="off")  # fmt: skip
-    c[1].metric("Flipped down vs nearest", f"{res['flipped_down']:,}",
-                f"{100 * res['flipped_down'] / n:.1f}% of {n:,}", delta_color="off", delta_arrow="off")  # fmt: skip
+    c[0].metric(
+        "Flipped up vs nearest",
+        f"{res['flipped_up']:,}",
+        f"{100 * res['flipped_up'] / n:.1f}% of {n:,}",
+        delta_color="off",
+        delta_arrow="off",
+    )
+    c[1].metric(
+        "Flipped down vs nearest",
+        f"{res['flipped_down']:,}",
+        f"{100 * res['flipped_down'] / n:.1f}% of {n:,}",
+        delta_color="off",
+        delta_arrow="off",
+    )
     near, ada = res["output_error_nearest"], res["output_error_adaround"]
     c[2].metric(
         "Output error: nearest → AdaRound",
@@ -73,18 +83,24 @@ def _panel(sel: Selection) -> None:
     _numbers(res)
     left, right = st.columns(2)
     left.plotly_chart(charts.learn.rounding_scatter(res["scatter"]), key="ar_scatter", config=charts.base.CONFIG)
-    right.plotly_chart(charts.learn.h_evolution_figure(res["h_init"], res["snapshots"], learn.H_BINS),
-                       key="ar_h", config=charts.base.CONFIG)  # fmt: skip
+    right.plotly_chart(
+        charts.learn.h_evolution_figure(res["h_init"], res["snapshots"], learn.H_BINS),
+        key="ar_h",
+        config=charts.base.CONFIG,
+    )
     left, right = st.columns(2)
     left.plotly_chart(charts.learn.adaround_loss_figure(res["history"]), key="ar_loss", config=charts.base.CONFIG)
-    right.plotly_chart(charts.learn.rectified_sigmoid_figure(learn.rectified_sigmoid_curve()), key="ar_sig",
-                       config=charts.base.CONFIG)  # fmt: skip
+    right.plotly_chart(
+        charts.learn.rectified_sigmoid_figure(learn.rectified_sigmoid_curve()), key="ar_sig", config=charts.base.CONFIG
+    )
     undecided = res["snapshots"][-1]["undecided"] if res["snapshots"] else float("nan")
-    st.caption(f"{layer}: {res['weights']:,} weights in {res['channels']} channels, {bits}-bit grid, {iters} steps, "
-               f"λ = {lam}. At the last step {100 * undecided:.1f}% of the h values were still strictly between "
-               "0.01 and 0.99. Left: grey points round as nearest; red/blue points cross the dashed line the "
-               "other way, the choices that lower the output error. Most flips sit near a fractional part of "
-               "0.5, where the two grid lines are almost equally far.")  # fmt: skip
+    st.caption(
+        f"{layer}: {res['weights']:,} weights in {res['channels']} channels, {bits}-bit grid, {iters} steps, "
+        f"λ = {lam}. At the last step {100 * undecided:.1f}% of the h values were still strictly between "
+        "0.01 and 0.99. Left: grey points round as nearest; red/blue points cross the dashed line the "
+        "other way, the choices that lower the output error. Most flips sit near a fractional part of "
+        "0.5, where the two grid lines are almost equally far."
+    )
 
 
 def render() -> None:

@@ -39,16 +39,20 @@ def _metrics(res: dict) -> None:
     c[0].metric("Float top-1", f"{res['fp_top1']:.2f}%")
     c[1].metric("Quantized top-1", f"{res['top1_base']:.2f}%")
     c[2].metric("With CAT", f"{res['top1']:.2f}%", f"{res['top1'] - res['top1_base']:+.2f} pts")
-    c[3].metric("Fixed / broken", f"{res['fixes']} / {res['breaks']}", help="test images wrong before and right "
-                "after / right before and wrong after")  # fmt: skip
+    c[3].metric(
+        "Fixed / broken",
+        f"{res['fixes']} / {res['breaks']}",
+        help="test images wrong before and right after / right before and wrong after",
+    )
 
 
 def _affine_panel(res: dict, logits: dict, classes: list[str]) -> None:
     """One cluster, one class: the fitting samples, the fitted line and the blend."""
     sizes = res["fit_counts"]
     c1, c2 = st.columns(2)
-    cluster = c1.selectbox("Cluster", list(range(res["k"])), key="cat_cluster",
-                           format_func=lambda k: f"{k} ({sizes[k]} fitting images)")  # fmt: skip
+    cluster = c1.selectbox(
+        "Cluster", list(range(res["k"])), key="cat_cluster", format_func=lambda k: f"{k} ({sizes[k]} fitting images)"
+    )
     names = classes if len(classes) == res["num_classes"] else [str(i) for i in range(res["num_classes"])]
     cls = c2.selectbox("Class", list(range(res["num_classes"])), key="cat_class", format_func=names.__getitem__)
     members = [i for i, a in enumerate(res["fit_assign"]) if a == cluster]
@@ -56,8 +60,11 @@ def _affine_panel(res: dict, logits: dict, classes: list[str]) -> None:
     zf = [float(logits["fit_f"][i, cls]) for i in members]
     gamma, beta = res["gamma"][cluster][cls], res["beta"][cluster][cls]
     title = f"Cluster {cluster}, class {names[cls]}: γ = {gamma:.3f}, β = {beta:.3f}"
-    st.plotly_chart(charts.learn.cat_affine_figure(zq, zf, gamma, beta, res["alpha"], title), key="cat_affine",
-                    config=charts.base.CONFIG)  # fmt: skip
+    st.plotly_chart(
+        charts.learn.cat_affine_figure(zq, zf, gamma, beta, res["alpha"], title),
+        key="cat_affine",
+        config=charts.base.CONFIG,
+    )
     if cluster in res["fallback"]:
         st.caption("This cluster had too few fitting images: it keeps the identity (γ = 1, β = 0).")
 
@@ -68,21 +75,35 @@ def _panel(sel: Selection, classes: list[str]) -> None:
         res = learn.cat_demo(sel, bits, k, alpha)
         logits = learn.cat_logits(sel, bits)
     _metrics(res)
-    st.caption(f"RTN W{bits}A{bits} (weights mse, activations min-max, 8-bit first/last layers, 256 calibration "
-               f"images, seed 0) on {sel.data}; every accuracy here is on the first {len(res['labels']):,} test "
-               "images, so it differs from runs evaluated on another subset or with other settings.")  # fmt: skip
+    st.caption(
+        f"RTN W{bits}A{bits} (weights mse, activations min-max, 8-bit first/last layers, 256 calibration "
+        f"images, seed 0) on {sel.data}; every accuracy here is on the first {len(res['labels']):,} test "
+        "images, so it differs from runs evaluated on another subset or with other settings."
+    )
     left, right = st.columns(2)
-    hover = [f"label {classes[y] if y < len(classes) else y} · {s}" for y, s in zip(res["labels"], res["status"],
-                                                                                     strict=True)]  # fmt: skip
-    left.plotly_chart(charts.learn.cat_scatter(res["points_2d"], res["assign"], hover, "Quantized logits of the "
-                      "test images, by cluster"), key="cat_clusters", config=charts.base.CONFIG)  # fmt: skip
-    right.plotly_chart(charts.learn.cluster_table_figure(res["acc_before"], res["acc_after"], res["eval_counts"]),
-                       key="cat_acc", config=charts.base.CONFIG)  # fmt: skip
+    hover = [
+        f"label {classes[y] if y < len(classes) else y} · {s}"
+        for y, s in zip(res["labels"], res["status"], strict=True)
+    ]
+    left.plotly_chart(
+        charts.learn.cat_scatter(
+            res["points_2d"], res["assign"], hover, "Quantized logits of the test images, by cluster"
+        ),
+        key="cat_clusters",
+        config=charts.base.CONFIG,
+    )
+    right.plotly_chart(
+        charts.learn.cluster_table_figure(res["acc_before"], res["acc_after"], res["eval_counts"]),
+        key="cat_acc",
+        config=charts.base.CONFIG,
+    )
     _affine_panel(res, logits, classes)
     gap0, gap1 = res["gap_before"], res["gap_after"]
-    st.caption(f"KL(float ‖ quantized) {gap0['kl']:.4f} → {gap1['kl']:.4f}; logit MSE {gap0['mse']:.3f} → "
-               f"{gap1['mse']:.3f}. Cost: {res['overhead_floats']:,} extra numbers ({res['overhead_bytes']:,} bytes "
-               "in fp32): the K×C slopes and shifts and the K centroids.")  # fmt: skip
+    st.caption(
+        f"KL(float ‖ quantized) {gap0['kl']:.4f} → {gap1['kl']:.4f}; logit MSE {gap0['mse']:.3f} → "
+        f"{gap1['mse']:.3f}. Cost: {res['overhead_floats']:,} extra numbers ({res['overhead_bytes']:,} bytes "
+        "in fp32): the K×C slopes and shifts and the K centroids."
+    )
 
 
 def render() -> None:

@@ -31,8 +31,9 @@ def _controls(sel: Selection) -> tuple[str, int, str, float]:
     c1, c2, c3, c4 = st.columns([3, 1, 2, 3])
     layer = persistent(c1.selectbox, "mp_layer", "Layer", layers, options=layers, default=default)
     bits = c2.selectbox("Bits", [2, 3, 4], index=1, key="mp_bits")
-    grid = c3.selectbox("Grid", ["signed", "symmetric"], key="mp_grid",
-                        help="signed: all 2^b codes; symmetric: 2^b − 1 codes around 0.")  # fmt: skip
+    grid = c3.selectbox(
+        "Grid", ["signed", "symmetric"], key="mp_grid", help="signed: all 2^b codes; symmetric: 2^b − 1 codes around 0."
+    )
     budget = c4.select_slider("Extra points (% of channels)", list(learn.BUDGETS), value=25, key="mp_budget")
     return layer, bits, grid, float(budget)
 
@@ -40,8 +41,12 @@ def _controls(sel: Selection) -> tuple[str, int, str, float]:
 def _channel_ui(demo: dict, points: list[int]) -> tuple[int, int]:
     order = sorted(range(demo["channels"]), key=lambda c: (-points[c], c))
     c1, c2 = st.columns([2, 3])
-    channel = c1.selectbox("Channel", order, key="mp_channel", format_func=lambda c: f"{c} ({points[c]} point"
-                           f"{'s' if points[c] > 1 else ''} at this budget)")  # fmt: skip
+    channel = c1.selectbox(
+        "Channel",
+        order,
+        key="mp_channel",
+        format_func=lambda c: f"{c} ({points[c]} point{'s' if points[c] > 1 else ''} at this budget)",
+    )
     shown = c2.slider("Points drawn", 1, learn.MAX_POINTS, 2, key="mp_shown")
     return channel, shown
 
@@ -55,14 +60,19 @@ def _panel(sel: Selection) -> None:
     i = curve["budget"].index(int(budget)) if int(budget) in curve["budget"] else 0
     c = st.columns(4)
     c[0].metric("Channels", demo["channels"], f"{demo['d']} weights each", delta_color="off", delta_arrow="off")
-    c[1].metric("Extra points", sum(points) - demo["channels"], f"{budget:.0f}% of the channels", delta_color="off",
-                delta_arrow="off")  # fmt: skip
+    c[1].metric(
+        "Extra points",
+        sum(points) - demo["channels"],
+        f"{budget:.0f}% of the channels",
+        delta_color="off",
+        delta_arrow="off",
+    )
     one, now = curve["error"][0], curve["error"][i]
-    c[2].metric("Layer output error", f"{now:.3g}", f"{100 * (now - one) / one:+.0f}% vs one point each",
-                delta_color="inverse")  # fmt: skip
+    c[2].metric(
+        "Layer output error", f"{now:.3g}", f"{100 * (now - one) / one:+.0f}% vs one point each", delta_color="inverse"
+    )
     rnd = curve["random"][i]
-    c[3].metric("Same budget, random channels", f"{rnd:.3g}", f"{100 * (rnd - one) / one:+.0f}%",
-                delta_color="inverse")  # fmt: skip
+    c[3].metric("Same budget, random channels", f"{rnd:.3g}", f"{100 * (rnd - one) / one:+.0f}%", delta_color="inverse")
     left, right = st.columns([3, 2])
     left.plotly_chart(charts.learn.budget_figure(curve, budget), key="mp_budget_fig", config=charts.base.CONFIG)
     right.plotly_chart(charts.learn.points_histogram(points), key="mp_hist", config=charts.base.CONFIG)
@@ -71,18 +81,31 @@ def _panel(sel: Selection) -> None:
     with errors_shown():
         view = learn.multipoint_channel(demo, channel)
     left, right = st.columns(2)
-    left.plotly_chart(charts.learn.points_figure(view["w"], view["partial"], shown), key="mp_points",
-                      config=charts.base.CONFIG)  # fmt: skip
-    right.plotly_chart(charts.learn.residual_figure(view["residual"], [view["reference"], *view["errors"]]),
-                       key="mp_residual", config=charts.base.CONFIG)  # fmt: skip
-    rows = [{"point": n + 1, "coefficient a": a, "codes used": len(lv), "|residual| after": view["residual"][n + 1],
-             "output error after": view["errors"][n],
-             "relative output error": view["errors"][n] / view["reference"] if view["reference"] else None}
-            for n, (a, lv) in enumerate(zip(view["coeffs"], view["levels"], strict=True))]  # fmt: skip
+    left.plotly_chart(
+        charts.learn.points_figure(view["w"], view["partial"], shown), key="mp_points", config=charts.base.CONFIG
+    )
+    right.plotly_chart(
+        charts.learn.residual_figure(view["residual"], [view["reference"], *view["errors"]]),
+        key="mp_residual",
+        config=charts.base.CONFIG,
+    )
+    rows = [
+        {
+            "point": n + 1,
+            "coefficient a": a,
+            "codes used": len(lv),
+            "|residual| after": view["residual"][n + 1],
+            "output error after": view["errors"][n],
+            "relative output error": view["errors"][n] / view["reference"] if view["reference"] else None,
+        }
+        for n, (a, lv) in enumerate(zip(view["coeffs"], view["levels"], strict=True))
+    ]
     st.dataframe(rows, hide_index=True)
-    st.caption("Each point's coefficient is smaller than the last: the next grid is finer and only corrects "
-               "what is left. A channel with n points runs as n b-bit output channels whose outputs are scaled "
-               "by a₁…aₙ and summed, so the hardware only ever multiplies b-bit weights.")  # fmt: skip
+    st.caption(
+        "Each point's coefficient is smaller than the last: the next grid is finer and only corrects "
+        "what is left. A channel with n points runs as n b-bit output channels whose outputs are scaled "
+        "by a₁…aₙ and summed, so the hardware only ever multiplies b-bit weights."
+    )
 
 
 def render() -> None:

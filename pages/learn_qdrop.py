@@ -30,8 +30,10 @@ def _controls(sel: Selection) -> tuple[str, int, float, int]:
     with errors_shown():
         blocks = learn.block_names(sel)
     if not blocks:
-        st.warning("This model has no reconstruction blocks (residual, inverted residual, encoder…): QDrop's "
-                   "mixing is shown on blocks. Pick a zoo model on the Model & data page.")  # fmt: skip
+        st.warning(
+            "This model has no reconstruction blocks (residual, inverted residual, encoder…): QDrop's "
+            "mixing is shown on blocks. Pick a zoo model on the Model & data page."
+        )
         st.stop()
     default = next((b for b in blocks if "layer2" in b), blocks[len(blocks) // 2])
     c1, c2, c3, c4 = st.columns([2, 1, 3, 1])
@@ -50,26 +52,42 @@ def _panel(sel: Selection) -> None:
     c = st.columns(4)
     c[0].metric("Elements kept float", f"{100 * pic['kept_float']:.1f}%", help="in this one draw of the mask")
     c[1].metric("Input MSE: quantized", f"{pic['mse_quantized']:.3g}", help="against the float input, this channel")
-    c[2].metric("Input MSE: mixed", f"{pic['mse_mixed']:.3g}", f"expected (1 − p)·{pic['mse_quantized']:.3g} = "
-                f"{pic['expected_mse_mixed']:.3g}", delta_color="off", delta_arrow="off")  # fmt: skip
+    c[2].metric(
+        "Input MSE: mixed",
+        f"{pic['mse_mixed']:.3g}",
+        f"expected (1 − p)·{pic['mse_quantized']:.3g} = {pic['expected_mse_mixed']:.3g}",
+        delta_color="off",
+        delta_arrow="off",
+    )
     gain = pic["snr_gain_db"]
     c[3].metric("Noise removed by the mix", f"{gain:.1f} dB" if math.isfinite(gain) else "all")
-    st.plotly_chart(charts.learn.qdrop_maps_figure(demo["x_fp"], demo["x_q"], pic["mask"], pic["mixed"]),
-                    key="qd_maps", config=charts.base.CONFIG)  # fmt: skip
+    st.plotly_chart(
+        charts.learn.qdrop_maps_figure(demo["x_fp"], demo["x_q"], pic["mask"], pic["mixed"]),
+        key="qd_maps",
+        config=charts.base.CONFIG,
+    )
     shape = "×".join(str(d) for d in demo["shape"])
-    where = (f"channel {demo['channel']} of the first calibration image (the channel where quantization moved "
-             "the input most)" if len(demo["shape"]) == 3 else "tokens (rows) × features of the first calibration "
-             "image")  # fmt: skip
-    st.caption(f"Input of {block} ({shape} per image): {where}. {100 * demo['quantized_fraction']:.0f}% of the "
-               "block's input elements differ between the quantized and the float model.")  # fmt: skip
-    st.plotly_chart(charts.learn.qdrop_curves_figure(demo["p"], demo["curves"], p), key="qd_curve",
-                    config=charts.base.CONFIG)  # fmt: skip
-    st.markdown("At p = 0 the block sees the quantized model's input: its output error is what BRECQ trains "
-                "against. As p grows, the input noise falls linearly (dotted line) and so does the error of the "
-                "float block; the quantized block keeps its own error at p = 1. With dropping inside the block as "
-                "well (QDrop's training forward), the block sees every intermediate noise level: the loss it is "
-                f"trained on averages over these noisy versions of the input. Averaged over {demo['draws']} masks "
-                f"on {demo['images']} images.")  # fmt: skip
+    where = (
+        f"channel {demo['channel']} of the first calibration image (the channel where quantization moved "
+        "the input most)"
+        if len(demo["shape"]) == 3
+        else "tokens (rows) × features of the first calibration image"
+    )
+    st.caption(
+        f"Input of {block} ({shape} per image): {where}. {100 * demo['quantized_fraction']:.0f}% of the "
+        "block's input elements differ between the quantized and the float model."
+    )
+    st.plotly_chart(
+        charts.learn.qdrop_curves_figure(demo["p"], demo["curves"], p), key="qd_curve", config=charts.base.CONFIG
+    )
+    st.markdown(
+        "At p = 0 the block sees the quantized model's input: its output error is what BRECQ trains "
+        "against. As p grows, the input noise falls linearly (dotted line) and so does the error of the "
+        "float block; the quantized block keeps its own error at p = 1. With dropping inside the block as "
+        "well (QDrop's training forward), the block sees every intermediate noise level: the loss it is "
+        f"trained on averages over these noisy versions of the input. Averaged over {demo['draws']} masks "
+        f"on {demo['images']} images."
+    )
 
 
 def render() -> None:

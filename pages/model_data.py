@@ -41,10 +41,12 @@ def _architecture(info: dict[str, Any]) -> None:
         spec = current_spec(explore.quantizable_layers(sel))
         arch = explore.architecture(sel, spec)
     st.subheader("Architecture")
-    st.caption(f"Quantized with the Quantize page's settings: W{spec.wbits}/A{spec.abits}, first/last "
-               f"{spec.first_last_bits or 'same'}, {'per-channel' if spec.w_per_channel else 'per-tensor'} "
-               "weights. MACs are multiply-accumulates for one image. BatchNorm is folded into the conv "
-               "before quantization.")  # fmt: skip
+    st.caption(
+        f"Quantized with the Quantize page's settings: W{spec.wbits}/A{spec.abits}, first/last "
+        f"{spec.first_last_bits or 'same'}, {'per-channel' if spec.w_per_channel else 'per-tensor'} "
+        "weights. MACs are multiply-accumulates for one image. BatchNorm is folded into the conv "
+        "before quantization."
+    )
     c = st.columns(4)
     c[0].metric("Parameters", f"{arch['total_params']:,}")
     c[1].metric("MACs / image", _si(arch["total_macs"]))
@@ -57,9 +59,15 @@ def _architecture(info: dict[str, Any]) -> None:
         st.info(f"Parameters kept in float (not inside a conv/linear layer): {', '.join(arch['float_params'])}")
     if arch["decomposed"]:
         st.info(f"Attention split into linear layers for quantization: {', '.join(arch['decomposed'])}")
-    st.dataframe(arch["rows"], hide_index=True, height=360,
-                 column_config={"params": st.column_config.NumberColumn(format="localized"),
-                                "MACs": st.column_config.NumberColumn(format="localized")})  # fmt: skip
+    st.dataframe(
+        arch["rows"],
+        hide_index=True,
+        height=360,
+        column_config={
+            "params": st.column_config.NumberColumn(format="localized"),
+            "MACs": st.column_config.NumberColumn(format="localized"),
+        },
+    )
 
 
 def _accuracy(info: dict[str, Any]) -> None:
@@ -69,8 +77,9 @@ def _accuracy(info: dict[str, Any]) -> None:
     if card_top1 is not None:
         cols[0].metric("Top-1 (model card, full test split)", f"{card_top1:.2f}%")
     fmt = lambda n: "all test images" if n == 0 else f"first {n} test images"  # noqa: E731
-    limit = persistent(cols[1].selectbox, "fp_limit", "Evaluate on", ACC_LIMITS, format_func=fmt, options=ACC_LIMITS,
-                       default=1000)  # fmt: skip
+    limit = persistent(
+        cols[1].selectbox, "fp_limit", "Evaluate on", ACC_LIMITS, format_func=fmt, options=ACC_LIMITS, default=1000
+    )
     sel = selection()
     token = (sel.key, sel.data, limit)
     if cols[1].button("Evaluate float accuracy", key="fp_eval"):
@@ -78,22 +87,30 @@ def _accuracy(info: dict[str, Any]) -> None:
     if st.session_state.get("fp_eval_done") == token:  # cached after the first click
         with errors_shown():
             acc = explore.float_accuracy(sel, limit or None)
-        cols[2].metric(f"Top-1 / top-5 on {acc['samples']:,} images", f"{acc['top1']:.2f}%",
-                       f"top-5 {acc['top5']:.2f}%", delta_color="off")  # fmt: skip
+        cols[2].metric(
+            f"Top-1 / top-5 on {acc['samples']:,} images",
+            f"{acc['top1']:.2f}%",
+            f"top-5 {acc['top5']:.2f}%",
+            delta_color="off",
+        )
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Model & data")
-    st.caption("Pick the float model to quantize, the data to calibrate and evaluate on, and the device. "
-               "Every other page works on this choice.")  # fmt: skip
+    st.caption(
+        "Pick the float model to quantize, the data to calibrate and evaluate on, and the device. "
+        "Every other page works on this choice."
+    )
     _choices()
     st.divider()
     info = require_model(allow_download=st.session_state.pop("allow_download", False), explain=False)
     data = info["data"]
-    st.caption(f"**{literal(uploads.model_label(info['name']))}** ({info['source']}, {info['status']}) · data: "
-               f"{literal(uploads.redact(data['source']))}, {data['calib']:,} calibration / {data['test']:,} test "
-               f"images, {len(info['classes'])} classes")  # fmt: skip
+    st.caption(
+        f"**{literal(uploads.model_label(info['name']))}** ({info['source']}, {info['status']}) · data: "
+        f"{literal(uploads.redact(data['source']))}, {data['calib']:,} calibration / {data['test']:,} test "
+        f"images, {len(info['classes'])} classes"
+    )
     _architecture(info)
     _accuracy(info)
 

@@ -31,8 +31,16 @@ def _controls(sel: Selection) -> tuple[str, int, float]:
         layers = explore.quantizable_layers(sel)
     c1, c2, c3 = st.columns([3, 2, 2])
     layer = persistent(c1.selectbox, "oc_layer", "Layer", layers, options=layers)
-    n = persistent(c2.slider, "oc_images", "Calibration images", 8, 512, step=8,
-                   help="Images whose activations are measured.", default=128)  # fmt: skip
+    n = persistent(
+        c2.slider,
+        "oc_images",
+        "Calibration images",
+        8,
+        512,
+        step=8,
+        help="Images whose activations are measured.",
+        default=128,
+    )
     z = persistent(c3.slider, "oc_z", "Outlier threshold (z-score)", 1.0, 20.0, step=0.5, default=3.5)
     return layer, int(n), float(z)
 
@@ -44,24 +52,32 @@ def _summary(stats: dict[str, Any], z: float, col: Any) -> None:
     c[0].metric("Channels", len(scores))
     c[1].metric("Outlier channels", len(outliers), help=f"z-score above {z:g}: {outliers[:12]}")
     c[2].metric("Largest z-score", f"{max(scores):.2f}" if scores else "n/a")
-    c[3].metric("Dead / near-constant", f"{len(stats['dead'])} / {len(stats['constant'])}",
-                help=f"dead: {stats['dead'][:12]}; near-constant: {stats['constant'][:12]}")  # fmt: skip
+    c[3].metric(
+        "Dead / near-constant",
+        f"{len(stats['dead'])} / {len(stats['constant'])}",
+        help=f"dead: {stats['dead'][:12]}; near-constant: {stats['constant'][:12]}",
+    )
 
 
 def _ranges_tab(data: dict[str, Any], source: str, z: float) -> None:
     stats = data[source]
     _summary(stats, z, st)
-    st.plotly_chart(charts.diagnose.channel_ranges_figure(stats, SOURCES[source].capitalize(), z), key=f"oc_{source}",
-                    config=charts.base.CONFIG)  # fmt: skip
+    st.plotly_chart(
+        charts.diagnose.channel_ranges_figure(stats, SOURCES[source].capitalize(), z),
+        key=f"oc_{source}",
+        config=charts.base.CONFIG,
+    )
 
 
 def _map_tab(sel: Selection, layer: str, n: int) -> None:
-    st.caption("RepAPQ's view: the largest |activation| of every channel of a module's *output* on every "
-               "calibration sample (re-parameterized blocks are merged first; their output is what the next "
-               "quantized conv receives). Outliers that are *channel-specific* (a bright row) and "
-               "*sample-specific* (a few bright cells in it) are what MSE-driven calibration over-reacts to. "
-               "Channel score = the channel's largest value / the layer's median; sample score = a cell / "
-               "its channel's median.")  # fmt: skip
+    st.caption(
+        "RepAPQ's view: the largest |activation| of every channel of a module's *output* on every "
+        "calibration sample (re-parameterized blocks are merged first; their output is what the next "
+        "quantized conv receives). Outliers that are *channel-specific* (a bright row) and "
+        "*sample-specific* (a few bright cells in it) are what MSE-driven calibration over-reacts to. "
+        "Channel score = the channel's largest value / the layer's median; sample score = a cell / "
+        "its channel's median."
+    )
     with errors_shown():
         names = diagnose.outlier_layers(sel)
     default = next((m for m in names if m == layer), names[0])
@@ -72,36 +88,65 @@ def _map_tab(sel: Selection, layer: str, n: int) -> None:
     c = st.columns(3)
     c[0].metric("Strongest channel score", f"{max(scores):.1f}×", help="max over samples / median of the layer")
     top = got["top"][0] if got["top"] else None
-    c[1].metric("Strongest sample score", f"{top['sample_score']:.1f}×" if top else "n/a",
-                help=f"channel {top['channel']}, sample {top['sample']}" if top else None)  # fmt: skip
+    c[1].metric(
+        "Strongest sample score",
+        f"{top['sample_score']:.1f}×" if top else "n/a",
+        help=f"channel {top['channel']}, sample {top['sample']}" if top else None,
+    )
     c[2].metric("Median channel maximum", f"{got['median']:.3g}")
-    st.plotly_chart(charts.diagnose.channel_sample_heatmap(got["map"], f"{module}: max |x| per channel and sample"),
-                    key="oc_map", config=charts.base.CONFIG)  # fmt: skip
+    st.plotly_chart(
+        charts.diagnose.channel_sample_heatmap(got["map"], f"{module}: max |x| per channel and sample"),
+        key="oc_map",
+        config=charts.base.CONFIG,
+    )
     with st.expander("Strongest (channel, sample) outliers"):
         st.dataframe(got["top"], hide_index=True)
 
 
 def _split_controls() -> tuple[str, int, bool, float, bool]:
     c1, c2, c3 = st.columns(3)
-    source = persistent(c1.radio, "oc_split_source", "Tensor", list(SOURCES), format_func=SOURCES.get,
-                        options=list(SOURCES), default="activations")
+    source = persistent(
+        c1.radio,
+        "oc_split_source",
+        "Tensor",
+        list(SOURCES),
+        format_func=SOURCES.get,
+        options=list(SOURCES),
+        default="activations",
+    )
     bits = persistent(c2.slider, "oc_bits", "Bits", 2, 8, default=4)
     grans = ["per-tensor", "per-channel"]
-    gran = persistent(c3.radio, "oc_gran", "Grid", grans, horizontal=True,
-                      help="One grid for the tensor, or one per channel.", options=grans)  # fmt: skip
+    gran = persistent(
+        c3.radio,
+        "oc_gran",
+        "Grid",
+        grans,
+        horizontal=True,
+        help="One grid for the tensor, or one per channel.",
+        options=grans,
+    )
     c4, c5 = st.columns([3, 1])
-    ratio = persistent(c4.slider, "oc_ratio", "Clipping ratio (share of the observed range the grid covers)", 0.05,
-                       1.0, step=0.01, default=1.0)  # fmt: skip
+    ratio = persistent(
+        c4.slider,
+        "oc_ratio",
+        "Clipping ratio (share of the observed range the grid covers)",
+        0.05,
+        1.0,
+        step=0.01,
+        default=1.0,
+    )
     sym = persistent(c5.toggle, "oc_sym", "Symmetric", default=False)
     return source, int(bits), gran == "per-channel", float(ratio), bool(sym)
 
 
 def _split_tab(sel: Selection, layer: str, n: int) -> None:
-    st.caption("Each channel's quantization error at the chosen bit-width, split in two: **rounding** (values "
-               "inside the grid move to the nearest level) and **clipping** (values beyond it are cut to the "
-               "edge). A per-tensor grid covering an outlier channel gives the other channels a coarse step "
-               "(high rounding error); shrinking the range clips the outlier instead. Per-channel grids give "
-               "each channel its own step.")  # fmt: skip
+    st.caption(
+        "Each channel's quantization error at the chosen bit-width, split in two: **rounding** (values "
+        "inside the grid move to the nearest level) and **clipping** (values beyond it are cut to the "
+        "edge). A per-tensor grid covering an outlier channel gives the other channels a coarse step "
+        "(high rounding error); shrinking the range clips the outlier instead. Per-channel grids give "
+        "each channel its own step."
+    )
     source, bits, per_channel, ratio, sym = _split_controls()
     with errors_shown():
         split = diagnose.error_split(sel, layer, source, bits, per_channel, ratio, sym, n)

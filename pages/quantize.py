@@ -43,12 +43,18 @@ def _metrics(rec: Any) -> None:
     c[1].metric("Quantized top-1", _pct(m.get("top1")), _delta(m.get("top1"), m.get("fp_top1")))
     if "top1_base" in m:
         c[1].caption(f"{_pct(m['top1_base'])} without CAT ({_delta(m.get('top1'), m['top1_base'])} from CAT)")
-    c[2].metric("Quantized top-5", _pct(m.get("top5")),
-                _delta(m.get("top5"), m.get("fp_top5"), f" (float {_pct(m.get('fp_top5'))})"))  # fmt: skip
+    c[2].metric(
+        "Quantized top-5",
+        _pct(m.get("top5")),
+        _delta(m.get("top5"), m.get("fp_top5"), f" (float {_pct(m.get('fp_top5'))})"),
+    )
     bits, fp_bits = m.get("size_bits"), m.get("fp_size_bits")
     if bits:
-        c[3].metric("Size", f"{bits / 8e6:.3f} MB", help="quantized weights at their bit-width, scales and "
-                    "everything else in fp32")  # fmt: skip
+        c[3].metric(
+            "Size",
+            f"{bits / 8e6:.3f} MB",
+            help="quantized weights at their bit-width, scales and everything else in fp32",
+        )
         if fp_bits:
             c[3].caption(f"{fp_bits / bits:.1f}× smaller than the float {fp_bits / 8e6:.3f} MB")
 
@@ -56,18 +62,34 @@ def _metrics(rec: Any) -> None:
 def _result(rec: Any) -> None:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.created))
     st.subheader("Result")
-    st.caption(f"Run `{rec.run_id}` ({when}, {rec.metrics.get('seconds', 0):.1f} s on "
-               f"{rec.extras.get('device', '?')}): {literal(uploads.redact(describe_run(rec)))}.")  # fmt: skip
+    st.caption(
+        f"Run `{rec.run_id}` ({when}, {rec.metrics.get('seconds', 0):.1f} s on "
+        f"{rec.extras.get('device', '?')}): {literal(uploads.redact(describe_run(rec)))}."
+    )
     _metrics(rec)
-    st.plotly_chart(charts.runs.sqnr_bars(rec.layers, "Per-layer SQNR (all layers quantized)"), key="result_sqnr",
-                    config=charts.base.CONFIG)  # fmt: skip
-    st.caption("SQNR = 10·log10(signal energy / error energy) of each layer's output; every 6 dB is about one "
-               "bit. Low bars are where the error enters or piles up; see Layer errors for the split.")  # fmt: skip
+    st.plotly_chart(
+        charts.runs.sqnr_bars(rec.layers, "Per-layer SQNR (all layers quantized)"),
+        key="result_sqnr",
+        config=charts.base.CONFIG,
+    )
+    st.caption(
+        "SQNR = 10·log10(signal energy / error energy) of each layer's output; every 6 dB is about one "
+        "bit. Low bars are where the error enters or piles up; see Layer errors for the split."
+    )
     with st.expander("Run description, timings and what stayed float"):
         report = rec.extras.get("report", {})
-        st.json(uploads.redact_json({"spec": rec.spec or {"method": rec.config}, "bits": rec.extras.get("bits", {}),
-                 "timings_s": rec.timings, "unsupported": report.get("unsupported", []),
-                 "folded": report.get("folded", [])}), expanded=False)  # fmt: skip
+        st.json(
+            uploads.redact_json(
+                {
+                    "spec": rec.spec or {"method": rec.config},
+                    "bits": rec.extras.get("bits", {}),
+                    "timings_s": rec.timings,
+                    "unsupported": report.get("unsupported", []),
+                    "folded": report.get("folded", []),
+                }
+            ),
+            expanded=False,
+        )
 
 
 def _latest(model: str) -> Any:
@@ -94,8 +116,10 @@ def _outcome() -> None:
 def render() -> None:
     """Draw the page."""
     st.title("Quantize")
-    st.caption("Weights and each layer's input activations are fake-quantized; the logits stay float. The run "
-               "description below is exactly what Run starts and what the run store keeps.")  # fmt: skip
+    st.caption(
+        "Weights and each layer's input activations are fake-quantized; the logits stay float. The run "
+        "description below is exactly what Run starts and what the run store keeps."
+    )
     info = require_model()
     sel = selection()
     with errors_shown():
@@ -126,8 +150,10 @@ def render() -> None:
     with errors_shown():
         rec = _latest(sel.model)
     if rec is None:
-        st.info("No saved run of yours for this model yet: choose the settings and press Run (Compare runs lists "
-                "everyone's runs).")  # fmt: skip
+        st.info(
+            "No saved run of yours for this model yet: choose the settings and press Run (Compare runs lists "
+            "everyone's runs)."
+        )
     else:
         _result(rec)
 

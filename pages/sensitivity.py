@@ -23,31 +23,54 @@ quantized (weights and its input) and the rest stays float, so each number is th
 SWEEP_LIMITS = [500, 2000, 0]  # test images of the full sweep (0 = all)
 
 
-VIEW_HELP = {"only": "only this layer quantized (its own damage)",
-             "all but": "every layer quantized except this one (what leaving it out gives back)"}  # fmt: skip
+VIEW_HELP = {
+    "only": "only this layer quantized (its own damage)",
+    "all but": "every layer quantized except this one (what leaving it out gives back)",
+}
 
 
 def _bits_ui() -> tuple[list[int], list[tuple[int, int]], str]:
     c1, c2, c3 = st.columns([2, 2, 2])
-    chosen = persistent(c1.multiselect, "sens_bits", "Bit-widths to sweep (W = A)", list(range(2, 9)),
-                        default=[2, 4, 8], help="Each setting costs one calibration and one forward pass per layer.")
-    text = persistent(c2.text_input, "sens_settings", "Other settings", placeholder="W4A8, W2A4, A4",
-                      help="Weight and activation bits apart: W4A8; A4 sweeps the "
-                                               "activation quantizers alone (weights float), W2 the weights "
-                                               "alone.",
-                      default="")  # fmt: skip
-    view = persistent(c3.radio, "sens_view", "View", list(VIEW_HELP), format_func=VIEW_HELP.get, horizontal=False,
-                      options=list(VIEW_HELP))  # fmt: skip
+    chosen = persistent(
+        c1.multiselect,
+        "sens_bits",
+        "Bit-widths to sweep (W = A)",
+        list(range(2, 9)),
+        default=[2, 4, 8],
+        help="Each setting costs one calibration and one forward pass per layer.",
+    )
+    text = persistent(
+        c2.text_input,
+        "sens_settings",
+        "Other settings",
+        placeholder="W4A8, W2A4, A4",
+        help="Weight and activation bits apart: W4A8; A4 sweeps the "
+        "activation quantizers alone (weights float), W2 the weights "
+        "alone.",
+        default="",
+    )
+    view = persistent(
+        c3.radio,
+        "sens_view",
+        "View",
+        list(VIEW_HELP),
+        format_func=VIEW_HELP.get,
+        horizontal=False,
+        options=list(VIEW_HELP),
+    )
     settings: list[tuple[int, int]] = []
     with errors_shown():
         settings = diagnose.parse_settings(text)
     return sorted(chosen), settings, view
 
 
-def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]],
-               view: str) -> list[dict[str, Any]] | None:  # fmt: skip
-    st.caption("**Cheap proxy**: the SQNR of the logits on 32 test images with " + VIEW_HELP[view] + ". Dark red "
-               "cells are the sensitive layer/setting pairs; every 6 dB is about one bit.")  # fmt: skip
+def _proxy_tab(
+    sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]], view: str
+) -> list[dict[str, Any]] | None:
+    st.caption(
+        "**Cheap proxy**: the SQNR of the logits on 32 test images with " + VIEW_HELP[view] + ". Dark red "
+        "cells are the sensitive layer/setting pairs; every 6 dB is about one bit."
+    )
     if not bits and not settings:
         st.error("Choose at least one bit-width.")
         return None
@@ -55,32 +78,49 @@ def _proxy_tab(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[
         rows = diagnose.sensitivity_proxy(sel, spec, bits, settings=settings, view=view)
         kept = set(diagnose.policy_kept(sel, spec))
     title = "Logit SQNR, " + VIEW_HELP[view]
-    st.plotly_chart(charts.diagnose.sensitivity_heatmap(rows, "sqnr_db", title, "SQNR (dB)"), key="sens_proxy",
-                    config=charts.base.CONFIG)  # fmt: skip
+    st.plotly_chart(
+        charts.diagnose.sensitivity_heatmap(rows, "sqnr_db", title, "SQNR (dB)"),
+        key="sens_proxy",
+        config=charts.base.CONFIG,
+    )
     worst = sorted((r for r in rows if r["layer"] not in kept), key=lambda r: r["sqnr_db"], reverse=view != "only")
-    st.caption(("Most sensitive: " if view == "only" else "Leaving out helps most: ")
-               + ", ".join(f"{r['layer']} at {r['setting']} ({fmt_db(r['sqnr_db'])})" for r in worst[:5])
-               + (f". Not counted: {', '.join(sorted(kept))}, kept at 8 bits by the first/last policy of the "
-                  "Quantize page." if kept else "."))  # fmt: skip
+    st.caption(
+        ("Most sensitive: " if view == "only" else "Leaving out helps most: ")
+        + ", ".join(f"{r['layer']} at {r['setting']} ({fmt_db(r['sqnr_db'])})" for r in worst[:5])
+        + (
+            f". Not counted: {', '.join(sorted(kept))}, kept at 8 bits by the first/last policy of the Quantize page."
+            if kept
+            else "."
+        )
+    )
     _sweep_panel(sel, spec, bits, settings, view)
     return [r for r in rows if r["bits"] is not None] if view == "only" else None
 
 
 def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tuple[int, int]], view: str) -> None:
-    st.markdown("**Full accuracy sweep** (top-1 drop per layer and bit-width; one evaluation each, runs in the "
-                "background)")  # fmt: skip
+    st.markdown(
+        "**Full accuracy sweep** (top-1 drop per layer and bit-width; one evaluation each, runs in the background)"
+    )
     env = runs.default_eval_limit()
     limits = SWEEP_LIMITS if env is None else sorted({env, *SWEEP_LIMITS[:-1]}) + [0]
     c1, c2 = st.columns([2, 1])
-    limit = persistent(c1.selectbox, "sens_limit", "Test images per evaluation", limits,
-                       format_func=lambda n: "all" if n == 0 else f"first {n}", options=limits, default=env or 500)
+    limit = persistent(
+        c1.selectbox,
+        "sens_limit",
+        "Test images per evaluation",
+        limits,
+        format_func=lambda n: "all" if n == 0 else f"first {n}",
+        options=limits,
+        default=env or 500,
+    )
     ray_workers = _ray_ui()
     job = st.session_state.get("sens_job")
     running = job is not None and job.running
     if c2.button("Run the accuracy sweep", key="sens_run", disabled=running or not (bits or settings)):
         with errors_shown():
-            job = diagnose.start_sensitivity_sweep(sel, spec, bits, limit or None, settings=settings, view=view,
-                                                      ray_workers=ray_workers)  # fmt: skip
+            job = diagnose.start_sensitivity_sweep(
+                sel, spec, bits, limit or None, settings=settings, view=view, ray_workers=ray_workers
+            )
         if job.running:
             st.rerun()
     if job is None:
@@ -96,11 +136,16 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
     elif snap.result and snap.result["model"] == sel.model:
         rows = snap.result["rows"]
         images = snap.result["eval_limit"] or "all"
-        st.caption(f"{job.label}: {images} test images per evaluation, float top-1 {rows[0]['fp_top1']:.2f}%, "
-                   f"{snap.elapsed:.0f} s.")  # fmt: skip
+        st.caption(
+            f"{job.label}: {images} test images per evaluation, float top-1 {rows[0]['fp_top1']:.2f}%, "
+            f"{snap.elapsed:.0f} s."
+        )
         title = "Top-1 drop (points), " + VIEW_HELP[snap.result.get("view", "only")]
-        st.plotly_chart(charts.diagnose.sensitivity_heatmap(rows, "drop", title, "drop (pts)", reverse=True),
-                        key="sens_sweep", config=charts.base.CONFIG)  # fmt: skip
+        st.plotly_chart(
+            charts.diagnose.sensitivity_heatmap(rows, "drop", title, "drop (pts)", reverse=True),
+            key="sens_sweep",
+            config=charts.base.CONFIG,
+        )
         with st.expander("Sweep table"):
             st.dataframe([{k: r[k] for k in ("layer", "setting", "top1", "drop")} for r in rows], hide_index=True)
 
@@ -108,10 +153,14 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
 def _ray_ui() -> int | None:
     """The option to run the sweep on Ray; the number of tasks at once, or None (in this process)."""
     where = diagnose.ray_address() or "this machine"
-    on = persistent(st.toggle, "sens_ray", "Run on Ray",
-                    help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
-                                    "to use a cluster). Same numbers; faster with more CPUs or nodes.",
-                    default=False)  # fmt: skip
+    on = persistent(
+        st.toggle,
+        "sens_ray",
+        "Run on Ray",
+        help=f"Split the evaluations into Ray tasks on {where} (set PTQ_RAY_ADDRESS "
+        "to use a cluster). Same numbers; faster with more CPUs or nodes.",
+        default=False,
+    )
     if not on:
         return None
     return int(persistent(st.number_input, "sens_ray_workers", "Ray tasks at once", 1, 64, default=2))
@@ -119,9 +168,11 @@ def _ray_ui() -> int | None:
 
 def _split_tab(sel: Selection, spec: Any) -> None:
     extra = f" + {len(spec.overrides)} override pattern(s)" if spec.overrides else ""
-    st.caption(f"The Quantize page's settings ({bits_label(spec.wbits, spec.abits)}{extra}, RTN) evaluated four ways. "
-               "If *weights only* is close to float and *activations only* is not, spend effort on the "
-               "activations (observer, bits), and vice versa.")  # fmt: skip
+    st.caption(
+        f"The Quantize page's settings ({bits_label(spec.wbits, spec.abits)}{extra}, RTN) evaluated four ways. "
+        "If *weights only* is close to float and *activations only* is not, spend effort on the "
+        "activations (observer, bits), and vice versa."
+    )
     limit = runs.default_eval_limit() or 2000
     if st.button(f"Evaluate the split on {limit} test images", key="sens_split_go"):
         st.session_state["sens_split_on"] = True
@@ -148,12 +199,18 @@ def _diagnosis_tab(sel: Selection, spec: Any) -> None:
         "shown is one the current settings do not already apply."
     )
     c = st.columns(4)
-    thr = persistent(c[0].slider, "dg_sqnr", "Floor below (dB)", 0.0, 40.0, step=0.5,
-                     help="A median layer below this means every layer is near its bit-width's "
-                                      "floor.",
-                     default=20.0)  # fmt: skip
+    thr = persistent(
+        c[0].slider,
+        "dg_sqnr",
+        "Floor below (dB)",
+        0.0,
+        40.0,
+        step=0.5,
+        help="A median layer below this means every layer is near its bit-width's floor.",
+        default=20.0,
+    )
     z = persistent(c[1].slider, "dg_z", "Outlier z-score", 1.0, 20.0, step=0.5, default=3.5)
-    ratio = persistent(c[2].slider, "dg_ratio", "Residual range ratio", 2.0, 50.0, step=1.0, default=8.0)  # fmt: skip
+    ratio = persistent(c[2].slider, "dg_ratio", "Residual range ratio", 2.0, 50.0, step=1.0, default=8.0)
     neg = persistent(c[3].slider, "dg_neg", "Negative share (%)", 0.0, 20.0, step=0.5, default=1.0)
     with errors_shown():
         result = diagnose.diagnose(sel, spec, thr, z, ratio, neg / 100)
@@ -186,22 +243,29 @@ def _finding_actions(findings: list[dict[str, Any]], limit: int = 8) -> None:
         if c2.button(f"Show in {title}", key=f"dg_show_{i}"):
             open_evidence(page, state)
         action = f["action"]
-        if c3.button("Apply this fix", key=f"dg_fix_{i}", disabled=action is None,
-                     help=None if action is None else fix_text(action)):  # fmt: skip
+        if c3.button(
+            "Apply this fix",
+            key=f"dg_fix_{i}",
+            disabled=action is None,
+            help=None if action is None else fix_text(action),
+        ):
             st.success(f"The Quantize page now has: {apply_fix(action)}.")
 
 
 def _culprits_tab(sel: Selection, spec: Any) -> None:
-    st.caption("**Measured culprits**: each layer (on the side the weights-vs-activations split blames first) is "
-               "raised to 8 bits on its own and the model is evaluated; the recovered points rank the layers. Then "
-               "the best are raised together, each step measured, until the set recovers the target share of the "
-               "loss. Layers the first/last policy keeps at 8 bits are not candidates.")  # fmt: skip
+    st.caption(
+        "**Measured culprits**: each layer (on the side the weights-vs-activations split blames first) is "
+        "raised to 8 bits on its own and the model is evaluated; the recovered points rank the layers. Then "
+        "the best are raised together, each step measured, until the set recovers the target share of the "
+        "loss. Layers the first/last policy keeps at 8 bits are not candidates."
+    )
     c1, c2, c3 = st.columns([2, 2, 1])
     env = runs.default_eval_limit()
     limits = sorted({200, 500, 2000} | ({env} if env else set()))
-    limit = persistent(c1.selectbox, "cu_limit", "Test images per evaluation", limits, options=limits,
-                       default=env or 500)  # fmt: skip
-    share = persistent(c2.slider, "cu_share", "Target share of the loss", 0.1, 1.0, step=0.05, default=0.5)  # fmt: skip
+    limit = persistent(
+        c1.selectbox, "cu_limit", "Test images per evaluation", limits, options=limits, default=env or 500
+    )
+    share = persistent(c2.slider, "cu_share", "Target share of the loss", 0.1, 1.0, step=0.05, default=0.5)
     job = st.session_state.get("culprit_job")
     running = job is not None and job.running
     if c3.button("Measure", key="cu_run", disabled=running):
@@ -228,21 +292,44 @@ def _culprit_results(res: dict[str, Any]) -> None:
     c = st.columns(4)
     c[0].metric("Float top-1", f"{res['fp_top1']:.2f}%")
     c[1].metric("Quantized top-1", f"{res['top1']:.2f}%", f"{-res['loss']:+.2f} pts")
-    c[2].metric("Weights only / activations only", f"-{res['split']['weights']:.1f} / "
-                f"-{res['split']['activations']:.1f} pts")  # fmt: skip
+    c[2].metric(
+        "Weights only / activations only", f"-{res['split']['weights']:.1f} / -{res['split']['activations']:.1f} pts"
+    )
     last = res["chosen"][-1]["cumulative_top1"] if res["chosen"] else res["top1"]
     c[3].metric("With the chosen set", f"{last:.2f}%", f"{res['recovered']:+.2f} pts")
-    st.caption(f"Measured on {res['samples']} test images, {res['evaluations']} evaluations; searched: "
-               f"{' then '.join(res['sides'])}.")  # fmt: skip
+    st.caption(
+        f"Measured on {res['samples']} test images, {res['evaluations']} evaluations; searched: "
+        f"{' then '.join(res['sides'])}."
+    )
     st.plotly_chart(charts.diagnose.culprit_bars(res["candidates"][:15]), key="cu_bars", config=charts.base.CONFIG)
-    st.dataframe([{"layer": c["layer"], "side": c["side"], "bits": c["bits"],
-                   "recovered (pts)": round(c["recovered"], 2), "top-1 with it at 8 bits": round(c["top1"], 2)}
-                  for c in res["candidates"]], hide_index=True, key="cu_table")  # fmt: skip
+    st.dataframe(
+        [
+            {
+                "layer": c["layer"],
+                "side": c["side"],
+                "bits": c["bits"],
+                "recovered (pts)": round(c["recovered"], 2),
+                "top-1 with it at 8 bits": round(c["top1"], 2),
+            }
+            for c in res["candidates"]
+        ],
+        hide_index=True,
+        key="cu_table",
+    )
     if res["chosen"]:
         st.markdown("**Greedy set** (" + ("reaches" if res["reached"] else "does not reach") + " the target)")
-        st.dataframe([{"layer": c["layer"], "side": c["side"], "cumulative top-1": round(c["cumulative_top1"], 2),
-                       "recovered so far": round(c["cumulative_recovered"], 2)} for c in res["chosen"]],
-                     hide_index=True)  # fmt: skip
+        st.dataframe(
+            [
+                {
+                    "layer": c["layer"],
+                    "side": c["side"],
+                    "cumulative top-1": round(c["cumulative_top1"], 2),
+                    "recovered so far": round(c["cumulative_recovered"], 2),
+                }
+                for c in res["chosen"]
+            ],
+            hide_index=True,
+        )
         st.code(res["overrides"], language=None)
         b1, b2 = st.columns(2)
         if b1.button("Apply this set on the Quantize page", key="cu_apply"):
@@ -257,19 +344,31 @@ def _culprit_results(res: dict[str, Any]) -> None:
 
 
 def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bits: list[int]) -> None:
-    st.caption("Bits per layer under a size budget (average bits per weight), chosen to minimise the predicted "
-               "logit noise: the proxy's per-layer error energies are added up, and a knapsack picks the "
-               "cheapest mix. Each layer's weights and input get the same bits.")  # fmt: skip
+    st.caption(
+        "Bits per layer under a size budget (average bits per weight), chosen to minimise the predicted "
+        "logit noise: the proxy's per-layer error energies are added up, and a knapsack picks the "
+        "cheapest mix. Each layer's weights and input get the same bits."
+    )
     if not rows or len(bits) < 2:
         st.info("Sweep at least two bit-widths on the Sensitivity tab first (view: only this layer quantized).")
         return
-    budget = persistent(st.slider, "mp_budget", "Budget (average bits per weight)", float(min(bits)),
-                        float(max(bits)), step=0.25, default=float(min(4, max(bits))))
+    budget = persistent(
+        st.slider,
+        "mp_budget",
+        "Budget (average bits per weight)",
+        float(min(bits)),
+        float(max(bits)),
+        step=0.25,
+        default=float(min(4, max(bits))),
+    )
     with errors_shown():
         alloc = diagnose.allocate(rows, budget)
     c = st.columns(3)
-    c[0].metric("Size of the swept layers", f"{alloc['size_bits'] / 8e3:.1f} kB",
-                help=f"budget {alloc['budget_bits'] / 8e3:.1f} kB")  # fmt: skip
+    c[0].metric(
+        "Size of the swept layers",
+        f"{alloc['size_bits'] / 8e3:.1f} kB",
+        help=f"budget {alloc['budget_bits'] / 8e3:.1f} kB",
+    )
     c[1].metric("Predicted logit SQNR", fmt_db(alloc["predicted_sqnr_db"]))
     fits = [u for u in alloc["uniform"] if u["fits"]]
     best_uniform = max(fits, key=lambda u: u["predicted_sqnr_db"]) if fits else None
@@ -294,8 +393,12 @@ def _mixed_tab(sel: Selection, spec: Any, rows: list[dict[str, Any]] | None, bit
         with errors_shown():
             res = diagnose.measure_allocation(sel, spec, alloc["bits"], runs.default_eval_limit() or 2000)
         q, f = res["quantized"], res["float"]
-        st.metric("Measured top-1 (RTN with these bits)", f"{q['top1']:.2f}%", f"{q['top1'] - f['top1']:+.2f} pts "
-                  f"vs float", help=f"{int(q['samples'])} test images")  # fmt: skip
+        st.metric(
+            "Measured top-1 (RTN with these bits)",
+            f"{q['top1']:.2f}%",
+            f"{q['top1'] - f['top1']:+.2f} pts vs float",
+            help=f"{int(q['samples'])} test images",
+        )
 
 
 def render() -> None:

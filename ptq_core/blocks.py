@@ -30,8 +30,17 @@ from .modules import QuantLayer
 from .prepare import execution_order
 from .zoo import BasicBlock, EncoderBlock, InvertedResidual, RepVGGBlock
 
-__all__ = ["Unit", "UnitPlan", "UNIT_SOURCES", "BLOCK_TYPES", "block_types", "find_units", "known_block_units",
-           "layer_units", "reconstruction_units"]  # fmt: skip
+__all__ = [
+    "Unit",
+    "UnitPlan",
+    "UNIT_SOURCES",
+    "BLOCK_TYPES",
+    "block_types",
+    "find_units",
+    "known_block_units",
+    "layer_units",
+    "reconstruction_units",
+]
 
 UNIT_SOURCES = ("graph", "blocks", "layers")
 
@@ -57,14 +66,16 @@ def block_types() -> dict[type[nn.Module], str]:
     try:
         from torchvision.models import mnasnet, mobilenetv2, regnet, resnet, vision_transformer
 
-        types.update({
-            resnet.BasicBlock: "residual block",
-            resnet.Bottleneck: "bottleneck block",
-            mobilenetv2.InvertedResidual: "inverted residual",
-            mnasnet._InvertedResidual: "MnasNet block",
-            regnet.ResBottleneckBlock: "RegNet block",
-            vision_transformer.EncoderBlock: "transformer encoder block",
-        })  # fmt: skip
+        types.update(
+            {
+                resnet.BasicBlock: "residual block",
+                resnet.Bottleneck: "bottleneck block",
+                mobilenetv2.InvertedResidual: "inverted residual",
+                mnasnet._InvertedResidual: "MnasNet block",
+                regnet.ResBottleneckBlock: "RegNet block",
+                vision_transformer.EncoderBlock: "transformer encoder block",
+            }
+        )
     except ImportError:  # torchvision is optional for the core
         pass
     return types
@@ -73,8 +84,9 @@ def block_types() -> dict[type[nn.Module], str]:
 BLOCK_TYPES = block_types
 
 
-def reconstruction_units(qmodel: nn.Module, example: torch.Tensor, source: str = "graph",
-                         patterns: list[str] | None = None) -> list[Unit]:  # fmt: skip
+def reconstruction_units(
+    qmodel: nn.Module, example: torch.Tensor, source: str = "graph", patterns: list[str] | None = None
+) -> list[Unit]:
     """The ordered reconstruction units of a prepared model (`find_units(...).units`).
 
     Args:
@@ -114,8 +126,9 @@ class UnitPlan:
         return asdict(self)
 
 
-def find_units(qmodel: nn.Module, example: torch.Tensor, source: str = "graph",
-               patterns: list[str] | None = None) -> UnitPlan:  # fmt: skip
+def find_units(
+    qmodel: nn.Module, example: torch.Tensor, source: str = "graph", patterns: list[str] | None = None
+) -> UnitPlan:
     """The reconstruction units of a prepared model, with the record of how they were found.
 
     Args:

@@ -73,8 +73,7 @@ def load_state_dict(source: str | Path | bytes, name: str | None = None) -> Stat
         obj = _load_torch(source, label)
     else:
         raise CheckpointError(
-            f"{label} is not a checkpoint: expected a .safetensors file "
-            "or a PyTorch .pt/.pth state_dict"
+            f"{label} is not a checkpoint: expected a .safetensors file or a PyTorch .pt/.pth state_dict"
         )
     return _as_state_dict(obj, label)
 
@@ -196,8 +195,7 @@ def _as_state_dict(obj: Any, label: str) -> StateDict:
                 break
     if not isinstance(obj, Mapping) or not obj or not _is_tensor_map(obj):
         raise CheckpointError(
-            f"{label} does not hold a state_dict (a non-empty mapping of names to tensors); "
-            f"found {type(obj).__name__}"
+            f"{label} does not hold a state_dict (a non-empty mapping of names to tensors); found {type(obj).__name__}"
         )
     sd = dict(obj)
     if all(key.startswith("module.") for key in sd):
@@ -230,9 +228,7 @@ def check_finite(state_dict: Mapping[str, torch.Tensor]) -> None:
             continue
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
-            raise NonFiniteError(
-                f"tensor {key!r} has {bad} non-finite value(s) (NaN or inf) out of {tensor.numel()}"
-            )
+            raise NonFiniteError(f"tensor {key!r} has {bad} non-finite value(s) (NaN or inf) out of {tensor.numel()}")
 
 
 def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -43,8 +43,7 @@ _ALIASES = {
     "--mp-budget": ("budget", None),
     "--refine-base": ("base", None),
 }
-_PRESET_FIELDS = {"calib", "iters", "round_lr", "act_lr", "act_iters", "dc_steps", "dc_lr", "recon_batch",
-                  "affine_lr"}  # fmt: skip
+_PRESET_FIELDS = {"calib", "iters", "round_lr", "act_lr", "act_iters", "dc_steps", "dc_lr", "recon_batch", "affine_lr"}
 _RUN_FIELDS = ("model", "weights", "data", "device", "eval_limit", "error_samples")
 
 
@@ -59,8 +58,9 @@ def _scalar(kind: Any, optional: bool, name: str) -> Callable[[str], Any]:
                 return kind(text)
             except ValueError:
                 what = "bit-width" if name.endswith("bits") else name
-                raise argparse.ArgumentTypeError(f"{what} must be {'an integer' if kind is int else 'a number'}, "
-                                                 f"got {text!r}") from None  # fmt: skip
+                raise argparse.ArgumentTypeError(
+                    f"{what} must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+                ) from None
         return text
 
     return parse
@@ -100,73 +100,144 @@ def _add_setting(group: argparse._ArgumentGroup, s: Setting, flag: str, dest: st
     preset = "; the fast preset changes it" if s.name in _PRESET_FIELDS else ""
     help_ = f"{s.help}{where} ({default}{preset})"
     if s.kind is bool:
-        group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=help_)  # fmt: skip
+        group.add_argument(
+            flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_
+        )
     elif s.name == "overrides" or typing.get_origin(s.kind) is list:
         alias = {"overrides": ["--override"], "unit_patterns": ["--unit"]}.get(s.name, [])
         metavar = "PATTERN=W/A" if s.name == "overrides" else "PATTERN"
-        group.add_argument(flag, *alias, dest=dest, action="append", default=argparse.SUPPRESS, metavar=metavar,
-                           help=help_ + "; repeatable")  # fmt: skip
+        group.add_argument(
+            flag,
+            *alias,
+            dest=dest,
+            action="append",
+            default=argparse.SUPPRESS,
+            metavar=metavar,
+            help=help_ + "; repeatable",
+        )
     else:
         choices = s.choices if s.kind is str else None
-        group.add_argument(flag, dest=dest, type=_scalar(s.kind, s.optional, s.name), choices=choices,
-                           default=argparse.SUPPRESS, metavar=None if choices else s.name.upper(), help=help_)
+        group.add_argument(
+            flag,
+            dest=dest,
+            type=_scalar(s.kind, s.optional, s.name),
+            choices=choices,
+            default=argparse.SUPPRESS,
+            metavar=None if choices else s.name.upper(),
+            help=help_,
+        )
 
 
 def _quantize_parser(sub: Any) -> None:
-    q = sub.add_parser("quantize", help="quantize a model and report accuracy and per-layer error",
-                       description="Every setting of the run description has an option; --config runs a stored "
-                                   "description and the options given change it.")  # fmt: skip
+    q = sub.add_parser(
+        "quantize",
+        help="quantize a model and report accuracy and per-layer error",
+        description="Every setting of the run description has an option; --config runs a stored "
+        "description and the options given change it.",
+    )
     run = q.add_argument_group("run")
     run.add_argument("--config", default=None, metavar="SPEC.json", help="a run description (runs show ID --spec)")
     run.add_argument("--model", default=argparse.SUPPRESS, help="zoo name, torchvision name, or file.py:factory")
     run.add_argument("--weights", default=argparse.SUPPRESS, help="state_dict file (safetensors or torch, safe)")
     run.add_argument("--data", default=argparse.SUPPRESS, help="fmnist-sample, fmnist-full or imagefolder:<path>")
     run.add_argument("--device", default=argparse.SUPPRESS, help="auto, cpu or cuda")
-    run.add_argument("--eval-limit", type=_scalar(int, True, "eval_limit"), default=argparse.SUPPRESS,
-                     help="evaluate on the first N test images only (default: all)")  # fmt: skip
-    run.add_argument("--error-samples", type=_scalar(int, False, "error_samples"), default=argparse.SUPPRESS,
-                     help="test images of the per-layer error tables (default 256)")  # fmt: skip
+    run.add_argument(
+        "--eval-limit",
+        type=_scalar(int, True, "eval_limit"),
+        default=argparse.SUPPRESS,
+        help="evaluate on the first N test images only (default: all)",
+    )
+    run.add_argument(
+        "--error-samples",
+        type=_scalar(int, False, "error_samples"),
+        default=argparse.SUPPRESS,
+        help="test images of the per-layer error tables (default 256)",
+    )
     run.add_argument("--method", default=argparse.SUPPRESS, choices=list(METHODS))
     run.add_argument("--json", default=None, metavar="PATH", help="write the stored run (as runs show ID) as JSON")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     quant = q.add_argument_group("quantization and method settings (each names the methods it applies to)")
-    quant.add_argument("--observer", dest="alias_observer", choices=list(OBSERVERS), default=argparse.SUPPRESS,
-                       help="range estimator of weights and activations (sets both observers)")  # fmt: skip
-    quant.add_argument("--granularity", dest="alias_granularity", choices=("channel", "tensor"),
-                       default=argparse.SUPPRESS, help="weight granularity (sets --w-per-channel)")  # fmt: skip
-    quant.add_argument("--fisher", dest="alias_fisher", action="store_true", default=argparse.SUPPRESS,
-                       help="brecq: Fisher-diagonal weighted loss (--loss fisher)")  # fmt: skip
-    quant.add_argument("--mp-budget", dest="alias_mp_budget", type=_scalar(float, True, "budget"),  # fmt: skip
-                       default=argparse.SUPPRESS, metavar="PERCENT", help="multipoint: the same as --budget")
-    quant.add_argument("--refine-base", dest="alias_refine_base", default=argparse.SUPPRESS, metavar="METHOD",
-                       help="cat_refine: the same as --base")  # fmt: skip
+    quant.add_argument(
+        "--observer",
+        dest="alias_observer",
+        choices=list(OBSERVERS),
+        default=argparse.SUPPRESS,
+        help="range estimator of weights and activations (sets both observers)",
+    )
+    quant.add_argument(
+        "--granularity",
+        dest="alias_granularity",
+        choices=("channel", "tensor"),
+        default=argparse.SUPPRESS,
+        help="weight granularity (sets --w-per-channel)",
+    )
+    quant.add_argument(
+        "--fisher",
+        dest="alias_fisher",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="brecq: Fisher-diagonal weighted loss (--loss fisher)",
+    )
+    quant.add_argument(
+        "--mp-budget",
+        dest="alias_mp_budget",
+        type=_scalar(float, True, "budget"),
+        default=argparse.SUPPRESS,
+        metavar="PERCENT",
+        help="multipoint: the same as --budget",
+    )
+    quant.add_argument(
+        "--refine-base",
+        dest="alias_refine_base",
+        default=argparse.SUPPRESS,
+        metavar="METHOD",
+        help="cat_refine: the same as --base",
+    )
     for name, (s, owners) in method_settings().items():
         _add_setting(quant, s, s.flag, f"set_{name}", owners)
     cat = q.add_argument_group("CAT's correction after the method")
-    cat.add_argument("--cat", action="store_true", default=argparse.SUPPRESS, help="add CAT's cluster-wise logit "
-                     "correction after the method")  # fmt: skip
+    cat.add_argument(
+        "--cat",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="add CAT's cluster-wise logit correction after the method",
+    )
     for s in settings(CATOptions):
         flag = "--cat-" + s.name.replace("_", "-")
         _add_setting(cat, s, flag, f"cat_{s.name}", ["cat"])
         if s.name == "fit_size":
-            cat.add_argument("--cat-fit", dest="cat_fit_size", type=int, default=argparse.SUPPRESS, help="same as "
-                             "--cat-fit-size")  # fmt: skip
+            cat.add_argument(
+                "--cat-fit", dest="cat_fit_size", type=int, default=argparse.SUPPRESS, help="same as --cat-fit-size"
+            )
 
 
 def _sweep_parser(sub: Any) -> None:
-    s = sub.add_parser("sweep", help="run a grid of runs on Ray (this machine, or a cluster with --address)",
-                       description="Run every cell of a grid (a base run description and axes to vary) as a Ray "
-                                   "task; each cell is stored as a run tagged with the sweep's name. Cells already "
-                                   "done are skipped, so running the same grid again resumes it.")  # fmt: skip
+    s = sub.add_parser(
+        "sweep",
+        help="run a grid of runs on Ray (this machine, or a cluster with --address)",
+        description="Run every cell of a grid (a base run description and axes to vary) as a Ray "
+        "task; each cell is stored as a run tagged with the sweep's name. Cells already "
+        "done are skipped, so running the same grid again resumes it.",
+    )
     s.add_argument("grid", metavar="GRID", help="grid file (.json, or .yaml with PyYAML): {name, base, axes}")
     s.add_argument("--name", default=None, help="the sweep's name (default: the grid's name, else the file's)")
-    s.add_argument("--address", default=None, help="a running Ray cluster (host:6379 or ray://host:10001); "
-                   "default: start Ray on this machine")  # fmt: skip
-    s.add_argument("--workers", type=_scalar(int, True, "workers"), default=None,
-                   help="cells at once (default: as many as Ray's CPUs allow)")  # fmt: skip
-    s.add_argument("--cpus-per-cell", type=_scalar(int, False, "cpus_per_cell"), default=1,
-                   help="CPUs each cell asks Ray for, and its torch threads (default 1)")  # fmt: skip
+    s.add_argument(
+        "--address",
+        default=None,
+        help="a running Ray cluster (host:6379 or ray://host:10001); default: start Ray on this machine",
+    )
+    s.add_argument(
+        "--workers",
+        type=_scalar(int, True, "workers"),
+        default=None,
+        help="cells at once (default: as many as Ray's CPUs allow)",
+    )
+    s.add_argument(
+        "--cpus-per-cell",
+        type=_scalar(int, False, "cpus_per_cell"),
+        default=1,
+        help="CPUs each cell asks Ray for, and its torch threads (default 1)",
+    )
     s.add_argument("--isolate", action="store_true", help="a fresh worker process per cell (its own memory)")
     s.add_argument("--rerun", action="store_true", help="run every cell, even those already done")
     s.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done; run nothing")
@@ -180,8 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list loadable models and their weights' status")
     _quantize_parser(sub)
     _add_units_parser(sub)
-    e = sub.add_parser("export", help="rebuild a saved run and export it (ONNX, integer checkpoint, encodings), "
-                       "checked against the stored top-1")  # fmt: skip
+    e = sub.add_parser(
+        "export",
+        help="rebuild a saved run and export it (ONNX, integer checkpoint, encodings), "
+        "checked against the stored top-1",
+    )
     e.add_argument("run_id")
     e.add_argument("--format", choices=("onnx", "int", "encodings", "all"), default="onnx")
     e.add_argument("-o", "--output", default=None, help="file to write (with --format all: a prefix; default RUN_ID)")
@@ -193,12 +267,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_ids", nargs="*")
     r.add_argument("--format", choices=("json", "csv"), default="json")
     r.add_argument("--spec", action="store_true", help="show: print only the run's description (for --config)")
-    rep = sub.add_parser("report", help="rebuild a stored run from its description and write one self-contained "
-                         "HTML report (spec, accuracy, per-layer errors, diagnosis, scales/zero points, histograms)")
+    rep = sub.add_parser(
+        "report",
+        help="rebuild a stored run from its description and write one self-contained "
+        "HTML report (spec, accuracy, per-layer errors, diagnosis, scales/zero points, histograms)",
+    )
     rep.add_argument("run_id")
     rep.add_argument("-o", "--output", default=None, help="HTML file to write (default: report-RUN_ID.html)")
-    rep.add_argument("--culprits", type=int, default=None, metavar="N",
-                     help="also measure the culprits on the first N test images (one evaluation per layer)")
+    rep.add_argument(
+        "--culprits",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also measure the culprits on the first N test images (one evaluation per layer)",
+    )
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--sweep", default=None, metavar="NAME", help="list / export: only the cells of this sweep")
     return p
@@ -210,8 +292,13 @@ def _add_units_parser(sub) -> None:
     u.add_argument("--weights", default=None, help="state_dict file (required for file.py:factory)")
     u.add_argument("--data", default="fmnist-sample", help="where the example images come from")
     u.add_argument("--source", choices=("graph", "blocks", "layers"), default="graph", help="where units come from")
-    u.add_argument("--unit", action="append", default=[], metavar="PATTERN",
-                   help="modules matching PATTERN become units (repeatable)")  # fmt: skip
+    u.add_argument(
+        "--unit",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="modules matching PATTERN become units (repeatable)",
+    )
 
 
 def _cmd_units(args: argparse.Namespace) -> int:
@@ -323,8 +410,10 @@ def _print_result(rec: RunRecord) -> None:
     if "top1_base" in m:
         print(f"{'without CAT':12}{m['top1_base']:8.2f}")
     print(f"{'quantized':12}{m['top1']:8.2f}{m['top5']:8.2f}{mb(m['size_bits']):10.3f}")
-    print(f"evaluated on the first {m['eval_samples']} test images of {extras['data']['name']}, calibrated on "
-          f"{m['calib_samples']} images, in {m['seconds']:.1f} s")  # fmt: skip
+    print(
+        f"evaluated on the first {m['eval_samples']} test images of {extras['data']['name']}, calibrated on "
+        f"{m['calib_samples']} images, in {m['seconds']:.1f} s"
+    )
     worst = sorted(rec.layers, key=lambda e: e["sqnr_db"] if e["sqnr_db"] is not None else float("inf"))[:5]
     if worst:
         print("worst layers (all quantized):")
@@ -368,8 +457,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             status = "done" if (cell.key, cell_identity(cell.spec.to_dict())) in done else "to run"
             print(f"{status:7} {cell.key:40} {cell.spec.title()}")
         return 0
-    options = RayOptions(address=args.address, workers=args.workers, cpus_per_task=args.cpus_per_cell,
-                         isolate=args.isolate)  # fmt: skip
+    options = RayOptions(
+        address=args.address, workers=args.workers, cpus_per_task=args.cpus_per_cell, isolate=args.isolate
+    )
     bar = _SweepBar(args.quiet)
     try:
         report = run_sweep(grid, store, options, bar, rerun=args.rerun)
@@ -379,8 +469,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         top1 = rec.metrics.get("top1")
         result = f"top-1 {top1:6.2f}" if isinstance(top1, (int, float)) else f"failed: {rec.error}"
         print(f"{rec.run_id}  {key:40} {result}")
-    print(f"sweep {grid.name}: {len(report.records) - len(report.failed)} done, {len(report.failed)} failed, "
-          f"{len(report.skipped)} already done" + (" (cancelled: run it again to resume)" if report.cancelled else ""))
+    print(
+        f"sweep {grid.name}: {len(report.records) - len(report.failed)} done, {len(report.failed)} failed, "
+        f"{len(report.skipped)} already done" + (" (cancelled: run it again to resume)" if report.cancelled else "")
+    )
     return 130 if report.cancelled else (1 if report.failed else 0)
 
 

@@ -41,9 +41,17 @@ __all__ = [
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 FMNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 EMBEDDED_FILE = ASSETS_DIR / "fmnist-data.npz"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -133,8 +141,12 @@ def fashion_mnist_arrays(root: str | Path | None, download: bool) -> tuple[dict[
         DataError: If neither source has the files.
     """
     if DEBIAN_DIR.is_dir() and (DEBIAN_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        files = {"train_x": "train-images-idx3-ubyte.gz", "train_y": "train-labels-idx1-ubyte.gz",
-                 "test_x": "t10k-images-idx3-ubyte.gz", "test_y": "t10k-labels-idx1-ubyte.gz"}  # fmt: skip
+        files = {
+            "train_x": "train-images-idx3-ubyte.gz",
+            "train_y": "train-labels-idx1-ubyte.gz",
+            "test_x": "t10k-images-idx3-ubyte.gz",
+            "test_y": "t10k-labels-idx1-ubyte.gz",
+        }
         return {k: read_idx(DEBIAN_DIR / f) for k, f in files.items()}, f"Debian package ({DEBIAN_DIR})"
     root = Path(root or os.environ.get("PTQ_DATA_DIR", Path.home() / ".cache" / "ptq-explorer" / "data"))
     try:
@@ -148,8 +160,12 @@ def fashion_mnist_arrays(root: str | Path | None, download: bool) -> tuple[dict[
             f"`dataset-fashion-mnist`, or put the four idx files under {root}/FashionMNIST/raw, "
             "or use the embedded sample"
         ) from None
-    arrays = {"train_x": train.data.numpy(), "train_y": train.targets.numpy(),
-              "test_x": test.data.numpy(), "test_y": test.targets.numpy()}  # fmt: skip
+    arrays = {
+        "train_x": train.data.numpy(),
+        "train_y": train.targets.numpy(),
+        "test_x": test.data.numpy(),
+        "test_y": test.targets.numpy(),
+    }
     return arrays, f"torchvision ({root})"
 
 
@@ -169,8 +185,9 @@ def load_fashion_mnist(
     return DataBundle("fmnist-full", calib, test, FMNIST_CLASSES, source)
 
 
-def load_imagefolder(path: str | Path, transform: Callable | None = None, calib_size: int = 1024,
-                     seed: int = 0) -> DataBundle:
+def load_imagefolder(
+    path: str | Path, transform: Callable | None = None, calib_size: int = 1024, seed: int = 0
+) -> DataBundle:
     """An ImageNet-style folder (one sub-folder per class); calib and test drawn disjointly."""
     root = Path(path)
     if not root.is_dir():
@@ -185,8 +202,13 @@ def load_imagefolder(path: str | Path, transform: Callable | None = None, calib_
         raise DataError(f"image folder {root} holds {len(ds)} image(s); need at least 2")
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     n_cal = min(calib_size, len(ds) // 2)
-    return DataBundle(f"imagefolder:{root}", Subset(ds, perm[:n_cal]), Subset(ds, perm[n_cal:]),
-                      tuple(ds.classes), f"ImageFolder ({root})")  # fmt: skip
+    return DataBundle(
+        f"imagefolder:{root}",
+        Subset(ds, perm[:n_cal]),
+        Subset(ds, perm[n_cal:]),
+        tuple(ds.classes),
+        f"ImageFolder ({root})",
+    )
 
 
 def load_data(spec: str = "fmnist-sample", transform: Callable | None = None) -> DataBundle:

@@ -82,6 +82,8 @@ def fold_bn_(model: nn.Module, example: torch.Tensor, atol: float = 1e-4) -> lis
         after = model(example)
     err = (after - before).abs().max().item()
     if err > atol * max(1.0, before.abs().max().item()):
-        raise UnsupportedModelError(f"BatchNorm folding changed the outputs by {err:.2e}; the model's data flow "
-                                    "is not the conv->BN pattern it looked like")  # fmt: skip
+        raise UnsupportedModelError(
+            f"BatchNorm folding changed the outputs by {err:.2e}; the model's data flow "
+            "is not the conv->BN pattern it looked like"
+        )
     return pairs

@@ -182,8 +182,13 @@ class _Finder:
 
     def blockish(self, name: str, min_layers: int = 2) -> bool:
         m = self.qmodel.get_submodule(name)
-        return (not _is_container(m) and not isinstance(m, QuantLayer) and len(self.layers[name]) >= min_layers
-                and self._whole_spans(name) and self.info.single_entry_exit(name))  # fmt: skip
+        return (
+            not _is_container(m)
+            and not isinstance(m, QuantLayer)
+            and len(self.layers[name]) >= min_layers
+            and self._whole_spans(name)
+            and self.info.single_entry_exit(name)
+        )
 
     def innermost(self, span: list[str], names: list[str]) -> str | None:
         holding = [n for n in names if set(span) <= self.layers[n]]
@@ -194,8 +199,9 @@ class _Finder:
         return min(exact, key=lambda n: -n.count(".")) if exact else None
 
 
-def graph_unit_spans(qmodel: nn.Module, graph: fx.Graph, known: tuple[type[nn.Module], ...] = ()
-                     ) -> tuple[list[tuple[str, list[str]]], list[str]]:  # fmt: skip
+def graph_unit_spans(
+    qmodel: nn.Module, graph: fx.Graph, known: tuple[type[nn.Module], ...] = ()
+) -> tuple[list[tuple[str, list[str]]], list[str]]:
     """Units as (module name, its quantized layers) in forward order, and notes on anything unusual.
 
     Args:
@@ -232,8 +238,10 @@ def graph_unit_spans(qmodel: nn.Module, graph: fx.Graph, known: tuple[type[nn.Mo
         if name is not None:
             choose(name)
         elif len(span) > 1:
-            f.notes.append(f"the span {span[0]} .. {span[-1]} ({len(span)} layers) is no single submodule with "
-                           "one input and one output: its layers are units of their own")  # fmt: skip
+            f.notes.append(
+                f"the span {span[0]} .. {span[-1]} ({len(span)} layers) is no single submodule with "
+                "one input and one output: its layers are units of their own"
+            )
     return _ordered(chosen, info.layer_order), f.notes
 
 

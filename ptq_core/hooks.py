@@ -32,8 +32,9 @@ def scoped(handles: list[RemovableHandle]) -> Iterator[list[RemovableHandle]]:
 
 
 @contextmanager
-def input_hooks(model: nn.Module, names: Iterable[str], record: Callable[[str, tuple[Any, ...]], None]
-                ) -> Iterator[None]:  # fmt: skip
+def input_hooks(
+    model: nn.Module, names: Iterable[str], record: Callable[[str, tuple[Any, ...]], None]
+) -> Iterator[None]:
     """Within the block, ``record(name, args)`` runs each time submodule `name` is called, before it runs.
 
     The one way the core captures a layer's input: `args` are the positional inputs of the

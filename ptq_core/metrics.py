@@ -57,8 +57,12 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-             on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
     """Top-1 / top-5 accuracy in percent over a loader of (images, labels)."""
     model.eval()
     n, hits = 0, {1: 0, 5: 0}
@@ -78,8 +82,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str = 
 def capture_outputs(model: nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Record the output of the named modules during the forward passes inside the block."""
     store: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(n).register_forward_hook(
-        lambda _m, _i, out, n=n: store.__setitem__(n, out.detach())) for n in names]  # fmt: skip
+    handles = [
+        model.get_submodule(n).register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out.detach()))
+        for n in names
+    ]
     with scoped(handles):
         yield store
 

@@ -25,8 +25,17 @@ from .data import ASSETS_DIR, Resize
 from .errors import ConfigError, DataError, ModelNotFoundError, WeightsUnavailableError
 from .zoo import ZOO_ARCHS, ZOO_INPUTS
 
-__all__ = ["ModelEntry", "LoadedModel", "TORCHVISION_MODELS", "list_models", "load_model", "resolve_device",
-           "model_card", "check_model_data", "zoo_transform"]  # fmt: skip
+__all__ = [
+    "ModelEntry",
+    "LoadedModel",
+    "TORCHVISION_MODELS",
+    "list_models",
+    "load_model",
+    "resolve_device",
+    "model_card",
+    "check_model_data",
+    "zoo_transform",
+]
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "mnasnet1_0", "vit_b_16")
 _ZOO_NAMES = (*ZOO_ARCHS, "fmnist-repvgg-deploy")
@@ -153,8 +162,11 @@ def load_model(name: str, weights: str | Path | None = None, device: str | torch
 
             model = torchvision.models.get_model(name, weights=None)
             apply_state_dict(model, load_state_dict(weights))
-            return LoadedModel(model.eval().to(device), ModelEntry(name, "torchvision", "custom weights", str(weights)),
-                               _tv_weights(name).transforms())  # fmt: skip
+            return LoadedModel(
+                model.eval().to(device),
+                ModelEntry(name, "torchvision", "custom weights", str(weights)),
+                _tv_weights(name).transforms(),
+            )
         loaded = _load_torchvision(name)
         loaded.model.to(device)
         return loaded
@@ -187,19 +199,25 @@ def check_model_data(loaded: LoadedModel, data: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - an unreadable file in the user's folder
         raise DataError(f"reading the first test image of {where} failed ({type(exc).__name__}: {exc})") from None
     if not isinstance(x, torch.Tensor):
-        raise DataError(f"{name} cannot use {where}: the data gives {type(x).__name__} images and this model has no "
-                        "image transform (zoo models take 28×28 grayscale Fashion-MNIST tensors). Use Fashion-MNIST "
-                        "data with it, or a torchvision model with ImageFolder data.")  # fmt: skip
+        raise DataError(
+            f"{name} cannot use {where}: the data gives {type(x).__name__} images and this model has no "
+            "image transform (zoo models take 28×28 grayscale Fashion-MNIST tensors). Use Fashion-MNIST "
+            "data with it, or a torchvision model with ImageFolder data."
+        )
     device = next(iter(loaded.model.parameters()), torch.empty(0)).device
     try:
         with torch.no_grad():
             out = loaded.model(x.unsqueeze(0).to(device))
     except Exception as exc:  # noqa: BLE001 - a shape error from inside the model
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{name} cannot take the images of {where} (one image is {' × '.join(map(str, x.shape))}, "
-                        f"channels × height × width): {first}") from None  # fmt: skip
+        raise DataError(
+            f"{name} cannot take the images of {where} (one image is {' × '.join(map(str, x.shape))}, "
+            f"channels × height × width): {first}"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise DataError(f"{name} should return class scores (batch × classes); it returned "
-                        f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")  # fmt: skip
+        raise DataError(
+            f"{name} should return class scores (batch × classes); it returned "
+            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+        )
     if out.shape[1] < len(data.classes):
         raise DataError(f"{name} scores {out.shape[1]} classes but {where} has {len(data.classes)}")

@@ -24,8 +24,16 @@ from .fake_quant import FakeQuantize
 from .qscheme import QScheme
 from .quantizer import Quantizer
 
-__all__ = ["QuantLayer", "QuantConv2d", "QuantLinear", "QUANT_MODULES", "quant_layers", "set_quant_state",
-           "quant_state"]  # fmt: skip
+__all__ = [
+    "QuantLayer",
+    "QuantConv2d",
+    "QuantLinear",
+    "QUANT_MODULES",
+    "quant_layers",
+    "set_quant_state",
+    "quant_state",
+]
+
 
 class QuantLayer:
     """Mixin for layers with a weight quantizer and an input-activation quantizer.
@@ -88,12 +96,23 @@ class QuantConv2d(nn.Conv2d, QuantLayer):
     """An `nn.Conv2d` whose weight and input pass through fake-quantizers."""
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, w_scheme: QScheme, a_scheme: QScheme, w_observer: str = "mse",
-                   a_observer: str = "mse") -> QuantConv2d:  # fmt: skip
+    def from_float(
+        cls, conv: nn.Conv2d, w_scheme: QScheme, a_scheme: QScheme, w_observer: str = "mse", a_observer: str = "mse"
+    ) -> QuantConv2d:
         """Build from a float conv, sharing nothing with it (parameters are copied)."""
-        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                conv.groups, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
-                dtype=conv.weight.dtype)  # fmt: skip
+        q = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
         return q._adopt(conv, w_scheme, a_scheme, w_observer, a_observer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,8 +123,9 @@ class QuantLinear(nn.Linear, QuantLayer):
     """An `nn.Linear` whose weight and input pass through fake-quantizers."""
 
     @classmethod
-    def from_float(cls, fc: nn.Linear, w_scheme: QScheme, a_scheme: QScheme, w_observer: str = "mse",
-                   a_observer: str = "mse") -> QuantLinear:  # fmt: skip
+    def from_float(
+        cls, fc: nn.Linear, w_scheme: QScheme, a_scheme: QScheme, w_observer: str = "mse", a_observer: str = "mse"
+    ) -> QuantLinear:
         """Build from a float linear layer (parameters are copied)."""
         q = cls(fc.in_features, fc.out_features, fc.bias is not None, device=fc.weight.device, dtype=fc.weight.dtype)
         return q._adopt(fc, w_scheme, a_scheme, w_observer, a_observer)
@@ -133,8 +153,9 @@ def set_quant_state(model: nn.Module, weight: bool, act: bool, names: set[str] |
 
 
 @contextmanager
-def quant_state(target: nn.Module | Iterable[QuantLayer], weight: bool | None = None, act: bool | None = None
-                ) -> Iterator[list[QuantLayer]]:  # fmt: skip
+def quant_state(
+    target: nn.Module | Iterable[QuantLayer], weight: bool | None = None, act: bool | None = None
+) -> Iterator[list[QuantLayer]]:
     """Switch quantization for the block, then put every layer's previous state back exactly.
 
     Example: ``with quant_state(qmodel, False, False): fp = qmodel(x)`` runs the float model;

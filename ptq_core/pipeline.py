@@ -72,8 +72,10 @@ def quantize_and_evaluate(
     """
     config = spec.method
     if config.calib > len(bundle.calib):
-        raise ConfigError(f"the run asks for {config.calib} calibration images but {bundle.name} has "
-                          f"{len(bundle.calib)}: lower the calibration size")  # fmt: skip
+        raise ConfigError(
+            f"the run asks for {config.calib} calibration images but {bundle.name} has "
+            f"{len(bundle.calib)}: lower the calibration size"
+        )
     t0 = time.perf_counter()
     model = loaded.model.to(device).eval()
     calib = calibration_tensor(bundle, config.calib, config.seed).to(device)
@@ -94,12 +96,18 @@ def quantize_and_evaluate(
     report = qres.report.to_dict()
     bits = bits_summary(report["layers"], config.quant)
     metrics = {
-        "fp_top1": fp["top1"], "fp_top5": fp["top5"], "top1": q["top1"], "top5": q["top5"],
+        "fp_top1": fp["top1"],
+        "fp_top5": fp["top5"],
+        "top1": q["top1"],
+        "top5": q["top5"],
         "size_bits": model_size_bits(base_model) + cat_overhead_bits(qres.model),
         "fp_size_bits": sum(p.numel() for p in model.parameters()) * 32,
-        "seconds": time.perf_counter() - t0, "eval_samples": int(q["samples"]),
-        "calib_samples": len(calib), "w_bits_avg": bits.w_avg, "a_bits_avg": bits.a_avg,
-    }  # fmt: skip
+        "seconds": time.perf_counter() - t0,
+        "eval_samples": int(q["samples"]),
+        "calib_samples": len(calib),
+        "w_bits_avg": bits.w_avg,
+        "a_bits_avg": bits.a_avg,
+    }
     if q_base is not None:
         metrics["top1_base"] = q_base["top1"]
     data = bundle.describe()
@@ -113,18 +121,31 @@ def quantize_and_evaluate(
         labels = calibration_labels(bundle, config.calib, config.seed)[:n]
         overfit = overfit_check(base_model, (calib[:n], labels), (x_t.to(device), y_t))
     result = RunResult(
-        metrics=metrics, label=bits.label, report=report, bits=bits.to_dict(), data=data,
+        metrics=metrics,
+        label=bits.label,
+        report=report,
+        bits=bits.to_dict(),
+        data=data,
         layers=[e.to_dict() for e in layer_errors(base_model, x_err, "accumulated")],
         layers_alone=[e.to_dict() for e in layer_errors(base_model, x_err, "alone")],
-        timings=dict(qres.timings, method=qres.seconds), method_extras=qres.extras, device=str(device),
+        timings=dict(qres.timings, method=qres.seconds),
+        method_extras=qres.extras,
+        device=str(device),
         overfit=overfit,
-    )  # fmt: skip
+    )
     return result, qres
 
 
-def attach_cat(fp_model: nn.Module, qres: QuantResult, bundle: DataBundle, config: MethodConfig,
-               options: CATOptions, loader: DataLoader, device: torch.device,
-               progress: ProgressFn | None = None) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+def attach_cat(
+    fp_model: nn.Module,
+    qres: QuantResult,
+    bundle: DataBundle,
+    config: MethodConfig,
+    options: CATOptions,
+    loader: DataLoader,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Fit CAT after `qres`'s method, wrap `qres.model` with it, and evaluate base and corrected logits.
 
     `qres.model` becomes a `CATCorrected` around the base model; `qres.extras["cat"]`
@@ -184,8 +205,9 @@ def run_quantization(
     """
     store = store if store is not None else RunStore()
     q = spec.method.quant
-    with store.run(spec.model, spec.label, q.wbits, q.abits, spec.method.to_dict(), spec=spec.to_dict(),
-                   owner=owner) as handle:
+    with store.run(
+        spec.model, spec.label, q.wbits, q.abits, spec.method.to_dict(), spec=spec.to_dict(), owner=owner
+    ) as handle:
         dev = resolve_device(spec.device)
         if resources is None:
             loaded = load_model(spec.model, spec.weights, dev)

@@ -31,15 +31,40 @@ from .settings import check_settings, setting
 BIT_CHOICES = (*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS)
 
 __all__ = [
-    "BIT_CHOICES", "QuantSpec", "LayerInfo", "PrepareReport", "prepare", "check_finite_params", "execution_order",
-]  # fmt: skip
+    "BIT_CHOICES",
+    "QuantSpec",
+    "LayerInfo",
+    "PrepareReport",
+    "prepare",
+    "check_finite_params",
+    "execution_order",
+]
 
 # leaf modules that hold no quantizable weight matrix and pass data through in float
 _FLOAT_OK = (
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-    nn.Softmax, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout,
-    nn.Dropout2d, nn.Identity, nn.Flatten, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm,
-)  # fmt: skip
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.Softmax,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.Flatten,
+    nn.LayerNorm,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.GroupNorm,
+)
 
 
 @dataclass
@@ -57,8 +82,9 @@ class QuantSpec:
     w_per_channel: bool = setting(True, help="one weight scale per output channel (else one per tensor)")
     w_symmetric: bool = setting(False, help="symmetric, signed weight grid (else asymmetric with a zero point)")
     a_symmetric: bool = setting(False, help="symmetric, signed activation grid")
-    first_last_bits: int | None = setting(8, help="bits of the first and last layer (unset: same as the rest)",
-                                          choices=BIT_CHOICES)
+    first_last_bits: int | None = setting(
+        8, help="bits of the first and last layer (unset: same as the rest)", choices=BIT_CHOICES
+    )
     overrides: dict[str, dict[str, int]] = setting(
         default_factory=dict, help="per-layer bits by name pattern: PATTERN=W/A, e.g. 'layer3.*=8/8'"
     )
@@ -79,8 +105,9 @@ class QuantSpec:
 
     def weight_scheme(self, bits: int) -> QScheme:
         """Weight grid: per output channel by default; signed when symmetric."""
-        return QScheme(bits=bits, symmetric=self.w_symmetric, signed=self.w_symmetric,
-                       per_channel=self.w_per_channel, ch_axis=0)  # fmt: skip
+        return QScheme(
+            bits=bits, symmetric=self.w_symmetric, signed=self.w_symmetric, per_channel=self.w_per_channel, ch_axis=0
+        )
 
     def act_scheme(self, bits: int) -> QScheme:
         """Activation grid: one scale (and zero point) per tensor."""
@@ -144,8 +171,11 @@ def check_finite_params(model: nn.Module) -> None:
 def execution_order(model: nn.Module, example: torch.Tensor, types: tuple[type, ...]) -> list[str]:
     """Names of the modules of `types` in the order a forward pass calls them (first call)."""
     order: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda _m, _i, n=n: order.append(n) if n not in order else None)
-               for n, m in model.named_modules() if isinstance(m, types)]  # fmt: skip
+    handles = [
+        m.register_forward_pre_hook(lambda _m, _i, n=n: order.append(n) if n not in order else None)
+        for n, m in model.named_modules()
+        if isinstance(m, types)
+    ]
     traced_forward(model, example, handles)
     return order
 
@@ -158,8 +188,11 @@ def _classify(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
             continue
         children = list(m.children())
         own_params = [p for p, _ in m.named_parameters(recurse=False)]
-        if not children and not isinstance(m, _FLOAT_OK) and (own_params or isinstance(m, (nn.MultiheadAttention,
-                                                                                            nn.RNNBase))):
+        if (
+            not children
+            and not isinstance(m, _FLOAT_OK)
+            and (own_params or isinstance(m, (nn.MultiheadAttention, nn.RNNBase)))
+        ):
             unsupported.append((name, type(m).__name__))
         elif children and own_params:
             float_params += [f"{name}.{p}" if name else p for p in own_params]
@@ -205,15 +238,18 @@ def prepare(model: nn.Module, spec: QuantSpec, example: torch.Tensor) -> tuple[n
         wbits, abits = _layer_bits(name, role, spec)
         for p in matched:
             matched[p] += fnmatch.fnmatchcase(name, p)
-        q = QUANT_MODULES[type(float_layer)].from_float(float_layer, spec.weight_scheme(wbits),
-                                                        spec.act_scheme(abits), spec.w_observer, spec.a_observer)
+        q = QUANT_MODULES[type(float_layer)].from_float(
+            float_layer, spec.weight_scheme(wbits), spec.act_scheme(abits), spec.w_observer, spec.a_observer
+        )
         parent_name, _, child = name.rpartition(".")
         setattr(qmodel.get_submodule(parent_name) if parent_name else qmodel, child, q)
-        report.layers.append(LayerInfo(name, type(float_layer).__name__, wbits, abits,
-                                       sum(p.numel() for p in float_layer.parameters()), role))  # fmt: skip
+        report.layers.append(
+            LayerInfo(
+                name, type(float_layer).__name__, wbits, abits, sum(p.numel() for p in float_layer.parameters()), role
+            )
+        )
     unused = [p for p, n in matched.items() if n == 0]
     if unused:
         raise ConfigError(f"override pattern(s) {', '.join(map(repr, unused))} match no quantizable layer")
     report.unsupported, report.float_params = _classify(qmodel)
     return qmodel, report
-

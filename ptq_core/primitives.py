@@ -17,11 +17,24 @@ from ptq_core.errors import ConfigError, DataError, NonFiniteError
 from ptq_core.qscheme import int_range
 
 __all__ = [
-    "along", "clamp_inclusive",
-    "quant_range", "channel_rows", "compute_qparams", "round_ste", "quantize", "dequantize", "fake_quantize",
-    "fake_quantize_fused", "bernoulli_mask", "qdrop_mix", "error_parts", "quantization_error", "lp_loss",
-    "histogram_points", "lp_search",
-]  # fmt: skip
+    "along",
+    "clamp_inclusive",
+    "quant_range",
+    "channel_rows",
+    "compute_qparams",
+    "round_ste",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "fake_quantize_fused",
+    "bernoulli_mask",
+    "qdrop_mix",
+    "error_parts",
+    "quantization_error",
+    "lp_loss",
+    "histogram_points",
+    "lp_search",
+]
 
 _CHUNK_ELEMENTS = 2**22  # elements per temporary [candidates, C, N] block in lp_search
 _Search = tuple[Tensor, Tensor, Tensor, Tensor]  # best lo, best hi [C]; loss per width, width [K, C]
@@ -140,9 +153,7 @@ def round_ste(x: Tensor) -> Tensor:
     return torch.round(x).detach() + (x - x.detach())  # x - x.detach() is exactly 0: exact integers
 
 
-def quantize(
-    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None
-) -> Tensor:
+def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis: int | None = None) -> Tensor:
     """Map real values to grid integers ``clamp(round(x / s) + z, qmin, qmax)``.
 
     Args:
@@ -436,8 +447,9 @@ def _search_1d(
 _MAX_ZP_EXHAUSTIVE = 16  # zero-point positions searched exhaustively; above this, coarse-to-fine
 
 
-def _zp_losses(rows: Tensor, w: Tensor, zps: Tensor, nz: int, qmin: int, qmax: int, p: float,
-               weights: Tensor | None) -> Tensor:  # fmt: skip
+def _zp_losses(
+    rows: Tensor, w: Tensor, zps: Tensor, nz: int, qmin: int, qmax: int, p: float, weights: Tensor | None
+) -> Tensor:
     """Loss of widths w [G, C] at zero-point positions zps [G, Z, C] (offsets from qmin) -> [G, Z, C]."""
     g, z, c = zps.shape
     step = (w / (nz - 1)).clamp(min=1e-8)[:, None, :].expand(g, z, c)  # [G, Z, C]
@@ -445,8 +457,9 @@ def _zp_losses(rows: Tensor, w: Tensor, zps: Tensor, nz: int, qmin: int, qmax: i
     return loss.reshape(g, z, c)
 
 
-def _best_zp(rows: Tensor, w: Tensor, nz: int, qmin: int, qmax: int, p: float,
-             weights: Tensor | None) -> tuple[Tensor, Tensor]:  # fmt: skip
+def _best_zp(
+    rows: Tensor, w: Tensor, nz: int, qmin: int, qmax: int, p: float, weights: Tensor | None
+) -> tuple[Tensor, Tensor]:
     """Best zero-point offset and its loss for each width in w [G, C] -> ([G, C], [G, C]).
 
     Up to 16 positions are tried exhaustively (every grid at 2-4 bits). Above that the

@@ -28,8 +28,10 @@ TOP1_TOLERANCE = 1e-6  # percentage points: a rebuild on the same software gives
 def stored_spec(record: RunRecord) -> RunSpec:
     """The description a stored run was made from (ConfigError for runs stored before descriptions)."""
     if not record.spec:
-        raise ConfigError(f"run {record.run_id} was stored before runs kept their description; it cannot be "
-                          "rebuilt exactly (its method settings are in runs show)")  # fmt: skip
+        raise ConfigError(
+            f"run {record.run_id} was stored before runs kept their description; it cannot be "
+            "rebuilt exactly (its method settings are in runs show)"
+        )
     return RunSpec.from_dict(record.spec)
 
 
@@ -76,7 +78,9 @@ def rebuild_run(record: RunRecord, progress: ProgressFn | None = None, strict: b
     result, qres = quantize_and_evaluate(spec, loaded, bundle, device, progress)
     rebuilt = RebuiltRun(record, spec, loaded, bundle, device, result, qres)
     if strict and not rebuilt.reproduced:
-        raise ConfigError(f"run {record.run_id} rebuilt to top-1 {result.metrics['top1']:.4f} but "
-                          f"{record.metrics['top1']:.4f} was stored (software or hardware changed?); "
-                          "nothing was exported")  # fmt: skip
+        raise ConfigError(
+            f"run {record.run_id} rebuilt to top-1 {result.metrics['top1']:.4f} but "
+            f"{record.metrics['top1']:.4f} was stored (software or hardware changed?); "
+            "nothing was exported"
+        )
     return rebuilt

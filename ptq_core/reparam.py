@@ -43,8 +43,10 @@ def merge_branches(model: nn.Module, example: torch.Tensor | None = None, atol: 
     """
     names = rep_blocks(model)
     if not names:
-        raise ConfigError(f"RepAPQ needs a re-parameterisable network (RepVGG / MobileOne-style blocks with "
-                          f"reparameterize()); {type(model).__name__} has none")  # fmt: skip
+        raise ConfigError(
+            f"RepAPQ needs a re-parameterisable network (RepVGG / MobileOne-style blocks with "
+            f"reparameterize()); {type(model).__name__} has none"
+        )
     merged = copy.deepcopy(model).eval()
     for name in names:
         merged.get_submodule(name).reparameterize()

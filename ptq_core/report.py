@@ -50,16 +50,25 @@ def _grid(fq: Quantizer) -> dict[str, Any] | None:
         return {"bits": fq.bits, "form": type(fq).__name__, "per_channel": False}
     scale = fq.scale.detach().flatten().cpu().double().numpy()
     zp = fq.zero_point.detach().flatten().cpu().double().numpy()
-    return {"bits": fq.bits, "qmin": int(fq.scheme.qmin), "qmax": int(fq.scheme.qmax), "signed": bool(fq.scheme.signed),
-            "per_channel": bool(fq.scheme.per_channel), "observer": fq.observer_name, "scale": scale.tolist(),
-            "zero_point": zp.tolist()}  # fmt: skip
+    return {
+        "bits": fq.bits,
+        "qmin": int(fq.scheme.qmin),
+        "qmax": int(fq.scheme.qmax),
+        "signed": bool(fq.scheme.signed),
+        "per_channel": bool(fq.scheme.per_channel),
+        "observer": fq.observer_name,
+        "scale": scale.tolist(),
+        "zero_point": zp.tolist(),
+    }
 
 
 def quantizer_params(qmodel: nn.Module) -> list[dict[str, Any]]:
     """Every quantized layer's weight and input grids as the model uses them: bits, integer range,
     scale(s) and zero point(s) (one per output channel for per-channel weights); None for a float side."""
-    return [{"layer": name, "weight": _grid(layer.weight_quantizer), "input": _grid(layer.act_quantizer)}
-            for name, layer in quant_layers(qmodel)]  # fmt: skip
+    return [
+        {"layer": name, "weight": _grid(layer.weight_quantizer), "input": _grid(layer.act_quantizer)}
+        for name, layer in quant_layers(qmodel)
+    ]
 
 
 def _levels(grid: dict[str, Any], channel: int) -> list[float]:
@@ -99,8 +108,12 @@ def _spec_of(record: RunRecord) -> RunSpec:
     return RunSpec.from_dict(record.spec)
 
 
-def build_report(record: RunRecord, progress: ProgressFn | None = None, culprit_images: int | None = None,
-                 resources: tuple[Any, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def build_report(
+    record: RunRecord,
+    progress: ProgressFn | None = None,
+    culprit_images: int | None = None,
+    resources: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
     """Rebuild `record`'s run from its spec and gather everything the report shows.
 
     Args:
@@ -126,17 +139,30 @@ def build_report(record: RunRecord, progress: ProgressFn | None = None, culprit_
     measured = None
     if culprit_images:
         calib = calibration_tensor(bundle, spec.method.calib, spec.seed).to(dev)
-        measured = culprits_mod.measured_culprits(loaded.model, calib, make_loader(bundle.test, limit=culprit_images),
-                                                  spec.method.quant, quantized=qres)  # fmt: skip
-    return to_jsonable({
-        "run_id": record.run_id, "title": spec.title(), "label": record.bits_label, "spec": spec.to_dict(),
-        "created": record.created, "metrics": record.metrics, "rebuilt_top1": rebuilt, "stored_top1": stored,
-        "reproduced": isinstance(stored, (int, float)) and math.isclose(rebuilt, stored, abs_tol=1e-9),
-        "layers": record.layers, "layers_alone": record.extras.get("layers_alone", []),
-        "diagnosis": diag, "culprits": measured, "encodings": quantizer_params(qres.model),
-        "histograms": _histograms(qres.model, loaded.model, probe), "overfit": record.extras.get("overfit"),
-        "env": record.env,
-    })  # fmt: skip
+        measured = culprits_mod.measured_culprits(
+            loaded.model, calib, make_loader(bundle.test, limit=culprit_images), spec.method.quant, quantized=qres
+        )
+    return to_jsonable(
+        {
+            "run_id": record.run_id,
+            "title": spec.title(),
+            "label": record.bits_label,
+            "spec": spec.to_dict(),
+            "created": record.created,
+            "metrics": record.metrics,
+            "rebuilt_top1": rebuilt,
+            "stored_top1": stored,
+            "reproduced": isinstance(stored, (int, float)) and math.isclose(rebuilt, stored, abs_tol=1e-9),
+            "layers": record.layers,
+            "layers_alone": record.extras.get("layers_alone", []),
+            "diagnosis": diag,
+            "culprits": measured,
+            "encodings": quantizer_params(qres.model),
+            "histograms": _histograms(qres.model, loaded.model, probe),
+            "overfit": record.extras.get("overfit"),
+            "env": record.env,
+        }
+    )
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -165,46 +191,80 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def _summary(r: dict[str, Any]) -> str:
     m = r["metrics"]
-    repro = (f'<span class="ok">reproduced: the rebuilt top-1 {_num(r["rebuilt_top1"])}% equals the stored one</span>'
-             if r["reproduced"] else f'<span class="bad">not reproduced: rebuilt top-1 {_num(r["rebuilt_top1"])}% '
-             f'vs stored {_num(r["stored_top1"])}%</span>')  # fmt: skip
-    rows = [{"": "float", "top-1 %": _num(m.get("fp_top1")), "top-5 %": _num(m.get("fp_top5"))},
-            {"": f"quantized ({r['label']})", "top-1 %": _num(m.get("top1")), "top-5 %": _num(m.get("top5"))}]
-    return (f"<p>{repro}. Evaluated on {_e(m.get('eval_samples'))} test images, calibrated on "
-            f"{_e(m.get('calib_samples'))} images.</p>" + _table(rows, ["", "top-1 %", "top-5 %"]))  # fmt: skip
+    repro = (
+        f'<span class="ok">reproduced: the rebuilt top-1 {_num(r["rebuilt_top1"])}% equals the stored one</span>'
+        if r["reproduced"]
+        else f'<span class="bad">not reproduced: rebuilt top-1 {_num(r["rebuilt_top1"])}% '
+        f"vs stored {_num(r['stored_top1'])}%</span>"
+    )
+    rows = [
+        {"": "float", "top-1 %": _num(m.get("fp_top1")), "top-5 %": _num(m.get("fp_top5"))},
+        {"": f"quantized ({r['label']})", "top-1 %": _num(m.get("top1")), "top-5 %": _num(m.get("top5"))},
+    ]
+    return (
+        f"<p>{repro}. Evaluated on {_e(m.get('eval_samples'))} test images, calibrated on "
+        f"{_e(m.get('calib_samples'))} images.</p>" + _table(rows, ["", "top-1 %", "top-5 %"])
+    )
 
 
 def _errors(r: dict[str, Any]) -> str:
     acc = {e["name"]: e for e in r["layers"]}
     alone = {e["name"]: e for e in r["layers_alone"]}
     names = list(acc) or list(alone)
-    series = {"accumulated (all layers quantized)": [acc.get(n, {}).get("sqnr_db") for n in names],
-              "alone (only this layer quantized)": [alone.get(n, {}).get("sqnr_db") for n in names]}  # fmt: skip
+    series = {
+        "accumulated (all layers quantized)": [acc.get(n, {}).get("sqnr_db") for n in names],
+        "alone (only this layer quantized)": [alone.get(n, {}).get("sqnr_db") for n in names],
+    }
     wa = {n: acc.get(n, alone.get(n, {})) for n in names}
-    rows = [{"layer": n, "W/A": f"{wa[n].get('wbits')}/{wa[n].get('abits')}",
-             "SQNR alone dB": _num(alone.get(n, {}).get("sqnr_db")),
-             "SQNR accumulated dB": _num(acc.get(n, {}).get("sqnr_db")),
-             "MSE accumulated": _num(acc.get(n, {}).get("mse"), ".3e")} for n in names]  # fmt: skip
-    return svg_lines(series, names, "Output SQNR per layer (dB)") + "<details><summary>table</summary>" + _table(
-        rows, ["layer", "W/A", "SQNR alone dB", "SQNR accumulated dB", "MSE accumulated"]) + "</details>"
+    rows = [
+        {
+            "layer": n,
+            "W/A": f"{wa[n].get('wbits')}/{wa[n].get('abits')}",
+            "SQNR alone dB": _num(alone.get(n, {}).get("sqnr_db")),
+            "SQNR accumulated dB": _num(acc.get(n, {}).get("sqnr_db")),
+            "MSE accumulated": _num(acc.get(n, {}).get("mse"), ".3e"),
+        }
+        for n in names
+    ]
+    return (
+        svg_lines(series, names, "Output SQNR per layer (dB)")
+        + "<details><summary>table</summary>"
+        + _table(rows, ["layer", "W/A", "SQNR alone dB", "SQNR accumulated dB", "MSE accumulated"])
+        + "</details>"
+    )
 
 
 def _diagnosis(r: dict[str, Any]) -> str:
     d = r["diagnosis"]
     out = f"<p>{_e(d['verdict']['text'])}</p>" if d["verdict"]["floor"] else ""
-    out += (f"<p>Flag threshold {_num(d['threshold_db'], '.1f')} dB (the lower of the absolute threshold and the "
-            f"median layer minus the spread). Kept at 8 bits by the policy: {_e(', '.join(d['kept']) or 'none')}.</p>")
-    rows = [{"layer": f["layer"], "status": f["severity"], "cause": f["cause"], "evidence": f["evidence"],
-             "statistic": json.dumps(f["statistic"]), "fix": _fix(f["action"])} for f in d["findings"]]  # fmt: skip
+    out += (
+        f"<p>Flag threshold {_num(d['threshold_db'], '.1f')} dB (the lower of the absolute threshold and the "
+        f"median layer minus the spread). Kept at 8 bits by the policy: {_e(', '.join(d['kept']) or 'none')}.</p>"
+    )
+    rows = [
+        {
+            "layer": f["layer"],
+            "status": f["severity"],
+            "cause": f["cause"],
+            "evidence": f["evidence"],
+            "statistic": json.dumps(f["statistic"]),
+            "fix": _fix(f["action"]),
+        }
+        for f in d["findings"]
+    ]
     out += _table(rows, ["layer", "status", "cause", "statistic", "evidence", "fix"]) if rows else "<p>No finding.</p>"
     c = r.get("culprits")
     if c:
-        rows = [{"layer": x["layer"], "side": x["side"], "bits": x["bits"], "recovered pts": _num(x["recovered"])}
-                for x in c["candidates"][:10]]  # fmt: skip
-        out += (f"<h3>Measured culprits</h3><p>Quantized top-1 {_num(c['top1'])}% vs float {_num(c['fp_top1'])}% on "
-                f"{c['samples']} test images; weights only lose {_num(c['split']['weights'])} pts, activations only "
-                f"{_num(c['split']['activations'])} pts. Greedy set: {_e(c['overrides'] or 'none')} recovers "
-                f"{_num(c['recovered'])} pts.</p>")  # fmt: skip
+        rows = [
+            {"layer": x["layer"], "side": x["side"], "bits": x["bits"], "recovered pts": _num(x["recovered"])}
+            for x in c["candidates"][:10]
+        ]
+        out += (
+            f"<h3>Measured culprits</h3><p>Quantized top-1 {_num(c['top1'])}% vs float {_num(c['fp_top1'])}% on "
+            f"{c['samples']} test images; weights only lose {_num(c['split']['weights'])} pts, activations only "
+            f"{_num(c['split']['activations'])} pts. Greedy set: {_e(c['overrides'] or 'none')} recovers "
+            f"{_num(c['recovered'])} pts.</p>"
+        )
         out += _table(rows, ["layer", "side", "bits", "recovered pts"])
     return out
 
@@ -222,11 +282,20 @@ def _overfit(r: dict[str, Any]) -> str:
     if not o:
         return "<p>Not a reconstruction run: no overfitting check.</p>"
     flag = '<span class="bad">diverge: overfitting</span>' if o["flagged"] else '<span class="ok">agree</span>'
-    rows = [{"images": f"{s} ({o[s]['images']})", "float top-1": _num(o[s]["fp_top1"]), "quantized top-1":
-             _num(o[s]["top1"]), "drop": _num(o[s]["drop"])} for s in ("calib", "test")]  # fmt: skip
-    return (f"<p>Calibration vs held-out test images: {flag} (gap {_num(o['gap'])} pts, noise ±{_num(o['noise'])}); "
-            f"layers better on the calibration images: {_e(', '.join(o['flagged_layers']) or 'none')}.</p>"
-            + _table(rows, ["images", "float top-1", "quantized top-1", "drop"]))  # fmt: skip
+    rows = [
+        {
+            "images": f"{s} ({o[s]['images']})",
+            "float top-1": _num(o[s]["fp_top1"]),
+            "quantized top-1": _num(o[s]["top1"]),
+            "drop": _num(o[s]["drop"]),
+        }
+        for s in ("calib", "test")
+    ]
+    return (
+        f"<p>Calibration vs held-out test images: {flag} (gap {_num(o['gap'])} pts, noise ±{_num(o['noise'])}); "
+        f"layers better on the calibration images: {_e(', '.join(o['flagged_layers']) or 'none')}.</p>"
+        + _table(rows, ["images", "float top-1", "quantized top-1", "drop"])
+    )
 
 
 def _grid_text(g: dict[str, Any] | None) -> str:
@@ -245,37 +314,52 @@ def _layers(r: dict[str, Any]) -> str:
     out = []
     for enc in r["encodings"]:
         name, hist = enc["layer"], r["histograms"][enc["layer"]]
-        w_title = f"weights (channel {hist['weight']['channel']})" if (enc["weight"] or {}).get("per_channel") \
-            else "weights"  # fmt: skip
+        w_title = (
+            f"weights (channel {hist['weight']['channel']})" if (enc["weight"] or {}).get("per_channel") else "weights"
+        )
         full = json.dumps({"weight": enc["weight"], "input": enc["input"]})
-        out.append(f"<details open><summary><code>{_e(name)}</code>: weights {_e(_grid_text(enc['weight']))}; "
-                   f"input {_e(_grid_text(enc['input']))}</summary><div class='layer'>"
-                   f"{svg_histogram(hist['weight'], w_title)}</div><div class='layer'>"
-                   f"{svg_histogram(hist['input'], 'input activations')}</div><details><summary>all scales and "
-                   f"zero points</summary><pre>{_e(full)}</pre></details></details>")  # fmt: skip
+        out.append(
+            f"<details open><summary><code>{_e(name)}</code>: weights {_e(_grid_text(enc['weight']))}; "
+            f"input {_e(_grid_text(enc['input']))}</summary><div class='layer'>"
+            f"{svg_histogram(hist['weight'], w_title)}</div><div class='layer'>"
+            f"{svg_histogram(hist['input'], 'input activations')}</div><details><summary>all scales and "
+            f"zero points</summary><pre>{_e(full)}</pre></details></details>"
+        )
     return "".join(out)
 
 
 def render_html(r: dict[str, Any]) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG; no script, font or link to fetch)."""
     when = datetime.fromtimestamp(r["created"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "".join([
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{_e(r['title'])}: report</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(r['title'])} · {_e(r['label'])}</h1><p>Run <code>{_e(r['run_id'])}</code>, {when}.</p>",
-        "<h2>Accuracy</h2>", _summary(r),
-        "<h2>Per-layer error</h2>", _errors(r),
-        "<h2>Diagnosis</h2>", _diagnosis(r),
-        "<h2>Overfitting check</h2>", _overfit(r),
-        "<h2>Quantized layers: scales, zero points, histograms with the grid</h2>", _layers(r),
-        "<h2>Run description</h2><p>Re-run with <code>python -m ptq_core quantize --config spec.json</code>.</p>",
-        f"<pre>{_e(json.dumps(r['spec'], indent=2))}</pre>",
-        f"<h2>Environment</h2><pre>{_e(json.dumps(r['env'], indent=2))}</pre></body></html>",
-    ])  # fmt: skip
+    return "".join(
+        [
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{_e(r['title'])}: report</title><style>{_CSS}</style></head><body>",
+            f"<h1>{_e(r['title'])} · {_e(r['label'])}</h1><p>Run <code>{_e(r['run_id'])}</code>, {when}.</p>",
+            "<h2>Accuracy</h2>",
+            _summary(r),
+            "<h2>Per-layer error</h2>",
+            _errors(r),
+            "<h2>Diagnosis</h2>",
+            _diagnosis(r),
+            "<h2>Overfitting check</h2>",
+            _overfit(r),
+            "<h2>Quantized layers: scales, zero points, histograms with the grid</h2>",
+            _layers(r),
+            "<h2>Run description</h2><p>Re-run with <code>python -m ptq_core quantize --config spec.json</code>.</p>",
+            f"<pre>{_e(json.dumps(r['spec'], indent=2))}</pre>",
+            f"<h2>Environment</h2><pre>{_e(json.dumps(r['env'], indent=2))}</pre></body></html>",
+        ]
+    )
 
 
-def write_report(run_id: str, path: str | Path, store: RunStore | None = None, progress: ProgressFn | None = None,
-                 culprit_images: int | None = None) -> dict[str, Any]:  # fmt: skip
+def write_report(
+    run_id: str,
+    path: str | Path,
+    store: RunStore | None = None,
+    progress: ProgressFn | None = None,
+    culprit_images: int | None = None,
+) -> dict[str, Any]:
     """Build the report of stored run `run_id` and write it to `path`; returns the report's data."""
     store = store if store is not None else RunStore()
     data = build_report(store.get(run_id), progress, culprit_images)

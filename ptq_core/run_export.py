@@ -46,8 +46,10 @@ class ExportReport:
 
     def lines(self) -> list[str]:
         """A short human-readable report."""
-        out = [f"run {self.run_id}: {self.format} written to {self.path} ({self.size_bytes / 1024:.0f} KiB)",
-               f"stored top-1 {self.stored_top1:.2f}, rebuilt {self.rebuilt_top1:.2f}"]  # fmt: skip
+        out = [
+            f"run {self.run_id}: {self.format} written to {self.path} ({self.size_bytes / 1024:.0f} KiB)",
+            f"stored top-1 {self.stored_top1:.2f}, rebuilt {self.rebuilt_top1:.2f}",
+        ]
         out += [f"{k}: {v}" for k, v in self.checks.items()]
         out.append("check passed" if self.passed else "CHECK FAILED")
         return out
@@ -58,8 +60,9 @@ def _logits(model: torch.nn.Module, loader: Any, device: torch.device) -> torch.
         return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
 
 
-def write_artifact(rebuilt: RebuiltRun, fmt: str, path: str | Path, opset: int | None = None,
-                   atol: float = 0.5) -> ExportReport:  # fmt: skip
+def write_artifact(
+    rebuilt: RebuiltRun, fmt: str, path: str | Path, opset: int | None = None, atol: float = 0.5
+) -> ExportReport:
     """Write `fmt` of a rebuilt run to `path` and check it (see the module docstring).
 
     `atol`: the largest logit difference accepted between onnxruntime and PyTorch (a grid-boundary
@@ -78,9 +81,13 @@ def write_artifact(rebuilt: RebuiltRun, fmt: str, path: str | Path, opset: int |
         export_onnx(model, example, path, **({"opset": opset} if opset else {}))
         report = onnx_parity(path, loader, _logits(model, loader, device), atol=atol)
         ort_top1 = 100.0 * (report.onnx_top1 or 0.0)  # the report holds a fraction
-        checks = {"onnxruntime top-1": round(ort_top1, 4), "top-1 agreement": report.agreement,
-                  "max logit diff": report.max_abs_diff, "mean logit diff": report.mean_abs_diff,
-                  "test images": report.samples}  # fmt: skip
+        checks = {
+            "onnxruntime top-1": round(ort_top1, 4),
+            "top-1 agreement": report.agreement,
+            "max logit diff": report.max_abs_diff,
+            "mean logit diff": report.mean_abs_diff,
+            "test images": report.samples,
+        }
         # tolerance: the parity report's, and at most one test image's worth of top-1
         passed = report.passed and abs(ort_top1 - stored) <= 100.0 / max(report.samples, 1) + 1e-9
     elif fmt == "int":
@@ -94,11 +101,20 @@ def write_artifact(rebuilt: RebuiltRun, fmt: str, path: str | Path, opset: int |
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(to_jsonable(encodings(model)), indent=1))
-    return ExportReport(rebuilt.record.run_id, fmt, str(path), path.stat().st_size, stored,
-                        float(rebuilt.result.metrics["top1"]), checks, passed)  # fmt: skip
+    return ExportReport(
+        rebuilt.record.run_id,
+        fmt,
+        str(path),
+        path.stat().st_size,
+        stored,
+        float(rebuilt.result.metrics["top1"]),
+        checks,
+        passed,
+    )
 
 
-def export_run(record: RunRecord, fmt: str, path: str | Path, progress: ProgressFn | None = None,
-               opset: int | None = None) -> ExportReport:  # fmt: skip
+def export_run(
+    record: RunRecord, fmt: str, path: str | Path, progress: ProgressFn | None = None, opset: int | None = None
+) -> ExportReport:
     """Rebuild a stored run (it must reproduce its stored top-1) and write `fmt` to `path`, checked."""
     return write_artifact(rebuild_run(record, progress), fmt, path, opset)

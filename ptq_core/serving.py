@@ -21,8 +21,14 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["ALLOWED_DIRS_VAR", "UPLOADED_CODE_VAR", "allowed_model_dirs", "uploaded_code_allowed",
-           "is_factory", "check_factory_allowed"]  # fmt: skip
+__all__ = [
+    "ALLOWED_DIRS_VAR",
+    "UPLOADED_CODE_VAR",
+    "allowed_model_dirs",
+    "uploaded_code_allowed",
+    "is_factory",
+    "check_factory_allowed",
+]
 
 ALLOWED_DIRS_VAR = "PTQ_ALLOWED_MODEL_DIRS"
 UPLOADED_CODE_VAR = "PTQ_ALLOW_UPLOADED_CODE"
@@ -66,9 +72,12 @@ def check_factory_allowed(name: str, upload_dirs: Sequence[Path] = ()) -> None:
     if any(_inside(path, d) for d in uploads):
         if uploaded_code_allowed():
             return
-        raise ConfigError(f"running uploaded model code is off on this server (the operator turns it on with "
-                          f"{UPLOADED_CODE_VAR}=1)")  # fmt: skip
+        raise ConfigError(
+            f"running uploaded model code is off on this server (the operator turns it on with {UPLOADED_CODE_VAR}=1)"
+        )
     if any(_inside(path, d) for d in allowed_model_dirs()):
         return
-    raise ConfigError(f"model files on the server are off unless the operator allows their folder "
-                      f"({ALLOWED_DIRS_VAR}); this file is not in an allowed folder")  # fmt: skip
+    raise ConfigError(
+        f"model files on the server are off unless the operator allows their folder "
+        f"({ALLOWED_DIRS_VAR}); this file is not in an allowed folder"
+    )

@@ -121,8 +121,13 @@ def check_settings(obj: Any) -> None:
             if not number or (s.kind is int and value != int(value)):
                 raise ConfigError(f"{s.name} must be a{'n integer' if s.kind is int else ' number'}, got {value!r}")
             if s.min is not None and value < s.min or s.max is not None and value > s.max:
-                bounds = (f"at least {s.min:g}" if s.max is None else f"at most {s.max:g}" if s.min is None
-                          else f"between {s.min:g} and {s.max:g}")
+                bounds = (
+                    f"at least {s.min:g}"
+                    if s.max is None
+                    else f"at most {s.max:g}"
+                    if s.min is None
+                    else f"between {s.min:g} and {s.max:g}"
+                )
                 raise ConfigError(f"{s.name} must be {bounds}, got {value!r}")
         elif s.kind is bool and not isinstance(value, bool):
             raise ConfigError(f"{s.name} must be true or false, got {value!r}")

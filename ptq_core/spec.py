@@ -118,11 +118,16 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the spec's version."""
         return {
-            "version": SPEC_VERSION, "model": self.model, "weights": self.weights, "data": self.data,
-            "device": self.device, "method": self.method.to_dict(),
-            "cat": None if self.cat is None else self.cat.to_dict(), "eval_limit": self.eval_limit,
+            "version": SPEC_VERSION,
+            "model": self.model,
+            "weights": self.weights,
+            "data": self.data,
+            "device": self.device,
+            "method": self.method.to_dict(),
+            "cat": None if self.cat is None else self.cat.to_dict(),
+            "eval_limit": self.eval_limit,
             "error_samples": self.error_samples,
-        }  # fmt: skip
+        }
 
     def to_json(self) -> str:
         """`to_dict` as indented JSON."""

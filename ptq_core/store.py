@@ -31,9 +31,15 @@ import platformdirs
 from ptq_core.errors import ConfigError, PTQError, RunCancelled
 
 __all__ = [
-    "SCHEMA_VERSION", "STATUSES", "RunRecord", "RunHandle", "RunStore",
-    "default_store_path", "environment", "to_jsonable",
-]  # fmt: skip
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "RunRecord",
+    "RunHandle",
+    "RunStore",
+    "default_store_path",
+    "environment",
+    "to_jsonable",
+]
 
 SCHEMA_VERSION = 4  # 2: description (spec), bits label; 3: owner, pid, host, heartbeat; 4: sweep, cell
 STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
@@ -304,21 +310,39 @@ class RunStore:
     # -- writing --------------------------------------------------------------------
 
     def start(
-        self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None,
+        self,
+        model: str,
+        method: str,
+        wbits: int,
+        abits: int,
+        config: dict,
+        spec: dict | None = None,
         owner: str = "",
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Insert a "running" run of this process and return its id (`spec`: the run's description,
         `owner`: who started it)."""
         now = time.time()
         record = RunRecord(
-            run_id=uuid.uuid4().hex[:12], created=now, finished=None, status="running",
-            model=str(model), method=str(method), wbits=int(wbits), abits=int(abits),
-            config=config, env=environment(), spec=spec or {}, owner=str(owner), pid=os.getpid(),
-            host=socket.gethostname(), heartbeat=now,
-        )  # fmt: skip
+            run_id=uuid.uuid4().hex[:12],
+            created=now,
+            finished=None,
+            status="running",
+            model=str(model),
+            method=str(method),
+            wbits=int(wbits),
+            abits=int(abits),
+            config=config,
+            env=environment(),
+            spec=spec or {},
+            owner=str(owner),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            heartbeat=now,
+        )
         with self._connect() as conn:
-            conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                         record._to_row())  # fmt: skip
+            conn.execute(
+                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", record._to_row()
+            )
         return record.run_id
 
     def add(self, record: RunRecord) -> RunRecord:
@@ -330,20 +354,32 @@ class RunStore:
         with self._connect() as conn:
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (record.run_id,)).fetchone():
                 raise ConfigError(f"run {record.run_id!r} is already in the run store")
-            conn.execute(f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                         record._to_row())  # fmt: skip
+            conn.execute(
+                f"INSERT INTO runs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})", record._to_row()
+            )
         return record
 
     def finish(
-        self, run_id: str, metrics: dict, layers: list[dict], timings: dict, extras: dict | None = None,
+        self,
+        run_id: str,
+        metrics: dict,
+        layers: list[dict],
+        timings: dict,
+        extras: dict | None = None,
         label: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Store the results of run ``run_id`` and mark it "done" (`label`: its effective bits)."""
         values = {"label": label} if label is not None else {}
         self._update(
-            run_id, status="done", finished=time.time(), metrics=_dumps(metrics),
-            layers=_dumps(layers), timings=_dumps(timings), extras=_dumps(extras or {}), **values,
-        )  # fmt: skip
+            run_id,
+            status="done",
+            finished=time.time(),
+            metrics=_dumps(metrics),
+            layers=_dumps(layers),
+            timings=_dumps(timings),
+            extras=_dumps(extras or {}),
+            **values,
+        )
 
     def fail(self, run_id: str, error: str, status: str = "failed") -> None:
         """Mark run ``run_id`` as "failed" (or "cancelled") with a one-line error."""
@@ -370,8 +406,7 @@ class RunStore:
     def beat(self, run_id: str) -> None:
         """Record that the process running ``run_id`` is alive (the run's heartbeat)."""
         with self._connect() as conn:
-            conn.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = 'running'",
-                         (time.time(), run_id))  # fmt: skip
+            conn.execute("UPDATE runs SET heartbeat = ? WHERE run_id = ? AND status = 'running'", (time.time(), run_id))
 
     def mark_interrupted(self, stale_s: float = STALE_S) -> list[str]:
         """Mark "running" runs whose process is gone as "interrupted"; return their ids.
@@ -381,8 +416,9 @@ class RunStore:
         a restart). Runs of live processes on this host are never touched.
         """
         with self._connect(write=False) as conn:
-            rows = conn.execute("SELECT run_id, pid, host, heartbeat, created FROM runs "
-                                "WHERE status = 'running'").fetchall()  # fmt: skip
+            rows = conn.execute(
+                "SELECT run_id, pid, host, heartbeat, created FROM runs WHERE status = 'running'"
+            ).fetchall()
         here, now = socket.gethostname(), time.time()
         gone = []
         for row in rows:
@@ -393,18 +429,30 @@ class RunStore:
             if not alive or stale:
                 gone.append((row["run_id"], row["pid"], row["host"] or "an unknown host", not alive))
         for run_id, pid, host, dead in gone:
-            why = (f"the process running it (pid {pid} on {host}) ended without finishing" if dead else
-                   f"no heartbeat for over {stale_s:.0f} s from pid {pid} on {host}")  # fmt: skip
+            why = (
+                f"the process running it (pid {pid} on {host}) ended without finishing"
+                if dead
+                else f"no heartbeat for over {stale_s:.0f} s from pid {pid} on {host}"
+            )
             with self._connect() as conn:
-                conn.execute("UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE run_id = ? "
-                             "AND status = 'running'", (now, f"interrupted: {why}", run_id))  # fmt: skip
+                conn.execute(
+                    "UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE run_id = ? "
+                    "AND status = 'running'",
+                    (now, f"interrupted: {why}", run_id),
+                )
         return [g[0] for g in gone]
 
     @contextmanager
     def run(
-        self, model: str, method: str, wbits: int, abits: int, config: dict, spec: dict | None = None,
+        self,
+        model: str,
+        method: str,
+        wbits: int,
+        abits: int,
+        config: dict,
+        spec: dict | None = None,
         owner: str = "",
-    ) -> Iterator[RunHandle]:  # fmt: skip
+    ) -> Iterator[RunHandle]:
         """Record a run around a block of code.
 
         The block calls ``handle.finish(...)``. If it raises, the run is marked
@@ -415,8 +463,9 @@ class RunStore:
         """
         handle = RunHandle(self, self.start(model, method, wbits, abits, config, spec, owner))
         stop = threading.Event()
-        beater = threading.Thread(target=self._beat_until, args=(handle.run_id, stop), daemon=True,
-                                  name=f"ptq-heartbeat-{handle.run_id}")  # fmt: skip
+        beater = threading.Thread(
+            target=self._beat_until, args=(handle.run_id, stop), daemon=True, name=f"ptq-heartbeat-{handle.run_id}"
+        )
         beater.start()
         try:
             yield handle
@@ -448,9 +497,14 @@ class RunStore:
         return RunRecord._from_row(row)
 
     def list(
-        self, status: str | None = None, model: str | None = None, method: str | None = None,
-        limit: int | None = None, owner: str | None = None, sweep: str | None = None,
-    ) -> list[RunRecord]:  # fmt: skip
+        self,
+        status: str | None = None,
+        model: str | None = None,
+        method: str | None = None,
+        limit: int | None = None,
+        owner: str | None = None,
+        sweep: str | None = None,
+    ) -> list[RunRecord]:
         """Return runs newest first, optionally filtered (`sweep`: the cells of one sweep) and capped at ``limit``.
 
         Runs whose process died are marked "interrupted" first (see :meth:`mark_interrupted`).
@@ -470,8 +524,10 @@ class RunStore:
 
     def sweeps(self) -> list[dict[str, Any]]:
         """The sweeps in the store, newest first: ``{sweep, runs, done, failed, created}``."""
-        sql = ("SELECT sweep, COUNT(*) AS runs, SUM(status = 'done') AS done, SUM(status = 'failed') AS failed, "
-               "MAX(created) AS created FROM runs WHERE sweep != '' GROUP BY sweep ORDER BY created DESC")
+        sql = (
+            "SELECT sweep, COUNT(*) AS runs, SUM(status = 'done') AS done, SUM(status = 'failed') AS failed, "
+            "MAX(created) AS created FROM runs WHERE sweep != '' GROUP BY sweep ORDER BY created DESC"
+        )
         with self._connect(write=False) as conn:
             return [dict(row) for row in conn.execute(sql).fetchall()]
 
@@ -501,11 +557,24 @@ class RunStore:
         writer.writerow(base + names + spec_keys + ["spec_json", "seconds"])
         for rec, metrics, spec in zip(records, flat, specs, strict=True):
             created = datetime.fromtimestamp(rec.created, timezone.utc).isoformat()
-            fixed = [rec.run_id, created, rec.status, rec.model, rec.method, rec.wbits, rec.abits, rec.bits_label,
-                     rec.error or ""]  # fmt: skip
+            fixed = [
+                rec.run_id,
+                created,
+                rec.status,
+                rec.model,
+                rec.method,
+                rec.wbits,
+                rec.abits,
+                rec.bits_label,
+                rec.error or "",
+            ]
             seconds = "" if rec.seconds is None else rec.seconds
-            writer.writerow(fixed + [metrics.get(k, "") for k in metric_keys] + [spec.get(k, "") for k in spec_keys]
-                            + [_dumps(rec.spec or {"method": rec.config}), seconds])  # fmt: skip
+            writer.writerow(
+                fixed
+                + [metrics.get(k, "") for k in metric_keys]
+                + [spec.get(k, "") for k in spec_keys]
+                + [_dumps(rec.spec or {"method": rec.config}), seconds]
+            )
         return out.getvalue()
 
 
@@ -542,4 +611,3 @@ def _describe(exc: BaseException) -> str:
 
 def _unknown(run_id: str) -> ConfigError:
     return ConfigError(f"no run with id {run_id!r} in the run store")
-

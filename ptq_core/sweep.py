@@ -30,8 +30,16 @@ from .pipeline import run_quantization
 from .spec import RunSpec
 from .store import RunRecord, RunStore, environment, to_jsonable
 
-__all__ = ["SweepProgress", "SweepReport", "run_sweep", "run_cells", "execute_cell", "cell_identity", "sweep_records",
-           "sweep_summary"]  # fmt: skip
+__all__ = [
+    "SweepProgress",
+    "SweepReport",
+    "run_sweep",
+    "run_cells",
+    "execute_cell",
+    "cell_identity",
+    "sweep_records",
+    "sweep_summary",
+]
 
 
 @dataclass
@@ -105,8 +113,13 @@ def _where(before: resource.struct_rusage) -> dict[str, Any]:
             node = ray.get_runtime_context().get_node_id()
     except ImportError:
         pass
-    return {"host": socket.gethostname(), "ray_node": node, "cpu_s": cpu_s,
-            "peak_mb": (after.ru_maxrss - before.ru_maxrss) / 1024, "threads": _threads()}
+    return {
+        "host": socket.gethostname(),
+        "ray_node": node,
+        "cpu_s": cpu_s,
+        "peak_mb": (after.ru_maxrss - before.ru_maxrss) / 1024,
+        "threads": _threads(),
+    }
 
 
 def _threads() -> int:
@@ -121,10 +134,19 @@ def _failed(spec: dict[str, Any], error: str) -> RunRecord:
     quant = method.get("quant") or {}
     now = time.time()
     return RunRecord(
-        run_id=uuid.uuid4().hex[:12], created=now, finished=now, status="failed", model=str(spec.get("model")),
-        method=str(method.get("method")), wbits=int(quant.get("wbits", 0)), abits=int(quant.get("abits", 0)),
-        config=method, env=environment(), error=" ".join(error.split())[:500], spec=spec,
-    )  # fmt: skip
+        run_id=uuid.uuid4().hex[:12],
+        created=now,
+        finished=now,
+        status="failed",
+        model=str(spec.get("model")),
+        method=str(method.get("method")),
+        wbits=int(quant.get("wbits", 0)),
+        abits=int(quant.get("abits", 0)),
+        config=method,
+        env=environment(),
+        error=" ".join(error.split())[:500],
+        spec=spec,
+    )
 
 
 def _done(store: RunStore, name: str) -> set[tuple[str, str]]:
@@ -228,14 +250,22 @@ def sweep_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
         done = [r for r in runs if r.status == "done" and r.metrics.get("top1") is not None]
         top1 = [float(r.metrics["top1"]) for r in done]
         first = runs[0]
-        rows.append({
-            "group": group, "model": first.model, "method": first.method, "wbits": first.wbits,
-            "abits": first.abits, "bits": first.bits_label, "seeds": sorted(_seed(r) for r in done),
-            "runs": len(done), "failed": len(runs) - len(done),
-            "top1_mean": statistics.mean(top1) if top1 else None,
-            "top1_std": statistics.stdev(top1) if len(top1) > 1 else (0.0 if top1 else None),
-            "fp_top1": done[0].metrics.get("fp_top1") if done else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "group": group,
+                "model": first.model,
+                "method": first.method,
+                "wbits": first.wbits,
+                "abits": first.abits,
+                "bits": first.bits_label,
+                "seeds": sorted(_seed(r) for r in done),
+                "runs": len(done),
+                "failed": len(runs) - len(done),
+                "top1_mean": statistics.mean(top1) if top1 else None,
+                "top1_std": statistics.stdev(top1) if len(top1) > 1 else (0.0 if top1 else None),
+                "fp_top1": done[0].metrics.get("fp_top1") if done else None,
+            }
+        )
     return rows
 
 

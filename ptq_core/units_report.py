@@ -53,8 +53,14 @@ class UnitsReport:
 
 
 @torch.no_grad()
-def units_report(model_name: str, weights: str | None = None, data: str = "fmnist-sample", source: str = "graph",
-                 patterns: list[str] | None = None, images: int = 4) -> UnitsReport:  # fmt: skip
+def units_report(
+    model_name: str,
+    weights: str | None = None,
+    data: str = "fmnist-sample",
+    source: str = "graph",
+    patterns: list[str] | None = None,
+    images: int = 4,
+) -> UnitsReport:
     """The units of a model as a run would see them.
 
     Args:
@@ -98,6 +104,7 @@ def format_units_report(rep: UnitsReport) -> str:
         f"{'#':>3}  {'unit':{width}}  {'kind':6}{'class':26}{'layers':>6}  {'distribution correction':42}KL path"
     )
     for i, u in enumerate(rep.units):
-        lines.append(f"{i:>3}  {u.name:{width}}  {u.kind:6}{u.block_type[:25]:26}{len(u.layers):>6}  {u.dc:42}"
-                     f"{u.kl_path}")  # fmt: skip
+        lines.append(
+            f"{i:>3}  {u.name:{width}}  {u.kind:6}{u.block_type[:25]:26}{len(u.layers):>6}  {u.dc:42}{u.kl_path}"
+        )
     return "\n".join(lines)

@@ -178,9 +178,18 @@ class Job:
             self._last = event
             self._events += 1
             for name, value in (event.losses or {}).items():
-                self._losses.append({"point": self._events, "stage": event.stage, "unit": event.unit,
-                                     "unit_index": event.unit_index, "step": event.step, "total": event.total,
-                                     "loss": name, "value": float(value)})  # fmt: skip
+                self._losses.append(
+                    {
+                        "point": self._events,
+                        "stage": event.stage,
+                        "unit": event.unit,
+                        "unit_index": event.unit_index,
+                        "step": event.step,
+                        "total": event.total,
+                        "loss": name,
+                        "value": float(value),
+                    }
+                )
             if len(self._losses) > _MAX_LOSS_POINTS:  # long runs: keep every other point
                 self._losses = self._losses[::2]
         if self.cancel_event.is_set():
@@ -207,9 +216,20 @@ class Job:
         with self._lock:
             end = self.finished or time.time()
             eta = None if self.finished else _eta(fraction(self._last), self._stage_frac, end - self._stage_started)
-            return JobSnapshot(self.status, self._last, list(self._losses), self._events, end - self.started,
-                               self.error, self.result, self.cancel_event.is_set(), position, running_jobs,
-                               eta, self._stage)  # fmt: skip
+            return JobSnapshot(
+                self.status,
+                self._last,
+                list(self._losses),
+                self._events,
+                end - self.started,
+                self.error,
+                self.result,
+                self.cancel_event.is_set(),
+                position,
+                running_jobs,
+                eta,
+                self._stage,
+            )
 
     def _run(self, fn: Callable[[Callable[[ProgressEvent], None]], Any]) -> None:
         if self.queue is not None and not self.queue.wait_turn(self):
@@ -238,8 +258,12 @@ class Job:
             self.result, self.status, self.error, self.finished = result, status, error, time.time()
 
 
-def start_job(fn: Callable[[Callable[[ProgressEvent], None]], Any], label: str, sync: bool | None = None,
-              queue: JobQueue | None = None) -> Job:  # fmt: skip
+def start_job(
+    fn: Callable[[Callable[[ProgressEvent], None]], Any],
+    label: str,
+    sync: bool | None = None,
+    queue: JobQueue | None = None,
+) -> Job:
     """Run `fn(progress)` on a daemon thread (or inline when `sync`) and return its `Job`.
 
     With a `queue`, the thread first waits for a free slot there (the job is "queued" meanwhile).

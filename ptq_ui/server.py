@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def app_server(env: dict[str, str] | None = None, log: IO[str] | None = None,
-               start_timeout: float = 180.0) -> Iterator[str]:  # fmt: skip
+def app_server(
+    env: dict[str, str] | None = None, log: IO[str] | None = None, start_timeout: float = 180.0
+) -> Iterator[str]:
     """Run `streamlit run app.py` headless until the block exits; yields its URL once healthy.
 
     Args:
@@ -38,9 +39,23 @@ def app_server(env: dict[str, str] | None = None, log: IO[str] | None = None,
         RuntimeError: The server exited or did not answer in time.
     """
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-           "--browser.gatherUsageStats", "false"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     out = log if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -9,8 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-__all__ = ["DEFAULTS", "Selection", "init_state", "selection", "set_weights", "session_id", "owner",
-           "clean_name"]  # fmt: skip
+__all__ = ["DEFAULTS", "Selection", "init_state", "selection", "set_weights", "session_id", "owner", "clean_name"]
 
 # persistent keys (widgets use "w_<key>" and copy their value back, see widgets.seeded)
 DEFAULTS: dict[str, Any] = {

@@ -25,9 +25,12 @@ def main() -> None:
     idx = np.sort(np.random.default_rng(args.seed).choice(len(arrays["train_y"]), args.calib, replace=False))
     np.savez_compressed(
         EMBEDDED_FILE,
-        calib_x=arrays["train_x"][idx], calib_y=arrays["train_y"][idx], calib_index=idx,
-        test_x=arrays["test_x"], test_y=arrays["test_y"],
-    )  # fmt: skip
+        calib_x=arrays["train_x"][idx],
+        calib_y=arrays["train_y"][idx],
+        calib_index=idx,
+        test_x=arrays["test_x"],
+        test_y=arrays["test_y"],
+    )
     print(f"wrote {EMBEDDED_FILE} ({EMBEDDED_FILE.stat().st_size / 1e6:.1f} MB) from {source}")
 
 

@@ -94,8 +94,11 @@ def train_one(name: str, arrays: dict, epochs: int | None, seed: int) -> dict:
             opt.step()
             sched.step()
         acc = evaluate(model, xte, yte)
-        print(f"{name} epoch {epoch + 1}/{recipe['epochs']}: loss {loss.item():.3f} test top-1 {acc:.2f} "
-              f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"{name} epoch {epoch + 1}/{recipe['epochs']}: loss {loss.item():.3f} test top-1 {acc:.2f} "
+            f"({time.time() - start:.0f} s)",
+            flush=True,
+        )
     model = model.to(memory_format=torch.contiguous_format).eval()
     sd = model.state_dict()
     if recipe.get("store") == "float16":  # keeps the real-size checkpoint small; loading casts back to float32
@@ -107,10 +110,19 @@ def train_one(name: str, arrays: dict, epochs: int | None, seed: int) -> dict:
         "builder": f"ptq_core.zoo.{ZOO_ARCHS[name].__name__}",
         "parameters": sum(p.numel() for p in model.parameters()),
         "dataset": "Fashion-MNIST (60k train / 10k test), 1x28x28, normalised with mean 0.2860 std 0.3530"
-        + (f", resized to {resize.channels}x{resize.size}x{resize.size} (bilinear, gray channel repeated)"
-           if resize else ""),
-        "recipe": dict(recipe, batch=BATCH, seed=seed, schedule="one-cycle (15% warm-up)", label_smoothing=0.1,
-                       augmentation="random crop (2-px pad) + horizontal flip"),  # fmt: skip
+        + (
+            f", resized to {resize.channels}x{resize.size}x{resize.size} (bilinear, gray channel repeated)"
+            if resize
+            else ""
+        ),
+        "recipe": dict(
+            recipe,
+            batch=BATCH,
+            seed=seed,
+            schedule="one-cycle (15% warm-up)",
+            label_smoothing=0.1,
+            augmentation="random crop (2-px pad) + horizontal flip",
+        ),
         "fp_top1": round(evaluate(_reloaded(name, sd), xte, yte), 2),  # as stored (float16 included)
         "train_seconds": round(time.time() - start, 1),
         "torch": torch.__version__,

@@ -27,8 +27,19 @@ from ..calibrate import iterate_batches
 from ..errors import ConfigError, DataError
 from ..modules import set_quant_state
 
-__all__ = ["Features", "LOGITS", "MAX_POINTS", "MAX_DIM", "PROJECTIONS", "capture_features", "project", "kmeans",
-           "outcome", "OUTCOMES", "cluster_view"]  # fmt: skip
+__all__ = [
+    "Features",
+    "LOGITS",
+    "MAX_POINTS",
+    "MAX_DIM",
+    "PROJECTIONS",
+    "capture_features",
+    "project",
+    "kmeans",
+    "outcome",
+    "OUTCOMES",
+    "cluster_view",
+]
 
 LOGITS = "logits"  # pseudo-layer name: the model's output
 MAX_POINTS = 5000  # UMAP and the scatter plots never see more points
@@ -111,8 +122,7 @@ def _numba_cache() -> None:
         os.environ["NUMBA_CACHE_DIR"] = str(folder)
 
 
-def project(float_feats: np.ndarray, quant_feats: np.ndarray, method: str = "pca", seed: int = 0
-            ) -> dict[str, Any]:  # fmt: skip
+def project(float_feats: np.ndarray, quant_feats: np.ndarray, method: str = "pca", seed: int = 0) -> dict[str, Any]:
     """2-D coordinates of both feature sets in one shared space.
 
     PCA is fitted on the float features only (so the axes are the float model's main
@@ -131,15 +141,20 @@ def project(float_feats: np.ndarray, quant_feats: np.ndarray, method: str = "pca
         from sklearn.decomposition import PCA
 
         pca = PCA(n_components=2, random_state=seed).fit(float_feats)
-        return {"float": pca.transform(float_feats), "quant": pca.transform(quant_feats), "method": "pca",
-                "explained": [float(v) for v in pca.explained_variance_ratio_]}  # fmt: skip
+        return {
+            "float": pca.transform(float_feats),
+            "quant": pca.transform(quant_feats),
+            "method": "pca",
+            "explained": [float(v) for v in pca.explained_variance_ratio_],
+        }
     if 2 * n > MAX_POINTS:
         raise ConfigError(f"UMAP takes at most {MAX_POINTS} points: use at most {MAX_POINTS // 2} images")
     _numba_cache()
     import umap  # slow import (numba): only when asked for
 
     both = umap.UMAP(n_components=2, random_state=seed, n_neighbors=min(15, 2 * n - 1)).fit_transform(
-        np.concatenate([float_feats, quant_feats]))  # fmt: skip
+        np.concatenate([float_feats, quant_feats])
+    )
     return {"float": both[:n], "quant": both[n:], "method": "umap", "explained": []}
 
 
@@ -158,8 +173,15 @@ def outcome(labels: np.ndarray, pred_float: np.ndarray, pred_quant: np.ndarray) 
     return np.where(fr & qr, 0, np.where(fr & ~qr, 1, np.where(~fr & qr, 2, 3)))
 
 
-def cluster_view(qmodel: nn.Module, images: torch.Tensor, labels: np.ndarray, layer: str = LOGITS,
-                 method: str = "pca", k: int = 10, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def cluster_view(
+    qmodel: nn.Module,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    layer: str = LOGITS,
+    method: str = "pca",
+    k: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Everything the clusters page draws: coordinates, classes, clusters, outcomes, displacement.
 
     The k-means clusters are those of the float features, so one colour follows the
@@ -173,10 +195,16 @@ def cluster_view(qmodel: nn.Module, images: torch.Tensor, labels: np.ndarray, la
     shift = np.linalg.norm(feats.quant_feats - feats.float_feats, axis=1)
     scale = np.linalg.norm(feats.float_feats, axis=1).mean()
     return {
-        "float": coords["float"].astype(np.float32), "quant": coords["quant"].astype(np.float32),
-        "explained": coords["explained"], "method": method, "labels": labels.astype(int),
+        "float": coords["float"].astype(np.float32),
+        "quant": coords["quant"].astype(np.float32),
+        "explained": coords["explained"],
+        "method": method,
+        "labels": labels.astype(int),
         "clusters": kmeans(feats.float_feats, k, seed).astype(int),
-        "outcome": outcome(labels, feats.pred_float, feats.pred_quant).astype(int), "outcome_names": list(OUTCOMES),
-        "pred_float": feats.pred_float.astype(int), "pred_quant": feats.pred_quant.astype(int),
-        "relative_shift": (shift / max(float(scale), 1e-12)).astype(np.float32), "dim": int(feats.float_feats.shape[1]),
-    }  # fmt: skip
+        "outcome": outcome(labels, feats.pred_float, feats.pred_quant).astype(int),
+        "outcome_names": list(OUTCOMES),
+        "pred_float": feats.pred_float.astype(int),
+        "pred_quant": feats.pred_quant.astype(int),
+        "relative_shift": (shift / max(float(scale), 1e-12)).astype(np.float32),
+        "dim": int(feats.float_feats.shape[1]),
+    }

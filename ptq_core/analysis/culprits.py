@@ -133,14 +133,24 @@ def repair_overrides(picks: Sequence[dict[str, Any]], layer_bits: dict[str, tupl
 
 def _policy_rows(report: Any, layers: dict[str, QuantLayer]) -> list[dict[str, Any]]:
     roles = {info.name: info.role for info in report.layers}
-    return [{"layer": n, "role": roles.get(n, ""), "wbits": q.wbits, "abits": q.abits}
-            for n, q in layers.items() if roles.get(n) and min(q.wbits, q.abits) >= REPAIR_BITS]  # fmt: skip
+    return [
+        {"layer": n, "role": roles.get(n, ""), "wbits": q.wbits, "abits": q.abits}
+        for n, q in layers.items()
+        if roles.get(n) and min(q.wbits, q.abits) >= REPAIR_BITS
+    ]
 
 
 @torch.no_grad()
-def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
-                      config: CulpritConfig | None = None, progress: ProgressFn | None = None,
-                      batch_size: int = 128, quantized: QuantResult | None = None) -> dict[str, Any]:  # fmt: skip
+def measured_culprits(
+    model: nn.Module,
+    calib: torch.Tensor,
+    loader: DataLoader,
+    spec: QuantSpec,
+    config: CulpritConfig | None = None,
+    progress: ProgressFn | None = None,
+    batch_size: int = 128,
+    quantized: QuantResult | None = None,
+) -> dict[str, Any]:
     """Rank (layer, side) repairs by measured recovered top-1 and pick the smallest set reaching the target.
 
     Args:
@@ -199,8 +209,9 @@ def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader,
         repairs.apply(name, side)
         t = top1("measure each repair", f"{i + 1}/{len(todo)}: {name} {side} to 8 bits")
         repairs.undo_all()
-        candidates.append({"layer": name, "side": side, "bits": _bits(layers[name], side), "top1": t,
-                           "recovered": t - base})  # fmt: skip
+        candidates.append(
+            {"layer": name, "side": side, "bits": _bits(layers[name], side), "top1": t, "recovered": t - base}
+        )
     candidates.sort(key=lambda c: -c["recovered"])
     loss = fp - base
     chosen, best = [], base
@@ -223,9 +234,19 @@ def measured_culprits(model: nn.Module, calib: torch.Tensor, loader: DataLoader,
     if chosen:  # the smallest prefix that reaches the best measured top-1
         chosen = chosen[: 1 + max(range(len(chosen)), key=lambda i: (chosen[i]["cumulative_top1"], -i))]
     layer_bits = {n: (q.wbits, q.abits) for n, q in layers.items()}
-    return {"fp_top1": fp, "top1": base, "loss": loss, "split": split, "sides": sides, "candidates": candidates,
-            "chosen": chosen, "recovered": best - base, "target": cfg.target_share * loss,
-            "reached": best - base >= cfg.target_share * loss, "overrides": repair_overrides(chosen, layer_bits),
-            "kept": _policy_rows(low.report, layers), "evaluations": count["n"],
-            "samples": count.get("samples", 0)}  # fmt: skip
-
+    return {
+        "fp_top1": fp,
+        "top1": base,
+        "loss": loss,
+        "split": split,
+        "sides": sides,
+        "candidates": candidates,
+        "chosen": chosen,
+        "recovered": best - base,
+        "target": cfg.target_share * loss,
+        "reached": best - base >= cfg.target_share * loss,
+        "overrides": repair_overrides(chosen, layer_bits),
+        "kept": _policy_rows(low.report, layers),
+        "evaluations": count["n"],
+        "samples": count.get("samples", 0),
+    }

@@ -54,27 +54,42 @@ from .fixes import (
 )
 from .ranges import ChannelStats, input_channel_stats, weight_channel_stats
 
-__all__ = ["DiagnosisConfig", "Finding", "FIXES", "CAUSES", "diagnose", "residual_mismatches", "layer_causes",
-           "fix_in_effect", "floor_verdict", "apply_fix", "reconstruction_measurement",
-           "RECONSTRUCTION_METHODS"]  # fmt: skip
+__all__ = [
+    "DiagnosisConfig",
+    "Finding",
+    "FIXES",
+    "CAUSES",
+    "diagnose",
+    "residual_mismatches",
+    "layer_causes",
+    "fix_in_effect",
+    "floor_verdict",
+    "apply_fix",
+    "reconstruction_measurement",
+    "RECONSTRUCTION_METHODS",
+]
 
-CAUSES = ("outlier channels (activations)", "outlier channels (weights)", "dead or near-constant channels",
-          "range mismatch at a residual add", "negative activations under an unsigned quantizer",
-          "low-bit final layer", "no single cause found")  # fmt: skip
+CAUSES = (
+    "outlier channels (activations)",
+    "outlier channels (weights)",
+    "dead or near-constant channels",
+    "range mismatch at a residual add",
+    "negative activations under an unsigned quantizer",
+    "low-bit final layer",
+    "no single cause found",
+)
 FIXES = {
     "outlier channels (activations)": "a clipping observer (percentile) for the activations, or, when one is "
     "already in use, this layer's input at 8 bits",
     "outlier channels (weights)": "per-channel weight grids",
     "dead or near-constant channels": "per-channel weight grids when the weights are per-tensor; otherwise no "
     "quantizer setting to change (the channels can be pruned)",
-    "range mismatch at a residual add": "this layer's input at 8 bits, or a block-reconstruction method "
-    "(BRECQ, QDrop)",
+    "range mismatch at a residual add": "this layer's input at 8 bits, or a block-reconstruction method (BRECQ, QDrop)",
     "negative activations under an unsigned quantizer": "a signed (symmetric) activation grid, or this layer's "
     "input at 8 bits when it is already signed",
     "low-bit final layer": "the final layer at 8 bits (First/last layer: 8-bit)",
-    "no single cause found": "this layer at 8 bits if the measured culprits say it pays, or a reconstruction "
-    "method",
-}  # fmt: skip
+    "no single cause found": "this layer at 8 bits if the measured culprits say it pays, or a reconstruction method",
+}
 
 
 @dataclass
@@ -102,8 +117,9 @@ class DiagnosisConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ConfigError(f"diagnosis threshold {name} must be a finite number, got {v!r}")
         if self.z <= 0 or self.residual_ratio <= 1 or not 0 <= self.negative_share < 1 or self.spread_db < 0:
-            raise ConfigError("diagnosis thresholds: z > 0, residual_ratio > 1, 0 <= negative_share < 1, "
-                              "spread_db >= 0")  # fmt: skip
+            raise ConfigError(
+                "diagnosis thresholds: z > 0, residual_ratio > 1, 0 <= negative_share < 1, spread_db >= 0"
+            )
 
 
 @dataclass
@@ -136,7 +152,8 @@ _ADDS = {operator.add, operator.iadd, torch.add}
 
 def _is_add(node: Any) -> bool:
     return (node.op == "call_function" and node.target in _ADDS) or (
-        node.op == "call_method" and node.target in ("add", "add_"))  # fmt: skip
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
 
 
 def _consumers(node: Any, quantizable: set[str]) -> list[str]:
@@ -209,17 +226,28 @@ def _outliers(name: str, layer: QuantLayer, stats: ChannelStats | None, cfg: Dia
     out = []
     if stats is not None and not layer.act_quantizer.scheme.is_float and stats.z.size > 1 and stats.z.max() > cfg.z:
         top = np.argsort(-stats.z)[:3]
-        out.append(("outlier channels (activations)", f"input channel(s) {', '.join(map(str, top))} reach |x| = "
-                    f"{stats.absmax[top[0]]:.3g} (z = {stats.z[top[0]]:.2f}) while the median channel reaches "
-                    f"{np.median(stats.absmax):.3g}", _act_fix(name, layer),
-                    {"z": float(stats.z[top[0]]), "channel": int(top[0]), "source": "activations"}))  # fmt: skip
+        out.append(
+            (
+                "outlier channels (activations)",
+                f"input channel(s) {', '.join(map(str, top))} reach |x| = "
+                f"{stats.absmax[top[0]]:.3g} (z = {stats.z[top[0]]:.2f}) while the median channel reaches "
+                f"{np.median(stats.absmax):.3g}",
+                _act_fix(name, layer),
+                {"z": float(stats.z[top[0]]), "channel": int(top[0]), "source": "activations"},
+            )
+        )
     w = weight_channel_stats(layer.weight)
     wq = layer.weight_quantizer
     if not wq.scheme.is_float and not wq.scheme.per_channel and w.z.size > 1 and w.z.max() > cfg.z:
         c = int(np.argmax(w.z))
-        out.append(("outlier channels (weights)", f"output channel {c} reaches |w| = {w.absmax[c]:.3g} "
-                    f"(z = {w.z[c]:.2f}) under a per-tensor weight grid", settings_action(w_per_channel=True),
-                    {"z": float(w.z[c]), "channel": c, "source": "weights"}))  # fmt: skip
+        out.append(
+            (
+                "outlier channels (weights)",
+                f"output channel {c} reaches |w| = {w.absmax[c]:.3g} (z = {w.z[c]:.2f}) under a per-tensor weight grid",
+                settings_action(w_per_channel=True),
+                {"z": float(w.z[c]), "channel": c, "source": "weights"},
+            )
+        )
     return out
 
 
@@ -238,31 +266,62 @@ def _dead(layer: QuantLayer, stats: ChannelStats | None) -> list[tuple]:
         parts.append(f"{len(w.dead)} all-zero weight channel(s) (e.g. {w.dead[:5]})")
     per_tensor = not layer.weight_quantizer.scheme.per_channel and not layer.weight_quantizer.scheme.is_float
     action = settings_action(w_per_channel=True) if per_tensor else None
-    return [("dead or near-constant channels", "; ".join(parts), action,
-             {"dead_inputs": len(dead_in), "constant_inputs": len(const_in), "dead_weights": len(w.dead)})]
+    return [
+        (
+            "dead or near-constant channels",
+            "; ".join(parts),
+            action,
+            {"dead_inputs": len(dead_in), "constant_inputs": len(const_in), "dead_weights": len(w.dead)},
+        )
+    ]
 
 
-def layer_causes(name: str, layer: QuantLayer, role: str, stats: ChannelStats | None,
-                 residual: list[dict[str, Any]], cfg: DiagnosisConfig) -> list[tuple]:  # fmt: skip
+def layer_causes(
+    name: str,
+    layer: QuantLayer,
+    role: str,
+    stats: ChannelStats | None,
+    residual: list[dict[str, Any]],
+    cfg: DiagnosisConfig,
+) -> list[tuple]:
     """(cause, evidence, action, statistic) tuples found at one layer; no action already in effect."""
     causes = _outliers(name, layer, stats, cfg) + _dead(layer, stats)
     act_quantized = not layer.act_quantizer.scheme.is_float
     for r in residual:
         if name in r["feeds"] and r["ratio"] > cfg.residual_ratio and act_quantized and layer.abits < REPAIR_BITS:
             a, b = r["branches"]
-            causes.append(("range mismatch at a residual add", f"add `{r['add']}` sums branches reaching "
-                           f"{a:.3g} and {b:.3g} ({r['ratio']:.1f}x)", override_action(name, layer, abits=REPAIR_BITS),
-                           {"ratio": float(r["ratio"])}))  # fmt: skip
+            causes.append(
+                (
+                    "range mismatch at a residual add",
+                    f"add `{r['add']}` sums branches reaching {a:.3g} and {b:.3g} ({r['ratio']:.1f}x)",
+                    override_action(name, layer, abits=REPAIR_BITS),
+                    {"ratio": float(r["ratio"])},
+                )
+            )
     lowest = _lowest_level(layer)
     if stats is not None and lowest is not None and lowest >= 0 and stats.negative_share > cfg.negative_share:
-        fix = (settings_action(a_symmetric=True) if not layer.act_quantizer.scheme.symmetric
-               else override_action(name, layer, abits=REPAIR_BITS))  # fmt: skip
-        causes.append(("negative activations under an unsigned quantizer", f"{100 * stats.negative_share:.1f}% "
-                       f"of the inputs are negative but the grid starts at {lowest:.3g}", fix,
-                       {"negative_share": stats.negative_share, "lowest_level": lowest}))  # fmt: skip
+        fix = (
+            settings_action(a_symmetric=True)
+            if not layer.act_quantizer.scheme.symmetric
+            else override_action(name, layer, abits=REPAIR_BITS)
+        )
+        causes.append(
+            (
+                "negative activations under an unsigned quantizer",
+                f"{100 * stats.negative_share:.1f}% of the inputs are negative but the grid starts at {lowest:.3g}",
+                fix,
+                {"negative_share": stats.negative_share, "lowest_level": lowest},
+            )
+        )
     if role == "last" and min(layer.wbits, layer.abits) < REPAIR_BITS:
-        causes.append(("low-bit final layer", f"the final layer runs at W{layer.wbits}/A{layer.abits}",
-                       settings_action(first_last_bits=REPAIR_BITS), {"bits": min(layer.wbits, layer.abits)}))
+        causes.append(
+            (
+                "low-bit final layer",
+                f"the final layer runs at W{layer.wbits}/A{layer.abits}",
+                settings_action(first_last_bits=REPAIR_BITS),
+                {"bits": min(layer.wbits, layer.abits)},
+            )
+        )
     return [c for c in causes if not fix_in_effect(c[2], layer)]
 
 
@@ -270,8 +329,15 @@ def _kept(layer: QuantLayer, role: str) -> bool:
     return bool(role) and min(layer.wbits, layer.abits) >= REPAIR_BITS
 
 
-def floor_verdict(median_db: float, bits: int, cfg: DiagnosisConfig, reconstruction: dict[str, Any] | None,
-                  model_name: str = "MODEL", wbits: int | None = None, abits: int | None = None) -> dict[str, Any]:
+def floor_verdict(
+    median_db: float,
+    bits: int,
+    cfg: DiagnosisConfig,
+    reconstruction: dict[str, Any] | None,
+    model_name: str = "MODEL",
+    wbits: int | None = None,
+    abits: int | None = None,
+) -> dict[str, Any]:
     """Whether the typical layer is at its bit-width's floor, and what to do then.
 
     `reconstruction` is a stored measurement ``{"method", "points", "top1", "rtn_top1", "run_id"}``
@@ -282,19 +348,32 @@ def floor_verdict(median_db: float, bits: int, cfg: DiagnosisConfig, reconstruct
     if not floor:
         return {"floor": False, "median_sqnr": median_db, "bits": bits, "text": ""}
     if reconstruction:
-        how = (f"measured: {reconstruction['method']} recovers {reconstruction['points']:+.1f} points on this model "
-               f"(run {reconstruction['run_id']})")  # fmt: skip
+        how = (
+            f"measured: {reconstruction['method']} recovers {reconstruction['points']:+.1f} points on this model "
+            f"(run {reconstruction['run_id']})"
+        )
     else:
-        how = (f"not measured yet: run `python -m ptq_core quantize --model {model_name} --method pdquant "
-               f"--wbits {wbits or bits} --abits {abits or bits}` and compare it with RTN")  # fmt: skip
-    text = (f"every layer is near the {bits}-bit floor (median layer {median_db:.1f} dB alone): use a reconstruction "
-            f"method ({how})")  # fmt: skip
+        how = (
+            f"not measured yet: run `python -m ptq_core quantize --model {model_name} --method pdquant "
+            f"--wbits {wbits or bits} --abits {abits or bits}` and compare it with RTN"
+        )
+    text = (
+        f"every layer is near the {bits}-bit floor (median layer {median_db:.1f} dB alone): use a reconstruction "
+        f"method ({how})"
+    )
     return {"floor": True, "median_sqnr": median_db, "bits": bits, "text": text}
 
 
-def diagnose(qmodel: nn.Module, report: PrepareReport, float_model: nn.Module, images: torch.Tensor,
-             config: DiagnosisConfig | None = None, stats_images: torch.Tensor | None = None,
-             reconstruction: dict[str, Any] | None = None, model_name: str = "MODEL") -> dict[str, Any]:  # fmt: skip
+def diagnose(
+    qmodel: nn.Module,
+    report: PrepareReport,
+    float_model: nn.Module,
+    images: torch.Tensor,
+    config: DiagnosisConfig | None = None,
+    stats_images: torch.Tensor | None = None,
+    reconstruction: dict[str, Any] | None = None,
+    model_name: str = "MODEL",
+) -> dict[str, Any]:
     """Flag the layers that stand out, name the measured cause and a fix not already in effect.
 
     Args:
@@ -327,8 +406,15 @@ def diagnose(qmodel: nn.Module, report: PrepareReport, float_model: nn.Module, i
     limit = min(cfg.sqnr_db, median - cfg.spread_db) if live else cfg.sqnr_db
     low = [q for n, q in layers.items() if n not in kept]
     bits = min((min(q.wbits, q.abits) for q in low), default=REPAIR_BITS)
-    verdict = floor_verdict(median, bits, cfg, reconstruction, model_name, min((q.wbits for q in low), default=None),
-                            min((q.abits for q in low), default=None))  # fmt: skip
+    verdict = floor_verdict(
+        median,
+        bits,
+        cfg,
+        reconstruction,
+        model_name,
+        min((q.wbits for q in low), default=None),
+        min((q.abits for q in low), default=None),
+    )
     findings, rows = [], []
     for name, layer in layers.items():
         s_acc = acc[name].sqnr_db if name in acc else math.nan
@@ -336,15 +422,49 @@ def diagnose(qmodel: nn.Module, report: PrepareReport, float_model: nn.Module, i
         flagged = not is_kept and s_alone[name] < limit
         causes = layer_causes(name, layer, roles.get(name, ""), stats.get(name), residual or [], cfg)
         if flagged and not causes:
-            causes = [("no single cause found", f"output SQNR {s_alone[name]:.1f} dB with only this layer "
-                       f"quantized; the median layer has {median:.1f} dB", override_action(name, layer, REPAIR_BITS,
-                       REPAIR_BITS), {"sqnr_alone": s_alone[name], "median": median})]  # fmt: skip
+            causes = [
+                (
+                    "no single cause found",
+                    f"output SQNR {s_alone[name]:.1f} dB with only this layer "
+                    f"quantized; the median layer has {median:.1f} dB",
+                    override_action(name, layer, REPAIR_BITS, REPAIR_BITS),
+                    {"sqnr_alone": s_alone[name], "median": median},
+                )
+            ]
         for cause, evidence, action, stat in causes:
-            findings.append(Finding(name, "flagged" if flagged else "watch", cause, evidence, FIXES[cause],
-                                    s_alone[name], s_acc, layer.wbits, layer.abits, action, stat))  # fmt: skip
-        rows.append({"layer": name, "wbits": layer.wbits, "abits": layer.abits, "sqnr_alone": s_alone[name],
-                     "sqnr_accumulated": s_acc, "flagged": flagged, "kept": is_kept,
-                     "causes": len(causes)})  # fmt: skip
+            findings.append(
+                Finding(
+                    name,
+                    "flagged" if flagged else "watch",
+                    cause,
+                    evidence,
+                    FIXES[cause],
+                    s_alone[name],
+                    s_acc,
+                    layer.wbits,
+                    layer.abits,
+                    action,
+                    stat,
+                )
+            )
+        rows.append(
+            {
+                "layer": name,
+                "wbits": layer.wbits,
+                "abits": layer.abits,
+                "sqnr_alone": s_alone[name],
+                "sqnr_accumulated": s_acc,
+                "flagged": flagged,
+                "kept": is_kept,
+                "causes": len(causes),
+            }
+        )
     findings.sort(key=lambda f: (f.severity != "flagged", f.sqnr_alone))
-    return {"findings": [f.to_dict() for f in findings], "layers": rows, "residual_checked": residual is not None,
-            "verdict": verdict, "kept": kept, "threshold_db": limit}  # fmt: skip
+    return {
+        "findings": [f.to_dict() for f in findings],
+        "layers": rows,
+        "residual_checked": residual is not None,
+        "verdict": verdict,
+        "kept": kept,
+        "threshold_db": limit,
+    }

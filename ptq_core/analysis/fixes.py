@@ -16,14 +16,20 @@ from ..modules import QuantLayer
 from ..overrides import parse_overrides
 from ..prepare import QuantSpec
 
-__all__ = ["REPAIR_BITS", "RECONSTRUCTION_METHODS", "override_action", "settings_action", "fix_in_effect",
-           "apply_fix", "reconstruction_measurement"]  # fmt: skip
+__all__ = [
+    "REPAIR_BITS",
+    "RECONSTRUCTION_METHODS",
+    "override_action",
+    "settings_action",
+    "fix_in_effect",
+    "apply_fix",
+    "reconstruction_measurement",
+]
 
 REPAIR_BITS = 8
 
 
-def override_action(name: str, layer: QuantLayer, wbits: int | None = None, abits: int | None = None
-                    ) -> dict[str, Any]:  # fmt: skip
+def override_action(name: str, layer: QuantLayer, wbits: int | None = None, abits: int | None = None) -> dict[str, Any]:
     """An override line for `name`: the given sides changed, the others at the layer's own bits."""
     return {"kind": "override", "text": f"{name}={wbits or layer.wbits}/{abits or layer.abits}"}
 
@@ -41,9 +47,14 @@ def fix_in_effect(action: dict[str, Any] | None, layer: QuantLayer) -> bool:
         w, a = (int(b) for b in action["text"].rpartition("=")[2].split("/"))
         return (layer.wbits, layer.abits) == (w, a)
     wq, aq = layer.weight_quantizer, layer.act_quantizer
-    state = {"a_observer": aq.observer_name, "w_observer": wq.observer_name, "w_per_channel": wq.scheme.per_channel,
-             "a_symmetric": aq.scheme.symmetric, "w_symmetric": wq.scheme.symmetric,
-             "first_last_bits": min(layer.wbits, layer.abits)}  # fmt: skip
+    state = {
+        "a_observer": aq.observer_name,
+        "w_observer": wq.observer_name,
+        "w_per_channel": wq.scheme.per_channel,
+        "a_symmetric": aq.scheme.symmetric,
+        "w_symmetric": wq.scheme.symmetric,
+        "first_last_bits": min(layer.wbits, layer.abits),
+    }
     changes = action["changes"]
     if "first_last_bits" in changes:
         return state["first_last_bits"] >= changes["first_last_bits"]
@@ -60,8 +71,9 @@ def apply_fix(spec: QuantSpec, action: dict[str, Any]) -> QuantSpec:
 RECONSTRUCTION_METHODS = ("pdquant", "qdrop", "brecq", "adaround")  # preferred first
 
 
-def reconstruction_measurement(records: list[Any], model: str, wbits: int, abits: int,
-                               data: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+def reconstruction_measurement(
+    records: list[Any], model: str, wbits: int, abits: int, data: str | None = None
+) -> dict[str, Any] | None:
     """What a stored reconstruction run recovered over a stored RTN run of the same model, bits and data.
 
     Args:
@@ -75,8 +87,14 @@ def reconstruction_measurement(records: list[Any], model: str, wbits: int, abits
 
     def match(r: Any, method: str) -> bool:
         same_data = data is None or (r.spec or {}).get("data", data) == data
-        return (r.status == "done" and r.model == model and r.method == method and (r.wbits, r.abits) == (wbits, abits)
-                and same_data and isinstance(r.metrics.get("top1"), (int, float)))  # fmt: skip
+        return (
+            r.status == "done"
+            and r.model == model
+            and r.method == method
+            and (r.wbits, r.abits) == (wbits, abits)
+            and same_data
+            and isinstance(r.metrics.get("top1"), (int, float))
+        )
 
     rtn = [r for r in records if match(r, "rtn")]
     if not rtn:
@@ -86,7 +104,12 @@ def reconstruction_measurement(records: list[Any], model: str, wbits: int, abits
         runs = [r for r in records if match(r, method)]
         if runs:
             best = max(runs, key=lambda r: r.metrics["top1"])
-            return {"method": method, "points": best.metrics["top1"] - base.metrics["top1"], "top1":
-                    best.metrics["top1"], "rtn_top1": base.metrics["top1"], "run_id": best.run_id,
-                    "rtn_run_id": base.run_id}  # fmt: skip
+            return {
+                "method": method,
+                "points": best.metrics["top1"] - base.metrics["top1"],
+                "top1": best.metrics["top1"],
+                "rtn_top1": base.metrics["top1"],
+                "run_id": best.run_id,
+                "rtn_run_id": base.run_id,
+            }
     return None

@@ -120,15 +120,27 @@ def allocate(rows: Sequence[dict[str, Any]], budget: float) -> Allocation:
     for j, b in enumerate(bits):
         fits = int(size[:, j].sum()) <= budget_bits
         total_noise = float(noise[:, j].sum())
-        uniform.append({"bits": b, "size_bits": int(size[:, j].sum()), "noise": total_noise,
-                        "predicted_sqnr_db": predicted_sqnr_db(total_noise), "fits": fits})  # fmt: skip
+        uniform.append(
+            {
+                "bits": b,
+                "size_bits": int(size[:, j].sum()),
+                "noise": total_noise,
+                "predicted_sqnr_db": predicted_sqnr_db(total_noise),
+                "fits": fits,
+            }
+        )
         if fits:
             candidates.append([j] * len(layers))
     best = min(candidates, key=lambda p: float(noise[np.arange(len(layers)), p].sum()))
     total_noise = float(noise[np.arange(len(layers)), best].sum())
-    return Allocation(bits={name: bits[j] for name, j in zip(layers, best, strict=True)},
-                      size_bits=int(size[np.arange(len(layers)), best].sum()), budget_bits=budget_bits,
-                      noise=total_noise, predicted_sqnr_db=predicted_sqnr_db(total_noise), uniform=uniform)  # fmt: skip
+    return Allocation(
+        bits={name: bits[j] for name, j in zip(layers, best, strict=True)},
+        size_bits=int(size[np.arange(len(layers)), best].sum()),
+        budget_bits=budget_bits,
+        noise=total_noise,
+        predicted_sqnr_db=predicted_sqnr_db(total_noise),
+        uniform=uniform,
+    )
 
 
 def overrides_for(bits: dict[str, int]) -> dict[str, dict[str, int]]:

@@ -54,16 +54,28 @@ def _scores(m: np.ndarray, top_k: int) -> dict[str, Any]:
     channel_score = m.max(1) / level  # [C]
     sample_score = m / (np.median(m, axis=1, keepdims=True) + _EPS)  # [C, N]
     order = np.argsort(sample_score, axis=None)[::-1][:top_k]
-    top = [{"channel": int(c), "sample": int(n), "value": float(m[c, n]), "sample_score": float(sample_score[c, n]),
-            "channel_score": float(channel_score[c])}
-           for c, n in zip(*np.unravel_index(order, m.shape), strict=True)]  # fmt: skip
-    return {"channel_score": channel_score.astype(np.float32), "sample_score": sample_score.astype(np.float32),
-            "median": level, "top": top}  # fmt: skip
+    top = [
+        {
+            "channel": int(c),
+            "sample": int(n),
+            "value": float(m[c, n]),
+            "sample_score": float(sample_score[c, n]),
+            "channel_score": float(channel_score[c]),
+        }
+        for c, n in zip(*np.unravel_index(order, m.shape), strict=True)
+    ]
+    return {
+        "channel_score": channel_score.astype(np.float32),
+        "sample_score": sample_score.astype(np.float32),
+        "median": level,
+        "top": top,
+    }
 
 
 @torch.no_grad()
-def channel_sample_maxima(model: nn.Module, images: Tensor, layers: list[str] | None = None,
-                          batch_size: int = 256, top_k: int = TOP_K) -> dict[str, dict[str, Any]]:  # fmt: skip
+def channel_sample_maxima(
+    model: nn.Module, images: Tensor, layers: list[str] | None = None, batch_size: int = 256, top_k: int = TOP_K
+) -> dict[str, dict[str, Any]]:
     """Per-channel, per-sample max |activation| of the merged model, with outlier scores.
 
     Args:
@@ -103,8 +115,10 @@ def channel_sample_maxima(model: nn.Module, images: Tensor, layers: list[str] | 
     if unknown:
         raise ConfigError(f"unknown layer(s) {', '.join(map(repr, unknown))}")
     seen: dict[str, list[Tensor]] = {n: [] for n in names}
-    handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: seen[n].append(_channel_max(out).cpu()))
-               for n in names]  # fmt: skip
+    handles = [
+        modules[n].register_forward_hook(lambda _m, _i, out, n=n: seen[n].append(_channel_max(out).cpu()))
+        for n in names
+    ]
     try:
         with scoped(handles):
             for i in range(0, len(images), batch_size):

@@ -44,8 +44,13 @@ def _drops(qmodel: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, 
     return fp, _top1(qmodel, x, y)
 
 
-def overfit_check(qmodel: nn.Module, calib: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                  gap_pts: float = 2.0, gap_db: float = 3.0) -> dict[str, Any]:  # fmt: skip
+def overfit_check(
+    qmodel: nn.Module,
+    calib: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    gap_pts: float = 2.0,
+    gap_db: float = 3.0,
+) -> dict[str, Any]:
     """Quantization loss on the calibration images beside the held-out test images.
 
     Args:
@@ -65,15 +70,23 @@ def overfit_check(qmodel: nn.Module, calib: tuple[torch.Tensor, torch.Tensor], t
         fp, q = _drops(qmodel, x, y)
         out[name] = {"images": len(y), "fp_top1": fp, "top1": q, "drop": fp - q}
     gap = out["test"]["drop"] - out["calib"]["drop"]
-    noise = math.hypot(*(math.sqrt(max(out[s]["top1"] * (100 - out[s]["top1"]), 1.0) / out[s]["images"])
-                         for s in ("calib", "test")))  # fmt: skip
-    errs = {s: {e.name: e.sqnr_db for e in layer_errors(qmodel, pair[0], "accumulated")}
-            for s, pair in (("calib", calib), ("test", test))}  # fmt: skip
+    noise = math.hypot(
+        *(math.sqrt(max(out[s]["top1"] * (100 - out[s]["top1"]), 1.0) / out[s]["images"]) for s in ("calib", "test"))
+    )
+    errs = {
+        s: {e.name: e.sqnr_db for e in layer_errors(qmodel, pair[0], "accumulated")}
+        for s, pair in (("calib", calib), ("test", test))
+    }
     layers = []
     for n, s_cal in errs["calib"].items():
         s_test = errs["test"].get(n, math.nan)
         g = s_cal - s_test if math.isfinite(s_cal) and math.isfinite(s_test) else 0.0
         layers.append({"name": n, "sqnr_calib": s_cal, "sqnr_test": s_test, "gap_db": g, "flagged": g > gap_db})
-    out.update(gap=gap, noise=noise, flagged=gap > max(gap_pts, 2 * noise), layers=layers,
-               flagged_layers=[r["name"] for r in layers if r["flagged"]])
+    out.update(
+        gap=gap,
+        noise=noise,
+        flagged=gap > max(gap_pts, 2 * noise),
+        layers=layers,
+        flagged_layers=[r["name"] for r in layers if r["flagged"]],
+    )
     return out

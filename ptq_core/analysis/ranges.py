@@ -26,10 +26,23 @@ from ..errors import ConfigError, DataError
 from ..hooks import input_hooks
 from ..primitives import channel_rows, compute_qparams, error_parts, quant_range
 
-__all__ = ["ChannelStats", "ClippedGrid", "clipped_grid",
-           "zscores", "channel_rows", "weight_channel_stats", "activation_channel_stats",
-           "channel_error_split", "capture_inputs", "input_channel_axis", "input_channel_stats", "layer_rows",
-           "layer_ranges", "DEAD_EPS", "CONSTANT_RATIO"]  # fmt: skip
+__all__ = [
+    "ChannelStats",
+    "ClippedGrid",
+    "clipped_grid",
+    "zscores",
+    "channel_rows",
+    "weight_channel_stats",
+    "activation_channel_stats",
+    "channel_error_split",
+    "capture_inputs",
+    "input_channel_axis",
+    "input_channel_stats",
+    "layer_rows",
+    "layer_ranges",
+    "DEAD_EPS",
+    "CONSTANT_RATIO",
+]
 
 DEAD_EPS = 1e-8  # a channel whose largest magnitude is below this is dead (e.g. always zero after ReLU)
 CONSTANT_RATIO = 1e-3  # a channel whose spread is below this share of the median spread is near-constant
@@ -103,8 +116,20 @@ def _stats(rows: torch.Tensor) -> ChannelStats:
     live_std = std[absmax > DEAD_EPS]
     ref = float(np.median(live_std)) if live_std.size else 0.0
     constant = [int(i) for i in np.nonzero((std <= CONSTANT_RATIO * ref) & (absmax > DEAD_EPS))[0]] if ref > 0 else []
-    return ChannelStats(lo, hi, absmax, q[0], q[1], q[2], std, zscores(absmax), dead, constant, int(rows.shape[1]),
-                        float((rows < 0).float().mean()))  # fmt: skip
+    return ChannelStats(
+        lo,
+        hi,
+        absmax,
+        q[0],
+        q[1],
+        q[2],
+        std,
+        zscores(absmax),
+        dead,
+        constant,
+        int(rows.shape[1]),
+        float((rows < 0).float().mean()),
+    )
 
 
 def weight_channel_stats(weight: torch.Tensor) -> ChannelStats:
@@ -134,8 +159,9 @@ class ClippedGrid:
     signed: bool
 
 
-def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0,
-                 symmetric: bool = False) -> ClippedGrid:  # fmt: skip
+def clipped_grid(
+    rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0, symmetric: bool = False
+) -> ClippedGrid:
     """The grid over `ratio` times the observed range of `rows` (C, M): per channel, or one for all rows.
 
     Symmetric grids cover ``ratio * max(|min|, max)`` and are signed when any value is
@@ -157,8 +183,9 @@ def clipped_grid(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio
     return ClippedGrid(scale, zp, qmin, qmax, signed)
 
 
-def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0,
-                        symmetric: bool = False) -> dict[str, Any]:  # fmt: skip
+def channel_error_split(
+    rows: torch.Tensor, bits: int, per_channel: bool = False, ratio: float = 1.0, symmetric: bool = False
+) -> dict[str, Any]:
     """Clipping and rounding mean squared error of each channel under one uniform grid.
 
     The grid covers `ratio` times the observed range: the whole tensor's range
@@ -185,14 +212,19 @@ def channel_error_split(rows: torch.Tensor, bits: int, per_channel: bool = False
     grid = clipped_grid(rows, bits, per_channel, ratio, symmetric)
     scale, zp, qmin, qmax = grid.scale, grid.zero_point, grid.qmin, grid.qmax
     axis = 0 if per_channel else None
-    sq, clipped = error_parts(rows, scale if per_channel else scale.reshape(()),
-                              zp if per_channel else zp.reshape(()), qmin, qmax, axis)  # fmt: skip
+    sq, clipped = error_parts(
+        rows, scale if per_channel else scale.reshape(()), zp if per_channel else zp.reshape(()), qmin, qmax, axis
+    )
     m = rows.shape[1]
     clipping = (sq * clipped).sum(1) / m
     rounding = (sq * ~clipped).sum(1) / m
-    return {"clipping": clipping.cpu().numpy(), "rounding": rounding.cpu().numpy(),
-            "total": (clipping + rounding).cpu().numpy(), "clip_fraction": clipped.float().mean(1).cpu().numpy(),
-            "scale": scale.cpu().numpy()}  # fmt: skip
+    return {
+        "clipping": clipping.cpu().numpy(),
+        "rounding": rounding.cpu().numpy(),
+        "total": (clipping + rounding).cpu().numpy(),
+        "clip_fraction": clipped.float().mean(1).cpu().numpy(),
+        "scale": scale.cpu().numpy(),
+    }
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
@@ -203,8 +235,9 @@ def _module(model: nn.Module, layer: str) -> nn.Module:
 
 
 @torch.no_grad()
-def capture_inputs(model: nn.Module, images: torch.Tensor, layers: list[str], batch_size: int = 64
-                   ) -> dict[str, torch.Tensor]:  # fmt: skip
+def capture_inputs(
+    model: nn.Module, images: torch.Tensor, layers: list[str], batch_size: int = 64
+) -> dict[str, torch.Tensor]:
     """Inputs of the named layers on `images` (first call per forward pass), concatenated over batches.
 
     Hooks go on a copy: `model` may be shared with other users and is never touched.
@@ -230,8 +263,9 @@ def capture_inputs(model: nn.Module, images: torch.Tensor, layers: list[str], ba
     return {n: torch.cat(v) for n, v in got.items()}
 
 
-def input_channel_stats(model: nn.Module, images: torch.Tensor, layers: list[str], group: int = 6
-                        ) -> dict[str, ChannelStats]:  # fmt: skip
+def input_channel_stats(
+    model: nn.Module, images: torch.Tensor, layers: list[str], group: int = 6
+) -> dict[str, ChannelStats]:
     """Statistics of the input channels of each named layer on `images`: the one measurement behind
     every activation outlier score (the Outlier channels page and the diagnosis both read it).
 
@@ -261,8 +295,13 @@ def layer_ranges(model: nn.Module, images: torch.Tensor, layer: str) -> dict[str
     if not isinstance(weight, torch.Tensor):
         raise ConfigError(f"layer {layer!r} has no weight tensor")
     acts = input_channel_stats(model, images, [layer])[layer]
-    return {"layer": layer, "kind": type(module).__name__, "samples": int(len(images)),
-            "weights": weight_channel_stats(weight).to_dict(), "activations": acts.to_dict()}  # fmt: skip
+    return {
+        "layer": layer,
+        "kind": type(module).__name__,
+        "samples": int(len(images)),
+        "weights": weight_channel_stats(weight).to_dict(),
+        "activations": acts.to_dict(),
+    }
 
 
 def layer_rows(model: nn.Module, images: torch.Tensor | None, layer: str, source: str) -> torch.Tensor:

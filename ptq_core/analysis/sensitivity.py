@@ -39,8 +39,18 @@ from ..modules import quant_layers, set_quant_state
 from ..prepare import QuantSpec
 from ..qscheme import FLOAT_BITS, check_bits
 
-__all__ = ["DEFAULT_BITS", "VIEWS", "uniform_spec", "rtn_model", "logit_sqnr", "sensitivity_proxy",
-           "sensitivity_accuracy", "weight_act_split", "parse_settings", "setting_label"]  # fmt: skip
+__all__ = [
+    "DEFAULT_BITS",
+    "VIEWS",
+    "uniform_spec",
+    "rtn_model",
+    "logit_sqnr",
+    "sensitivity_proxy",
+    "sensitivity_accuracy",
+    "weight_act_split",
+    "parse_settings",
+    "setting_label",
+]
 
 DEFAULT_BITS = (2, 4, 8)
 # "only": only this layer quantized (its own damage); "all but": every layer quantized except this one
@@ -62,8 +72,8 @@ def uniform_spec(spec: QuantSpec, bits: int, abits: int | None = None) -> QuantS
 def setting_label(setting: Setting) -> str:
     """``W4A8``; ``A4`` for activations alone, ``W4`` for weights alone, ``4-bit`` for W4A4.
 
-        >>> [setting_label(s) for s in [(4, 8), (32, 4), (2, 32), (4, 4)]]
-        ['W4A8', 'A4', 'W2', '4-bit']
+    >>> [setting_label(s) for s in [(4, 8), (32, 4), (2, 32), (4, 4)]]
+    ['W4A8', 'A4', 'W2', '4-bit']
     """
     w, a = setting
     if w == a:
@@ -76,8 +86,8 @@ def setting_label(setting: Setting) -> str:
 def parse_settings(text: str) -> list[Setting]:
     """Sweep settings written as ``W4A8, W2A4, A4, W2, 4`` (A4: activation quantizers alone).
 
-        >>> parse_settings("W4A8, A4, 2")
-        [(4, 8), (32, 4), (2, 2)]
+    >>> parse_settings("W4A8, A4, 2")
+    [(4, 8), (32, 4), (2, 2)]
     """
     out: list[Setting] = []
     for item in text.replace(";", ",").split(","):
@@ -98,8 +108,9 @@ def parse_settings(text: str) -> list[Setting]:
     return list(dict.fromkeys(out))
 
 
-def rtn_model(model: nn.Module, calib: torch.Tensor, spec: QuantSpec, batch_size: int = 128,
-              progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def rtn_model(
+    model: nn.Module, calib: torch.Tensor, spec: QuantSpec, batch_size: int = 128, progress: ProgressFn | None = None
+) -> QuantResult:
     """A round-to-nearest quantized copy of `model` under `spec` (quantization on)."""
     if len(calib) == 0:
         raise ConfigError("the calibration set is empty")
@@ -155,15 +166,29 @@ def _switch(qmodel: nn.Module, qlayers: dict[str, Any], name: str, view: str) ->
 
 def _row(name: str, order: list[str], setting: Setting, view: str) -> dict[str, Any]:
     w, a = setting
-    return {"layer": name, "index": order.index(name), "bits": w if w == a else None, "wbits": w, "abits": a,
-            "setting": setting_label(setting), "view": view}  # fmt: skip
+    return {
+        "layer": name,
+        "index": order.index(name),
+        "bits": w if w == a else None,
+        "wbits": w,
+        "abits": a,
+        "setting": setting_label(setting),
+        "view": view,
+    }
 
 
-def sensitivity_proxy(model: nn.Module, calib: torch.Tensor, probe: torch.Tensor, spec: QuantSpec,
-                      bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
-                      progress: ProgressFn | None = None, batch_size: int = 128,
-                      settings: Sequence[Setting] | None = None, view: str = "only"
-                      ) -> list[dict[str, Any]]:  # fmt: skip
+def sensitivity_proxy(
+    model: nn.Module,
+    calib: torch.Tensor,
+    probe: torch.Tensor,
+    spec: QuantSpec,
+    bits: Sequence[int] = DEFAULT_BITS,
+    layers: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
+    batch_size: int = 128,
+    settings: Sequence[Setting] | None = None,
+    view: str = "only",
+) -> list[dict[str, Any]]:
     """Logit SQNR with one layer at a time quantized (or left out) at each setting.
 
     Args:
@@ -194,21 +219,44 @@ def sensitivity_proxy(model: nn.Module, calib: torch.Tensor, probe: torch.Tensor
         set_quant_state(qmodel, False, False)
         ref = _logits(qmodel, probe, batch_size)
         for li, name in enumerate(names):
-            emit(progress, ProgressEvent("sensitivity proxy", li + 1, len(names), unit=setting_label((w, a)),
-                                         unit_index=bi, num_units=len(pairs), message=name))  # fmt: skip
+            emit(
+                progress,
+                ProgressEvent(
+                    "sensitivity proxy",
+                    li + 1,
+                    len(names),
+                    unit=setting_label((w, a)),
+                    unit_index=bi,
+                    num_units=len(pairs),
+                    message=name,
+                ),
+            )
             _switch(qmodel, qlayers, name, view)
             s = logit_sqnr(ref, _logits(qmodel, probe, batch_size))
-            rows.append({**_row(name, order, (w, a), view), "sqnr_db": s,
-                         "noise": 0.0 if math.isinf(s) else 10 ** (-s / 10),
-                         "weights": _weight_count(qlayers[name])})  # fmt: skip
+            rows.append(
+                {
+                    **_row(name, order, (w, a), view),
+                    "sqnr_db": s,
+                    "noise": 0.0 if math.isinf(s) else 10 ** (-s / 10),
+                    "weights": _weight_count(qlayers[name]),
+                }
+            )
     return rows
 
 
-def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
-                         bits: Sequence[int] = DEFAULT_BITS, layers: Sequence[str] | None = None,
-                         progress: ProgressFn | None = None, batch_size: int = 128,
-                         settings: Sequence[Setting] | None = None, view: str = "only", ray: RayOptions | None = None
-                         ) -> list[dict[str, Any]]:  # fmt: skip
+def sensitivity_accuracy(
+    model: nn.Module,
+    calib: torch.Tensor,
+    loader: DataLoader,
+    spec: QuantSpec,
+    bits: Sequence[int] = DEFAULT_BITS,
+    layers: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
+    batch_size: int = 128,
+    settings: Sequence[Setting] | None = None,
+    view: str = "only",
+    ray: RayOptions | None = None,
+) -> list[dict[str, Any]]:
     """Top-1 with one layer at a time quantized (or left out) at each setting; the drop against float.
 
     Same sweep as `sensitivity_proxy`, measured by accuracy on `loader` (slow: one
@@ -233,18 +281,35 @@ def sensitivity_accuracy(model: nn.Module, calib: torch.Tensor, loader: DataLoad
             set_quant_state(qmodel, False, False)
             fp_top1 = evaluate(qmodel, loader, device)["top1"]
         for li, name in enumerate(names):
-            emit(progress, ProgressEvent("sensitivity sweep", li + 1, len(names), unit=setting_label((w, a)),
-                                         unit_index=bi, num_units=len(pairs), message=name))  # fmt: skip
+            emit(
+                progress,
+                ProgressEvent(
+                    "sensitivity sweep",
+                    li + 1,
+                    len(names),
+                    unit=setting_label((w, a)),
+                    unit_index=bi,
+                    num_units=len(pairs),
+                    message=name,
+                ),
+            )
             _switch(qmodel, qlayers, name, view)
             top1 = evaluate(qmodel, loader, device)["top1"]
-            rows.append({**_row(name, order, (w, a), view), "top1": top1, "drop": fp_top1 - top1,
-                         "fp_top1": fp_top1})  # fmt: skip
+            rows.append({**_row(name, order, (w, a), view), "top1": top1, "drop": fp_top1 - top1, "fp_top1": fp_top1})
     return rows
 
 
-def _sensitivity_on_ray(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
-                        bits: list[int], layers: Sequence[str] | None, progress: ProgressFn | None,
-                        batch_size: int, options: RayOptions) -> list[dict[str, Any]]:  # fmt: skip
+def _sensitivity_on_ray(
+    model: nn.Module,
+    calib: torch.Tensor,
+    loader: DataLoader,
+    spec: QuantSpec,
+    bits: list[int],
+    layers: Sequence[str] | None,
+    progress: ProgressFn | None,
+    batch_size: int,
+    options: RayOptions,
+) -> list[dict[str, Any]]:
     """The accuracy sweep as Ray tasks: each bit-width's layers in `chunks` shares, one task each.
 
     Every task quantizes its own RTN copy (deterministic: the same ranges as one process) and
@@ -258,28 +323,44 @@ def _sensitivity_on_ray(model: nn.Module, calib: torch.Tensor, loader: DataLoade
     results: dict[tuple[int, int], dict[str, Any]] = {}
 
     def on_state(state: TaskState) -> None:
-        emit(progress, ProgressEvent("sensitivity sweep", state.finished, state.total,
-                                     message=f"on Ray: {state.running} running"))  # fmt: skip
+        emit(
+            progress,
+            ProgressEvent("sensitivity sweep", state.finished, state.total, message=f"on Ray: {state.running} running"),
+        )
 
     with ray_session(options) as ray:
         cpu_model = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).cpu()
         refs = [ray.put(x) for x in (cpu_model, calib.cpu(), loader.dataset)]
         jobs = [(bi, ci) for bi in range(len(bits)) for ci in range(chunks)]
-        args = [(*refs, loader.batch_size, spec.to_dict(), bits[bi], shares[ci], bi == ci == 0, batch_size)
-                for bi, ci in jobs]  # fmt: skip
+        args = [
+            (*refs, loader.batch_size, spec.to_dict(), bits[bi], shares[ci], bi == ci == 0, batch_size)
+            for bi, ci in jobs
+        ]
         ray_map(_sensitivity_task, args, options, lambda i, r: results.__setitem__(jobs[i], r), on_state)
     failed = [r for r in results.values() if isinstance(r, BaseException)]
     if failed:
         raise ConfigError(f"a sensitivity task failed on Ray: {failed[0]}")
     fp_top1 = results[(0, 0)]["fp_top1"]
-    rows = [_row(row["layer"], order, (row["bits"], row["bits"]), "only")
-            | {"top1": row["top1"], "drop": fp_top1 - row["top1"], "fp_top1": fp_top1}
-            for r in results.values() for row in r["rows"]]  # same rows as one process
+    rows = [
+        _row(row["layer"], order, (row["bits"], row["bits"]), "only")
+        | {"top1": row["top1"], "drop": fp_top1 - row["top1"], "fp_top1": fp_top1}
+        for r in results.values()
+        for row in r["rows"]
+    ]  # same rows as one process
     return sorted(rows, key=lambda r: (r["bits"], r["index"]))
 
 
-def _sensitivity_task(model: nn.Module, calib: torch.Tensor, dataset: Any, eval_batch: int, spec: dict[str, Any],
-                      bits: int, names: list[str], with_fp: bool, batch_size: int) -> dict[str, Any]:  # fmt: skip
+def _sensitivity_task(
+    model: nn.Module,
+    calib: torch.Tensor,
+    dataset: Any,
+    eval_batch: int,
+    spec: dict[str, Any],
+    bits: int,
+    names: list[str],
+    with_fp: bool,
+    batch_size: int,
+) -> dict[str, Any]:
     """One Ray task of `_sensitivity_on_ray`: `names` at `bits`, one at a time."""
     loader = DataLoader(dataset, batch_size=eval_batch, shuffle=False)
     qmodel = rtn_model(model, calib, uniform_spec(QuantSpec.from_dict(spec), bits), batch_size).model
@@ -292,14 +373,20 @@ def _sensitivity_task(model: nn.Module, calib: torch.Tensor, dataset: Any, eval_
     for name in names:
         set_quant_state(qmodel, False, False)
         qlayers[name].set_quant_state(True, True)
-        out["rows"].append({"layer": name, "index": order.index(name), "bits": bits,
-                            "top1": evaluate(qmodel, loader)["top1"]})  # fmt: skip
+        out["rows"].append(
+            {"layer": name, "index": order.index(name), "bits": bits, "top1": evaluate(qmodel, loader)["top1"]}
+        )
     return out
 
 
-def weight_act_split(model: nn.Module, calib: torch.Tensor, loader: DataLoader, spec: QuantSpec,
-                     progress: ProgressFn | None = None, batch_size: int = 128
-                     ) -> dict[str, dict[str, float]]:  # fmt: skip
+def weight_act_split(
+    model: nn.Module,
+    calib: torch.Tensor,
+    loader: DataLoader,
+    spec: QuantSpec,
+    progress: ProgressFn | None = None,
+    batch_size: int = 128,
+) -> dict[str, dict[str, float]]:
     """Accuracy of the RTN model under `spec` four ways: float, weights only, activations only, both.
 
     Returns:
@@ -310,8 +397,14 @@ def weight_act_split(model: nn.Module, calib: torch.Tensor, loader: DataLoader, 
     qmodel = rtn_model(model, calib, spec, batch_size).model
     device = next(model.parameters()).device
     out = {}
-    for i, (label, w, a) in enumerate((("float", False, False), ("weights only", True, False),
-                                       ("activations only", False, True), ("both", True, True))):  # fmt: skip
+    for i, (label, w, a) in enumerate(
+        (
+            ("float", False, False),
+            ("weights only", True, False),
+            ("activations only", False, True),
+            ("both", True, True),
+        )
+    ):
         emit(progress, ProgressEvent("weight/activation split", i + 1, 4, message=label))
         set_quant_state(qmodel, w, a)
         res = evaluate(qmodel, loader, device)

@@ -54,8 +54,15 @@ def fit_set(bundle: DataBundle, calib_used: int, size: int, seed: int = 0) -> Fi
         images = ds.tensors[0][idx]
     else:
         images = torch.stack([ds[i][0] for i in idx])
-    desc = {"split": "calib", "data": bundle.name, "size": size, "seed": seed, "offset": used,
-            "overlap_with_calibration": overlap, "disjoint": overlap == 0}  # fmt: skip
+    desc = {
+        "split": "calib",
+        "data": bundle.name,
+        "size": size,
+        "seed": seed,
+        "offset": used,
+        "overlap_with_calibration": overlap,
+        "disjoint": overlap == 0,
+    }
     return FitSet(images, idx, desc)
 
 
@@ -68,8 +75,9 @@ def model_logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Ten
     return torch.cat(outs)
 
 
-def apply_cat(fp_model: nn.Module, qmodel: nn.Module, images: Tensor, options: CATOptions | None = None,
-              batch_size: int = 256) -> tuple[CATCorrected, CATFit]:  # fmt: skip
+def apply_cat(
+    fp_model: nn.Module, qmodel: nn.Module, images: Tensor, options: CATOptions | None = None, batch_size: int = 256
+) -> tuple[CATCorrected, CATFit]:
     """Fit CAT on `images` (float vs quantized logits) and wrap `qmodel` with the correction.
 
     Neither model is changed; the returned wrapper holds `qmodel` itself (not a copy).
@@ -91,8 +99,13 @@ class EvalLogits:
 
 
 @torch.no_grad()
-def eval_logits(fp_model: nn.Module, qmodel: nn.Module, loader: DataLoader, device: torch.device | str,
-                on_batch: Callable[[int, int], None] | None = None) -> EvalLogits:  # fmt: skip
+def eval_logits(
+    fp_model: nn.Module,
+    qmodel: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> EvalLogits:
     """Both models' logits over a loader of (images, labels)."""
     fp, q, labels = [], [], []
     fp_model.eval()

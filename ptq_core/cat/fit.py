@@ -149,8 +149,15 @@ def _moments(zq: Tensor, zf: Tensor, assign: Tensor, k: int) -> _Moments:
     return _Moments(counts, mq, mf, var, cov)
 
 
-def affine_tables(zq: Tensor, zf: Tensor, assign: Tensor, k: int, min_cluster: int = 1,
-                  max_gamma: float | None = None, var_floor: float = 1e-8) -> dict[str, Tensor]:  # fmt: skip
+def affine_tables(
+    zq: Tensor,
+    zf: Tensor,
+    assign: Tensor,
+    k: int,
+    min_cluster: int = 1,
+    max_gamma: float | None = None,
+    var_floor: float = 1e-8,
+) -> dict[str, Tensor]:
     """Closed-form gamma/beta per cluster and class.
 
     Args:
@@ -175,8 +182,13 @@ def affine_tables(zq: Tensor, zf: Tensor, assign: Tensor, k: int, min_cluster: i
     beta = m.mf - gamma * m.mq
     gamma = torch.where(fallback[:, None], torch.ones_like(gamma), gamma)
     beta = torch.where(fallback[:, None], torch.zeros_like(beta), beta)
-    return {"gamma": gamma.to(zq.dtype), "beta": beta.to(zq.dtype), "counts": m.counts, "fallback": fallback,
-            "capped": capped}  # fmt: skip
+    return {
+        "gamma": gamma.to(zq.dtype),
+        "beta": beta.to(zq.dtype),
+        "counts": m.counts,
+        "fallback": fallback,
+        "capped": capped,
+    }
 
 
 def blend(z: Tensor, gamma: Tensor, beta: Tensor, assign: Tensor, alpha: float | Tensor) -> Tensor:
@@ -246,5 +258,4 @@ def fit_cat(zq: Tensor, zf: Tensor, options: CATOptions | None = None) -> CATFit
     feats = project(zq, mean, comps)
     centroids, assign = kmeans(feats, opts.k, opts.kmeans_seed, opts.kmeans_iters)
     t = affine_tables(zq, zf, assign, opts.k, opts.min_cluster, opts.max_gamma, opts.var_floor)
-    return CATFit(opts, centroids, t["gamma"], t["beta"], t["counts"], t["fallback"], t["capped"], assign, mean,
-                  comps)  # fmt: skip
+    return CATFit(opts, centroids, t["gamma"], t["beta"], t["counts"], t["fallback"], t["capped"], assign, mean, comps)

@@ -50,9 +50,13 @@ class CATCorrected(nn.Module):
             tables = {name: empty for name in _TABLES}
             a = 0.0 if alpha is None else alpha
         else:
-            tables = {"centroids": fit.centroids, "gamma": fit.gamma, "beta": fit.beta,
-                      "pca_mean": fit.pca_mean if fit.pca_mean is not None else empty,
-                      "pca_components": fit.pca_components if fit.pca_components is not None else empty}  # fmt: skip
+            tables = {
+                "centroids": fit.centroids,
+                "gamma": fit.gamma,
+                "beta": fit.beta,
+                "pca_mean": fit.pca_mean if fit.pca_mean is not None else empty,
+                "pca_components": fit.pca_components if fit.pca_components is not None else empty,
+            }
             a = fit.options.alpha if alpha is None else alpha
         for name, t in tables.items():
             self.register_buffer(name, t.detach().float().to(device).clone())

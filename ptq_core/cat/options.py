@@ -23,13 +23,11 @@ class CATOptions:
     """
 
     k: int = setting(64, help="k-means clusters (64 in the paper; 1 is one plain affine map)", min=1)
-    alpha: float = setting(0.4, help="blend toward the cluster's affine prediction, 0 (none) to 1 (all)",
-                           min=0, max=1)  # fmt: skip
+    alpha: float = setting(0.4, help="blend toward the cluster's affine prediction, 0 (none) to 1 (all)", min=0, max=1)
     pca: int | None = setting(None, help="PCA dimensions of the logits before k-means (unset: no PCA)", min=1)
     fit_size: int = setting(1024, help="fitting images, from the calibration split after the method's", min=1)
     min_cluster: int = setting(2, help="clusters with fewer fitting samples keep the identity", min=1)
-    max_gamma: float | None = setting(10.0, help="slopes clipped to [-max_gamma, max_gamma] (unset: as fitted)",
-                                      min=0)  # fmt: skip
+    max_gamma: float | None = setting(10.0, help="slopes clipped to [-max_gamma, max_gamma] (unset: as fitted)", min=0)
     kmeans_seed: int = setting(42, help="seed of the k-means++ initialisation", min=0)
     kmeans_iters: int = setting(100, help="Lloyd iterations at most", min=1)
     var_floor: float = setting(1e-8, help="floor of the per-class variance", min=0)

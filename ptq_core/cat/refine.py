@@ -151,8 +151,10 @@ class _Refinable(nn.Module):
 def _targets(model: nn.Module, opts: RefineOptions) -> list[tuple[nn.Module, str, AffineQuantizer]]:
     out = []
     for _, layer in quant_layers(model):
-        for attr, on, enabled in (("weight_quantizer", layer.quant_weight, opts.weights),
-                                  ("act_quantizer", layer.quant_act, opts.acts)):  # fmt: skip
+        for attr, on, enabled in (
+            ("weight_quantizer", layer.quant_weight, opts.weights),
+            ("act_quantizer", layer.quant_act, opts.acts),
+        ):
             fq = getattr(layer, attr)
             if enabled and on and isinstance(fq, AffineQuantizer) and not fq.scheme.is_float and fq.is_calibrated:
                 if isinstance(fq, AdaRoundQuantizer) and not fq.hardened:
@@ -178,19 +180,30 @@ def _installed(model: nn.Module, opts: RefineOptions) -> Iterator[list[tuple[nn.
 
 def refine_loss(q_logits: Tensor, fp_logits: Tensor, temperature: float) -> Tensor:
     """KL(softmax(fp / T) || softmax(q / T)), mean over the batch (no T^2 factor, as PD-Quant)."""
-    return F.kl_div((q_logits / temperature).log_softmax(1), (fp_logits / temperature).log_softmax(1),
-                    log_target=True, reduction="batchmean")  # fmt: skip
+    return F.kl_div(
+        (q_logits / temperature).log_softmax(1),
+        (fp_logits / temperature).log_softmax(1),
+        log_target=True,
+        reduction="batchmean",
+    )
 
 
 @torch.no_grad()
 def _mean_kl(model: nn.Module, images: Tensor, fp_logits: Tensor, t: float, bs: int = 256) -> float:
-    total = sum(float(refine_loss(model(images[i : i + bs]), fp_logits[i : i + bs], t)) * len(images[i : i + bs])
-                for i in range(0, len(images), bs))  # fmt: skip
+    total = sum(
+        float(refine_loss(model(images[i : i + bs]), fp_logits[i : i + bs], t)) * len(images[i : i + bs])
+        for i in range(0, len(images), bs)
+    )
     return total / max(len(images), 1)
 
 
-def refine_qparams(qmodel: nn.Module, fp_model: nn.Module, images: Tensor, options: RefineOptions | None = None,
-                   progress: ProgressFn | None = None) -> RefineReport:  # fmt: skip
+def refine_qparams(
+    qmodel: nn.Module,
+    fp_model: nn.Module,
+    images: Tensor,
+    options: RefineOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> RefineReport:
     """Refine `qmodel`'s step sizes and zero points in place (quantization must be on).
 
     Args:
@@ -215,8 +228,12 @@ def refine_qparams(qmodel: nn.Module, fp_model: nn.Module, images: Tensor, optio
         with _installed(qmodel, opts) as swaps:
             if not swaps:
                 raise ConfigError("nothing to refine: no calibrated quantizer is switched on")
-            optim = torch.optim.Adam([{"params": [r.log_s for _, _, r in swaps], "lr": opts.scale_lr},
-                                      {"params": [r.zp for _, _, r in swaps], "lr": opts.zp_lr}])  # fmt: skip
+            optim = torch.optim.Adam(
+                [
+                    {"params": [r.log_s for _, _, r in swaps], "lr": opts.scale_lr},
+                    {"params": [r.zp for _, _, r in swaps], "lr": opts.zp_lr},
+                ]
+            )
             every = max(1, opts.iters // 100)
             for step in range(1, opts.iters + 1):
                 idx = torch.randint(len(images), (min(opts.batch_size, len(images)),), generator=gen)

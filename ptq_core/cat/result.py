@@ -108,9 +108,16 @@ def _display_projection(fit: CATFit, fit_zq: Tensor | None, zq: Tensor) -> tuple
 
 
 @torch.no_grad()
-def build_result(fit: CATFit, zq: Tensor, zf: Tensor, labels: Tensor, alpha: float | None = None,
-                 fit_zq: Tensor | None = None, fit_set: dict[str, Any] | None = None,
-                 eval_set: dict[str, Any] | None = None) -> CATResult:  # fmt: skip
+def build_result(
+    fit: CATFit,
+    zq: Tensor,
+    zf: Tensor,
+    labels: Tensor,
+    alpha: float | None = None,
+    fit_zq: Tensor | None = None,
+    fit_set: dict[str, Any] | None = None,
+    eval_set: dict[str, Any] | None = None,
+) -> CATResult:
     """Measure `fit` on evaluation logits `zq` (base quantized) and `zf` (float) with `labels`.
 
     Args:
@@ -134,18 +141,37 @@ def build_result(fit: CATFit, zq: Tensor, zf: Tensor, labels: Tensor, alpha: flo
     n = max(len(labels), 1)
     floats = fit.overhead_floats()
     return CATResult(
-        options=fit.options.to_dict(), alpha=a, k=k, pca=fit.options.pca, num_classes=fit.num_classes,
-        fp_top1=100.0 * float((zf.argmax(1) == labels).sum()) / n, top1_base=100.0 * float(right0.sum()) / n,
-        top1=100.0 * float(right1.sum()) / n, fixes=int(fixed.sum()), breaks=int(broken.sum()),
-        gap_before=logit_gap(zq, zf), gap_after=logit_gap(zc, zf), centroids=_rows(fit.centroids),
-        centroids_2d=_rows(cen), points_2d=_rows(pts), assign=assign.cpu().tolist(), labels=labels.cpu().tolist(),
-        status=status, fit_counts=fit.counts.cpu().tolist(),
+        options=fit.options.to_dict(),
+        alpha=a,
+        k=k,
+        pca=fit.options.pca,
+        num_classes=fit.num_classes,
+        fp_top1=100.0 * float((zf.argmax(1) == labels).sum()) / n,
+        top1_base=100.0 * float(right0.sum()) / n,
+        top1=100.0 * float(right1.sum()) / n,
+        fixes=int(fixed.sum()),
+        breaks=int(broken.sum()),
+        gap_before=logit_gap(zq, zf),
+        gap_after=logit_gap(zc, zf),
+        centroids=_rows(fit.centroids),
+        centroids_2d=_rows(cen),
+        points_2d=_rows(pts),
+        assign=assign.cpu().tolist(),
+        labels=labels.cpu().tolist(),
+        status=status,
+        fit_counts=fit.counts.cpu().tolist(),
         eval_counts=torch.bincount(assign, minlength=k).cpu().tolist(),
-        acc_before=_per_cluster_acc(right0, assign, k), acc_after=_per_cluster_acc(right1, assign, k),
+        acc_before=_per_cluster_acc(right0, assign, k),
+        acc_after=_per_cluster_acc(right1, assign, k),
         fixes_per_cluster=torch.bincount(assign, weights=fixed.double(), minlength=k).long().cpu().tolist(),
         breaks_per_cluster=torch.bincount(assign, weights=broken.double(), minlength=k).long().cpu().tolist(),
-        gamma=_rows(fit.gamma), beta=_rows(fit.beta),
-        fallback=torch.nonzero(fit.fallback).flatten().cpu().tolist(), capped=int(fit.capped.sum()),
-        capped_per_cluster=fit.capped.sum(1).cpu().tolist(), overhead_floats=floats, overhead_bytes=4 * floats,
-        fit_set=dict(fit_set or {}), eval_set=dict(eval_set or {}),
-    )  # fmt: skip
+        gamma=_rows(fit.gamma),
+        beta=_rows(fit.beta),
+        fallback=torch.nonzero(fit.fallback).flatten().cpu().tolist(),
+        capped=int(fit.capped.sum()),
+        capped_per_cluster=fit.capped.sum(1).cpu().tolist(),
+        overhead_floats=floats,
+        overhead_bytes=4 * floats,
+        fit_set=dict(fit_set or {}),
+        eval_set=dict(eval_set or {}),
+    )

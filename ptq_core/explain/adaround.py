@@ -44,8 +44,16 @@ def _h_hist(h: torch.Tensor) -> list[int]:
     return torch.histc(h.detach().float().cpu(), bins=H_BINS, min=0.0, max=1.0).long().tolist()
 
 
-def adaround_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int, iters: int, round_weight: float,
-                  n_images: int = 256, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def adaround_demo(
+    model: nn.Module,
+    bundle: DataBundle,
+    layer: str,
+    bits: int,
+    iters: int,
+    round_weight: float,
+    n_images: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Learn the rounding of one layer with the core's AdaRound and compare it with round-to-nearest.
 
     The layer's weights get a per-channel MSE grid at `bits` (activations float, so the
@@ -85,12 +93,21 @@ def adaround_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int, i
         q = qmodel.get_submodule(layer).weight_quantizer
         if event.stage == "reconstruct" and isinstance(q, AdaRoundQuantizer) and not q.hardened:
             h = rectified_sigmoid(q.alpha.detach())
-            snaps.append({"step": event.step, "hist": _h_hist(h),
-                          "undecided": float(((h > 0.01) & (h < 0.99)).float().mean())})  # fmt: skip
+            snaps.append(
+                {"step": event.step, "hist": _h_hist(h), "undecided": float(((h > 0.01) & (h < 0.99)).float().mean())}
+            )
             final_h[:] = [h.flatten()[pick.to(h.device)].cpu()]
 
-    opts = ReconOptions(stage="weights", granularity="layer", iters=iters, batch_size=32, round_lr=1e-2,
-                        round_weight=round_weight, quant_act=False, progress_every=max(1, iters // 20))  # fmt: skip
+    opts = ReconOptions(
+        stage="weights",
+        granularity="layer",
+        iters=iters,
+        batch_size=32,
+        round_lr=1e-2,
+        round_weight=round_weight,
+        quant_act=False,
+        progress_every=max(1, iters // 20),
+    )
     with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
         torch.manual_seed(seed)
         init_h = rectified_sigmoid(AdaRoundQuantizer(fq, weight).alpha.detach())
@@ -104,12 +121,24 @@ def adaround_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int, i
     decision = torch.where(up.flatten()[pick], 1, torch.where(down.flatten()[pick], -1, 0)).cpu()
     n = weight.numel()
     return {
-        "layer": layer, "bits": bits, "iters": iters, "round_weight": round_weight, "weights": n,
-        "channels": int(weight.shape[0]), "flipped_up": int(up.sum()), "flipped_down": int(down.sum()),
+        "layer": layer,
+        "bits": bits,
+        "iters": iters,
+        "round_weight": round_weight,
+        "weights": n,
+        "channels": int(weight.shape[0]),
+        "flipped_up": int(up.sum()),
+        "flipped_down": int(down.sum()),
         "weight_mse_nearest": float((w_near - weight).square().mean()),
         "weight_mse_adaround": float((w_ada - weight).square().mean()),
-        "output_error_nearest": record.error_before, "output_error_adaround": record.error_after,
-        "history": record.history, "h_init": _h_hist(init_h), "snapshots": snaps,
-        "scatter": {"frac": frac.tolist(), "h": (final_h[0] if final_h else frac).tolist(),
-                    "decision": decision.tolist()},
-    }  # fmt: skip
+        "output_error_nearest": record.error_before,
+        "output_error_adaround": record.error_after,
+        "history": record.history,
+        "h_init": _h_hist(init_h),
+        "snapshots": snaps,
+        "scatter": {
+            "frac": frac.tolist(),
+            "h": (final_h[0] if final_h else frac).tolist(),
+            "decision": decision.tolist(),
+        },
+    }

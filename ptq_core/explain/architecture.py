@@ -79,8 +79,15 @@ def architecture(model: nn.Module, example: torch.Tensor, spec: QuantSpec) -> di
             continue
         info = qlayers.pop(name, None)
         params = sum(p.numel() for p in m.parameters())
-        status = ("quantized" if info else "unsupported (float)" if name in unsupported
-                  else "folded into conv" if name in folded else "float")  # fmt: skip
+        status = (
+            "quantized"
+            if info
+            else "unsupported (float)"
+            if name in unsupported
+            else "folded into conv"
+            if name in folded
+            else "float"
+        )
         bits = f"W{info.wbits}/A{info.abits}" if info else ""
         rows.append(
             {
@@ -105,9 +112,15 @@ def architecture(model: nn.Module, example: torch.Tensor, spec: QuantSpec) -> di
                 "role": info.role,
             }
         )
-    return {"rows": rows, "unsupported": [list(u) for u in report.unsupported], "float_params": report.float_params,
-            "decomposed": report.decomposed_attention, "total_params": sum(p.numel() for p in model.parameters()),
-            "total_macs": sum(macs.values()), "quantized_layers": len(report.layers)}  # fmt: skip
+    return {
+        "rows": rows,
+        "unsupported": [list(u) for u in report.unsupported],
+        "float_params": report.float_params,
+        "decomposed": report.decomposed_attention,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "total_macs": sum(macs.values()),
+        "quantized_layers": len(report.layers),
+    }
 
 
 def quantizable_layers(model: nn.Module) -> list[str]:

@@ -30,8 +30,19 @@ from ..qscheme import check_bits
 from .device import model_device
 from .samples import calibration_images
 
-__all__ = ["CALIB", "K_CHOICES", "FIT_CHOICES", "ALPHA_GRID", "MAX_SHOWN", "rtn_logits", "cat_demo",
-           "correction_logits", "correction_view", "sample_logits", "knob_sweep"]  # fmt: skip
+__all__ = [
+    "CALIB",
+    "K_CHOICES",
+    "FIT_CHOICES",
+    "ALPHA_GRID",
+    "MAX_SHOWN",
+    "rtn_logits",
+    "cat_demo",
+    "correction_logits",
+    "correction_view",
+    "sample_logits",
+    "knob_sweep",
+]
 
 CALIB = 256  # RTN calibration images of the Learn page; the fitting set follows them
 K_CHOICES = [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128]
@@ -41,8 +52,9 @@ MAX_SHOWN = 2000  # per-sample points in a correction view
 _LOGIT_KEYS = ("fit_q", "fit_f", "eval_q", "eval_f", "labels")
 
 
-def rtn_logits(model: nn.Module, bundle: DataBundle, bits: int, fit_size: int = 1024,
-               eval_size: int = 1000) -> dict[str, np.ndarray]:  # fmt: skip
+def rtn_logits(
+    model: nn.Module, bundle: DataBundle, bits: int, fit_size: int = 1024, eval_size: int = 1000
+) -> dict[str, np.ndarray]:
     """Float and RTN-quantized logits on the fitting and evaluation sets.
 
     RTN at W`bits`/A`bits` with 8-bit first/last layers, MSE weight grids and min-max
@@ -57,8 +69,11 @@ def rtn_logits(model: nn.Module, bundle: DataBundle, bits: int, fit_size: int = 
     test = [bundle.test[i] for i in range(n)]
     images = torch.stack([x for x, _ in test])
     labels = np.asarray([int(y) for _, y in test])
-    out = {f"{part}_{kind}": model_logits(net, x).cpu().numpy() for part, x in (("fit", fit.images), ("eval", images))
-           for kind, net in (("q", qmodel), ("f", model))}  # fmt: skip
+    out = {
+        f"{part}_{kind}": model_logits(net, x).cpu().numpy()
+        for part, x in (("fit", fit.images), ("eval", images))
+        for kind, net in (("q", qmodel), ("f", model))
+    }
     return {**out, "labels": labels, "fit_disjoint": np.asarray(fit.description["disjoint"])}
 
 
@@ -68,15 +83,26 @@ def cat_demo(logits: dict[str, np.ndarray], k: int, alpha: float) -> dict[str, A
         raise ConfigError(f"clusters must be in 1..{len(logits['fit_q'])}, got {k}")
     zq, zf = torch.from_numpy(logits["fit_q"]), torch.from_numpy(logits["fit_f"])
     fit = fit_cat(zq, zf, CATOptions(k=k, alpha=alpha))
-    res = build_result(fit, torch.from_numpy(logits["eval_q"]), torch.from_numpy(logits["eval_f"]),
-                       torch.from_numpy(logits["labels"]), alpha, fit_zq=zq)  # fmt: skip
+    res = build_result(
+        fit,
+        torch.from_numpy(logits["eval_q"]),
+        torch.from_numpy(logits["eval_f"]),
+        torch.from_numpy(logits["labels"]),
+        alpha,
+        fit_zq=zq,
+    )
     out = res.to_dict()
     out["fit_assign"] = fit.assign.cpu().tolist()
     return out
 
 
-def correction_logits(model: nn.Module, bundle: DataBundle, config: MethodConfig, fit_max: int = FIT_CHOICES[-1],
-                      eval_limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+def correction_logits(
+    model: nn.Module,
+    bundle: DataBundle,
+    config: MethodConfig,
+    fit_max: int = FIT_CHOICES[-1],
+    eval_limit: int | None = None,
+) -> dict[str, Any]:
     """Quantize `model` with `config` and collect float / quantized logits on up to `fit_max` fitting images
     and the first `eval_limit` test images (all if None), with the sets' descriptions and the model size."""
     device = model_device(model)
@@ -86,10 +112,18 @@ def correction_logits(model: nn.Module, bundle: DataBundle, config: MethodConfig
     images = fs.images.to(device)
     ev = eval_logits(model, qmodel, make_loader(bundle.test, limit=eval_limit), device)
     as_np = lambda t: t.detach().cpu().float().numpy()  # noqa: E731
-    return {"fit_q": as_np(model_logits(qmodel, images)), "fit_f": as_np(model_logits(model, images)),
-            "eval_q": as_np(ev.q), "eval_f": as_np(ev.fp), "labels": ev.labels.numpy(),
-            "fit_set": fs.description, "eval_set": {"split": "test", "data": bundle.name, "size": len(ev.labels)},
-            "size_bits": model_size_bits(qmodel), "classes": list(bundle.classes), "method": config.method}  # fmt: skip
+    return {
+        "fit_q": as_np(model_logits(qmodel, images)),
+        "fit_f": as_np(model_logits(model, images)),
+        "eval_q": as_np(ev.q),
+        "eval_f": as_np(ev.fp),
+        "labels": ev.labels.numpy(),
+        "fit_set": fs.description,
+        "eval_set": {"split": "test", "data": bundle.name, "size": len(ev.labels)},
+        "size_bits": model_size_bits(qmodel),
+        "classes": list(bundle.classes),
+        "method": config.method,
+    }
 
 
 def _tensors(logits: dict[str, Any], fit_size: int) -> dict[str, Any]:
@@ -112,8 +146,9 @@ def correction_view(logits: dict[str, Any], k: int, pca: int | None, alpha: floa
     """
     t = _tensors(logits, fit_size)
     fit = _fit(t, k, pca, alpha, fit_size)
-    res = build_result(fit, t["eval_q"], t["eval_f"], t["labels"], fit_zq=t["fit_q"], fit_set=t["fit_set"],
-                       eval_set=t["eval_set"]).to_dict()  # fmt: skip
+    res = build_result(
+        fit, t["eval_q"], t["eval_f"], t["labels"], fit_zq=t["fit_q"], fit_set=t["fit_set"], eval_set=t["eval_set"]
+    ).to_dict()
     assign = fit.predict(t["eval_q"])
     right = []
     for a in ALPHA_GRID:  # accuracy against alpha with this fit (one assignment, many blends)
@@ -134,16 +169,22 @@ def correction_view(logits: dict[str, Any], k: int, pca: int | None, alpha: floa
     return res | {"alpha_curve": {"alpha": ALPHA_GRID, "top1": right}, "cluster_means": means}
 
 
-def sample_logits(logits: dict[str, Any], k: int, pca: int | None, alpha: float, fit_size: int,
-                  index: int) -> dict[str, Any]:  # fmt: skip
+def sample_logits(
+    logits: dict[str, Any], k: int, pca: int | None, alpha: float, fit_size: int, index: int
+) -> dict[str, Any]:
     """Float, quantized and corrected logits of evaluation sample `index`, with its cluster and label."""
     t = _tensors(logits, fit_size)
     if not 0 <= index < len(t["labels"]):
         raise ConfigError(f"sample index must be in 0..{len(t['labels']) - 1}, got {index}")
     fit = _fit(t, k, pca, alpha, fit_size)
     zq, zf = t["eval_q"][index : index + 1], t["eval_f"][index : index + 1]
-    return {"float": zf[0].tolist(), "quantized": zq[0].tolist(), "corrected": fit.correct(zq, alpha)[0].tolist(),
-            "cluster": int(fit.predict(zq)[0]), "label": int(t["labels"][index])}  # fmt: skip
+    return {
+        "float": zf[0].tolist(),
+        "quantized": zq[0].tolist(),
+        "corrected": fit.correct(zq, alpha)[0].tolist(),
+        "cluster": int(fit.predict(zq)[0]),
+        "label": int(t["labels"][index]),
+    }
 
 
 def _top1(t: dict[str, Any], k: int, pca: int | None, alpha: float, fit_size: int) -> float:
@@ -152,8 +193,9 @@ def _top1(t: dict[str, Any], k: int, pca: int | None, alpha: float, fit_size: in
     return 100.0 * float((fit.correct(t["eval_q"]).argmax(1) == t["labels"]).double().mean())
 
 
-def knob_sweep(logits: dict[str, Any], knob: str, k: int, pca: int | None, alpha: float,
-               fit_size: int) -> dict[str, list[Any]]:  # fmt: skip
+def knob_sweep(
+    logits: dict[str, Any], knob: str, k: int, pca: int | None, alpha: float, fit_size: int
+) -> dict[str, list[Any]]:
     """Evaluation top-1 as one knob ("k", "pca" or "fit_size") runs over its choices, the others fixed."""
     t = _tensors(logits, FIT_CHOICES[-1])
     classes = int(t["eval_q"].shape[1])

@@ -30,8 +30,7 @@ ERROR_VIEWS = ("alone", "accumulated")
 def channel_sample_map(model: nn.Module, images: torch.Tensor, layer: str) -> dict[str, Any]:
     """Max |output| of every channel of `layer` on every image (merged model), with outlier scores."""
     info = outliers.channel_sample_maxima(copy.deepcopy(model), images, [layer])[layer]  # hooks on a copy
-    return {"map": info["maxima"], "channel_score": info["channel_score"], "median": info["median"],
-            "top": info["top"]}  # fmt: skip
+    return {"map": info["maxima"], "channel_score": info["channel_score"], "median": info["median"], "top": info["top"]}
 
 
 def live_layer_errors(qmodel: nn.Module, images: torch.Tensor) -> dict[str, list[dict[str, Any]]]:
@@ -40,11 +39,18 @@ def live_layer_errors(qmodel: nn.Module, images: torch.Tensor) -> dict[str, list
     return {view: [e.to_dict() for e in layer_errors(model, images, view)] for view in ERROR_VIEWS}
 
 
-def measure_allocation(model: nn.Module, bundle: DataBundle, calib: torch.Tensor, spec: QuantSpec,
-                       bits: dict[str, int], eval_limit: int | None) -> dict[str, dict[str, float]]:  # fmt: skip
+def measure_allocation(
+    model: nn.Module,
+    bundle: DataBundle,
+    calib: torch.Tensor,
+    spec: QuantSpec,
+    bits: dict[str, int],
+    eval_limit: int | None,
+) -> dict[str, dict[str, float]]:
     """Top-1/top-5 of RTN with each layer at its allocated bits (first/last policy off), and of the float model."""
-    mixed = QuantSpec.from_dict({**spec.to_dict(), "first_last_bits": None,
-                                 "overrides": mixed_precision.overrides_for(bits)})  # fmt: skip
+    mixed = QuantSpec.from_dict(
+        {**spec.to_dict(), "first_last_bits": None, "overrides": mixed_precision.overrides_for(bits)}
+    )
     q = sensitivity.rtn_model(model, calib, mixed)
     loader = make_loader(bundle.test, limit=eval_limit)
     device = model_device(model)

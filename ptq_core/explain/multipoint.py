@@ -33,8 +33,15 @@ BUDGETS = tuple(range(0, 101, 5))  # extra points, % of the layer's channels
 
 
 @torch.no_grad()
-def multipoint_demo(model: nn.Module, bundle: DataBundle, layer: str, bits: int, grid: str = "signed",
-                    n_points: int = MAX_POINTS, n_images: int = 128) -> dict[str, Any]:  # fmt: skip
+def multipoint_demo(
+    model: nn.Module,
+    bundle: DataBundle,
+    layer: str,
+    bits: int,
+    grid: str = "signed",
+    n_points: int = MAX_POINTS,
+    n_images: int = 128,
+) -> dict[str, Any]:
     """Greedy points of every channel of `layer`, their residuals and output errors.
 
     Returns:

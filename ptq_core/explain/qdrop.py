@@ -53,8 +53,9 @@ def _set_dropping(layers: Sequence[QuantLayer], p: float) -> None:
 
 
 @torch.no_grad()
-def qdrop_demo(model: nn.Module, bundle: DataBundle, block: str, bits: int, n_images: int = 64,
-               draws: int = 3, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def qdrop_demo(
+    model: nn.Module, bundle: DataBundle, block: str, bits: int, n_images: int = 64, draws: int = 3, seed: int = 0
+) -> dict[str, Any]:
     """Block output error against QDrop's drop probability p on a real block.
 
     The whole model is quantized with round-to-nearest at W`bits`/A`bits` (MSE weight
@@ -84,8 +85,12 @@ def qdrop_demo(model: nn.Module, bundle: DataBundle, block: str, bits: int, n_im
     with all_float(qmodel):
         x_fp, y_fp = capture_io(qmodel, block, images, 64, True, images.device)
     unit, layers = qmodel.get_submodule(block), _block_layers(qmodel.get_submodule(block))
-    curves: dict[str, list[float]] = {"float block": [], "quantized block": [], "quantized block + in-block drop": [],
-                                      "input distance": []}  # fmt: skip
+    curves: dict[str, list[float]] = {
+        "float block": [],
+        "quantized block": [],
+        "quantized block + in-block drop": [],
+        "input distance": [],
+    }
     with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
         torch.manual_seed(seed)
         for p in P_GRID:
@@ -108,9 +113,18 @@ def qdrop_demo(model: nn.Module, bundle: DataBundle, block: str, bits: int, n_im
     channel = int(diff.argmax()) if diff is not None else 0
     pic = (lambda t: t[0, channel]) if x_q.dim() == 4 else (lambda t: t[0])
     maps = {name: np.atleast_2d(pic(t).cpu().numpy()) for name, t in (("x_fp", x_fp), ("x_q", x_q))}
-    return {"block": block, "bits": bits, "images": n_images, "draws": draws, "p": list(P_GRID), "curves": curves,
-            "channel": channel, "shape": list(x_q.shape[1:]), **maps,
-            "quantized_fraction": float((x_q != x_fp).float().mean())}  # fmt: skip
+    return {
+        "block": block,
+        "bits": bits,
+        "images": n_images,
+        "draws": draws,
+        "p": list(P_GRID),
+        "curves": curves,
+        "channel": channel,
+        "shape": list(x_q.shape[1:]),
+        **maps,
+        "quantized_fraction": float((x_q != x_fp).float().mean()),
+    }
 
 
 def qdrop_mix_picture(x_fp: np.ndarray, x_q: np.ndarray, p: float, seed: int = 0) -> dict[str, Any]:
@@ -123,6 +137,12 @@ def qdrop_mix_picture(x_fp: np.ndarray, x_q: np.ndarray, p: float, seed: int = 0
         keep = bernoulli_mask(b, p)
     mixed = torch.addcmul(b * (1.0 - keep), a, keep)
     err_q, err_mix = float((b - a).square().mean()), float((mixed - a).square().mean())
-    return {"mask": keep.numpy(), "mixed": mixed.numpy(), "kept_float": float(keep.mean()), "mse_quantized": err_q,
-            "mse_mixed": err_mix, "expected_mse_mixed": (1.0 - p) * err_q,
-            "snr_gain_db": 10 * math.log10(err_q / err_mix) if err_mix > 0 and err_q > 0 else math.inf}  # fmt: skip
+    return {
+        "mask": keep.numpy(),
+        "mixed": mixed.numpy(),
+        "kept_float": float(keep.mean()),
+        "mse_quantized": err_q,
+        "mse_mixed": err_mix,
+        "expected_mse_mixed": (1.0 - p) * err_q,
+        "snr_gain_db": 10 * math.log10(err_q / err_mix) if err_mix > 0 and err_q > 0 else math.inf,
+    }

@@ -82,13 +82,26 @@ def grid_view(values: np.ndarray, bits: int, scale: float, zero_point: int, sign
     signal = float(x.double().pow(2).sum())
     total = err["total"]
     return {
-        "bits": bits, "scale": float(scale), "zero_point": int(zp), "qmin": qmin, "qmax": qmax, "signed": signed,
-        "levels": levels, "lo": levels[0], "hi": levels[-1], "min": float(x.min()), "max": float(x.max()),
-        "hist_centers": ((edges[:-1] + edges[1:]) / 2).tolist(), "hist_counts": counts.tolist(),
-        "rounding_mse": err["rounding"] / n, "clipping_mse": err["clipping"] / n, "total_mse": total / n,
-        "clip_fraction": err["clip_fraction"], "sqnr_db": math.inf if total == 0 else 10 * math.log10(signal / total),
+        "bits": bits,
+        "scale": float(scale),
+        "zero_point": int(zp),
+        "qmin": qmin,
+        "qmax": qmax,
+        "signed": signed,
+        "levels": levels,
+        "lo": levels[0],
+        "hi": levels[-1],
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "hist_centers": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "hist_counts": counts.tolist(),
+        "rounding_mse": err["rounding"] / n,
+        "clipping_mse": err["clipping"] / n,
+        "total_mse": total / n,
+        "clip_fraction": err["clip_fraction"],
+        "sqnr_db": math.inf if total == 0 else 10 * math.log10(signal / total),
         "count": n,
-    }  # fmt: skip
+    }
 
 
 def clip_curve(values: np.ndarray, bits: int, symmetric: bool, num: int = 100) -> dict[str, Any]:
@@ -100,8 +113,15 @@ def clip_curve(values: np.ndarray, bits: int, symmetric: bool, num: int = 100) -
     x = torch.from_numpy(np.ascontiguousarray(values))
     signed = symmetric and float(x.min()) < 0
     points, counts = histogram_points(x)
-    lo, hi, curve = lp_search(points, bits, symmetric, signed, p=2.0, num_candidates=num, return_curve=True,
-                              weights=counts)  # fmt: skip
+    lo, hi, curve = lp_search(
+        points, bits, symmetric, signed, p=2.0, num_candidates=num, return_curve=True, weights=counts
+    )
     best = int(curve["best_index"])
-    return {"ratio": curve["ratio"].tolist(), "mse": curve["loss"].tolist(), "best_ratio": float(curve["ratio"][best]),
-            "best_mse": float(curve["loss"][best]), "best_lo": float(lo), "best_hi": float(hi)}  # fmt: skip
+    return {
+        "ratio": curve["ratio"].tolist(),
+        "mse": curve["loss"].tolist(),
+        "best_ratio": float(curve["ratio"][best]),
+        "best_mse": float(curve["loss"][best]),
+        "best_lo": float(lo),
+        "best_hi": float(hi),
+    }

@@ -21,7 +21,22 @@ from .packing import pack_codes, packed_size, unpack_codes
 from .parity import ParityReport, onnx_logits, onnx_parity, onnx_session
 
 __all__ = [
-    "DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "Grid", "ParityReport", "encodings", "export_form", "export_onnx",
-    "layer_encoding", "load_int_checkpoint", "onnx_logits", "onnx_parity", "onnx_session", "pack_codes",
-    "packed_size", "read_int_checkpoint", "save_int_checkpoint", "unpack_codes",
-]  # fmt: skip
+    "DEFAULT_OPSET",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "Grid",
+    "ParityReport",
+    "encodings",
+    "export_form",
+    "export_onnx",
+    "layer_encoding",
+    "load_int_checkpoint",
+    "onnx_logits",
+    "onnx_parity",
+    "onnx_session",
+    "pack_codes",
+    "packed_size",
+    "read_int_checkpoint",
+    "save_int_checkpoint",
+    "unpack_codes",
+]

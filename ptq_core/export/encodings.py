@@ -32,8 +32,17 @@ def _multipoint(q: MultipointQuantizer) -> dict[str, Any]:
     unit = QScheme(bits=q.bits, symmetric=True, signed=True)
     used = q.points.cpu()
     coeffs = [q.coeffs[: int(n), c].tolist() for c, n in enumerate(used)]
-    return {"form": "multipoint", "bits": q.bits, "signed": True, "symmetric": True, "quant_min": unit.qmin,
-            "quant_max": unit.qmax, "axis": 0, "points": used.tolist(), "coefficients": coeffs}  # fmt: skip
+    return {
+        "form": "multipoint",
+        "bits": q.bits,
+        "signed": True,
+        "symmetric": True,
+        "quant_min": unit.qmin,
+        "quant_max": unit.qmax,
+        "axis": 0,
+        "points": used.tolist(),
+        "coefficients": coeffs,
+    }
 
 
 def layer_encoding(name: str, layer: QuantLayer) -> dict[str, Any]:
@@ -45,10 +54,13 @@ def layer_encoding(name: str, layer: QuantLayer) -> dict[str, Any]:
         weight = {"form": "affine", **weight_codes(name, layer)[1].to_dict()}
     act = act_grid(name, layer)
     return {
-        "name": name, "kind": type(layer).__name__.removeprefix("Quant"),
-        "wbits": weight["bits"] if weight else FLOAT_BITS, "abits": act.bits if act else FLOAT_BITS,
-        "weight": weight, "activation": act.to_dict() if act else None,
-    }  # fmt: skip
+        "name": name,
+        "kind": type(layer).__name__.removeprefix("Quant"),
+        "wbits": weight["bits"] if weight else FLOAT_BITS,
+        "abits": act.bits if act else FLOAT_BITS,
+        "weight": weight,
+        "activation": act.to_dict() if act else None,
+    }
 
 
 def encodings(qmodel: nn.Module) -> list[dict[str, Any]]:

@@ -74,10 +74,15 @@ class Grid:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (scales and zero points as lists)."""
         return {
-            "bits": self.bits, "signed": self.signed, "symmetric": self.symmetric,
-            "quant_min": self.quant_min, "quant_max": self.quant_max, "axis": self.axis,
-            "scale": self.scale.reshape(-1).tolist(), "zero_point": [int(z) for z in self.zero_point.reshape(-1)],
-        }  # fmt: skip
+            "bits": self.bits,
+            "signed": self.signed,
+            "symmetric": self.symmetric,
+            "quant_min": self.quant_min,
+            "quant_max": self.quant_max,
+            "axis": self.axis,
+            "scale": self.scale.reshape(-1).tolist(),
+            "zero_point": [int(z) for z in self.zero_point.reshape(-1)],
+        }
 
 
 def quantizer_grid(fq: AffineQuantizer) -> Grid:
@@ -103,8 +108,10 @@ def act_grid(name: str, layer: QuantLayer) -> Grid | None:
     if not layer.quant_act or fq.scheme.is_float or not fq.is_calibrated:
         return None
     if not is_plain_quantizer(fq):
-        raise ExportError(f"layer {name!r}: input quantizer {type(fq).__name__} is not a uniform affine "
-                          "fake-quantizer and has no deployable form")  # fmt: skip
+        raise ExportError(
+            f"layer {name!r}: input quantizer {type(fq).__name__} is not a uniform affine "
+            "fake-quantizer and has no deployable form"
+        )
     return quantizer_grid(fq)
 
 
@@ -138,6 +145,8 @@ def weight_codes(name: str, layer: QuantLayer) -> tuple[Tensor, Grid]:
     inside = bool(((codes >= grid.quant_min) & (codes <= grid.quant_max)).all())
     if not (inside and torch.equal((codes - z) * s, used)):
         kind = type(layer.weight_quantizer).__name__
-        raise ExportError(f"layer {name!r}: weight quantizer {kind} does not produce values on its "
-                          f"{grid.bits}-bit affine grid and has no deployable form")  # fmt: skip
+        raise ExportError(
+            f"layer {name!r}: weight quantizer {kind} does not produce values on its "
+            f"{grid.bits}-bit affine grid and has no deployable form"
+        )
     return codes.to(grid.code_dtype), grid

@@ -54,8 +54,12 @@ _META_KEY = "ptq_int_checkpoint"
 def _quantizer_entry(fq: Quantizer, key: str, tensors: dict[str, Tensor], on: bool) -> dict[str, Any]:
     """Scheme, observer and switch (`on`: the layer's for that side) of a quantizer; its qparams go
     into `tensors` under `key`."""
-    entry = {"scheme": fq.scheme.to_dict(), "observer": fq.observer_name, "enabled": on,
-             "calibrated": isinstance(fq, AffineQuantizer) and fq.is_calibrated and not fq.scheme.is_float}  # fmt: skip
+    entry = {
+        "scheme": fq.scheme.to_dict(),
+        "observer": fq.observer_name,
+        "enabled": on,
+        "calibrated": isinstance(fq, AffineQuantizer) and fq.is_calibrated and not fq.scheme.is_float,
+    }
     if entry["calibrated"]:
         tensors[f"{key}.scale"] = fq.scale.detach().float().cpu().contiguous().clone()
         tensors[f"{key}.zero_point"] = fq.zero_point.detach().round().to(torch.int32).cpu().contiguous()
@@ -107,9 +111,17 @@ def save_int_checkpoint(qmodel: nn.Module, path: str | Path) -> Path:
             weight = _weight_entry(name, layer, tensors)
             act_grid(name, layer)  # refuses an input quantizer that is not the plain affine one
             act = _quantizer_entry(layer.act_quantizer, f"{name}.input", tensors, layer.quant_act)
-            layers.append({"name": name, "kind": type(layer).__name__, "quant_weight": layer.quant_weight,
-                           "quant_act": layer.quant_act, "weight_shape": list(layer.weight.shape),
-                           "weight": weight, "input": act})  # fmt: skip
+            layers.append(
+                {
+                    "name": name,
+                    "kind": type(layer).__name__,
+                    "quant_weight": layer.quant_weight,
+                    "quant_act": layer.quant_act,
+                    "weight_shape": list(layer.weight.shape),
+                    "weight": weight,
+                    "input": act,
+                }
+            )
             coded[name] = weight["form"] != "float"
         for key, t in qmodel.state_dict().items():
             if not any(_covered(key, name, c) for name, c in coded.items()):
@@ -156,14 +168,16 @@ def _install_weight(layer: QuantLayer, name: str, entry: dict[str, Any], tensors
         return
     if entry["form"] == "multipoint":
         codes = unpack_codes(tensors[f"{key}.codes"], entry["bits"], True, entry["codes_shape"])
-        q: Quantizer = MultipointQuantizer(entry["bits"], codes.to(dev), tensors[f"{key}.coeffs"].to(dev),
-                                              tensors[f"{key}.points"].to(dev), shape)  # fmt: skip
+        q: Quantizer = MultipointQuantizer(
+            entry["bits"], codes.to(dev), tensors[f"{key}.coeffs"].to(dev), tensors[f"{key}.points"].to(dev), shape
+        )
     else:
         scheme = QScheme.from_dict(entry["scheme"])
         codes = unpack_codes(tensors[f"{key}.codes"], scheme.bits, scheme.signed, shape).float()
         base = FakeQuantize(scheme, entry["observer"])
-        q = CodeQuantizer(base, codes.to(dev), tensors[f"{key}.scale"].to(dev),
-                          tensors[f"{key}.zero_point"].float().to(dev))  # fmt: skip
+        q = CodeQuantizer(
+            base, codes.to(dev), tensors[f"{key}.scale"].to(dev), tensors[f"{key}.zero_point"].float().to(dev)
+        )
     layer.weight_quantizer = q
     with torch.no_grad():
         layer.weight.copy_(q(layer.weight))

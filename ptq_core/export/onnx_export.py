@@ -53,7 +53,15 @@ def export_onnx(qmodel: nn.Module, example_input: torch.Tensor, path: str | Path
     x = example_input.detach().cpu().float()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes=_BATCH_AXES)  # fmt: skip
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=_BATCH_AXES,
+        )
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path

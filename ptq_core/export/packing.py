@@ -71,8 +71,10 @@ def unpack_codes(packed: Tensor, bits: int, signed: bool, shape: tuple[int, ...]
     for d in shape:
         numel *= int(d)
     if packed.dtype != torch.uint8 or packed.numel() != packed_size(numel, bits):
-        raise ConfigError(f"expected {packed_size(numel, bits)} uint8 bytes for {numel} codes at {bits} bits, "
-                          f"got {packed.numel()} {packed.dtype}")  # fmt: skip
+        raise ConfigError(
+            f"expected {packed_size(numel, bits)} uint8 bytes for {numel} codes at {bits} bits, "
+            f"got {packed.numel()} {packed.dtype}"
+        )
     stream = (packed.reshape(-1, 1).to(torch.int32) >> torch.arange(8, dtype=torch.int32)) & 1  # [bytes, 8]
     stream = stream.reshape(-1)[: numel * bits].reshape(numel, bits)  # [N, bits]
     offset = (stream << torch.arange(bits, dtype=torch.int32)).sum(1, dtype=torch.int32)

@@ -84,8 +84,7 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     if threads is not None:
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=_DISABLED)  # fmt: skip
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=_DISABLED)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unexported error types
         raise ExportError(f"onnxruntime cannot load {path}: {exc}") from None
 
@@ -109,9 +108,15 @@ def onnx_logits(session: Any, batches: Batches) -> tuple[Tensor, Tensor | None]:
     return torch.cat(outs), (torch.cat(labels) if labels else None)
 
 
-def onnx_parity(path: str | Path, inputs: Batches, reference_logits: Tensor, atol: float = 5e-2,
-                mean_atol: float = 1e-3, min_agreement: float = 0.99,
-                threads: int | None = None) -> ParityReport:  # fmt: skip
+def onnx_parity(
+    path: str | Path,
+    inputs: Batches,
+    reference_logits: Tensor,
+    atol: float = 5e-2,
+    mean_atol: float = 1e-3,
+    min_agreement: float = 0.99,
+    threads: int | None = None,
+) -> ParityReport:
     """Run `path` on `inputs` with onnxruntime and compare with `reference_logits`.
 
     Args:
@@ -137,8 +142,14 @@ def onnx_parity(path: str | Path, inputs: Batches, reference_logits: Tensor, ato
     diff = (got - ref).abs()
     pred, ref_pred = got.argmax(1), ref.argmax(1)
     acc = (lambda p: float((p == labels).float().mean())) if labels is not None else (lambda p: None)
-    return ParityReport(samples=len(ref), agreement=float((pred == ref_pred).float().mean()),
-                        max_abs_diff=float(diff.max()) if diff.numel() else 0.0,
-                        mean_abs_diff=float(diff.mean()) if diff.numel() else 0.0, onnx_top1=acc(pred),
-                        reference_top1=acc(ref_pred), atol=atol, mean_atol=mean_atol,
-                        min_agreement=min_agreement)  # fmt: skip
+    return ParityReport(
+        samples=len(ref),
+        agreement=float((pred == ref_pred).float().mean()),
+        max_abs_diff=float(diff.max()) if diff.numel() else 0.0,
+        mean_abs_diff=float(diff.mean()) if diff.numel() else 0.0,
+        onnx_top1=acc(pred),
+        reference_top1=acc(ref_pred),
+        atol=atol,
+        mean_atol=mean_atol,
+        min_agreement=min_agreement,
+    )

@@ -79,8 +79,9 @@ class ActQDQ(nn.Module):
         self.qmin, self.qmax, self.clip = grid.quant_min, grid.quant_max, not grid.full_range
 
     def forward(self, x: Tensor) -> Tensor:
-        return _QuantizeDequantize.apply(x, self.scale, self.zero_point, self.lo, self.hi, self.qmin, self.qmax,
-                                         self.clip)  # fmt: skip
+        return _QuantizeDequantize.apply(
+            x, self.scale, self.zero_point, self.lo, self.hi, self.qmin, self.qmax, self.clip
+        )
 
     def extra_repr(self) -> str:
         return f"grid=[{self.qmin}, {self.qmax}], clip={self.clip}"

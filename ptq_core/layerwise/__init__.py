@@ -18,8 +18,24 @@ from .multipoint import GRIDS, allocate_points, greedy_point, greedy_points
 from .quantizers import CodeQuantizer, MultipointQuantizer
 
 __all__ = [
-    "GRIDS", "ChannelMerge", "CodeQuantizer", "ComqSolution", "GramAccumulator", "MultipointDeploy",
+    "GRIDS",
+    "ChannelMerge",
+    "CodeQuantizer",
+    "ComqSolution",
+    "GramAccumulator",
+    "MultipointDeploy",
     "MultipointQuantizer",
-    "allocate_points", "capture_grams", "comq_solve", "deploy_layer", "deploy_multipoint", "gptq_reference",
-    "gptq_solve", "gram_cache", "greedy_point", "greedy_points", "input_rows", "num_groups", "weight_groups",
-]  # fmt: skip
+    "allocate_points",
+    "capture_grams",
+    "comq_solve",
+    "deploy_layer",
+    "deploy_multipoint",
+    "gptq_reference",
+    "gptq_solve",
+    "gram_cache",
+    "greedy_point",
+    "greedy_points",
+    "input_rows",
+    "num_groups",
+    "weight_groups",
+]

@@ -62,8 +62,9 @@ def cached_grams(owner: nn.Module, calib: Tensor, names: list[str], compute: Any
 
 
 @torch.no_grad()
-def capture_grams(model: nn.Module, names: list[str], calib: Tensor, batch_size: int,
-                  stop_after: str | None = None) -> dict[str, Tensor]:  # fmt: skip
+def capture_grams(
+    model: nn.Module, names: list[str], calib: Tensor, batch_size: int, stop_after: str | None = None
+) -> dict[str, Tensor]:
     """``H = XᵀX / N`` of the inputs of the named layers, as the model runs now.
 
     Args:

@@ -73,8 +73,19 @@ def _matmul(x: Tensor, h: Tensor, groups: int) -> Tensor:
     return torch.bmm(x.reshape(groups, -1, x.shape[1]), h).reshape(x.shape)
 
 
-def _sweep(w: Tensor, q: Tensor, codes: Tensor, h: Tensor, perm: Tensor, grp: Tensor, sinv: Tensor, s: Tensor,
-           z: Tensor, qmin: int, qmax: int) -> Tensor:  # fmt: skip
+def _sweep(
+    w: Tensor,
+    q: Tensor,
+    codes: Tensor,
+    h: Tensor,
+    perm: Tensor,
+    grp: Tensor,
+    sinv: Tensor,
+    s: Tensor,
+    z: Tensor,
+    qmin: int,
+    qmax: int,
+) -> Tensor:
     """One pass over every coordinate (updates q and codes in place); returns the error change of each step.
 
     Step t visits coordinate ``perm[r, t]`` of every row r at once: it reads that
@@ -120,9 +131,21 @@ def _error(w: Tensor, q: Tensor, h: Tensor) -> float:
 
 
 @torch.no_grad()
-def comq_solve(w: Tensor, h: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, *, sweeps: int = 1,
-               order: str = "greedy", start: str = "float", update_scale: bool = True, per_channel: bool = True,
-               seed: int = 0) -> ComqSolution:  # fmt: skip
+def comq_solve(
+    w: Tensor,
+    h: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    *,
+    sweeps: int = 1,
+    order: str = "greedy",
+    start: str = "float",
+    update_scale: bool = True,
+    per_channel: bool = True,
+    seed: int = 0,
+) -> ComqSolution:
     """Quantize one layer's weights by coordinate descent on their integer codes.
 
     Args:

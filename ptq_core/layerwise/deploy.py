@@ -47,8 +47,9 @@ class ChannelMerge(nn.Module):
 class MultipointDeploy(nn.Module):
     """Input quantizer (as in the fake-quant layer), expanded b-bit layer, channel merge."""
 
-    def __init__(self, act_quantizer: nn.Module, quant_act: bool, gather: Tensor | None, expanded: nn.Module,
-                 merge: ChannelMerge) -> None:  # fmt: skip
+    def __init__(
+        self, act_quantizer: nn.Module, quant_act: bool, gather: Tensor | None, expanded: nn.Module, merge: ChannelMerge
+    ) -> None:
         super().__init__()
         self.act_quantizer, self.quant_act = act_quantizer, quant_act
         self.register_buffer("gather", gather)
@@ -94,17 +95,31 @@ def deploy_layer(layer: QuantLayer) -> MultipointDeploy:
         if groups > 1:
             gather = torch.cat([torch.arange(g * in_g, (g + 1) * in_g).repeat(k) for g, k in enumerate(replicas)])
         new_groups = sum(replicas) if groups > 1 else 1
-        expanded: nn.Module = nn.Conv2d(in_g * new_groups, len(slots), layer.kernel_size, layer.stride,
-                                        layer.padding, layer.dilation, new_groups, False,
-                                        layer.padding_mode)  # fmt: skip
+        expanded: nn.Module = nn.Conv2d(
+            in_g * new_groups,
+            len(slots),
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            new_groups,
+            False,
+            layer.padding_mode,
+        )
         expanded.weight.data = codes.reshape(len(slots), in_g, *layer.kernel_size).to(dev)
     else:
         expanded = nn.Linear(layer.in_features, len(slots), bias=False)
         expanded.weight.data = codes.to(dev)
-    merge = ChannelMerge(chan.clamp(min=0), coeff, q.points.numel(), layer.bias, 1 if isinstance(layer, nn.Conv2d)
-                         else -1)  # fmt: skip
-    return MultipointDeploy(copy.deepcopy(layer.act_quantizer), layer.quant_act,
-                            None if gather is None else gather.to(dev), expanded.to(dev), merge.to(dev))  # fmt: skip
+    merge = ChannelMerge(
+        chan.clamp(min=0), coeff, q.points.numel(), layer.bias, 1 if isinstance(layer, nn.Conv2d) else -1
+    )
+    return MultipointDeploy(
+        copy.deepcopy(layer.act_quantizer),
+        layer.quant_act,
+        None if gather is None else gather.to(dev),
+        expanded.to(dev),
+        merge.to(dev),
+    )
 
 
 def deploy_multipoint(qmodel: nn.Module) -> nn.Module:

@@ -39,8 +39,18 @@ def _quant(x: Tensor, s: Tensor, sinv: Tensor, z: Tensor, qmin: int, qmax: int) 
 
 
 @torch.no_grad()
-def gptq_solve(w: Tensor, h: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, *,
-               percdamp: float = 0.01, block: int = 128, act_order: bool = False) -> Tensor:  # fmt: skip
+def gptq_solve(
+    w: Tensor,
+    h: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    qmin: int,
+    qmax: int,
+    *,
+    percdamp: float = 0.01,
+    block: int = 128,
+    act_order: bool = False,
+) -> Tensor:
     """Integer codes for one layer by GPTQ.
 
     Args:
@@ -85,8 +95,9 @@ def gptq_solve(w: Tensor, h: Tensor, scale: Tensor, zero_point: Tensor, qmin: in
 
 
 @torch.no_grad()
-def gptq_reference(w: Tensor, h: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int,
-                   percdamp: float = 0.01) -> Tensor:  # fmt: skip
+def gptq_reference(
+    w: Tensor, h: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, percdamp: float = 0.01
+) -> Tensor:
     """The same codes as `gptq_solve` (natural order), the slow way, in float64. ``[G, m, d]``."""
     groups, m, d = w.shape
     w, h = _damped(w.double(), h.double(), percdamp)

@@ -97,8 +97,14 @@ def greedy_points(w: Tensor, n: int, bits: int, grid: str = "signed", count: int
     return torch.stack(coeffs), torch.stack(codes)
 
 
-def allocate_points(errors: Tensor, extra: int | None, threshold: float | None, reference: Tensor,
-                    selection: str = "error", generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+def allocate_points(
+    errors: Tensor,
+    extra: int | None,
+    threshold: float | None,
+    reference: Tensor,
+    selection: str = "error",
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """How many points each channel gets.
 
     Every channel starts with one point. While the budget lasts, one more point goes to

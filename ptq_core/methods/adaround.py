@@ -27,12 +27,16 @@ class AdaRoundConfig(ReconMethodConfig):
     method = "adaround"
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
-        return [self.base_options(model, stage="weights", granularity="layer", learn_rounding=True,
-                                  quant_act=True, act_init="keep")]  # fmt: skip
+        return [
+            self.base_options(
+                model, stage="weights", granularity="layer", learn_rounding=True, quant_act=True, act_init="keep"
+            )
+        ]
 
 
 @register_method(AdaRoundConfig)
-def adaround(model: nn.Module, calib: torch.Tensor, config: AdaRoundConfig,
-             progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def adaround(
+    model: nn.Module, calib: torch.Tensor, config: AdaRoundConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Layer-wise adaptive rounding over a prepared copy of `model`."""
     return run_reconstruction(model, calib, config, progress)

@@ -127,8 +127,9 @@ def config_from_dict(d: dict[str, Any]) -> MethodConfig:
     return METHODS[name][0].from_dict(d)
 
 
-def quantize(model: nn.Module, calib: torch.Tensor, config: MethodConfig,
-             progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def quantize(
+    model: nn.Module, calib: torch.Tensor, config: MethodConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Quantize a copy of `model` with the method `config` belongs to.
 
     Args:

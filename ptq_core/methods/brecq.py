@@ -44,13 +44,17 @@ class BRECQConfig(ReconMethodConfig):
     method = "brecq"
     FAST_EXTRA: ClassVar[dict[str, Any]] = {"act_iters": 200}
 
-    loss: str = setting("mse", help="reconstruction loss: mse (the released script's default) or the "
-                        "Fisher-diagonal weighted one", choices=("mse", "fisher"))  # fmt: skip
+    loss: str = setting(
+        "mse",
+        help="reconstruction loss: mse (the released script's default) or the Fisher-diagonal weighted one",
+        choices=("mse", "fisher"),
+    )
     act_iters: int = setting(5000, help="steps per unit of the step-size pass (0 skips it)", min=0)
     act_lr: float = setting(4e-4, help="Adam learning rate of the activation step sizes", min=0)
     act_p: float = setting(2.4, help="exponent of the step-size pass's reconstruction loss", min=0)
-    act_aware_rounding: bool = setting(False, help="learn the rounding with activations quantized (the "
-                                       "released code learns it in float)")  # fmt: skip
+    act_aware_rounding: bool = setting(
+        False, help="learn the rounding with activations quantized (the released code learns it in float)"
+    )
 
     def validate(self) -> None:
         if self.loss not in ("mse", "fisher"):
@@ -63,17 +67,32 @@ class BRECQConfig(ReconMethodConfig):
         return self.loss == "fisher"
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
-        out = [self.base_options(model, stage="weights", learn_rounding=True, quant_act=self.act_aware_rounding,
-                                 rec_loss=self.loss)]  # fmt: skip
+        out = [
+            self.base_options(
+                model, stage="weights", learn_rounding=True, quant_act=self.act_aware_rounding, rec_loss=self.loss
+            )
+        ]
         if self.act_iters:
-            out.append(self.base_options(model, stage="activations", iters=self.act_iters, learn_rounding=False,
-                                         learn_act_scale=True, quant_act=True, act_init="unit", act_lr=self.act_lr,
-                                         rec_loss=self.loss, p=self.act_p))  # fmt: skip
+            out.append(
+                self.base_options(
+                    model,
+                    stage="activations",
+                    iters=self.act_iters,
+                    learn_rounding=False,
+                    learn_act_scale=True,
+                    quant_act=True,
+                    act_init="unit",
+                    act_lr=self.act_lr,
+                    rec_loss=self.loss,
+                    p=self.act_p,
+                )
+            )
         return out
 
 
 @register_method(BRECQConfig)
-def brecq(model: nn.Module, calib: torch.Tensor, config: BRECQConfig,
-          progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def brecq(
+    model: nn.Module, calib: torch.Tensor, config: BRECQConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Block reconstruction of the rounding, then of the activation step sizes."""
     return run_reconstruction(model, calib, config, progress)

@@ -27,8 +27,7 @@ __all__ = ["CATRefineConfig", "cat_refine"]
 
 @dataclass
 class CATRefineConfig(MethodConfig):
-    """CAT stage 1: a base method, then KL-driven refinement of step sizes and zero points.
-    """
+    """CAT stage 1: a base method, then KL-driven refinement of step sizes and zero points."""
 
     method = "cat_refine"
 
@@ -37,8 +36,9 @@ class CATRefineConfig(MethodConfig):
     iters: int = setting(500, help="refinement steps (Adam) in all", min=1)
     refine_batch: int = setting(32, help="images per refinement step", min=1)
     lambda_p: float = setting(0.01, help="weight of the drift regulariser on step sizes and zero points", min=0)
-    temperature: float | None = setting(None, help="softmax temperature T (unset: 4 for ResNets, 1 for "
-                                        "MobileNetV2)", min=0)  # fmt: skip
+    temperature: float | None = setting(
+        None, help="softmax temperature T (unset: 4 for ResNets, 1 for MobileNetV2)", min=0
+    )
     scale_lr: float = setting(1e-3, help="learning rate of the log step sizes", min=0)
     zp_lr: float = setting(1e-2, help="learning rate of the zero points", min=0)
     refine_weights: bool = setting(True, help="refine the weight quantizers")
@@ -62,14 +62,23 @@ class CATRefineConfig(MethodConfig):
 
     def refine_options(self) -> RefineOptions:
         """The `RefineOptions` of stage 1."""
-        return RefineOptions(iters=self.iters, batch_size=self.refine_batch, lambda_p=self.lambda_p,
-                             temperature=self.temperature, scale_lr=self.scale_lr, zp_lr=self.zp_lr,
-                             weights=self.refine_weights, acts=self.refine_acts, seed=self.seed)  # fmt: skip
+        return RefineOptions(
+            iters=self.iters,
+            batch_size=self.refine_batch,
+            lambda_p=self.lambda_p,
+            temperature=self.temperature,
+            scale_lr=self.scale_lr,
+            zp_lr=self.zp_lr,
+            weights=self.refine_weights,
+            acts=self.refine_acts,
+            seed=self.seed,
+        )
 
 
 @register_method(CATRefineConfig)
-def cat_refine(model: nn.Module, calib: torch.Tensor, config: CATRefineConfig,
-               progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def cat_refine(
+    model: nn.Module, calib: torch.Tensor, config: CATRefineConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Run the base method, then refine its quantization parameters (the caller's model is only read)."""
     base = quantize(model, calib, config.base_config(), progress)
     t0 = time.perf_counter()

@@ -40,13 +40,18 @@ class COMQConfig(LayerwiseConfig):
 
     method = "comq"
     sweeps: int = setting(1, help="passes over all coordinates (K)", min=1)
-    order: str = setting("greedy", help="coordinate order (greedy: the paper's)", choices=("greedy", "natural",
-                         "random"))  # fmt: skip
-    start: str = setting("float", help="start from the float weights (reference code) or from round-to-nearest",
-                         choices=("float", "nearest"))  # fmt: skip
+    order: str = setting(
+        "greedy", help="coordinate order (greedy: the paper's)", choices=("greedy", "natural", "random")
+    )
+    start: str = setting(
+        "float",
+        help="start from the float weights (reference code) or from round-to-nearest",
+        choices=("float", "nearest"),
+    )
     update_scale: bool = setting(True, help="least-squares per-channel scale after each sweep")
-    grid: str = setting("observer", help="the layer's observer grid, or min-max (reference code)",
-                        choices=("observer", "minmax"))  # fmt: skip
+    grid: str = setting(
+        "observer", help="the layer's observer grid, or min-max (reference code)", choices=("observer", "minmax")
+    )
     scalar: float = setting(1.0, help="factor on the min-max scale (grid minmax only)", min=0)
     trace_points: int = setting(256, help="points kept of each layer's error curve (at least 64)", min=64)
     trace_rows: int = setting(8, help="rows whose visiting order is kept in the trace", min=0)
@@ -83,11 +88,18 @@ def comq_trace(sol: ComqSolution, qmin: int, qmax: int, points: int, rows: int) 
     used = used.sum(1)
     shown = list(range(min(rows, codes.shape[0])))
     return {
-        "step": (idx + 1).tolist(), "error": sol.curve[idx].tolist(), "steps_total": n,
-        "start_error": sol.start_error, "rtn_error": sol.rtn_error, "scale_steps": sol.scale_steps,
-        "order_rows": shown, "order": sol.order[shown].tolist(),
-        "code_min": qmin, "code_hist": hist.tolist(), "levels_used": used.tolist(),
-    }  # fmt: skip
+        "step": (idx + 1).tolist(),
+        "error": sol.curve[idx].tolist(),
+        "steps_total": n,
+        "start_error": sol.start_error,
+        "rtn_error": sol.rtn_error,
+        "scale_steps": sol.scale_steps,
+        "order_rows": shown,
+        "order": sol.order[shown].tolist(),
+        "code_min": qmin,
+        "code_hist": hist.tolist(),
+        "levels_used": used.tolist(),
+    }
 
 
 def _solver(config: COMQConfig, traces: dict[str, Any]):
@@ -96,9 +108,20 @@ def _solver(config: COMQConfig, traces: dict[str, Any]):
         if config.grid == "minmax":
             scale, zp = _minmax_grid(layer, config.scalar)
         w = weight_groups(layer).detach()
-        sol = comq_solve(w, h, scale, zp, qmin, qmax, sweeps=config.sweeps, order=config.order,
-                         start=config.start, update_scale=config.update_scale, per_channel=per_channel,
-                         seed=config.seed + index)  # fmt: skip
+        sol = comq_solve(
+            w,
+            h,
+            scale,
+            zp,
+            qmin,
+            qmax,
+            sweeps=config.sweeps,
+            order=config.order,
+            start=config.start,
+            update_scale=config.update_scale,
+            per_channel=per_channel,
+            seed=config.seed + index,
+        )
         new_scale = sol.scale if per_channel else sol.scale[:1].reshape(())
         fq = CodeQuantizer(layer.weight_quantizer, sol.codes.reshape(layer.weight.shape), new_scale, zp)
         layer.weight_quantizer = fq

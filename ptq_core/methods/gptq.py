@@ -33,8 +33,11 @@ class GPTQConfig(LayerwiseConfig):
     """GPTQ settings (the paper's defaults)."""
 
     method = "gptq"
-    inputs: str = setting("quantized", help="each layer's inputs from the float model or from the partly "
-                          "quantized one", choices=("float", "quantized"))  # fmt: skip
+    inputs: str = setting(
+        "quantized",
+        help="each layer's inputs from the float model or from the partly quantized one",
+        choices=("float", "quantized"),
+    )
     percdamp: float = setting(0.01, help="damping added to H's diagonal, as a fraction of its mean", min=0)
     block: int = setting(128, help="columns per lazy-update block", min=1)
     act_order: bool = setting(False, help="quantize columns by decreasing H_jj")
@@ -51,8 +54,9 @@ def _solver(config: GPTQConfig):
     def solve(name: str, layer: QuantLayer, h: Tensor, index: int) -> dict[str, Any]:
         scale, zp, qmin, qmax, _ = grid_of(layer)
         w = weight_groups(layer).detach()
-        codes = gptq_solve(w, h, scale, zp, qmin, qmax, percdamp=config.percdamp, block=config.block,
-                           act_order=config.act_order)  # fmt: skip
+        codes = gptq_solve(
+            w, h, scale, zp, qmin, qmax, percdamp=config.percdamp, block=config.block, act_order=config.act_order
+        )
         rtn = layer.weight_quantizer(layer.weight.detach())
         layer.weight_quantizer = CodeQuantizer(layer.weight_quantizer, codes.reshape(layer.weight.shape), scale, zp)
         q = layer.weight_quantizer(layer.weight.detach())

@@ -46,11 +46,13 @@ class LayerwiseConfig(MethodConfig):
     `quant` is weight-only (``abits=32``) by default.
     """
 
-    quant: QuantSpec = setting(default_factory=_weight_only, help="bit-widths, observers and policies",
-                               nested=True)  # fmt: skip
-    inputs: str = setting("float", help="each layer's inputs from the float model (one pass for all layers) "
-                          "or from the partly quantized one (one pass per layer)",
-                          choices=("float", "quantized"))  # fmt: skip
+    quant: QuantSpec = setting(default_factory=_weight_only, help="bit-widths, observers and policies", nested=True)
+    inputs: str = setting(
+        "float",
+        help="each layer's inputs from the float model (one pass for all layers) "
+        "or from the partly quantized one (one pass per layer)",
+        choices=("float", "quantized"),
+    )
 
     def validate(self) -> None:
         if self.inputs not in INPUTS:
@@ -73,8 +75,9 @@ def _targets(report) -> list[str]:
     return [info.name for info in report.layers if info.wbits != 32]
 
 
-def run_layerwise(model: nn.Module, calib: Tensor, config: LayerwiseConfig, solve: LayerSolver,
-                  progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def run_layerwise(
+    model: nn.Module, calib: Tensor, config: LayerwiseConfig, solve: LayerSolver, progress: ProgressFn | None = None
+) -> QuantResult:
     """Prepare, solve every quantized layer's weights with `solve`, then calibrate activations.
 
     Returns:
@@ -102,8 +105,18 @@ def run_layerwise(model: nn.Module, calib: Tensor, config: LayerwiseConfig, solv
         rec = {"name": name, "seconds": time.perf_counter() - ts, **rec}
         records.append(rec)
         layer.set_quant_state(True, False)
-        emit(progress, ProgressEvent("solve", i + 1, len(names), unit=name, unit_index=i, num_units=len(names),
-                                     losses={k: rec[k] for k in ("error", "rtn_error") if k in rec}))  # fmt: skip
+        emit(
+            progress,
+            ProgressEvent(
+                "solve",
+                i + 1,
+                len(names),
+                unit=name,
+                unit_index=i,
+                num_units=len(names),
+                losses={k: rec[k] for k in ("error", "rtn_error") if k in rec},
+            ),
+        )
     t3 = time.perf_counter()
 
     def on_batch(i: int, n: int) -> None:
@@ -112,6 +125,10 @@ def run_layerwise(model: nn.Module, calib: Tensor, config: LayerwiseConfig, solv
     if any(not layer.act_quantizer.scheme.is_float for _, layer in quant_layers(qmodel)):
         calibrate_activations(qmodel, calib, config.batch_size, on_batch)
     set_quant_state(qmodel, True, True)
-    timings = {"prepare": t1 - t0, "inputs": capture_s, "solve": t3 - t2 - (capture_s - (t2 - t1)),
-               "activations": time.perf_counter() - t3}  # fmt: skip
+    timings = {
+        "prepare": t1 - t0,
+        "inputs": capture_s,
+        "solve": t3 - t2 - (capture_s - (t2 - t1)),
+        "activations": time.perf_counter() - t3,
+    }
     return QuantResult(qmodel, config, report, timings=timings, extras={"layer_solutions": records})

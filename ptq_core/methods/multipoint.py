@@ -40,15 +40,15 @@ class MultipointConfig(LayerwiseConfig):
     """Multipoint settings."""
 
     method = "multipoint"
-    budget: float | None = setting(5.0, help="extra points as a percentage of output channels (unset: no "
-                                   "limit)", min=0)  # fmt: skip
-    threshold: float | None = setting(None, help="relative per-channel output error to stop at (unset: off)",
-                                      min=0)  # fmt: skip
+    budget: float | None = setting(5.0, help="extra points as a percentage of output channels (unset: no limit)", min=0)
+    threshold: float | None = setting(None, help="relative per-channel output error to stop at (unset: off)", min=0)
     n_max: int = setting(4, help="most points a channel may get", min=1)
-    selection: str = setting("error", help="where extra points go: by output error (paper) or at random "
-                             "(ablation)", choices=("error", "random"))  # fmt: skip
-    grid: str = setting("signed", help="all 2^b codes (signed) or 2^b - 1 (symmetric)",
-                        choices=("signed", "symmetric"))  # fmt: skip
+    selection: str = setting(
+        "error",
+        help="where extra points go: by output error (paper) or at random (ablation)",
+        choices=("error", "random"),
+    )
+    grid: str = setting("signed", help="all 2^b codes (signed) or 2^b - 1 (symmetric)", choices=("signed", "symmetric"))
     candidates: int = setting(128, help="coefficients tried per sign in each point's search", min=8)
     decay_channels: int = setting(4, help="channels per layer whose error-decay curve is kept", min=0)
 
@@ -91,8 +91,9 @@ def _errors(layer: QuantLayer, w: Tensor, coeffs: Tensor, codes: Tensor, h: Tens
     return torch.stack([layer_error(w3, weight_groups(layer, a), h).reshape(-1) for a in approx])
 
 
-def _points(layer: QuantLayer, w: Tensor, h: Tensor, extra: int | None, bits: int,
-            config: MultipointConfig) -> tuple[Tensor, Tensor]:  # fmt: skip
+def _points(
+    layer: QuantLayer, w: Tensor, h: Tensor, extra: int | None, bits: int, config: MultipointConfig
+) -> tuple[Tensor, Tensor]:
     """Greedy points ``[n, C]`` / ``[n, C, d]``: one for every channel, more only where they may be used.
 
     With an error-driven budget of E extra points only the E channels of largest one-point
@@ -105,8 +106,9 @@ def _points(layer: QuantLayer, w: Tensor, h: Tensor, extra: int | None, bits: in
     rows = torch.arange(w.shape[0], device=w.device)
     if extra is not None and config.selection == "error" and extra < w.shape[0]:
         rows = _errors(layer, w, coeffs, codes, h)[0].topk(extra).indices
-    more_a, more_v = greedy_points(w[rows] - coeffs[0, rows, None] * codes[0, rows], config.n_max - 1, bits,
-                                   config.grid, config.candidates)  # fmt: skip
+    more_a, more_v = greedy_points(
+        w[rows] - coeffs[0, rows, None] * codes[0, rows], config.n_max - 1, bits, config.grid, config.candidates
+    )
     coeffs = torch.cat([coeffs, coeffs.new_zeros(config.n_max - 1, w.shape[0])])
     codes = torch.cat([codes, codes.new_zeros(config.n_max - 1, *w.shape)])
     coeffs[1:, rows], codes[1:, rows] = more_a, more_v
@@ -129,11 +131,19 @@ def _solver(config: MultipointConfig, budget: _Budget):
         shown = torch.argsort(points, descending=True, stable=True)[: config.decay_channels].tolist()
         residual = (w[None] - (coeffs[:, :, None] * codes).cumsum(0)).norm(dim=2)  # [levels, C]
         return {
-            "error": float(final.sum()), "one_point_error": float(errors[0].sum()), "bits": bits,
-            "points": points.tolist(), "extra_points": int(points.sum()) - w.shape[0], "channels": w.shape[0],
-            "decay": {"channels": shown, "weight_residual": residual[:, shown].t().tolist(),
-                      "output_error": errors[:, shown].t().tolist(), "weight_norm": w[shown].norm(dim=1).tolist()},
-        }  # fmt: skip
+            "error": float(final.sum()),
+            "one_point_error": float(errors[0].sum()),
+            "bits": bits,
+            "points": points.tolist(),
+            "extra_points": int(points.sum()) - w.shape[0],
+            "channels": w.shape[0],
+            "decay": {
+                "channels": shown,
+                "weight_residual": residual[:, shown].t().tolist(),
+                "output_error": errors[:, shown].t().tolist(),
+                "weight_norm": w[shown].norm(dim=1).tolist(),
+            },
+        }
 
     return solve
 
@@ -141,14 +151,19 @@ def _solver(config: MultipointConfig, budget: _Budget):
 def _overhead(records: list[dict[str, Any]]) -> dict[str, Any]:
     channels = sum(r["channels"] for r in records)
     extra = sum(r["extra_points"] for r in records)
-    return {"channels": channels, "extra_points": extra, "extra_percent": 100.0 * extra / max(channels, 1),
-            "coefficients": channels + extra,
-            "extra_weight_bits": sum(r["extra_points"] * r["bits"] * r["d"] for r in records)}  # fmt: skip
+    return {
+        "channels": channels,
+        "extra_points": extra,
+        "extra_percent": 100.0 * extra / max(channels, 1),
+        "coefficients": channels + extra,
+        "extra_weight_bits": sum(r["extra_points"] * r["bits"] * r["d"] for r in records),
+    }
 
 
 @register_method(MultipointConfig)
-def multipoint(model: nn.Module, calib: Tensor, config: MultipointConfig,
-               progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def multipoint(
+    model: nn.Module, calib: Tensor, config: MultipointConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Multipoint-quantize every quantized layer, then calibrate activations if any are quantized."""
     result = run_layerwise(model, calib, config, _solver(config, _Budget(config.budget)), progress)
     records = result.extras["layer_solutions"]

@@ -36,15 +36,16 @@ class PDQuantConfig(ReconMethodConfig):
     drop_prob: float = setting(0.5, help="probability that an activation takes its float value", min=0, max=1)
     act_lr: float = setting(4e-5, help="Adam learning rate of the activation step sizes", min=0)
     lambda_r: float = setting(0.1, help="the prediction-difference KL term is weighted 1 / lambda_r", min=0)
-    temperature: float | None = setting(None, help="softmax temperature T of the KL term (unset: the "
-                                        "architecture table)", min=0)  # fmt: skip
+    temperature: float | None = setting(
+        None, help="softmax temperature T of the KL term (unset: the architecture table)", min=0
+    )
     dc: bool = setting(True, help="distribution correction of the float targets")
-    dc_lambda: float | None = setting(None, help="distribution correction lambda_c (unset: the architecture "
-                                      "table)", min=0)  # fmt: skip
+    dc_lambda: float | None = setting(
+        None, help="distribution correction lambda_c (unset: the architecture table)", min=0
+    )
     dc_steps: int = setting(500, help="Adam steps of the distribution correction", min=0)
     dc_lr: float = setting(1e-3, help="initial learning rate of the distribution correction", min=0)
-    dc_chunk: int = setting(1024, help="samples corrected at once (memory only; results do not depend on it)",
-                            min=1)  # fmt: skip
+    dc_chunk: int = setting(1024, help="samples corrected at once (memory only; results do not depend on it)", min=1)
 
     def validate(self) -> None:
         if not self.lambda_r > 0:
@@ -57,14 +58,30 @@ class PDQuantConfig(ReconMethodConfig):
     def passes(self, model: nn.Module) -> list[ReconOptions]:
         t = self.temperature if self.temperature is not None else arch_value(model, "temperature")
         lam_c = self.dc_lambda if self.dc_lambda is not None else arch_value(model, "dc_lambda")
-        return [self.base_options(model, stage="blocks", learn_rounding=True, learn_act_scale=True, quant_act=True,
-                                  act_init="unit", act_lr=self.act_lr, drop_prob=self.drop_prob,
-                                  kl_weight=1.0 / self.lambda_r, temperature=t, dc=self.dc, dc_lambda=lam_c,
-                                  dc_steps=self.dc_steps, dc_lr=self.dc_lr, dc_chunk=self.dc_chunk)]  # fmt: skip
+        return [
+            self.base_options(
+                model,
+                stage="blocks",
+                learn_rounding=True,
+                learn_act_scale=True,
+                quant_act=True,
+                act_init="unit",
+                act_lr=self.act_lr,
+                drop_prob=self.drop_prob,
+                kl_weight=1.0 / self.lambda_r,
+                temperature=t,
+                dc=self.dc,
+                dc_lambda=lam_c,
+                dc_steps=self.dc_steps,
+                dc_lr=self.dc_lr,
+                dc_chunk=self.dc_chunk,
+            )
+        ]
 
 
 @register_method(PDQuantConfig)
-def pdquant(model: nn.Module, calib: torch.Tensor, config: PDQuantConfig,
-            progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def pdquant(
+    model: nn.Module, calib: torch.Tensor, config: PDQuantConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Block reconstruction with the prediction-difference KL and (optionally) DC."""
     return run_reconstruction(model, calib, config, progress)

@@ -39,12 +39,23 @@ class QDropConfig(ReconMethodConfig):
         super().validate()
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
-        return [self.base_options(model, stage="blocks", learn_rounding=True, learn_act_scale=True, quant_act=True,
-                                  act_init="unit", act_lr=self.act_lr, drop_prob=self.drop_prob)]  # fmt: skip
+        return [
+            self.base_options(
+                model,
+                stage="blocks",
+                learn_rounding=True,
+                learn_act_scale=True,
+                quant_act=True,
+                act_init="unit",
+                act_lr=self.act_lr,
+                drop_prob=self.drop_prob,
+            )
+        ]
 
 
 @register_method(QDropConfig)
-def qdrop(model: nn.Module, calib: torch.Tensor, config: QDropConfig,
-          progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def qdrop(
+    model: nn.Module, calib: torch.Tensor, config: QDropConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Block reconstruction of rounding and step sizes with QDrop's dropping."""
     return run_reconstruction(model, calib, config, progress)

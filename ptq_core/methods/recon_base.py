@@ -65,24 +65,36 @@ class ReconMethodConfig(MethodConfig):
 
     FAST_EXTRA: ClassVar[dict[str, Any]] = {}
 
-    preset: str = setting("paper", help="where the defaults come from: the papers' settings or the fast "
-                          "CPU/zoo preset (the fields below are what runs)", choices=PRESETS)  # fmt: skip
+    preset: str = setting(
+        "paper",
+        help="where the defaults come from: the papers' settings or the fast "
+        "CPU/zoo preset (the fields below are what runs)",
+        choices=PRESETS,
+    )
     iters: int = setting(20000, help="optimisation steps per unit", min=1)
     recon_batch: int = setting(32, help="samples per optimisation step (32 in the papers)", min=1)
     round_lr: float = setting(1e-3, help="Adam learning rate of the AdaRound variables", min=0)
-    round_weight: float | None = setting(None, help="AdaRound regulariser weight lambda (unset: the "
-                                         "architecture table)", min=0)  # fmt: skip
+    round_weight: float | None = setting(
+        None, help="AdaRound regulariser weight lambda (unset: the architecture table)", min=0
+    )
     warmup: float = setting(0.2, help="fraction of steps before the rounding regulariser starts", min=0, max=1)
     progress_every: int = setting(0, help="steps between progress events (0: about 100 per unit)", min=0)
     cache: str = setting("auto", help="where unit caches live", choices=("auto", "device", "host"))
-    cache_budget_mb: float = setting(16384.0, help="memory one unit's cache may take on the device and again in "
-                                     "host memory; the rest spills to temporary disk files (0: no limit)",
-                                     min=0)  # fmt: skip
-    unit_source: str = setting("graph", help="where block units come from: the dataflow graph (falls back to "
-                               "known block classes, then layers), the known block classes, or one per layer",
-                               choices=UNIT_SOURCES)  # fmt: skip
-    unit_patterns: list[str] = setting(default_factory=list, help="module-name patterns (fnmatch) whose matches "
-                                       "become units, overriding the source")  # fmt: skip
+    cache_budget_mb: float = setting(
+        16384.0,
+        help="memory one unit's cache may take on the device and again in "
+        "host memory; the rest spills to temporary disk files (0: no limit)",
+        min=0,
+    )
+    unit_source: str = setting(
+        "graph",
+        help="where block units come from: the dataflow graph (falls back to "
+        "known block classes, then layers), the known block classes, or one per layer",
+        choices=UNIT_SOURCES,
+    )
+    unit_patterns: list[str] = setting(
+        default_factory=list, help="module-name patterns (fnmatch) whose matches become units, overriding the source"
+    )
 
     def validate(self) -> None:
         if self.unit_source not in UNIT_SOURCES:
@@ -116,9 +128,16 @@ class ReconMethodConfig(MethodConfig):
         weight = self.round_weight
         if weight is None:
             weight = arch_value(model, "round_weight")
-        opts = dict(iters=self.iters, batch_size=self.recon_batch, round_lr=self.round_lr, round_weight=weight,
-                    warmup=self.warmup, progress_every=self.progress_every, cache=self.cache,
-                    cache_budget_mb=self.cache_budget_mb)  # fmt: skip
+        opts = dict(
+            iters=self.iters,
+            batch_size=self.recon_batch,
+            round_lr=self.round_lr,
+            round_weight=weight,
+            warmup=self.warmup,
+            progress_every=self.progress_every,
+            cache=self.cache,
+            cache_budget_mb=self.cache_budget_mb,
+        )
         opts.update(changes)
         return ReconOptions(**opts)
 
@@ -131,8 +150,9 @@ class ReconMethodConfig(MethodConfig):
         return False
 
 
-def prepare_for_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig,
-                               progress: ProgressFn | None = None) -> tuple[nn.Module, Any]:  # fmt: skip
+def prepare_for_reconstruction(
+    model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig, progress: ProgressFn | None = None
+) -> tuple[nn.Module, Any]:
     """Prepared copy with RTN weight and activation ranges, quantization off, parameters frozen."""
     qmodel, report = prepare(model, config.quant, calib[:8])
     emit(progress, ProgressEvent("weights", 0, 1, message="weight ranges"))
@@ -154,8 +174,9 @@ def _pass_units(ctx: ReconContext, plan: UnitPlan, opts: ReconOptions) -> list[U
     return [Unit(n, "layer", type(ctx.qmodel.get_submodule(n)).__name__, [n]) for u in plan.units for n in u.layers]
 
 
-def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig,
-                       progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def run_reconstruction(
+    model: nn.Module, calib: torch.Tensor, config: ReconMethodConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Prepare a copy of `model`, run the method's passes over it, switch quantization on.
 
     The caller's model is only read (float caches, logits and DC blocks come from
@@ -168,8 +189,9 @@ def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMetho
         qmodel, report = prepare_for_reconstruction(model, calib, config, progress)
         t1 = time.perf_counter()
         logits = float_logits(model, calib, config.batch_size) if config.needs_logits() else None
-        ctx = ReconContext(qmodel, model, calib, logits, progress, config.batch_size, config.seed,
-                           folded=dict(report.folded))  # fmt: skip
+        ctx = ReconContext(
+            qmodel, model, calib, logits, progress, config.batch_size, config.seed, folded=dict(report.folded)
+        )
         plan = find_units(qmodel, calib[:2], config.unit_source, config.unit_patterns)
         passes = config.passes(model)
         records = [rec for opts in passes for rec in reconstruct(ctx, opts, _pass_units(ctx, plan, opts))]
@@ -177,9 +199,16 @@ def run_reconstruction(model: nn.Module, calib: torch.Tensor, config: ReconMetho
     t2 = time.perf_counter()
     dc = sum(r.dc_seconds for r in records)
     timings = {"prepare": t1 - t0, "reconstruct": t2 - t1 - dc, "correct": dc}
-    extras = {"recon": {"arch_family": arch_family(model), "peak_cache_mb": ctx.peak_cache_bytes / 2**20,
-                        "cache_budget_mb": config.cache_budget_mb, "spilled_mb": ctx.spilled_bytes / 2**20,
-                        "disk_mb": ctx.disk_bytes / 2**20,
-                        "passes": [o.to_dict() for o in passes], "units": [r.to_dict() for r in records],
-                        "unit_plan": plan.to_dict()}}  # fmt: skip
+    extras = {
+        "recon": {
+            "arch_family": arch_family(model),
+            "peak_cache_mb": ctx.peak_cache_bytes / 2**20,
+            "cache_budget_mb": config.cache_budget_mb,
+            "spilled_mb": ctx.spilled_bytes / 2**20,
+            "disk_mb": ctx.disk_bytes / 2**20,
+            "passes": [o.to_dict() for o in passes],
+            "units": [r.to_dict() for r in records],
+            "unit_plan": plan.to_dict(),
+        }
+    }
     return QuantResult(qmodel, config, report, timings=timings, extras=extras)

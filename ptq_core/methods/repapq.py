@@ -78,16 +78,17 @@ DISTORTIONS = ("mae", "mse")
 
 @dataclass
 class RepAPQConfig(ReconMethodConfig):
-    """RepAPQ settings (released code: batch 64, Adam with cosine decay; scales lr 1e-3, g/h lr 0.1).
-
-    """
+    """RepAPQ settings (released code: batch 64, Adam with cosine decay; scales lr 1e-3, g/h lr 0.1)."""
 
     method = "repapq"
     FAST_EXTRA: ClassVar[dict[str, Any]] = {"recon_batch": 32, "affine_lr": 1e-2}
 
     recon_batch: int = setting(64, help="samples per optimisation step (64 in the released code)", min=1)
-    distortion: str = setting("mae", help="mae (range search with p = 1 and MAE reconstruction) or mse "
-                              "(ablation: p = 2.4 search and MSE loss)", choices=("mae", "mse"))  # fmt: skip
+    distortion: str = setting(
+        "mae",
+        help="mae (range search with p = 1 and MAE reconstruction) or mse (ablation: p = 2.4 search and MSE loss)",
+        choices=("mae", "mse"),
+    )
     affine: bool = setting(True, help="train and fold the protecting per-channel affine g, h")
     affine_lr: float = setting(0.1, help="Adam learning rate of the protecting affine g, h", min=0)
     act_lr: float = setting(1e-3, help="Adam learning rate of the activation step sizes", min=0)
@@ -100,8 +101,10 @@ class RepAPQConfig(ReconMethodConfig):
         if not isinstance(self.affine, bool):
             raise ConfigError(f"affine must be True or False, got {self.affine!r}")
         if self.affine and not self.quant.w_per_channel:
-            raise ConfigError("RepAPQ's affine folds into per-channel weight scales: use per-channel weights "
-                              "(w_per_channel=True) or affine=False")  # fmt: skip
+            raise ConfigError(
+                "RepAPQ's affine folds into per-channel weight scales: use per-channel weights "
+                "(w_per_channel=True) or affine=False"
+            )
         for name in ("affine_lr", "act_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -111,9 +114,22 @@ class RepAPQConfig(ReconMethodConfig):
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
         loss = "mae" if self.distortion == "mae" else "mse"
-        return [self.base_options(model, stage="blocks", learn_rounding=True, learn_act_scale=True, quant_act=True,
-                                  act_init="unit", act_lr=self.act_lr, rec_loss=loss, p=2.0, affine=self.affine,
-                                  affine_lr=self.affine_lr, stage_weight=self.stage_weight)]  # fmt: skip
+        return [
+            self.base_options(
+                model,
+                stage="blocks",
+                learn_rounding=True,
+                learn_act_scale=True,
+                quant_act=True,
+                act_init="unit",
+                act_lr=self.act_lr,
+                rec_loss=loss,
+                p=2.0,
+                affine=self.affine,
+                affine_lr=self.affine_lr,
+                stage_weight=self.stage_weight,
+            )
+        ]
 
     def run_config(self) -> RepAPQConfig:
         """This config with the range-search observers RepAPQ uses (MAE for activations, or MSE for the ablation)."""
@@ -124,8 +140,9 @@ class RepAPQConfig(ReconMethodConfig):
 
 
 @register_method(RepAPQConfig)
-def repapq(model: nn.Module, calib: torch.Tensor, config: RepAPQConfig,
-           progress: ProgressFn | None = None) -> QuantResult:  # fmt: skip
+def repapq(
+    model: nn.Module, calib: torch.Tensor, config: RepAPQConfig, progress: ProgressFn | None = None
+) -> QuantResult:
     """Merge the branches, then MAE range search and block + stage reconstruction with the protecting affine."""
     was_training = model.training
     model.eval()

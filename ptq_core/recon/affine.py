@@ -48,8 +48,10 @@ def check_affine_layer(layer: QuantLayer) -> None:
     if fq.scheme.is_float or not fq.is_calibrated:
         return
     if not fq.scheme.per_channel or fq.scheme.ch_axis != 0:
-        raise ConfigError("the protecting affine folds into per-output-channel weight scales: "
-                          "quantize weights per channel (w_per_channel=True)")  # fmt: skip
+        raise ConfigError(
+            "the protecting affine folds into per-output-channel weight scales: "
+            "quantize weights per channel (w_per_channel=True)"
+        )
 
 
 class ChannelAffine(nn.Module):

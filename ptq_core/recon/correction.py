@@ -105,8 +105,16 @@ class _GroupAdam:
         self.bad = torch.where(reduce, torch.zeros_like(self.bad), self.bad)
 
 
-def _correct_chunk(block: nn.Module, x: Tensor, group: Tensor, lambda_c: float, steps: int, lr: float,
-                   patience: int, on_step: Callable[[int], None] | None) -> Tensor:  # fmt: skip
+def _correct_chunk(
+    block: nn.Module,
+    x: Tensor,
+    group: Tensor,
+    lambda_c: float,
+    steps: int,
+    lr: float,
+    patience: int,
+    on_step: Callable[[int], None] | None,
+) -> Tensor:
     counts = torch.bincount(group).to(x.dtype)  # [G]
     x_new = x.clone().requires_grad_(True)
     opt = _GroupAdam(x_new.data, group, lr, patience)

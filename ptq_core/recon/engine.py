@@ -135,9 +135,16 @@ class UnitTrainer:
         return losses
 
 
-def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, layers: list[QuantLayer],
-               opts: ReconOptions, folded: dict[str, dict[str, list[float]]] | None = None,
-               ) -> list[dict[str, float]]:  # fmt: skip
+def train_unit(
+    ctx: ReconContext,
+    unit: Unit,
+    index: int,
+    n_units: int,
+    cache: UnitCache,
+    layers: list[QuantLayer],
+    opts: ReconOptions,
+    folded: dict[str, dict[str, list[float]]] | None = None,
+) -> list[dict[str, float]]:
     """Optimise one unit's trainables; returns its loss history (`folded` receives the affine's g, h)."""
     module = ctx.qmodel.get_submodule(unit.name)
     history: list[dict[str, float]] = []
@@ -146,8 +153,7 @@ def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: U
     with unit_trainables(layers, opts) as tr:
         logits = ctx.tails if opts.kl_weight > 0 else None
         rest = stage_rest(ctx.qmodel, unit.name) if "y_stage" in cache else None
-        inputs = StepInputs(ctx.qmodel, unit.name, module, cache, ctx.images, ctx.fp_logits, tr.rounders, logits,
-                            rest)  # fmt: skip
+        inputs = StepInputs(ctx.qmodel, unit.name, module, cache, ctx.images, ctx.fp_logits, tr.rounders, logits, rest)
         trainer = UnitTrainer(inputs, tr, opts)
         for step in range(1, 0 if trainer.idle else opts.iters + 1):
             losses = trainer.step(step, torch.randint(len(cache), (opts.batch_size,), generator=gen, device=store))
@@ -155,8 +161,10 @@ def train_unit(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: U
                 point = {"step": float(step), **{k: float(v.detach()) for k, v in losses.items()}}
                 history.append(point)
                 terms = {k: v for k, v in point.items() if k != "step"}
-                emit(ctx.progress, ProgressEvent("reconstruct", step, opts.iters, unit.name, index, n_units, terms,
-                                                 opts.stage))  # fmt: skip
+                emit(
+                    ctx.progress,
+                    ProgressEvent("reconstruct", step, opts.iters, unit.name, index, n_units, terms, opts.stage),
+                )
     if folded is not None:
         folded.update(zip(unit.layers, tr.folded, strict=False))
     return history

@@ -24,8 +24,9 @@ def channel_dim(t: Tensor) -> int:
     return -1 if t.dim() == 3 else 1
 
 
-def reconstruction_loss(pred: Tensor, target: Tensor, kind: str = "mse", p: float = 2.0,
-                        grad: Tensor | None = None) -> Tensor:  # fmt: skip
+def reconstruction_loss(
+    pred: Tensor, target: Tensor, kind: str = "mse", p: float = 2.0, grad: Tensor | None = None
+) -> Tensor:
     """Distance between a unit's quantized and float outputs.
 
     Args:

@@ -74,13 +74,16 @@ def _estimate_bytes(ctx: ReconContext, unit: Unit, opts: ReconOptions) -> int:
     return per_sample * len(ctx.images) * ctx.images.element_size()
 
 
-def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, opts: ReconOptions,
-             store: TieredStore) -> float:  # fmt: skip
+def _correct(
+    ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: UnitCache, opts: ReconOptions, store: TieredStore
+) -> float:
     block = float_unit(ctx.fp_model, unit.name, ctx.folded)
     if block is None or opts.dc_steps == 0:
         cache.notes["dc"] = NO_BN if block is None else "dc_steps is 0: no correction"
-        emit(ctx.progress, ProgressEvent("correct", 1, 1, unit.name, index, n_units,
-                                         message=f"{opts.stage}: {cache.notes['dc']}"))  # fmt: skip
+        emit(
+            ctx.progress,
+            ProgressEvent("correct", 1, 1, unit.name, index, n_units, message=f"{opts.stage}: {cache.notes['dc']}"),
+        )
         return 0.0
     cache.notes["dc"] = f"corrected toward {len(bn_layers(block))} BatchNorm layer(s)"
     t0 = time.perf_counter()
@@ -88,11 +91,24 @@ def _correct(ctx: ReconContext, unit: Unit, index: int, n_units: int, cache: Uni
 
     def on_step(done: int, total: int) -> None:
         if done % every == 0 or done == total:
-            emit(ctx.progress, ProgressEvent("correct", done, total, unit.name, index, n_units,
-                                             message=f"{opts.stage}: distribution correction"))  # fmt: skip
+            emit(
+                ctx.progress,
+                ProgressEvent(
+                    "correct", done, total, unit.name, index, n_units, message=f"{opts.stage}: distribution correction"
+                ),
+            )
 
-    x_dc, y_dc = correct_distribution(block, cache["x_fp"], opts.dc_lambda, opts.dc_steps, opts.dc_lr,
-                                      opts.dc_group, opts.dc_chunk, device=ctx.device, on_step=on_step)  # fmt: skip
+    x_dc, y_dc = correct_distribution(
+        block,
+        cache["x_fp"],
+        opts.dc_lambda,
+        opts.dc_steps,
+        opts.dc_lr,
+        opts.dc_group,
+        opts.dc_chunk,
+        device=ctx.device,
+        on_step=on_step,
+    )
     cache.put("x_dc", store.hold(x_dc))
     cache.put("y_dc", store.hold(y_dc))
     return time.perf_counter() - t0
@@ -108,8 +124,9 @@ def _cache_skips(ctx: ReconContext, unit: Unit, cache: UnitCache, store: TieredS
     cache.skips = [f"skip_{k}" for k in range(len(skips))]
 
 
-def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
-                     opts: ReconOptions) -> tuple[UnitCache, float]:  # fmt: skip
+def build_unit_cache(
+    ctx: ReconContext, unit: Unit, index: int, n_units: int, opts: ReconOptions
+) -> tuple[UnitCache, float]:
     """Cache everything unit `unit` trains on; returns (cache, seconds spent on DC).
 
     The quantized-model input comes from the model in its current state (finished
@@ -139,7 +156,6 @@ def build_unit_cache(ctx: ReconContext, unit: Unit, index: int, n_units: int,
         if ctx.fp_logits is None:
             raise ValueError("the Fisher loss needs the float logits in the context")
         skips = [cache[n] for n in cache.skips] if cache.skips is not None else None
-        grad = fisher_weights(ctx.qmodel, unit.name, x_fp, ctx.images, ctx.fp_logits, opts.batch_size, ctx.tails,
-                              skips)  # fmt: skip
+        grad = fisher_weights(ctx.qmodel, unit.name, x_fp, ctx.images, ctx.fp_logits, opts.batch_size, ctx.tails, skips)
         cache.put("grad", store.hold(grad))
     return cache, dc_seconds

@@ -76,9 +76,16 @@ def float_logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Ten
     return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def fisher_weights(model: nn.Module, name: str, unit_in: Tensor, images: Tensor, fp_logits: Tensor,
-                   batch_size: int = 32, logits_fn: LogitsFn | None = None,
-                   skips: list[Tensor] | None = None) -> Tensor:  # fmt: skip
+def fisher_weights(
+    model: nn.Module,
+    name: str,
+    unit_in: Tensor,
+    images: Tensor,
+    fp_logits: Tensor,
+    batch_size: int = 32,
+    logits_fn: LogitsFn | None = None,
+    skips: list[Tensor] | None = None,
+) -> Tensor:
     """BRECQ's Fisher-diagonal weights ``g = |dKL(p_fp || p_q) / dz| + 1`` per output element.
 
     The unit runs in its current (quantized) state on its float input; the KL's

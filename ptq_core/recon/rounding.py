@@ -20,8 +20,15 @@ from torch import Tensor, nn
 from ..primitives import along
 from ..quantizer import AffineQuantizer
 
-__all__ = ["ZETA", "GAMMA", "rectified_sigmoid", "inverse_rectified_sigmoid", "AdaRoundQuantizer",
-           "RoundingSchedule", "rounding_regularizer"]  # fmt: skip
+__all__ = [
+    "ZETA",
+    "GAMMA",
+    "rectified_sigmoid",
+    "inverse_rectified_sigmoid",
+    "AdaRoundQuantizer",
+    "RoundingSchedule",
+    "rounding_regularizer",
+]
 
 ZETA, GAMMA = 1.1, -0.1
 

@@ -45,8 +45,9 @@ def _sources(cache: UnitCache) -> tuple[str, str]:
     return ("x_dc", "y_dc") if "y_dc" in cache else ("x_fp", "y_fp")
 
 
-def step_losses(inp: StepInputs, idx: Tensor, opts: ReconOptions, schedule: RoundingSchedule,
-                step: int) -> dict[str, Tensor]:  # fmt: skip
+def step_losses(
+    inp: StepInputs, idx: Tensor, opts: ReconOptions, schedule: RoundingSchedule, step: int
+) -> dict[str, Tensor]:
     """Loss terms of one step on samples `idx`; "total" is what is minimised.
 
     Args:

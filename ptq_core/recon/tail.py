@@ -112,8 +112,9 @@ class TailRunner:
         return len(plan.skips) if plan.tail is not None else 0
 
     @torch.no_grad()
-    def capture_skips(self, name: str, images: Tensor, batch_size: int,
-                      store: torch.device | Alloc | None = None) -> list[Tensor] | None:  # fmt: skip
+    def capture_skips(
+        self, name: str, images: Tensor, batch_size: int, store: torch.device | Alloc | None = None
+    ) -> list[Tensor] | None:
         """The crossing values of unit `name` for every image [N, ...] each, or None when they cannot be cached.
 
         The prefix runs in the model's current state, as it does in the full forward. `store`
@@ -133,8 +134,10 @@ class TailRunner:
             for k, n in enumerate(plan.skips):
                 v = rec.seen.get(n)
                 if not torch.is_tensor(v) or v.dim() == 0 or len(v) != len(x):
-                    self.tails[name], self.reasons[name] = None, f"{n.name}, computed before the unit and used " \
-                        "after it, is not a per-sample tensor"  # fmt: skip
+                    self.tails[name], self.reasons[name] = (
+                        None,
+                        f"{n.name}, computed before the unit and used after it, is not a per-sample tensor",
+                    )
                     return None
                 if len(outs) <= k:
                     outs.append(allocator(store or v.device)((len(images), *v.shape[1:]), v.dtype))

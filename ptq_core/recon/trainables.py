@@ -114,8 +114,14 @@ def unit_trainables(layers: list[QuantLayer], opts: ReconOptions) -> Iterator[Un
 
 
 @torch.no_grad()
-def init_unit_act_ranges(unit: nn.Module, layers: list[QuantLayer], x_q: Tensor, device: torch.device,
-                         samples: int = 256, batch_size: int = 64) -> None:  # fmt: skip
+def init_unit_act_ranges(
+    unit: nn.Module,
+    layers: list[QuantLayer],
+    x_q: Tensor,
+    device: torch.device,
+    samples: int = 256,
+    batch_size: int = 64,
+) -> None:
     """Re-observe the unit's activation ranges on its quantized-model inputs.
 
     The unit runs with quantized weights and float activations on up to `samples`

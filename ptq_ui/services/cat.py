@@ -21,8 +21,16 @@ from ..resources import Key, loaded
 from ..state import Selection
 from . import runs
 
-__all__ = ["K_CHOICES", "FIT_CHOICES", "ALPHA_GRID", "base_choices", "logits_info", "cat_view", "sample_logits",
-           "sweep"]  # fmt: skip
+__all__ = [
+    "K_CHOICES",
+    "FIT_CHOICES",
+    "ALPHA_GRID",
+    "base_choices",
+    "logits_info",
+    "cat_view",
+    "sample_logits",
+    "sweep",
+]
 
 K_CHOICES = explain_cat.K_CHOICES
 FIT_CHOICES = explain_cat.FIT_CHOICES
@@ -46,8 +54,9 @@ def base_choices(model: str, rtn_config: dict[str, Any]) -> dict[str, dict[str, 
 @st.cache_data(max_entries=8, show_spinner="Quantizing and collecting the float and quantized logits…")
 def _logits(key: Key, data: str, config_json: str, eval_limit: int | None) -> dict[str, Any]:
     model, bundle = loaded(key, data)
-    return explain_cat.correction_logits(model, bundle, config_from_dict(json.loads(config_json)),
-                                         FIT_CHOICES[-1], eval_limit)  # fmt: skip
+    return explain_cat.correction_logits(
+        model, bundle, config_from_dict(json.loads(config_json)), FIT_CHOICES[-1], eval_limit
+    )
 
 
 def _config(config: dict[str, Any]) -> str:
@@ -63,38 +72,74 @@ def logits_info(sel: Selection, config: dict[str, Any], eval_limit: int | None) 
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _view(key: Key, data: str, config_json: str, eval_limit: int | None, k: int, pca: int | None,
-          alpha: float, fit_size: int) -> dict[str, Any]:  # fmt: skip
+def _view(
+    key: Key, data: str, config_json: str, eval_limit: int | None, k: int, pca: int | None, alpha: float, fit_size: int
+) -> dict[str, Any]:
     return explain_cat.correction_view(_logits(key, data, config_json, eval_limit), k, pca, alpha, fit_size)
 
 
-def cat_view(sel: Selection, config: dict[str, Any], eval_limit: int | None, k: int, pca: int | None, alpha: float,
-             fit_size: int) -> dict[str, Any]:  # fmt: skip
+def cat_view(
+    sel: Selection, config: dict[str, Any], eval_limit: int | None, k: int, pca: int | None, alpha: float, fit_size: int
+) -> dict[str, Any]:
     """CAT's result for these knobs, with an accuracy-vs-alpha curve and per-cluster mean logits
     (see `ptq_core.explain.cat.correction_view`)."""
     return _view(sel.key, sel.data, _config(config), eval_limit, k, pca, alpha, fit_size)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _sample(key: Key, data: str, config_json: str, eval_limit: int | None, k: int, pca: int | None,
-            alpha: float, fit_size: int, index: int) -> dict[str, Any]:  # fmt: skip
+def _sample(
+    key: Key,
+    data: str,
+    config_json: str,
+    eval_limit: int | None,
+    k: int,
+    pca: int | None,
+    alpha: float,
+    fit_size: int,
+    index: int,
+) -> dict[str, Any]:
     logits = _logits(key, data, config_json, eval_limit)
     return explain_cat.sample_logits(logits, k, pca, alpha, fit_size, index)
 
 
-def sample_logits(sel: Selection, config: dict[str, Any], eval_limit: int | None, k: int, pca: int | None,
-                  alpha: float, fit_size: int, index: int) -> dict[str, Any]:  # fmt: skip
+def sample_logits(
+    sel: Selection,
+    config: dict[str, Any],
+    eval_limit: int | None,
+    k: int,
+    pca: int | None,
+    alpha: float,
+    fit_size: int,
+    index: int,
+) -> dict[str, Any]:
     """Float, quantized and corrected logits of evaluation sample `index`, with its cluster and label."""
     return _sample(sel.key, sel.data, _config(config), eval_limit, k, pca, alpha, fit_size, index)
 
 
 @st.cache_data(max_entries=64, show_spinner="Sweeping…")
-def _sweep(key: Key, data: str, config_json: str, eval_limit: int | None, knob: str, k: int,
-           pca: int | None, alpha: float, fit_size: int) -> dict[str, list[Any]]:  # fmt: skip
+def _sweep(
+    key: Key,
+    data: str,
+    config_json: str,
+    eval_limit: int | None,
+    knob: str,
+    k: int,
+    pca: int | None,
+    alpha: float,
+    fit_size: int,
+) -> dict[str, list[Any]]:
     return explain_cat.knob_sweep(_logits(key, data, config_json, eval_limit), knob, k, pca, alpha, fit_size)
 
 
-def sweep(sel: Selection, config: dict[str, Any], eval_limit: int | None, knob: str, k: int, pca: int | None,
-          alpha: float, fit_size: int) -> dict[str, list[Any]]:  # fmt: skip
+def sweep(
+    sel: Selection,
+    config: dict[str, Any],
+    eval_limit: int | None,
+    knob: str,
+    k: int,
+    pca: int | None,
+    alpha: float,
+    fit_size: int,
+) -> dict[str, list[Any]]:
     """Evaluation top-1 as one knob ("k", "pca" or "fit_size") runs over its choices, the others fixed."""
     return _sweep(sel.key, sel.data, _config(config), eval_limit, knob, k, pca, alpha, fit_size)

@@ -31,11 +31,35 @@ from ..resources import Key, loaded, rtn
 from ..state import Selection
 from . import explore, runs
 
-__all__ = ["LOGITS", "MAX_POINTS", "PROJECTIONS", "OUTCOMES", "FIXES", "spec_json", "layer_ranges", "error_split",
-           "outlier_layers", "channel_sample_map", "cluster_view", "umap_key", "start_umap", "sensitivity_proxy",
-           "start_sensitivity_sweep", "weight_act_split", "diagnose", "allocate", "overrides_text",
-           "measure_allocation", "live_layer_errors", "STATS_IMAGES", "start_culprits", "evidence_page",
-           "parse_settings", "policy_kept", "ray_address"]  # fmt: skip
+__all__ = [
+    "LOGITS",
+    "MAX_POINTS",
+    "PROJECTIONS",
+    "OUTCOMES",
+    "FIXES",
+    "spec_json",
+    "layer_ranges",
+    "error_split",
+    "outlier_layers",
+    "channel_sample_map",
+    "cluster_view",
+    "umap_key",
+    "start_umap",
+    "sensitivity_proxy",
+    "start_sensitivity_sweep",
+    "weight_act_split",
+    "diagnose",
+    "allocate",
+    "overrides_text",
+    "measure_allocation",
+    "live_layer_errors",
+    "STATS_IMAGES",
+    "start_culprits",
+    "evidence_page",
+    "parse_settings",
+    "policy_kept",
+    "ray_address",
+]
 
 LOGITS = clusters.LOGITS
 MAX_POINTS = clusters.MAX_POINTS
@@ -44,9 +68,11 @@ OUTCOMES = clusters.OUTCOMES
 FIXES = diagnosis.FIXES
 STATS_IMAGES = 128  # calibration images of the input-channel statistics: the Outlier channels page's default
 # the page (and its session keys) that shows each cause's statistic for one layer
-_EVIDENCE = {"outlier channels (activations)": ("pages/outlier_channels.py", "Outlier channels"),
-             "outlier channels (weights)": ("pages/outlier_channels.py", "Outlier channels"),
-             "dead or near-constant channels": ("pages/outlier_channels.py", "Outlier channels")}  # fmt: skip
+_EVIDENCE = {
+    "outlier channels (activations)": ("pages/outlier_channels.py", "Outlier channels"),
+    "outlier channels (weights)": ("pages/outlier_channels.py", "Outlier channels"),
+    "dead or near-constant channels": ("pages/outlier_channels.py", "Outlier channels"),
+}
 
 
 def spec_json(spec: QuantSpec) -> str:
@@ -77,8 +103,18 @@ def layer_ranges(sel: Selection, layer: str, n_images: int, seed: int = 0) -> di
 
 
 @st.cache_data(max_entries=64, show_spinner="Splitting the error…")
-def _split(key: Key, data: str, layer: str, source: str, bits: int, per_channel: bool, ratio: float,
-           symmetric: bool, n: int, seed: int) -> dict[str, Any]:  # fmt: skip
+def _split(
+    key: Key,
+    data: str,
+    layer: str,
+    source: str,
+    bits: int,
+    per_channel: bool,
+    ratio: float,
+    symmetric: bool,
+    n: int,
+    seed: int,
+) -> dict[str, Any]:
     model, _ = loaded(key, data)
     images = _calib(key, data, n, seed) if source == "activations" else None
     rows = ranges.layer_rows(model, images, layer, source)
@@ -86,8 +122,17 @@ def _split(key: Key, data: str, layer: str, source: str, bits: int, per_channel:
     return {k: np.asarray(v).tolist() for k, v in out.items()}
 
 
-def error_split(sel: Selection, layer: str, source: str, bits: int, per_channel: bool, ratio: float,
-                symmetric: bool, n_images: int, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def error_split(
+    sel: Selection,
+    layer: str,
+    source: str,
+    bits: int,
+    per_channel: bool,
+    ratio: float,
+    symmetric: bool,
+    n_images: int,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Clipping vs rounding MSE per channel of `layer`'s weights or inputs under one grid."""
     return _split(sel.key, sel.data, layer, source, bits, per_channel, ratio, symmetric, n_images, seed)
 
@@ -116,29 +161,33 @@ def channel_sample_map(sel: Selection, layer: str, n_images: int, seed: int = 0)
 
 
 @st.cache_data(max_entries=16, show_spinner="Embedding float and quantized activations…")
-def _clusters(key: Key, data: str, spec: str, calib: int, seed: int, layer: str, method: str, k: int,
-              n: int) -> dict[str, Any]:  # fmt: skip
+def _clusters(
+    key: Key, data: str, spec: str, calib: int, seed: int, layer: str, method: str, k: int, n: int
+) -> dict[str, Any]:
     q = rtn(key, data, spec, calib, seed)
     images, labels = _test_batch(key, data, n)
     return clusters.cluster_view(q.model, images, labels, layer, method, k, seed)
 
 
-def cluster_view(sel: Selection, spec: QuantSpec, layer: str, method: str, k: int, n_images: int, calib: int = 256,
-                 seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def cluster_view(
+    sel: Selection, spec: QuantSpec, layer: str, method: str, k: int, n_images: int, calib: int = 256, seed: int = 0
+) -> dict[str, Any]:
     """2-D float and quantized coordinates of `layer`'s outputs on the first `n_images` test images."""
     if not 3 <= n_images <= MAX_POINTS:
         raise ConfigError(f"choose between 3 and {MAX_POINTS} images")
     return _clusters(sel.key, sel.data, spec_json(spec), calib, seed, layer, method, k, n_images)
 
 
-def umap_key(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: int, calib: int = 256,
-             seed: int = 0) -> str:  # fmt: skip
+def umap_key(
+    sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: int, calib: int = 256, seed: int = 0
+) -> str:
     """Identity of one UMAP view (to find a finished background result again)."""
     return json.dumps([*sel.key, sel.data, spec_json(spec), layer, k, n_images, calib, seed])
 
 
-def start_umap(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: int, calib: int = 256,
-               seed: int = 0) -> Job:  # fmt: skip
+def start_umap(
+    sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: int, calib: int = 256, seed: int = 0
+) -> Job:
     """Compute a UMAP view on a worker thread (numba compiles on first use); kept in the session as "umap_job".
 
     The job's result is ``{"key": umap_key(...), "view": cluster_view dict}``.
@@ -164,13 +213,15 @@ def start_umap(sel: Selection, spec: QuantSpec, layer: str, k: int, n_images: in
 
 
 @st.cache_data(max_entries=16, show_spinner="Sweeping one layer at a time (logit SQNR proxy)…")
-def _proxy(key: Key, data: str, spec: str, settings: tuple[tuple[int, int], ...], view: str, calib: int, probe: int,
-           seed: int) -> list[dict[str, Any]]:  # fmt: skip
+def _proxy(
+    key: Key, data: str, spec: str, settings: tuple[tuple[int, int], ...], view: str, calib: int, probe: int, seed: int
+) -> list[dict[str, Any]]:
     model, _ = loaded(key, data)
     images = _calib(key, data, calib, seed)
     probe_x, _ = _test_batch(key, data, probe)
-    return sensitivity.sensitivity_proxy(model, images, probe_x, QuantSpec.from_dict(json.loads(spec)),
-                                         settings=list(settings), view=view)  # fmt: skip
+    return sensitivity.sensitivity_proxy(
+        model, images, probe_x, QuantSpec.from_dict(json.loads(spec)), settings=list(settings), view=view
+    )
 
 
 def _pairs(bits: list[int], settings: list[tuple[int, int]] | None) -> tuple[tuple[int, int], ...]:
@@ -180,9 +231,16 @@ def _pairs(bits: list[int], settings: list[tuple[int, int]] | None) -> tuple[tup
     return tuple(dict.fromkeys(pairs))
 
 
-def sensitivity_proxy(sel: Selection, spec: QuantSpec, bits: list[int], calib: int = 64, probe: int = 32,
-                      seed: int = 0, settings: list[tuple[int, int]] | None = None,
-                      view: str = "only") -> list[dict[str, Any]]:  # fmt: skip
+def sensitivity_proxy(
+    sel: Selection,
+    spec: QuantSpec,
+    bits: list[int],
+    calib: int = 64,
+    probe: int = 32,
+    seed: int = 0,
+    settings: list[tuple[int, int]] | None = None,
+    view: str = "only",
+) -> list[dict[str, Any]]:
     """Logit SQNR with one layer at a time quantized (or left out: view "all but") at each setting (cached).
 
     `bits` are uniform settings (W b / A b); `settings` add (weight bits, activation bits) pairs.
@@ -200,9 +258,17 @@ def ray_address() -> str | None:
     return os.environ.get("PTQ_RAY_ADDRESS", "").strip() or None
 
 
-def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], eval_limit: int | None,
-                            calib: int = 64, seed: int = 0, settings: list[tuple[int, int]] | None = None,
-                            view: str = "only", ray_workers: int | None = None) -> Job:  # fmt: skip
+def start_sensitivity_sweep(
+    sel: Selection,
+    spec: QuantSpec,
+    bits: list[int],
+    eval_limit: int | None,
+    calib: int = 64,
+    seed: int = 0,
+    settings: list[tuple[int, int]] | None = None,
+    view: str = "only",
+    ray_workers: int | None = None,
+) -> Job:
     """Start the full accuracy sweep on a worker thread; the job is kept in the session under "sens_job".
 
     With `ray_workers`, the evaluations run as that many Ray tasks at once, on this machine or on
@@ -215,8 +281,9 @@ def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], ev
 
     def work(progress) -> dict[str, Any]:
         ray = None if ray_workers is None else RayOptions(address=ray_address(), workers=ray_workers)
-        rows = sensitivity.sensitivity_accuracy(model, images, loader, spec, settings=list(pairs), view=view,
-                                                progress=progress, ray=ray)  # fmt: skip
+        rows = sensitivity.sensitivity_accuracy(
+            model, images, loader, spec, settings=list(pairs), view=view, progress=progress, ray=ray
+        )
         return {"rows": rows, "spec": spec_json(spec), "eval_limit": eval_limit, "model": sel.model, "view": view}
 
     label = ", ".join(sensitivity.setting_label(p) for p in pairs)
@@ -228,25 +295,39 @@ def start_sensitivity_sweep(sel: Selection, spec: QuantSpec, bits: list[int], ev
 @st.cache_data(max_entries=16, show_spinner="Evaluating weight-only and activation-only quantization…")
 def _split_acc(key: Key, data: str, spec: str, calib: int, seed: int, limit: int | None) -> dict[str, Any]:
     model, bundle = loaded(key, data)
-    return sensitivity.weight_act_split(model, _calib(key, data, calib, seed), make_loader(bundle.test, limit=limit),
-                                        QuantSpec.from_dict(json.loads(spec)))  # fmt: skip
+    return sensitivity.weight_act_split(
+        model,
+        _calib(key, data, calib, seed),
+        make_loader(bundle.test, limit=limit),
+        QuantSpec.from_dict(json.loads(spec)),
+    )
 
 
-def weight_act_split(sel: Selection, spec: QuantSpec, eval_limit: int | None, calib: int = 256,
-                     seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def weight_act_split(
+    sel: Selection, spec: QuantSpec, eval_limit: int | None, calib: int = 256, seed: int = 0
+) -> dict[str, Any]:
     """Top-1/top-5 of float, weights only, activations only and both (RTN under `spec`)."""
     return _split_acc(sel.key, sel.data, spec_json(spec), calib, seed, eval_limit)
 
 
 @st.cache_data(max_entries=32, show_spinner="Diagnosing every layer…")
-def _diagnose(key: Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple,
-              reconstruction: str) -> dict:  # fmt: skip
+def _diagnose(
+    key: Key, data: str, spec: str, calib: int, seed: int, probe: int, thresholds: tuple, reconstruction: str
+) -> dict:
     q = rtn(key, data, spec, calib, seed)
     model, _ = loaded(key, data)
     images, _ = _test_batch(key, data, probe)
     stats_images = _calib(key, data, STATS_IMAGES, seed)  # what the Outlier channels page measures by default
-    return diagnosis.diagnose(q.model, q.report, model, images, diagnosis.DiagnosisConfig(*thresholds), stats_images,
-                              json.loads(reconstruction), key[0])  # fmt: skip
+    return diagnosis.diagnose(
+        q.model,
+        q.report,
+        model,
+        images,
+        diagnosis.DiagnosisConfig(*thresholds),
+        stats_images,
+        json.loads(reconstruction),
+        key[0],
+    )
 
 
 def _reconstruction(sel: Selection, spec: QuantSpec) -> dict[str, Any] | None:
@@ -254,13 +335,23 @@ def _reconstruction(sel: Selection, spec: QuantSpec) -> dict[str, Any] | None:
     return diagnosis.reconstruction_measurement(records, sel.model, spec.wbits, spec.abits, sel.data)
 
 
-def diagnose(sel: Selection, spec: QuantSpec, sqnr_db: float, z: float, residual_ratio: float,
-             negative_share: float, calib: int = 256, probe: int = 64, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def diagnose(
+    sel: Selection,
+    spec: QuantSpec,
+    sqnr_db: float,
+    z: float,
+    residual_ratio: float,
+    negative_share: float,
+    calib: int = 256,
+    probe: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Findings (layer, cause, evidence, fix action) of the RTN model under `spec`, and the floor verdict."""
     diagnosis.DiagnosisConfig(sqnr_db, z, residual_ratio, negative_share)  # validate before caching
     rec = json.dumps(_reconstruction(sel, spec))
-    return _diagnose(sel.key, sel.data, spec_json(spec), calib, seed, probe, (sqnr_db, z, residual_ratio,
-                                                                              negative_share), rec)  # fmt: skip
+    return _diagnose(
+        sel.key, sel.data, spec_json(spec), calib, seed, probe, (sqnr_db, z, residual_ratio, negative_share), rec
+    )
 
 
 def policy_kept(sel: Selection, spec: QuantSpec) -> list[str]:
@@ -280,12 +371,22 @@ def evidence_page(cause: str, layer: str, source: str | None = None) -> tuple[st
     if cause in _EVIDENCE:
         page, title = _EVIDENCE[cause]
         return page, title, {"oc_layer": layer, "oc_images": STATS_IMAGES}
-    return "pages/learn_quantizer.py", "Learn: the quantizer", {"learn_layer": layer,
-                                                                "learn_source": source or "activations"}
+    return (
+        "pages/learn_quantizer.py",
+        "Learn: the quantizer",
+        {"learn_layer": layer, "learn_source": source or "activations"},
+    )
 
 
-def start_culprits(sel: Selection, spec: QuantSpec, eval_limit: int | None, target_share: float = 0.5,
-                   max_set: int = 5, calib: int = 256, seed: int = 0) -> Job:  # fmt: skip
+def start_culprits(
+    sel: Selection,
+    spec: QuantSpec,
+    eval_limit: int | None,
+    target_share: float = 0.5,
+    max_set: int = 5,
+    calib: int = 256,
+    seed: int = 0,
+) -> Job:
     """Measure every repair to 8 bits and the greedy set on a worker thread; kept in the session as "culprit_job"."""
     config = culprits.CulpritConfig(target_share=target_share, max_set=max_set)
     model, bundle = loaded(sel.key, sel.data)
@@ -318,8 +419,9 @@ def _measure(key: Key, data: str, spec: str, bits_json: str, calib: int, seed: i
     return explain.measure_allocation(model, bundle, images, base, json.loads(bits_json), limit)
 
 
-def measure_allocation(sel: Selection, spec: QuantSpec, bits: dict[str, int], eval_limit: int | None,
-                       calib: int = 256, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def measure_allocation(
+    sel: Selection, spec: QuantSpec, bits: dict[str, int], eval_limit: int | None, calib: int = 256, seed: int = 0
+) -> dict[str, Any]:
     """Measured top-1 of RTN with the allocation's bits (and of the float model) on the test images."""
     return _measure(sel.key, sel.data, spec_json(spec), json.dumps(bits, sort_keys=True), calib, seed, eval_limit)
 
@@ -329,7 +431,8 @@ def _live(key: Key, data: str, spec: str, calib: int, seed: int, n: int) -> dict
     return explain.live_layer_errors(rtn(key, data, spec, calib, seed).model, _test_batch(key, data, n)[0])
 
 
-def live_layer_errors(sel: Selection, spec: QuantSpec, calib: int = 256, n_images: int = 64,
-                      seed: int = 0) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+def live_layer_errors(
+    sel: Selection, spec: QuantSpec, calib: int = 256, n_images: int = 64, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
     """Per-layer errors (alone and accumulated) of RTN under `spec`, not saved as a run."""
     return _live(sel.key, sel.data, spec_json(spec), calib, seed, n_images)

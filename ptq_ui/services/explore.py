@@ -16,8 +16,15 @@ from ptq_core.prepare import QuantSpec
 from ..resources import Key, loaded
 from ..state import Selection
 
-__all__ = ["architecture", "float_accuracy", "quantizable_layers", "layer_values", "quantizer_view", "grid_view",
-           "clip_curve"]  # fmt: skip
+__all__ = [
+    "architecture",
+    "float_accuracy",
+    "quantizable_layers",
+    "layer_values",
+    "quantizer_view",
+    "grid_view",
+    "clip_curve",
+]
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring the architecture…")
@@ -62,8 +69,9 @@ def layer_values(sel: Selection, layer: str, source: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _quantizer(key: Key, data: str, layer: str, source: str, bits: int, ratio: float,
-               symmetric: bool) -> dict[str, Any]:  # fmt: skip
+def _quantizer(
+    key: Key, data: str, layer: str, source: str, bits: int, ratio: float, symmetric: bool
+) -> dict[str, Any]:
     return explain.quantizer_view(_values(key, data, layer, source), bits, ratio, symmetric)
 
 
@@ -83,12 +91,12 @@ def clip_curve(sel: Selection, layer: str, source: str, bits: int, symmetric: bo
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _grid(key: Key, data: str, layer: str, source: str, bits: int, scale: float, zero_point: int,
-          signed: bool) -> dict:  # fmt: skip
+def _grid(key: Key, data: str, layer: str, source: str, bits: int, scale: float, zero_point: int, signed: bool) -> dict:
     return explain.grid_view(_values(key, data, layer, source), bits, scale, zero_point, signed)
 
 
-def grid_view(sel: Selection, layer: str, source: str, bits: int, scale: float, zero_point: int,
-              signed: bool) -> dict[str, Any]:  # fmt: skip
+def grid_view(
+    sel: Selection, layer: str, source: str, bits: int, scale: float, zero_point: int, signed: bool
+) -> dict[str, Any]:
     """The Learn quantizer on a grid set by hand: scale and zero point (see `ptq_core.explain.grid_view`)."""
     return _grid(sel.key, sel.data, layer, source, int(bits), float(scale), int(zero_point), bool(signed))

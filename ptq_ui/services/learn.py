@@ -17,9 +17,22 @@ from ptq_core import explain
 from ..resources import Key, loaded
 from ..state import Selection
 
-__all__ = ["block_names", "rectified_sigmoid_curve", "adaround_demo", "qdrop_demo", "qdrop_mix_picture",
-           "multipoint_demo", "multipoint_allocation", "multipoint_channel", "cat_demo", "cat_logits",
-           "P_GRID", "H_BINS", "MAX_POINTS", "BUDGETS"]  # fmt: skip
+__all__ = [
+    "block_names",
+    "rectified_sigmoid_curve",
+    "adaround_demo",
+    "qdrop_demo",
+    "qdrop_mix_picture",
+    "multipoint_demo",
+    "multipoint_allocation",
+    "multipoint_channel",
+    "cat_demo",
+    "cat_logits",
+    "P_GRID",
+    "H_BINS",
+    "MAX_POINTS",
+    "BUDGETS",
+]
 
 P_GRID = explain.P_GRID
 H_BINS = explain.H_BINS
@@ -80,8 +93,7 @@ def multipoint_demo(sel: Selection, layer: str, bits: int, grid: str) -> dict[st
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def multipoint_allocation(key: Key, data: str, layer: str, bits: int, grid: str,
-                          budget: float) -> np.ndarray:  # fmt: skip
+def multipoint_allocation(key: Key, data: str, layer: str, bits: int, grid: str, budget: float) -> np.ndarray:
     """Points per channel at `budget` % extra points (error-driven)."""
     return explain.allocation(_multipoint(key, data, layer, bits, grid), budget)
 

@@ -28,10 +28,32 @@ from ..jobs import Job, job_queue, start_job
 from ..resources import resources, session_dir, store
 from ..state import Selection
 
-__all__ = ["PTQError", "BITS", "FLOAT_BITS", "cuda_available", "device_label", "model_entries", "loaded_info",
-           "method_classes", "store", "list_runs", "get_run", "delete_runs", "export_runs", "start_quantization",
-           "default_eval_limit", "delete_any", "queue_counts", "rerun", "start_export", "start_report", "read_file",
-           "list_sweeps", "sweep_view", "describe_run"]  # fmt: skip
+__all__ = [
+    "PTQError",
+    "BITS",
+    "FLOAT_BITS",
+    "cuda_available",
+    "device_label",
+    "model_entries",
+    "loaded_info",
+    "method_classes",
+    "store",
+    "list_runs",
+    "get_run",
+    "delete_runs",
+    "export_runs",
+    "start_quantization",
+    "default_eval_limit",
+    "delete_any",
+    "queue_counts",
+    "rerun",
+    "start_export",
+    "start_report",
+    "read_file",
+    "list_sweeps",
+    "sweep_view",
+    "describe_run",
+]
 
 BITS = [*range(MIN_BITS, MAX_BITS + 1), FLOAT_BITS]  # 32 = keep float
 
@@ -51,8 +73,10 @@ def device_label(device: str) -> str:
 @st.cache_data(ttl=15, show_spinner=False)
 def model_entries() -> list[dict[str, Any]]:
     """Every named model with its weights' status (name, source, status, detail, data, card)."""
-    return [{"name": e.name, "source": e.source, "status": e.status, "detail": e.detail, "data": e.data,
-             "card": e.card} for e in list_models()]  # fmt: skip
+    return [
+        {"name": e.name, "source": e.source, "status": e.status, "detail": e.detail, "data": e.data, "card": e.card}
+        for e in list_models()
+    ]
 
 
 @st.cache_data(max_entries=32, show_spinner="Checking that the model takes this data…")
@@ -75,8 +99,15 @@ def loaded_info(sel: Selection) -> dict[str, Any]:
     if problem:
         raise DataError(problem)
     e = loaded.entry
-    return {"name": e.name, "source": e.source, "status": e.status, "detail": e.detail, "card": dict(e.card),
-            "data": bundle.describe(), "classes": list(bundle.classes)}  # fmt: skip
+    return {
+        "name": e.name,
+        "source": e.source,
+        "status": e.status,
+        "detail": e.detail,
+        "card": dict(e.card),
+        "data": bundle.describe(),
+        "classes": list(bundle.classes),
+    }
 
 
 # -- methods and runs ----------------------------------------------------------------------
@@ -87,8 +118,13 @@ def method_classes() -> dict[str, type[MethodConfig]]:
     return {name: cls for name, (cls, _fn) in METHODS.items()}
 
 
-def list_runs(status: str | None = None, model: str | None = None, method: str | None = None,
-              limit: int | None = None, owner: str | None = None) -> list[RunRecord]:  # fmt: skip
+def list_runs(
+    status: str | None = None,
+    model: str | None = None,
+    method: str | None = None,
+    limit: int | None = None,
+    owner: str | None = None,
+) -> list[RunRecord]:
     """Saved runs, newest first (only `owner`'s when given)."""
     return store().list(status, model, method, limit, owner)
 
@@ -172,8 +208,12 @@ def start_export(run_id: str) -> Job:
         rebuilt = rebuild_run(record, progress)
         reports = [write_artifact(rebuilt, fmt, folder / f"{run_id}{SUFFIX[fmt]}") for fmt in FORMATS]
         rows = [_encoding_row(e) for e in encodings(rebuilt.quantized.model)]
-        return {"run_id": run_id, "files": {r.format: r.path for r in reports},
-                "reports": [r.to_dict() for r in reports], "encodings": rows}  # fmt: skip
+        return {
+            "run_id": run_id,
+            "files": {r.format: r.path for r in reports},
+            "reports": [r.to_dict() for r in reports],
+            "encodings": rows,
+        }
 
     job = start_job(work, f"export of run {run_id}", queue=job_queue())
     st.session_state["export_job"] = job
@@ -185,11 +225,17 @@ def _encoding_row(e: dict[str, Any]) -> dict[str, Any]:
     w, a = e.get("weight") or {}, e.get("activation") or {}
     ws = np.asarray(w.get("scale", []), dtype=float).ravel()
     one = lambda v: v[0] if isinstance(v, list) and len(v) == 1 else v  # noqa: E731
-    return {"layer": e["name"], "W bits": e.get("wbits"), "A bits": e.get("abits"),
-            "W grid": f"[{w.get('quant_min')}, {w.get('quant_max')}]" if w else "float",
-            "W scale min": float(ws.min()) if ws.size else None, "W scale max": float(ws.max()) if ws.size else None,
-            "A grid": f"[{a.get('quant_min')}, {a.get('quant_max')}]" if a else "float",
-            "A scale": one(a.get("scale")) if a else None, "A zero point": one(a.get("zero_point")) if a else None}
+    return {
+        "layer": e["name"],
+        "W bits": e.get("wbits"),
+        "A bits": e.get("abits"),
+        "W grid": f"[{w.get('quant_min')}, {w.get('quant_max')}]" if w else "float",
+        "W scale min": float(ws.min()) if ws.size else None,
+        "W scale max": float(ws.max()) if ws.size else None,
+        "A grid": f"[{a.get('quant_min')}, {a.get('quant_max')}]" if a else "float",
+        "A scale": one(a.get("scale")) if a else None,
+        "A zero point": one(a.get("zero_point")) if a else None,
+    }
 
 
 def read_file(path: str) -> bytes:
@@ -204,8 +250,10 @@ def rerun(spec_dict: dict[str, Any], owner: str) -> Job:
     spec = RunSpec.from_dict(spec_dict)
     sel = Selection(spec.model, spec.weights, spec.data, spec.device)
     if spec.weights and not Path(spec.weights).is_file():
-        raise CheckpointError("the weights this run used were an upload of a session that has ended; upload "
-                              "them again and start the run from the Quantize page")  # fmt: skip
+        raise CheckpointError(
+            "the weights this run used were an upload of a session that has ended; upload "
+            "them again and start the run from the Quantize page"
+        )
     loaded_info(sel)  # refused like a choice on Model & data
     return start_quantization(sel, spec, owner)
 
@@ -229,8 +277,13 @@ def start_report(run_id: str) -> Job:
 
     def work(progress) -> dict[str, Any]:
         data = build_report(record, progress)
-        return {"run_id": run_id, "html": render_html(data), "reproduced": data["reproduced"],
-                "rebuilt_top1": data["rebuilt_top1"], "stored_top1": data["stored_top1"]}  # fmt: skip
+        return {
+            "run_id": run_id,
+            "html": render_html(data),
+            "reproduced": data["reproduced"],
+            "rebuilt_top1": data["rebuilt_top1"],
+            "stored_top1": data["stored_top1"],
+        }
 
     job = start_job(work, f"report of run {run_id}", queue=job_queue())
     st.session_state["report_job"] = job

@@ -18,8 +18,19 @@ from ptq_core.serving import check_factory_allowed, is_factory, uploaded_code_al
 from .. import resources
 from ..resources import session_dir, uploads_root
 
-__all__ = ["MAX_UPLOAD_MB", "MAX_CODE_KB", "uploads_root", "session_dir", "redact", "redact_json", "model_label",
-           "save_code_upload", "save_upload", "check_weights", "uploaded_code_allowed"]  # fmt: skip
+__all__ = [
+    "MAX_UPLOAD_MB",
+    "MAX_CODE_KB",
+    "uploads_root",
+    "session_dir",
+    "redact",
+    "redact_json",
+    "model_label",
+    "save_code_upload",
+    "save_upload",
+    "check_weights",
+    "uploaded_code_allowed",
+]
 
 MAX_UPLOAD_MB = 150
 MAX_CODE_KB = 256  # an uploaded model file
@@ -54,8 +65,9 @@ def save_code_upload(data: bytes, filename: str) -> str:
         ConfigError: Uploaded code is off on this server, the file is too large, not UTF-8 or not Python.
     """
     if not uploaded_code_allowed():
-        raise ConfigError("uploading model code is off on this server (the operator turns it on with "
-                          "PTQ_ALLOW_UPLOADED_CODE=1)")  # fmt: skip
+        raise ConfigError(
+            "uploading model code is off on this server (the operator turns it on with PTQ_ALLOW_UPLOADED_CODE=1)"
+        )
     if len(data) > MAX_CODE_KB * 1024:
         raise ConfigError(f"{filename} is {len(data) // 1024} KB; a model file may have {MAX_CODE_KB} KB")
     try:

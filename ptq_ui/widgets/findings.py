@@ -28,11 +28,20 @@ def fix_text(action: dict[str, Any] | None) -> str:
 
 def finding_rows(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Diagnosis findings as table rows."""
-    return [{"layer": f["layer"], "status": f["severity"], "bits": f"W{f['wbits']}/A{f['abits']}",
-             "SQNR alone": fmt_db(f["sqnr_alone"]), "SQNR accumulated": fmt_db(f["sqnr_accumulated"]),
-             "likely cause": f["cause"], "evidence": f["evidence"], "fix": fix_text(f.get("action")),
-             "why": f["fix"]}
-            for f in findings]  # fmt: skip
+    return [
+        {
+            "layer": f["layer"],
+            "status": f["severity"],
+            "bits": f"W{f['wbits']}/A{f['abits']}",
+            "SQNR alone": fmt_db(f["sqnr_alone"]),
+            "SQNR accumulated": fmt_db(f["sqnr_accumulated"]),
+            "likely cause": f["cause"],
+            "evidence": f["evidence"],
+            "fix": fix_text(f.get("action")),
+            "why": f["fix"],
+        }
+        for f in findings
+    ]
 
 
 def open_evidence(page: str, state: dict[str, Any]) -> None:

@@ -32,23 +32,53 @@ from ptq_core.spec import RunSpec, make_config
 from ..services import runs
 from ..state import Selection
 
-__all__ = ["FORM", "FIRST_LAST", "EVAL_LIMITS", "Draft", "form", "draft", "current_spec", "set_overrides",
-           "apply_fix", "run_form_ui", "bits_format"]  # fmt: skip
+__all__ = [
+    "FORM",
+    "FIRST_LAST",
+    "EVAL_LIMITS",
+    "Draft",
+    "form",
+    "draft",
+    "current_spec",
+    "set_overrides",
+    "apply_fix",
+    "run_form_ui",
+    "bits_format",
+]
 
 FORM = "run_form"
 FIRST_LAST = {"8-bit": 8, "same as the rest": None, "float (32)": FLOAT_BITS}
 EVAL_LIMITS = [500, 2000, 5000, 0]  # 0 = the whole test split
 SHARED = ("quant", "calib", "batch_size", "seed")  # drawn by the common widget groups
-_QUANT_DRAWN = ("wbits", "abits", "w_observer", "a_observer", "w_per_channel", "w_symmetric", "a_symmetric",
-                "first_last_bits", "fold_bn", "overrides")  # fmt: skip
+_QUANT_DRAWN = (
+    "wbits",
+    "abits",
+    "w_observer",
+    "a_observer",
+    "w_per_channel",
+    "w_symmetric",
+    "a_symmetric",
+    "first_last_bits",
+    "fold_bn",
+    "overrides",
+)
 
 
 def _defaults() -> dict[str, Any]:
     quant = QuantSpec().to_dict()
     quant.pop("overrides")
-    return {"method": "rtn", "quant": quant, "overrides": "", "method_values": {}, "calib": 256, "seed": 0,
-            "batch_size": 128, "eval_limit": runs.default_eval_limit() or 2000, "cat_on": False,
-            "cat": CATOptions().to_dict()}  # fmt: skip
+    return {
+        "method": "rtn",
+        "quant": quant,
+        "overrides": "",
+        "method_values": {},
+        "calib": 256,
+        "seed": 0,
+        "batch_size": 128,
+        "eval_limit": runs.default_eval_limit() or 2000,
+        "cat_on": False,
+        "cat": CATOptions().to_dict(),
+    }
 
 
 def _merge(into: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -167,19 +197,29 @@ def draft(sel: Selection, layer_names: Sequence[str] | None, max_calib: int) -> 
     quant = _quant(layer_names, errors)
     calib = int(f["calib"])
     if calib > max_calib:
-        notes.append(f"The data has {max_calib:,} calibration images: this run uses {max_calib:,} of the {calib:,} "
-                     "asked for (your choice is kept for other data).")  # fmt: skip
+        notes.append(
+            f"The data has {max_calib:,} calibration images: this run uses {max_calib:,} of the {calib:,} "
+            "asked for (your choice is kept for other data)."
+        )
         calib = max_calib
     if errors:
         return Draft(None, errors, notes)
     cls = METHODS[f["method"]][0]
     own = dict(_method_values(cls))
     try:
-        config = make_config(cls.method, quant=quant, calib=calib, seed=int(f["seed"]),
-                             batch_size=int(f["batch_size"]), **own)  # fmt: skip
+        config = make_config(
+            cls.method, quant=quant, calib=calib, seed=int(f["seed"]), batch_size=int(f["batch_size"]), **own
+        )
         cat = CATOptions.from_dict(f["cat"]) if f["cat_on"] else None
-        spec = RunSpec(model=sel.model, weights=sel.weights, data=sel.data, device=sel.device, method=config,
-                       cat=cat, eval_limit=int(f["eval_limit"]) or None)  # fmt: skip
+        spec = RunSpec(
+            model=sel.model,
+            weights=sel.weights,
+            data=sel.data,
+            device=sel.device,
+            method=config,
+            cat=cat,
+            eval_limit=int(f["eval_limit"]) or None,
+        )
     except PTQError as exc:
         return Draft(None, [str(exc)], notes)
     return Draft(spec, errors, notes)
@@ -232,8 +272,12 @@ def _method_ui() -> type[MethodConfig]:
     if form()["method"] not in names:
         form()["method"] = "rtn"
     cls_of = lambda: METHODS[form()["method"]][0]  # noqa: E731
-    st.selectbox("Method", names, help="Every method registered in ptq_core.methods.",
-                 **_bind("w_q_method", ("method",), after=lambda: _method_chosen(cls_of())))  # fmt: skip
+    st.selectbox(
+        "Method",
+        names,
+        help="Every method registered in ptq_core.methods.",
+        **_bind("w_q_method", ("method",), after=lambda: _method_chosen(cls_of())),
+    )
     cls = cls_of()
     doc = (cls.__doc__ or "").strip().splitlines()
     if doc:
@@ -246,16 +290,31 @@ def _quant_ui() -> None:
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Weight bits", BIT_CHOICES, format_func=bits_format, **_bind("w_q_wbits", (*q, "wbits")))
     c1.selectbox("Activation bits", BIT_CHOICES, format_func=bits_format, **_bind("w_q_abits", (*q, "abits")))
-    c2.selectbox("Weight observer", list(OBSERVERS), help="How the range is chosen: min-max, a percentile, or the "
-                 "range that minimises the Lp error (mse).", **_bind("w_q_w_observer", (*q, "w_observer")))
+    c2.selectbox(
+        "Weight observer",
+        list(OBSERVERS),
+        help="How the range is chosen: min-max, a percentile, or the range that minimises the Lp error (mse).",
+        **_bind("w_q_w_observer", (*q, "w_observer")),
+    )
     c2.selectbox("Activation observer", list(OBSERVERS), **_bind("w_q_a_observer", (*q, "a_observer")))
     grains = ["per-channel", "per-tensor"]
-    c3.radio("Weight granularity", grains, **_bind("w_q_granularity", (*q, "w_per_channel"),
-             show=lambda v: grains[0] if v else grains[1], read=lambda v: v == grains[0]))  # fmt: skip
+    c3.radio(
+        "Weight granularity",
+        grains,
+        **_bind(
+            "w_q_granularity",
+            (*q, "w_per_channel"),
+            show=lambda v: grains[0] if v else grains[1],
+            read=lambda v: v == grains[0],
+        ),
+    )
     labels = {v: k for k, v in FIRST_LAST.items()}
-    c3.selectbox("First/last layer", list(FIRST_LAST), help="The first and last layers are the most sensitive; "
-                 "8-bit is the usual policy.", **_bind("w_q_first_last", (*q, "first_last_bits"),
-                 show=lambda v: labels.get(v, "8-bit"), read=FIRST_LAST.get))  # fmt: skip
+    c3.selectbox(
+        "First/last layer",
+        list(FIRST_LAST),
+        help="The first and last layers are the most sensitive; 8-bit is the usual policy.",
+        **_bind("w_q_first_last", (*q, "first_last_bits"), show=lambda v: labels.get(v, "8-bit"), read=FIRST_LAST.get),
+    )
     c4, c5, c6 = st.columns(3)
     c4.checkbox("Symmetric weights", **_bind("w_q_w_symmetric", (*q, "w_symmetric")))
     c5.checkbox("Symmetric activations", **_bind("w_q_a_symmetric", (*q, "a_symmetric")))
@@ -263,9 +322,12 @@ def _quant_ui() -> None:
     for s in settings(QuantSpec):  # a field added to QuantSpec later is drawn here with no other edit
         if s.name not in _QUANT_DRAWN:
             _field_widget(s, f"w_q_{s.name}", (*q, s.name))
-    st.text_area("Per-layer overrides (one `pattern=W/A` per line)", placeholder="layer3.*=8/8\nfc=8/32",
-                 help="fnmatch patterns over layer names; 32 keeps that side float.",
-                 **_bind("w_q_overrides", ("overrides",)))  # fmt: skip
+    st.text_area(
+        "Per-layer overrides (one `pattern=W/A` per line)",
+        placeholder="layer3.*=8/8\nfc=8/32",
+        help="fnmatch patterns over layer names; 32 keeps that side float.",
+        **_bind("w_q_overrides", ("overrides",)),
+    )
 
 
 def _label(name: str) -> str:
@@ -286,8 +348,17 @@ def _field_widget(s: Setting, wkey: str, path: tuple[str, ...], after: Callable[
         if _get(path) is None:
             return
     if typing.get_origin(s.kind) is list:  # e.g. name patterns: one per line
-        st.text_area(_label(s.name) + " (one per line)", help=s.help, **_bind(wkey, path, show="\n".join,
-                     read=lambda text: [line.strip() for line in text.splitlines() if line.strip()], after=after))
+        st.text_area(
+            _label(s.name) + " (one per line)",
+            help=s.help,
+            **_bind(
+                wkey,
+                path,
+                show="\n".join,
+                read=lambda text: [line.strip() for line in text.splitlines() if line.strip()],
+                after=after,
+            ),
+        )
         return
     kw = {"help": s.help, **_bind(wkey, path, after=after)}
     if s.choices:
@@ -296,8 +367,14 @@ def _field_widget(s: Setting, wkey: str, path: tuple[str, ...], after: Callable[
         st.checkbox(_label(s.name), **kw)
     elif s.kind in (int, float):
         bounds = {k: s.kind(getattr(s, k)) for k in ("min", "max") if getattr(s, k) is not None}
-        st.number_input(_label(s.name), min_value=bounds.get("min"), max_value=bounds.get("max"),
-                        step=1 if s.kind is int else None, format=None if s.kind is int else "%g", **kw)  # fmt: skip
+        st.number_input(
+            _label(s.name),
+            min_value=bounds.get("min"),
+            max_value=bounds.get("max"),
+            step=1 if s.kind is int else None,
+            format=None if s.kind is int else "%g",
+            **kw,
+        )
     else:
         st.text_input(_label(s.name), **kw)
 
@@ -324,21 +401,35 @@ def _method_fields_ui(cls: type[MethodConfig]) -> None:
 def _run_settings_ui(max_calib: int) -> None:
     c1, c2, c3, c4 = st.columns(4)
     top = max(1, max_calib)
-    c1.number_input("Calibration images", 1, top, step=64, help=f"At most {max_calib:,} with this data.",
-                    **_bind("w_q_calib", ("calib",), show=lambda v: min(int(v), top)))  # fmt: skip
+    c1.number_input(
+        "Calibration images",
+        1,
+        top,
+        step=64,
+        help=f"At most {max_calib:,} with this data.",
+        **_bind("w_q_calib", ("calib",), show=lambda v: min(int(v), top)),
+    )
     c2.number_input("Seed", 0, 2**31 - 1, step=1, **_bind("w_q_seed", ("seed",)))
     c3.number_input("Batch size", 1, 4096, step=32, **_bind("w_q_batch_size", ("batch_size",)))
     env = runs.default_eval_limit()
     limits = EVAL_LIMITS if env is None else sorted({env, *EVAL_LIMITS[:-1]}) + [0]
     fmt = lambda n: "all" if n == 0 else f"first {n:,}"  # noqa: E731
-    c4.selectbox("Test images", limits, format_func=fmt, help="Fewer is faster; every accuracy says how many.",
-                 **_bind("w_q_eval_limit", ("eval_limit",), show=lambda v: v if v in limits else limits[0]))
+    c4.selectbox(
+        "Test images",
+        limits,
+        format_func=fmt,
+        help="Fewer is faster; every accuracy says how many.",
+        **_bind("w_q_eval_limit", ("eval_limit",), show=lambda v: v if v in limits else limits[0]),
+    )
 
 
 def _cat_ui() -> None:
-    st.toggle("Add CAT after the method", help="Cluster the quantized logits and correct each cluster with a "
-              "closed-form scale and shift per class, fitted on calibration-split images the method did not use.",
-              **_bind("w_q_cat", ("cat_on",)))  # fmt: skip
+    st.toggle(
+        "Add CAT after the method",
+        help="Cluster the quantized logits and correct each cluster with a "
+        "closed-form scale and shift per class, fitted on calibration-split images the method did not use.",
+        **_bind("w_q_cat", ("cat_on",)),
+    )
     if not form()["cat_on"]:
         return
     shown = ("k", "alpha", "pca")

@@ -54,9 +54,11 @@ def _queued(job: Job, snap: Any, key: str) -> None:
     """A job waiting for a free slot: its place, what runs now, and Cancel."""
     q = job.queue or job_queue()
     running, _ = q.counts()
-    st.info(f"Queued: place {snap.position or 1} in the queue. {snap.running_jobs or running} of {q.slots} job "
-            f"slot(s) of this server are busy; it starts when one is free ({q.threads or 0} torch thread(s) per "
-            "job).")  # fmt: skip
+    st.info(
+        f"Queued: place {snap.position or 1} in the queue. {snap.running_jobs or running} of {q.slots} job "
+        f"slot(s) of this server are busy; it starts when one is free ({q.threads or 0} torch thread(s) per "
+        "job)."
+    )
     _cancel(job, snap, key, f"{literal(job.label)} · waiting {snap.elapsed:.0f} s")
 
 

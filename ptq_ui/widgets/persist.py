@@ -38,8 +38,14 @@ def _widget_key(key: str, options: Sequence[Any] | None, default: Any) -> str:
     return wkey
 
 
-def persistent(widget: Callable[..., T], key: str, *args: Any, options: Sequence[Any] | None = None,
-               default: Any = None, **kwargs: Any) -> T:  # fmt: skip
+def persistent(
+    widget: Callable[..., T],
+    key: str,
+    *args: Any,
+    options: Sequence[Any] | None = None,
+    default: Any = None,
+    **kwargs: Any,
+) -> T:
     """Draw ``widget(*args, **kwargs)`` for the persistent choice `key` and return (and keep) its value.
 
     Args:

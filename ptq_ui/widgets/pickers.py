@@ -18,8 +18,11 @@ from .persist import persistent
 __all__ = ["model_ui", "weights_upload_ui", "data_ui", "device_ui", "sidebar_ui", "require_model"]
 
 SOURCES = {"zoo": "Zoo (Fashion-MNIST)", "torchvision": "torchvision (ImageNet)", "custom": "Your own model"}
-DATA_KINDS = {"fmnist-sample": "Embedded sample (no download)", "fmnist-full": "Full Fashion-MNIST",
-              "imagefolder": "ImageFolder path"}  # fmt: skip
+DATA_KINDS = {
+    "fmnist-sample": "Embedded sample (no download)",
+    "fmnist-full": "Full Fashion-MNIST",
+    "imagefolder": "ImageFolder path",
+}
 
 
 def _entries(source: str) -> list[dict[str, Any]]:
@@ -31,12 +34,16 @@ def _weights_status(name: str, entry: dict[str, Any]) -> None:
     if selection().weights:
         st.info(f"{name} uses your uploaded weights (see below).")
     elif entry["status"] == "missing":
-        st.warning(f"The checkpoint of {name} is not there yet: {entry['detail']}. "
-                   "Upload your own weights for this architecture below, or pick another model.")  # fmt: skip
+        st.warning(
+            f"The checkpoint of {name} is not there yet: {entry['detail']}. "
+            "Upload your own weights for this architecture below, or pick another model."
+        )
     elif entry["status"] == "not cached":
-        st.warning(f"Pretrained weights of {name} are not cached: it {entry['detail']}. Without network, "
-                   "download that file on another machine and copy it to that path (or upload a state_dict "
-                   "below). torchvision models expect ImageNet-style data: pick an ImageFolder below.")  # fmt: skip
+        st.warning(
+            f"Pretrained weights of {name} are not cached: it {entry['detail']}. Without network, "
+            "download that file on another machine and copy it to that path (or upload a state_dict "
+            "below). torchvision models expect ImageNet-style data: pick an ImageFolder below."
+        )
         if st.button("Try to download the weights now (needs network)", key="tv_download"):
             st.session_state["allow_download"] = True
 
@@ -65,10 +72,13 @@ def weights_upload_ui(model: str, required: bool) -> None:
     a file that does not fit shows only its error.
     """
     label = "Weights (state_dict)" + ("" if required else " — optional, replaces the default weights")
-    upload = st.file_uploader(label, type=["safetensors", "pt", "pth", "bin"], key=f"upload:{model}",
-                              max_upload_size=uploads.MAX_UPLOAD_MB,
-                              help=f"Up to {uploads.MAX_UPLOAD_MB} MB. Checked by content; pickles that "
-                                   "need code to load are refused.")  # fmt: skip
+    upload = st.file_uploader(
+        label,
+        type=["safetensors", "pt", "pth", "bin"],
+        key=f"upload:{model}",
+        max_upload_size=uploads.MAX_UPLOAD_MB,
+        help=f"Up to {uploads.MAX_UPLOAD_MB} MB. Checked by content; pickles that need code to load are refused.",
+    )
     if upload is not None:
         try:
             path = uploads.save_upload(upload.getvalue(), upload.name)
@@ -96,13 +106,22 @@ def _own_model_name() -> str | None:
     """The `file.py:factory` name of the user's own model, or None (with the reason shown)."""
     ways = [w for w, on in (("upload", uploads.uploaded_code_allowed()), ("server", bool(allowed_model_dirs()))) if on]
     if not ways:
-        st.info("Your own model code is off on this server. Its operator can allow uploaded model files "
-                "(PTQ_ALLOW_UPLOADED_CODE=1) or model files from named folders (PTQ_ALLOWED_MODEL_DIRS).")  # fmt: skip
+        st.info(
+            "Your own model code is off on this server. Its operator can allow uploaded model files "
+            "(PTQ_ALLOW_UPLOADED_CODE=1) or model files from named folders (PTQ_ALLOWED_MODEL_DIRS)."
+        )
         return None
-    st.caption("A Python file with a no-argument function or class that builds the model, then its weights. "
-               "The file's code runs in this app's server.")  # fmt: skip
-    way = ways[0] if len(ways) == 1 else persistent(st.radio, "own_way", "Model file", ways, format_func=OWN_WAYS.get,
-                                                    horizontal=True, options=ways)
+    st.caption(
+        "A Python file with a no-argument function or class that builds the model, then its weights. "
+        "The file's code runs in this app's server."
+    )
+    way = (
+        ways[0]
+        if len(ways) == 1
+        else persistent(
+            st.radio, "own_way", "Model file", ways, format_func=OWN_WAYS.get, horizontal=True, options=ways
+        )
+    )
     if way == "server":
         st.caption("Allowed folders: " + ", ".join(f"`{d}`" for d in allowed_model_dirs()))
         label = "Model factory (`path/to/file.py:factory`)"
@@ -115,8 +134,7 @@ def _own_model_name() -> str | None:
             return None
         return spec
     code = st.file_uploader("Model file (.py)", type=["py"], key="code_upload", help="Kept for this session only.")
-    attr = persistent(st.text_input, "custom_attr", "Function or class that builds the model",
-                      default="build").strip()  # fmt: skip
+    attr = persistent(st.text_input, "custom_attr", "Function or class that builds the model", default="build").strip()
     if code is not None:
         try:
             st.session_state["custom_code"] = uploads.save_code_upload(code.getvalue(), code.name)
@@ -136,8 +154,15 @@ def _own_model_name() -> str | None:
 
 def model_ui() -> bool:
     """Source (zoo / torchvision / own file), model and optional or required weights; False when incomplete."""
-    source = persistent(st.radio, "model_source", "Model source", list(SOURCES), format_func=SOURCES.get,
-                        horizontal=True, options=list(SOURCES))  # fmt: skip
+    source = persistent(
+        st.radio,
+        "model_source",
+        "Model source",
+        list(SOURCES),
+        format_func=SOURCES.get,
+        horizontal=True,
+        options=list(SOURCES),
+    )
     if source in ("zoo", "torchvision"):
         _pick_named(source)
         return True
@@ -158,11 +183,11 @@ def data_ui() -> bool:
     Only the data changes here: the model source and model stay as they are.
     """
     kinds = list(DATA_KINDS)
-    kind = persistent(st.radio, "data_kind", "Data", kinds, format_func=DATA_KINDS.get, horizontal=True,
-                      options=kinds)  # fmt: skip
+    kind = persistent(st.radio, "data_kind", "Data", kinds, format_func=DATA_KINDS.get, horizontal=True, options=kinds)
     if kind == "imagefolder":
-        folder = persistent(st.text_input, "data_folder", "Folder with one sub-folder per class",
-                            placeholder="/data/imagenet/val")
+        folder = persistent(
+            st.text_input, "data_folder", "Folder with one sub-folder per class", placeholder="/data/imagenet/val"
+        )
         if not folder.strip():
             st.info("Enter a folder to use ImageFolder data.")
             return False
@@ -188,10 +213,14 @@ def _name_changed() -> None:
 def identity_ui() -> None:
     """Who this session is: an optional name (runs started under it are theirs), else the session."""
     st.session_state.setdefault("w_user_name", st.session_state.get("user_name", ""))
-    st.text_input("Your name (optional)", key="w_user_name", on_change=_name_changed,
-                  help="Runs you start are yours: only you can delete them, and your last run is shown here. "
-                       "Without a name they belong to this browser tab until it is closed. A name is not a "
-                       "password: anyone who types it acts as you.")  # fmt: skip
+    st.text_input(
+        "Your name (optional)",
+        key="w_user_name",
+        on_change=_name_changed,
+        help="Runs you start are yours: only you can delete them, and your last run is shown here. "
+        "Without a name they belong to this browser tab until it is closed. A name is not a "
+        "password: anyone who types it acts as you.",
+    )
     st.caption(f"You are {literal(owner())}")
 
 
@@ -202,8 +231,10 @@ def sidebar_ui() -> None:
         identity_ui()
         st.markdown("**Working on**")
         weights = " (own weights)" if sel.weights else ""
-        st.caption(f"Model: `{uploads.model_label(sel.model)}`{weights}  \nData: `{sel.data}`  \n"
-                   f"Device: {runs.device_label(sel.device)}")  # fmt: skip
+        st.caption(
+            f"Model: `{uploads.model_label(sel.model)}`{weights}  \nData: `{sel.data}`  \n"
+            f"Device: {runs.device_label(sel.device)}"
+        )
         job = st.session_state.get("job")
         if job is not None and job.running:
             snap = job.snapshot()
@@ -220,8 +251,9 @@ def sidebar_ui() -> None:
             top1 = r.metrics.get("top1")
             acc = f" · top-1 {top1:.2f}%" if isinstance(top1, (int, float)) else ""
             model = uploads.model_label(r.model)
-            st.caption(literal(f"Your last run {r.run_id} ({when}): {r.method} {r.bits_label} on {model} — "
-                               f"{r.status}{acc}"))  # fmt: skip
+            st.caption(
+                literal(f"Your last run {r.run_id} ({when}): {r.method} {r.bits_label} on {model} — {r.status}{acc}")
+            )
 
 
 def require_model(allow_download: bool = False, explain: bool = True) -> dict[str, Any]:
@@ -234,12 +266,15 @@ def require_model(allow_download: bool = False, explain: bool = True) -> dict[st
     sel = selection()
     entry = next((e for e in runs.model_entries() if e["name"] == sel.model), None)
     if entry is not None and sel.weights is None:
-        problem = {"missing": f"{sel.model} has no checkpoint yet ({entry['detail']}).",
-                   "not cached": f"{sel.model}: pretrained weights are not cached; it {entry['detail']}."}  # fmt: skip
+        problem = {
+            "missing": f"{sel.model} has no checkpoint yet ({entry['detail']}).",
+            "not cached": f"{sel.model}: pretrained weights are not cached; it {entry['detail']}.",
+        }
         if entry["status"] in problem and not (allow_download and entry["status"] == "not cached"):
             if explain:
-                st.warning(problem[entry["status"]] + " Pick another model, or upload weights, on the "
-                           "Model & data page.")  # fmt: skip
+                st.warning(
+                    problem[entry["status"]] + " Pick another model, or upload weights, on the Model & data page."
+                )
             st.stop()
     with errors_shown():
         info = runs.loaded_info(sel)

@@ -15,8 +15,13 @@ SCRIPT = str(ROOT / "benchmarks" / "gpu_check.py")
 
 def test_the_quick_check_runs_every_part_on_the_cpu(tmp_path):
     out_file = tmp_path / "gpu_check.md"
-    res = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--quick", "--out", str(out_file)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, SCRIPT, "--device", "cpu", "--quick", "--out", str(out_file)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     table = out_file.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| part")]
@@ -27,6 +32,7 @@ def test_the_quick_check_runs_every_part_on_the_cpu(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_cuda_without_a_gpu_is_refused_in_one_line():
-    res = subprocess.run([sys.executable, SCRIPT, "--device", "cuda"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, SCRIPT, "--device", "cuda"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "no GPU" in res.stderr

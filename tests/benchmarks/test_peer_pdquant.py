@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_missing_peer_is_one_clear_line_and_nonzero_exit(tmp_path):
     absent = tmp_path / "nowhere"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peer_pdquant.py"), "--peer-dir", str(absent)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "peer_pdquant.py"), "--peer-dir", str(absent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -57,8 +61,10 @@ def test_parse_bits():
 
 
 def test_format_table_has_one_line_per_row_and_the_dc_share():
-    rows = [Row("fmnist-resnet20", "W4A4", "equal", "ours", 91.234, 10.0, 9.0, 2.5, 9),
-            Row("fmnist-resnet20", "W4A4", "equal", "theirs", 90.0, 40.0, 39.0, 36.0, 11)]  # fmt: skip
+    rows = [
+        Row("fmnist-resnet20", "W4A4", "equal", "ours", 91.234, 10.0, 9.0, 2.5, 9),
+        Row("fmnist-resnet20", "W4A4", "equal", "theirs", 90.0, 40.0, 39.0, 36.0, 11),
+    ]
     lines = format_table(rows).splitlines()
     assert len(lines) == 4 and lines[0].startswith("| model |")
     assert "| 91.23 | 10.0 | 9.0 | 2.5 | 25 % | 9 |" in lines[2]

@@ -41,8 +41,9 @@ def _snapshot(store: RunStore) -> list[dict]:
 
 
 def _run(store: RunStore, **kw):
-    spec = RunSpec(model=kw.pop("model", "fmnist-resnet20"), method=kw.pop("config", CFG), device="cpu",
-                   eval_limit=64, **kw)  # fmt: skip
+    spec = RunSpec(
+        model=kw.pop("model", "fmnist-resnet20"), method=kw.pop("config", CFG), device="cpu", eval_limit=64, **kw
+    )
     return run_quantization(spec, store=store)
 
 

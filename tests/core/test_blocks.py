@@ -28,8 +28,11 @@ def _units(model, x):
 def _expected_count(model: nn.Module, block: type[nn.Module]) -> int:
     """One unit per block, plus one per conv/linear layer outside every block (read off the float model)."""
     blocks = [name for name, m in model.named_modules() if isinstance(m, block)]
-    loose = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-             and not any(name.startswith(b + ".") for b in blocks)]  # fmt: skip
+    loose = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not any(name.startswith(b + ".") for b in blocks)
+    ]
     return len(blocks) + len(loose)
 
 
@@ -50,8 +53,12 @@ def test_model_without_known_blocks_falls_back_to_layers():
     assert [u.kind for u in units] == ["stem", "layer", "layer", "head"]
 
 
-TV = [("resnet18", "residual block", 64), ("mobilenet_v2", "inverted residual", 64),
-      ("regnet_x_400mf", "RegNet block", 64), ("mnasnet1_0", "MnasNet block", 64)]  # fmt: skip
+TV = [
+    ("resnet18", "residual block", 64),
+    ("mobilenet_v2", "inverted residual", 64),
+    ("regnet_x_400mf", "RegNet block", 64),
+    ("mnasnet1_0", "MnasNet block", 64),
+]
 
 
 @pytest.mark.parametrize("name,block,size", TV)

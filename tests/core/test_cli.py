@@ -15,14 +15,32 @@ from tests.support.paths import ROOT
 
 def cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PTQ_EXPLORER_HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "ptq_core", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "ptq_core", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_quantize_round_trip(tmp_path):
     out = tmp_path / "r.json"
-    res = cli("quantize", "--model", "fmnist-resnet20", "--method", "rtn", "--wbits", "8", "--abits", "8",
-              "--calib", "128", "--eval-limit", "1000", "--json", str(out), "--quiet", home=tmp_path)  # fmt: skip
+    res = cli(
+        "quantize",
+        "--model",
+        "fmnist-resnet20",
+        "--method",
+        "rtn",
+        "--wbits",
+        "8",
+        "--abits",
+        "8",
+        "--calib",
+        "128",
+        "--eval-limit",
+        "1000",
+        "--json",
+        str(out),
+        "--quiet",
+        home=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     for key in ("model", "method", "wbits", "abits", "label", "spec", "run_id", "layers", "metrics"):
@@ -40,8 +58,27 @@ def test_quantize_round_trip(tmp_path):
 def test_a_stored_description_reruns_bit_identically(tmp_path):
     """quantize --json a.json; runs show ID --spec > s.json; quantize --config s.json --json b.json."""
     a, s, b = tmp_path / "a.json", tmp_path / "s.json", tmp_path / "b.json"
-    res = cli("quantize", "--method", "rtn", "--wbits", "3", "--abits", "4", "--calib", "64", "--eval-limit", "300",
-              "--override", "layer3.*=8/8", "--seed", "3", "--json", str(a), "--quiet", home=tmp_path)  # fmt: skip
+    res = cli(
+        "quantize",
+        "--method",
+        "rtn",
+        "--wbits",
+        "3",
+        "--abits",
+        "4",
+        "--calib",
+        "64",
+        "--eval-limit",
+        "300",
+        "--override",
+        "layer3.*=8/8",
+        "--seed",
+        "3",
+        "--json",
+        str(a),
+        "--quiet",
+        home=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     first = json.loads(a.read_text())
     shown = cli("runs", "show", first["run_id"], "--spec", home=tmp_path)
@@ -94,9 +131,25 @@ def test_a_run_killed_with_sigkill_is_listed_as_interrupted(tmp_path):
     from ptq_core.store import RunStore
 
     env = dict(os.environ, PTQ_EXPLORER_HOME=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "ptq_core", "quantize", "--model", "fmnist-resnet20", "--method",
-                             "rtn", "--calib", "512", "--quiet"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ptq_core",
+            "quantize",
+            "--model",
+            "fmnist-resnet20",
+            "--method",
+            "rtn",
+            "--calib",
+            "512",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     store = RunStore(tmp_path / "runs.sqlite")
     try:
         deadline = time.time() + 300

@@ -82,8 +82,15 @@ def _logits(seed: int = 0, n: int = 600, classes: int = 5) -> dict:
     zf = g.normal(size=(2 * n, classes)).astype(np.float32) * 3
     labels = zf.argmax(1)
     zq = (0.4 * zf + g.normal(size=zf.shape) * 0.8 + np.linspace(-1, 1, classes)).astype(np.float32)
-    return {"fit_q": zq[:n], "fit_f": zf[:n], "eval_q": zq[n:], "eval_f": zf[n:], "labels": labels[n:],
-            "fit_set": {"size": n}, "eval_set": {"size": n}}  # fmt: skip
+    return {
+        "fit_q": zq[:n],
+        "fit_f": zf[:n],
+        "eval_q": zq[n:],
+        "eval_f": zf[n:],
+        "labels": labels[n:],
+        "fit_set": {"size": n},
+        "eval_set": {"size": n},
+    }
 
 
 def test_cat_correction_view_blends_between_quantized_and_corrected():
@@ -138,10 +145,15 @@ def test_grid_view_is_validated():
 
 def test_multipoint_channel_view_adds_up():
     rng = np.random.default_rng(0)
-    demo = {"channels": 2, "weights": rng.normal(size=(2, 5)).astype(np.float32),
-            "coeffs": np.array([[0.5, 0.4], [0.1, 0.05]], dtype=np.float32),
-            "codes": rng.integers(-4, 4, size=(2, 2, 5)).astype(np.int8),
-            "residual": np.ones((3, 2)), "errors": np.ones((2, 2)), "reference": np.ones(2)}  # fmt: skip
+    demo = {
+        "channels": 2,
+        "weights": rng.normal(size=(2, 5)).astype(np.float32),
+        "coeffs": np.array([[0.5, 0.4], [0.1, 0.05]], dtype=np.float32),
+        "codes": rng.integers(-4, 4, size=(2, 2, 5)).astype(np.int8),
+        "residual": np.ones((3, 2)),
+        "errors": np.ones((2, 2)),
+        "reference": np.ones(2),
+    }
     view = channel_view(demo, 1)
     expected = 0.4 * demo["codes"][0, 1] + 0.05 * demo["codes"][1, 1]
     assert np.allclose(view["partial"][-1], expected)

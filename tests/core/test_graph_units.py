@@ -66,14 +66,19 @@ def test_graph_finds_the_blocks_of_unknown_classes(name):
 def _zoo_and_torchvision():
     cases = [(arch, lambda a=arch: (ZOO_ARCHS[a](), torch.randn(2, *zoo_input(a)))) for arch in ZOO_ARCHS]
     # merged RepVGG blocks are one conv each: only the known class keeps each a block unit
-    cases.append(("fmnist-repvgg-deploy", lambda: (ZOO_ARCHS["fmnist-repvgg"]().eval().reparameterize(),
-                                                   torch.randn(2, 1, 28, 28))))  # fmt: skip
+    cases.append(
+        (
+            "fmnist-repvgg-deploy",
+            lambda: (ZOO_ARCHS["fmnist-repvgg"]().eval().reparameterize(), torch.randn(2, 1, 28, 28)),
+        )
+    )
     import torchvision
 
     for tv in ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "mnasnet1_0"):
         cases.append((tv, lambda t=tv: (torchvision.models.get_model(t, weights=None), torch.randn(2, 3, 64, 64))))
-    cases.append(("vit_b_16", lambda: (torchvision.models.vit_b_16(weights=None, image_size=32),
-                                       torch.randn(2, 3, 32, 32))))  # fmt: skip
+    cases.append(
+        ("vit_b_16", lambda: (torchvision.models.vit_b_16(weights=None, image_size=32), torch.randn(2, 3, 32, 32)))
+    )
     return cases
 
 
@@ -114,8 +119,11 @@ def test_patterns_override_the_units():
     qmodel, _ = prepare(model, QuantSpec(), x)
     graph = find_units(qmodel, x[:2])
     plan = find_units(qmodel, x[:2], patterns=["blocks.1.*"])  # its expand, dw, project, shortcut: four units
-    inner = [n for n, m in qmodel.named_modules() if n.startswith("blocks.1.") and n.count(".") == 2
-             and any(isinstance(s, QuantLayer) for s in m.modules())]  # fmt: skip
+    inner = [
+        n
+        for n, m in qmodel.named_modules()
+        if n.startswith("blocks.1.") and n.count(".") == 2 and any(isinstance(s, QuantLayer) for s in m.modules())
+    ]
     assert [u.name for u in plan.units if u.name.startswith("blocks.1")] == inner
     assert len(plan.units) == len(graph.units) - 1 + len(inner)
     assert [u.name for u in find_units(qmodel, x[:2], "layers", patterns=["blocks"]).units][1] == "blocks"
@@ -134,8 +142,12 @@ def _bn_count(fp_model: nn.Module, name: str, folded: dict[str, str]) -> int:
 def test_dc_runs_on_every_unit_with_batchnorm(name, source):
     model, x = _net(name)
     events = []
-    res = quantize(model, x, PDQuantConfig(quant=QuantSpec(wbits=4, abits=8), iters=1, dc_steps=2, calib=8,
-                                           unit_source=source), events.append)  # fmt: skip
+    res = quantize(
+        model,
+        x,
+        PDQuantConfig(quant=QuantSpec(wbits=4, abits=8), iters=1, dc_steps=2, calib=8, unit_source=source),
+        events.append,
+    )
     folded = dict(res.report.folded)
     units = res.extras["recon"]["units"]
     assert [u["name"] for u in units] == [u["name"] for u in res.extras["recon"]["unit_plan"]["units"]]
@@ -185,15 +197,18 @@ def test_one_step_runs_no_prefix(name, source):
     ctx = ReconContext(qmodel, model, x, float_logits(model, x), forward_batch=4)
     ctx.tail_runner(units)
     calls = {n: 0 for n in order}
-    hooks = [qmodel.get_submodule(n).register_forward_pre_hook(lambda *_a, n=n: calls.__setitem__(n, calls[n] + 1))
-             for n in order]  # fmt: skip
+    hooks = [
+        qmodel.get_submodule(n).register_forward_pre_hook(lambda *_a, n=n: calls.__setitem__(n, calls[n] + 1))
+        for n in order
+    ]
     try:
         for i, unit in enumerate(units[1:-1], 1):  # units with both a prefix and a rest
             layers = [qmodel.get_submodule(n) for n in unit.layers]
             cache, _ = build_unit_cache(ctx, unit, i, len(units), opts)
             with unit_trainables(layers, opts) as tr:
-                inputs = StepInputs(qmodel, unit.name, qmodel.get_submodule(unit.name), cache, x, ctx.fp_logits,
-                                    tr.rounders, ctx.tails)  # fmt: skip
+                inputs = StepInputs(
+                    qmodel, unit.name, qmodel.get_submodule(unit.name), cache, x, ctx.fp_logits, tr.rounders, ctx.tails
+                )
                 trainer = UnitTrainer(inputs, tr, opts)
                 idx = torch.arange(4)
                 trainer.step(1, idx)  # the first call also checks the tail against the full forward, once

@@ -15,10 +15,13 @@ SUBPACKAGES = sorted(p.parent.name for p in (ROOT / "ptq_core").glob("*/__init__
 @pytest.mark.parametrize("name", SUBPACKAGES)
 def test_subpackage_imports_alone(name):
     """A stub parent package, so nothing `ptq_core/__init__.py` imports first can hide a cycle."""
-    code = ("import sys, types; p = types.ModuleType('ptq_core'); p.__path__ = [sys.argv[1]]; "
-            f"sys.modules['ptq_core'] = p; import ptq_core.{name}")  # fmt: skip
-    res = subprocess.run([sys.executable, "-c", code, str(ROOT / "ptq_core")], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    code = (
+        "import sys, types; p = types.ModuleType('ptq_core'); p.__path__ = [sys.argv[1]]; "
+        f"sys.modules['ptq_core'] = p; import ptq_core.{name}"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "ptq_core")], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr.strip().splitlines()[-1:]
 
 

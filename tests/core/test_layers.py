@@ -56,8 +56,14 @@ def _module_names(package: str) -> list[str]:
 def _import_each(names: list[str]) -> dict[str, str]:
     """Name -> error for the names that fail to import with a stub parent (empty when all import)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-c", _IMPORT_EACH, str(ROOT / "ptq_core"), *names], capture_output=True,
-                         text=True, cwd=ROOT, env=env, timeout=900)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH, str(ROOT / "ptq_core"), *names],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
     failures = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
     assert res.returncode == 0 or failures, res.stderr.strip().splitlines()[-3:]
     return failures
@@ -177,8 +183,11 @@ def _private_imports(folder: str) -> list[str]:
             source = _target(module, is_package, node)
             if source.split(".")[0] not in PACKAGES:
                 continue
-            found += [f"{module} <- {source}.{a.name}" for a in node.names
-                      if a.name.startswith("_") and not a.name.startswith("__")]  # fmt: skip
+            found += [
+                f"{module} <- {source}.{a.name}"
+                for a in node.names
+                if a.name.startswith("_") and not a.name.startswith("__")
+            ]
     return found
 
 

@@ -15,8 +15,13 @@ from ptq_core.metrics import evaluate
 from ptq_core.models import list_models, resolve_device
 from ptq_core.zoo import ZOO_ARCHS
 
-FLOOR = {"fmnist-resnet20": 92.0, "fmnist-mobilenetv2": 91.0, "fmnist-repvgg": 92.0, "fmnist-vit": 88.0,
-         "fmnist-resnet18": 92.0}
+FLOOR = {
+    "fmnist-resnet20": 92.0,
+    "fmnist-mobilenetv2": 91.0,
+    "fmnist-repvgg": 92.0,
+    "fmnist-vit": 88.0,
+    "fmnist-resnet18": 92.0,
+}
 
 
 @pytest.mark.parametrize("name", list(ZOO_ARCHS))
@@ -131,8 +136,13 @@ def test_imagefolder_with_a_torchvision_model_and_its_transforms(tmp_path, store
     net = torchvision.models.get_model("mobilenet_v2", weights=None, num_classes=1000)
     save_state_dict(net, tmp_path / "w.safetensors")
     cfg = RTNConfig(quant=QuantSpec(wbits=8, abits=8, w_observer="minmax", a_observer="minmax"), calib=4, batch_size=4)
-    spec = RunSpec(model="mobilenet_v2", method=cfg, data=f"imagefolder:{tmp_path / 'imgs'}", device="cpu",
-                   weights=str(tmp_path / "w.safetensors"))  # fmt: skip
+    spec = RunSpec(
+        model="mobilenet_v2",
+        method=cfg,
+        data=f"imagefolder:{tmp_path / 'imgs'}",
+        device="cpu",
+        weights=str(tmp_path / "w.safetensors"),
+    )
     res, _ = run_quantization(spec)
     assert res.metrics["eval_samples"] == 4 and res.extras["data"]["calib"] == 4
     assert len(res.layers) == 53

@@ -112,8 +112,9 @@ def test_state_dicts_saved_with_the_unused_observer_still_load():
     with pytest.raises(RuntimeError, match="Unexpected"):
         fresh.load_state_dict({**old, "not_a_key": torch.zeros(1)})
     multi = MultipointQuantizer(4, torch.ones(1, 4, 18, dtype=torch.int8), torch.ones(1, 4), torch.ones(4), w.shape)
-    multi.load_state_dict({**multi.state_dict(), "scale": torch.ones(4), "zero_point": torch.zeros(4),
-                           "_calibrated": torch.tensor(True)})  # fmt: skip
+    multi.load_state_dict(
+        {**multi.state_dict(), "scale": torch.ones(4), "zero_point": torch.zeros(4), "_calibrated": torch.tensor(True)}
+    )
 
 
 def test_int_range_is_the_grid_of_every_scheme():
@@ -163,7 +164,8 @@ def test_the_report_shows_a_multipoint_weight_without_a_stand_in_grid():
     model = _model()
     layer = model[0]
     codes = torch.randint(-8, 8, (2, 4, 18))
-    layer.weight_quantizer = MultipointQuantizer(4, codes, torch.rand(2, 4), torch.tensor([1, 2, 1, 1]),
-                                                 layer.weight.shape)  # fmt: skip
+    layer.weight_quantizer = MultipointQuantizer(
+        4, codes, torch.rand(2, 4), torch.tensor([1, 2, 1, 1]), layer.weight.shape
+    )
     layer.set_quant_state(True, False)
     assert quantizer_params(model)[0]["weight"] == {"bits": 4, "form": "MultipointQuantizer", "per_channel": False}

@@ -23,11 +23,23 @@ from ptq_core.report import quantizer_params
 from tests.support.helpers import TinyChain, randomize_bn, self_labelled
 
 CHROMIUM = os.environ.get("PTQ_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]  # fmt: skip
-SPEC = RunSpec(model="fmnist-resnet20", device="cpu", eval_limit=64, error_samples=32,
-               method=RTNConfig(quant=QuantSpec(wbits=4, abits=4, w_observer="minmax", a_observer="minmax"),
-                                calib=32))  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+SPEC = RunSpec(
+    model="fmnist-resnet20",
+    device="cpu",
+    eval_limit=64,
+    error_samples=32,
+    method=RTNConfig(quant=QuantSpec(wbits=4, abits=4, w_observer="minmax", a_observer="minmax"), calib=32),
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +66,9 @@ def test_report_reproduces_the_run_and_holds_its_measurements(report_file):
     text = path.read_text()
     assert f"reproduced: the rebuilt top-1 {record.metrics['top1']:.2f}% equals the stored one" in text
     layers = [e["name"] for e in record.layers]
-    assert all(f"<code>{name}</code>: weights 4-bit [0, 15] minmax" in text for name in layers
-               if name not in ("conv1", "fc"))  # fmt: skip
+    assert all(
+        f"<code>{name}</code>: weights 4-bit [0, 15] minmax" in text for name in layers if name not in ("conv1", "fc")
+    )
     assert "<code>conv1</code>: weights 8-bit [0, 255]" in text  # the first/last policy, as the model runs it
     assert text.count("<svg") == 1 + 2 * len(layers)  # per-layer errors + a weight and an input histogram each
     for tag in ("<script", "<link", "@import", "url(", "src=", "http://", "https://"):
@@ -66,8 +79,9 @@ def test_quantizer_params_read_what_the_model_uses():
     torch.manual_seed(0)
     model = randomize_bn(TinyChain())
     x = TinyChain.example_inputs(16)
-    q = rtn_model(model, x, QuantSpec(wbits=4, abits=8, first_last_bits=None, w_observer="minmax",
-                                      a_observer="minmax")).model  # fmt: skip
+    q = rtn_model(
+        model, x, QuantSpec(wbits=4, abits=8, first_last_bits=None, w_observer="minmax", a_observer="minmax")
+    ).model
     params = {p["layer"]: p for p in quantizer_params(q)}
     for name, layer in quant_layers(q):
         w = params[name]["weight"]
@@ -126,12 +140,17 @@ def test_reconstruction_runs_store_the_overfitting_check():
     model = randomize_bn(TinyChain())
     x = TinyChain.example_inputs(192)
     y = torch.cat([yb for _, yb in self_labelled(model, x)])
-    bundle = DataBundle("tiny", TensorDataset(x[:96], y[:96]), TensorDataset(x[96:], y[96:]), tuple("0123456789"),
-                        "test tensors")  # fmt: skip
+    bundle = DataBundle(
+        "tiny", TensorDataset(x[:96], y[:96]), TensorDataset(x[96:], y[96:]), tuple("0123456789"), "test tensors"
+    )
     loaded = LoadedModel(model, ModelEntry("tiny", "custom", "ready"))
     quant = QuantSpec(wbits=2, abits=8, first_last_bits=None, w_observer="minmax", a_observer="minmax")
-    spec = RunSpec(model="tiny", device="cpu", error_samples=32,
-                   method=AdaRoundConfig.from_preset("fast", quant=quant, iters=2, calib=32))  # fmt: skip
+    spec = RunSpec(
+        model="tiny",
+        device="cpu",
+        error_samples=32,
+        method=AdaRoundConfig.from_preset("fast", quant=quant, iters=2, calib=32),
+    )
     result, _ = quantize_and_evaluate(spec, loaded, bundle, torch.device("cpu"))
     overfit = result.extras()["overfit"]
     assert overfit["calib"]["images"] == 32 and overfit["test"]["images"] == 32  # as many as were calibrated on

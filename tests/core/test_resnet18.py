@@ -51,7 +51,8 @@ def test_float_and_w8a8_on_a_subset(resnet18, data):
     calib = calibration_tensor(data, 64)
     q = quantize(resnet18.model, calib, RTNConfig(quant=QuantSpec(wbits=8, abits=8), calib=64))
     w8a8 = evaluate(q.model, loader)["top1"]
-    w2a2 = evaluate(quantize(resnet18.model, calib, RTNConfig(quant=QuantSpec(wbits=2, abits=2), calib=64)).model,
-                    loader)["top1"]  # fmt: skip
+    w2a2 = evaluate(
+        quantize(resnet18.model, calib, RTNConfig(quant=QuantSpec(wbits=2, abits=2), calib=64)).model, loader
+    )["top1"]
     assert fp >= 90.0, f"float top-1 {fp:.2f} on the first {SUBSET} test images"
     assert abs(fp - w8a8) <= 1.0 and w2a2 < fp - 5.0, (fp, w8a8, w2a2)

@@ -13,9 +13,21 @@ from ptq_core.run_export import write_artifact
 from ptq_core.spec import RunSpec, make_config
 from ptq_core.store import RunStore
 
-SPEC = RunSpec(model="fmnist-resnet20", device="cpu", eval_limit=200, error_samples=32,
-               method=make_config("rtn", wbits=4, abits=4, calib=32, w_observer="minmax", a_observer="minmax",
-                                  overrides={"layer3.*": {"wbits": 8, "abits": 8}}))  # fmt: skip
+SPEC = RunSpec(
+    model="fmnist-resnet20",
+    device="cpu",
+    eval_limit=200,
+    error_samples=32,
+    method=make_config(
+        "rtn",
+        wbits=4,
+        abits=4,
+        calib=32,
+        w_observer="minmax",
+        a_observer="minmax",
+        overrides={"layer3.*": {"wbits": 8, "abits": 8}},
+    ),
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,13 @@ from ptq_core.store import SCHEMA_VERSION, RunStore
 
 def test_run_spec_round_trips_through_json_for_every_method():
     for name in METHODS:
-        spec = RunSpec(model="fmnist-vit", data="fmnist-sample", method=make_config(name, wbits=2, seed=5),
-                       cat=CATOptions(k=8), eval_limit=500)  # fmt: skip
+        spec = RunSpec(
+            model="fmnist-vit",
+            data="fmnist-sample",
+            method=make_config(name, wbits=2, seed=5),
+            cat=CATOptions(k=8),
+            eval_limit=500,
+        )
         back = RunSpec.from_json(spec.to_json())
         assert back == spec and type(back.method) is type(spec.method)
         assert back.method.quant.wbits == 2 and back.seed == 5 and back.cat.k == 8
@@ -65,14 +70,43 @@ def test_every_config_field_has_a_cli_option():
 
 
 def test_cli_options_build_the_same_spec_as_the_python_api():
-    argv = ["quantize", "--model", "fmnist-vit", "--method", "qdrop", "--preset", "fast", "--iters", "9",
-            "--wbits", "2", "--abits", "4", "--a-observer", "minmax", "--no-w-per-channel", "--drop-prob", "0.25",
-            "--override", "head=8/8", "--eval-limit", "100", "--cat", "--cat-k", "4"]  # fmt: skip
+    argv = [
+        "quantize",
+        "--model",
+        "fmnist-vit",
+        "--method",
+        "qdrop",
+        "--preset",
+        "fast",
+        "--iters",
+        "9",
+        "--wbits",
+        "2",
+        "--abits",
+        "4",
+        "--a-observer",
+        "minmax",
+        "--no-w-per-channel",
+        "--drop-prob",
+        "0.25",
+        "--override",
+        "head=8/8",
+        "--eval-limit",
+        "100",
+        "--cat",
+        "--cat-k",
+        "4",
+    ]
     spec = spec_from_args(build_parser().parse_args(argv))
-    quant = QuantSpec(wbits=2, abits=4, a_observer="minmax", w_per_channel=False, overrides={"head": {"wbits": 8,
-                      "abits": 8}})  # fmt: skip
-    expected = RunSpec(model="fmnist-vit", method=make_config("qdrop", preset="fast", iters=9, drop_prob=0.25,
-                       quant=quant), eval_limit=100, cat=CATOptions(k=4))  # fmt: skip
+    quant = QuantSpec(
+        wbits=2, abits=4, a_observer="minmax", w_per_channel=False, overrides={"head": {"wbits": 8, "abits": 8}}
+    )
+    expected = RunSpec(
+        model="fmnist-vit",
+        method=make_config("qdrop", preset="fast", iters=9, drop_prob=0.25, quant=quant),
+        eval_limit=100,
+        cat=CATOptions(k=4),
+    )
     assert spec == expected
 
 
@@ -106,10 +140,12 @@ def test_one_override_parser():
 
 
 def test_bits_summary_labels_mixed_precision():
-    layers = [{"name": "conv1", "wbits": 8, "abits": 8, "params": 100, "role": "first"},
-              {"name": "a", "wbits": 2, "abits": 2, "params": 1000, "role": ""},
-              {"name": "b", "wbits": 8, "abits": 8, "params": 1000, "role": ""},
-              {"name": "fc", "wbits": 8, "abits": 8, "params": 100, "role": "last"}]  # fmt: skip
+    layers = [
+        {"name": "conv1", "wbits": 8, "abits": 8, "params": 100, "role": "first"},
+        {"name": "a", "wbits": 2, "abits": 2, "params": 1000, "role": ""},
+        {"name": "b", "wbits": 8, "abits": 8, "params": 1000, "role": ""},
+        {"name": "fc", "wbits": 8, "abits": 8, "params": 100, "role": "last"},
+    ]
     uniform = QuantSpec(wbits=2, abits=2)
     mixed = bits_summary(layers, uniform)
     assert mixed.mixed and mixed.overridden == 1
@@ -129,8 +165,11 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
         status TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL, wbits INTEGER NOT NULL,
         abits INTEGER NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL, layers TEXT NOT NULL,
         timings TEXT NOT NULL, env TEXT NOT NULL, error TEXT, extras TEXT NOT NULL)""")
-    conn.execute("INSERT INTO runs VALUES ('old', 1.0, 2.0, 'done', 'm', 'rtn', 4, 4, ?, '{\"top1\": 50}', '[]', "
-                 "'{}', '{}', NULL, '{}')", (json.dumps({"calib": 64}),))  # fmt: skip
+    conn.execute(
+        "INSERT INTO runs VALUES ('old', 1.0, 2.0, 'done', 'm', 'rtn', 4, 4, ?, '{\"top1\": 50}', '[]', "
+        "'{}', '{}', NULL, '{}')",
+        (json.dumps({"calib": 64}),),
+    )
     conn.commit()
     conn.close()
     store = RunStore(path)

@@ -99,17 +99,30 @@ def test_unknown_run_and_delete(store: RunStore) -> None:
 
 def test_json_encoding_of_numpy_torch_and_non_finite(store: RunStore) -> None:
     metrics = {
-        "np_float": np.float32(0.25), "np_int": np.int64(3), "np_arr": np.arange(3),
-        "t_scalar": torch.tensor(1.5), "t_vec": torch.tensor([1.0, float("nan")]),
-        "nan": float("nan"), "inf": float("inf"), "flag": np.bool_(True), "path": Path("a"),
-    }  # fmt: skip
+        "np_float": np.float32(0.25),
+        "np_int": np.int64(3),
+        "np_arr": np.arange(3),
+        "t_scalar": torch.tensor(1.5),
+        "t_vec": torch.tensor([1.0, float("nan")]),
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "flag": np.bool_(True),
+        "path": Path("a"),
+    }
     run_id = store.start("tiny", "minmax", 8, 8, {"w": np.float64(2.0)})
     store.finish(run_id, metrics, [{"mse": torch.tensor(float("inf"))}], {})
     rec = store.get(run_id)
     assert rec.metrics == {
-        "np_float": 0.25, "np_int": 3, "np_arr": [0, 1, 2], "t_scalar": 1.5,
-        "t_vec": [1.0, None], "nan": None, "inf": None, "flag": True, "path": "a",
-    }  # fmt: skip
+        "np_float": 0.25,
+        "np_int": 3,
+        "np_arr": [0, 1, 2],
+        "t_scalar": 1.5,
+        "t_vec": [1.0, None],
+        "nan": None,
+        "inf": None,
+        "flag": True,
+        "path": "a",
+    }
     assert rec.layers == [{"mse": None}] and rec.config == {"w": 2.0}
     assert to_jsonable((1, {2: math.inf})) == [1, {"2": None}]
 

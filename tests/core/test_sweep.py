@@ -40,8 +40,14 @@ def test_grid_cells_are_the_product_of_the_axes_in_order():
     grid = _grid("g", {"method": ["rtn", "qdrop"], "wbits": [2, 4], "iters": [1, 2]})
     keys = [c.key for c in grid.cells()]
     # rtn has no iters: its cells leave it out and are not repeated
-    assert keys == ["method=rtn wbits=2", "method=rtn wbits=4", "method=qdrop wbits=2 iters=1",
-                    "method=qdrop wbits=2 iters=2", "method=qdrop wbits=4 iters=1", "method=qdrop wbits=4 iters=2"]
+    assert keys == [
+        "method=rtn wbits=2",
+        "method=rtn wbits=4",
+        "method=qdrop wbits=2 iters=1",
+        "method=qdrop wbits=2 iters=2",
+        "method=qdrop wbits=4 iters=1",
+        "method=qdrop wbits=4 iters=2",
+    ]
     qdrop = grid.cells()[3].spec
     assert qdrop.method.iters == 2 and qdrop.method.quant.wbits == 2 and qdrop.eval_limit == 100
 
@@ -55,12 +61,15 @@ def test_a_stored_description_is_a_base(tmp_path):
     assert grid.cells()[1].spec.seed == 1
 
 
-@pytest.mark.parametrize("grid, message", [
-    ({"axes": {"wbitz": [2]}}, "axis 'wbitz': wbitz is not a run setting"),
-    ({"axes": {"wbits": []}}, "non-empty list"),
-    ({"axes": {"wbits": [2]}, "extra": 1}, "unknown grid key"),
-    ({"base": {"method": "nope"}}, "unknown method"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"axes": {"wbitz": [2]}}, "axis 'wbitz': wbitz is not a run setting"),
+        ({"axes": {"wbits": []}}, "non-empty list"),
+        ({"axes": {"wbits": [2]}, "extra": 1}, "unknown grid key"),
+        ({"base": {"method": "nope"}}, "unknown method"),
+    ],
+)
 def test_bad_grids_are_one_line_errors(grid, message):
     with pytest.raises(ConfigError, match=message):
         Grid.from_dict(grid, "g")
@@ -162,8 +171,12 @@ def test_the_sensitivity_sweep_on_ray_gives_the_same_rows(ray_local, fmnist, one
 def test_settings_that_vary_together_are_one_axis():
     bits = [{"wbits": 4, "abits": 4}, {"wbits": 2, "abits": 8}]
     cells = _grid("linked", {"bits": bits, "seed": [0, 1]}).cells()
-    assert [c.key for c in cells] == ["wbits=4 abits=4 seed=0", "wbits=4 abits=4 seed=1", "wbits=2 abits=8 seed=0",
-                                      "wbits=2 abits=8 seed=1"]  # fmt: skip
+    assert [c.key for c in cells] == [
+        "wbits=4 abits=4 seed=0",
+        "wbits=4 abits=4 seed=1",
+        "wbits=2 abits=8 seed=0",
+        "wbits=2 abits=8 seed=1",
+    ]
     assert cells[2].spec.method.quant.abits == 8
     with pytest.raises(ConfigError, match="abitz is not a run setting"):
         _grid("bad", {"bits": [{"abitz": 2}]})
@@ -186,8 +199,20 @@ def test_runs_list_filters_a_sweep(store_home, capsys):
 
     store = RunStore()
     for run_id, sweep in (("a1", "mine"), ("b2", "other"), ("c3", "")):
-        store.add(RunRecord(run_id=run_id, created=1.0, finished=2.0, status="done", model="m", method="rtn",
-                            wbits=4, abits=4, sweep=sweep, cell="wbits=4" if sweep else ""))  # fmt: skip
+        store.add(
+            RunRecord(
+                run_id=run_id,
+                created=1.0,
+                finished=2.0,
+                status="done",
+                model="m",
+                method="rtn",
+                wbits=4,
+                abits=4,
+                sweep=sweep,
+                cell="wbits=4" if sweep else "",
+            )
+        )
     assert main(["runs", "list", "--sweep", "mine"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("a1") and out[0].endswith("[mine: wbits=4]")

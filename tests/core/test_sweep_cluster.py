@@ -36,8 +36,14 @@ def cluster():
 
 def _sweep(grid: Path, home: Path, *args: str) -> subprocess.Popen:
     env = dict(os.environ, PTQ_EXPLORER_HOME=str(home))
-    return subprocess.Popen([sys.executable, "-m", "ptq_core", "sweep", str(grid), "--quiet", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "ptq_core", "sweep", str(grid), "--quiet", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_a_done_cell(proc: subprocess.Popen, store_path: Path, sweep: str, timeout: float = 900) -> None:

@@ -175,8 +175,17 @@ def inception_net() -> InceptionNet:
     return InceptionNet()
 
 
-NETS = {"dw-bottleneck": dw_bottleneck_net, "densenet-like": densenet_like, "se-resnet": se_net,
-        "inception": inception_net, "vgg-chain": vgg_chain}  # fmt: skip
-BLOCKS: dict[str, tuple[type[nn.Module], ...]] = {"dw-bottleneck": (DWBottleneck,), "densenet-like": (DenseBlock,),
-                                                  "se-resnet": (SEResBlock,), "inception": (Inception,),
-                                                  "vgg-chain": ()}  # fmt: skip
+NETS = {
+    "dw-bottleneck": dw_bottleneck_net,
+    "densenet-like": densenet_like,
+    "se-resnet": se_net,
+    "inception": inception_net,
+    "vgg-chain": vgg_chain,
+}
+BLOCKS: dict[str, tuple[type[nn.Module], ...]] = {
+    "dw-bottleneck": (DWBottleneck,),
+    "densenet-like": (DenseBlock,),
+    "se-resnet": (SEResBlock,),
+    "inception": (Inception,),
+    "vgg-chain": (),
+}

@@ -26,13 +26,17 @@ from tests.support.app_support import RESNET20_LAYERS, assert_clean, metric, new
 from tests.support.helpers import wait_until
 from tests.support.paths import APP, SUPPORT
 
-PAGES = ["pages/model_data.py", "pages/quantize.py", "pages/layer_errors.py", "pages/compare_runs.py",
-         "pages/learn_quantizer.py"]  # fmt: skip
+PAGES = [
+    "pages/model_data.py",
+    "pages/quantize.py",
+    "pages/layer_errors.py",
+    "pages/compare_runs.py",
+    "pages/learn_quantizer.py",
+]
 MODEL_PAGES = {"pages/model_data.py", "pages/quantize.py", "pages/learn_quantizer.py"}  # pages that load the model
 
 # environment of the app under test (applied by the `app_env` fixture in conftest.py)
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "500"}
-
 
 
 def test_every_page_renders(app_env, weights):
@@ -251,8 +255,10 @@ def test_job_thread_reports_progress_and_cancels():
 def test_charts_are_plain_functions():
     from ptq_ui import charts
 
-    layers = [{"name": "conv1", "sqnr_db": 30.0, "wbits": 8, "abits": 8},
-              {"name": "layer1.0", "sqnr_db": None, "wbits": 4, "abits": 4}]  # fmt: skip
+    layers = [
+        {"name": "conv1", "sqnr_db": 30.0, "wbits": 8, "abits": 8},
+        {"name": "layer1.0", "sqnr_db": None, "wbits": 4, "abits": 4},
+    ]
     fig = charts.runs.sqnr_bars(layers)
     assert [t.name for t in fig.data] == ["W8/A8", "W4/A4"]
     lines = charts.runs.layer_metric_lines({"a": layers, "b": layers}, "sqnr_db", "t")

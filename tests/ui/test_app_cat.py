@@ -20,7 +20,6 @@ PAGE = "pages/cat_corrections.py"
 APP_ENV = {"PTQ_UI_EVAL_LIMIT": "500"}
 
 
-
 def test_page_renders_and_sliders_change_it(app_env):
     at = AppTest.from_file(APP, default_timeout=240)
     at.session_state["run_form"] = {"quant": {"wbits": 4, "abits": 2}}  # base: RTN W4A2, 256 calibration images

@@ -13,12 +13,15 @@ from ptq_core.analysis import clusters
 from tests.support.app_support import RESNET20_LAYERS, assert_clean, chart, metric, new_app, trace_names
 from tests.support.paths import APP
 
-SMALL = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}}, "oc_images": 32, "ac_images": 200,
-         "sens_bits": [2, 8]}  # fmt: skip
+SMALL = {
+    "run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}},
+    "oc_images": 32,
+    "ac_images": 200,
+    "sens_bits": [2, 8],
+}
 
 # environment of the app under test (applied by the `app_env` fixture in conftest.py)
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "100"}
-
 
 
 def open_page(weights: str | None, page: str, **state) -> AppTest:
@@ -150,8 +153,9 @@ def test_measured_culprits_run_as_a_job_and_apply(app_env, weights):
     res = at.session_state["culprit_job"].result
     names = {c["layer"] for c in res["candidates"]}
     assert names and not names & {"conv1", "fc"}  # kept at 8 bits by the policy: never candidates
-    assert [c["recovered"] for c in res["candidates"]] == sorted((c["recovered"] for c in res["candidates"]),
-                                                                 reverse=True)  # fmt: skip
+    assert [c["recovered"] for c in res["candidates"]] == sorted(
+        (c["recovered"] for c in res["candidates"]), reverse=True
+    )
     if res["chosen"]:
         at.button(key="cu_apply").click().run()
         assert at.session_state["run_form"]["overrides"] == res["overrides"]

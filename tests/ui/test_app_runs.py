@@ -70,8 +70,16 @@ def test_a_small_data_set_does_not_overwrite_the_calibration_choice(app_env, tv_
     and that pair is refused), so both data sets here are folders: 300 images, then 12.
     """
     big, small = _image_folder(tmp_path / "big", per_class=150), _image_folder(tmp_path / "small")
-    at = new_app(None, QUANTIZE, **SMALL, model_source="torchvision", model="mobilenet_v2", data_kind="imagefolder",
-                 data_folder=str(big), data=f"imagefolder:{big}")  # fmt: skip
+    at = new_app(
+        None,
+        QUANTIZE,
+        **SMALL,
+        model_source="torchvision",
+        model="mobilenet_v2",
+        data_kind="imagefolder",
+        data_folder=str(big),
+        data=f"imagefolder:{big}",
+    )
     at.session_state["weights"], at.session_state["weights_for"] = tv_weights, "mobilenet_v2"
     at.run()
     at.number_input(key="w_q_calib").set_value(128).run()
@@ -120,8 +128,14 @@ def _stored(store: RunStore, seed: int, eval_limit: int, top1: float, fail: str 
     if fail:
         store.fail(run_id, fail)
     else:
-        store.finish(run_id, {"fp_top1": 93.0 + eval_limit / 1e4, "top1": top1, "eval_samples": eval_limit}, [], {},
-                     extras={"data": {"name": "fmnist-sample"}}, label="W4A4")  # fmt: skip
+        store.finish(
+            run_id,
+            {"fp_top1": 93.0 + eval_limit / 1e4, "top1": top1, "eval_samples": eval_limit},
+            [],
+            {},
+            extras={"data": {"name": "fmnist-sample"}},
+            label="W4A4",
+        )
     return run_id
 
 
@@ -147,8 +161,11 @@ def test_compare_runs_says_what_each_number_is(app_env):
 
 def test_activation_clusters_say_which_bits_they_use(app_env, weights):
     """Defect 5: the page applied the Quantize page's overrides silently; its bits slider then did nothing."""
-    state = {"run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}, "overrides": "layer*=8/8"},
-             "ac_images": 100, "ac_layer": "logits"}  # fmt: skip
+    state = {
+        "run_form": {"quant": {"w_observer": "minmax", "a_observer": "minmax"}, "overrides": "layer*=8/8"},
+        "ac_images": 100,
+        "ac_layer": "logits",
+    }
     at = new_app(weights, "pages/activation_clusters.py", **state)
     assert not at.exception
     text = captions(at)
@@ -217,8 +234,14 @@ def test_compare_runs_builds_a_shareable_report(app_env, weights):
     from ptq_core import run_quantization
 
     quant = {"wbits": 4, "abits": 4, "w_observer": "minmax", "a_observer": "minmax"}
-    spec = RunSpec(model="fmnist-resnet20", weights=weights, device="cpu", eval_limit=64, error_samples=32,
-                   method=make_config("rtn", calib=32, **quant))  # fmt: skip
+    spec = RunSpec(
+        model="fmnist-resnet20",
+        weights=weights,
+        device="cpu",
+        eval_limit=64,
+        error_samples=32,
+        method=make_config("rtn", calib=32, **quant),
+    )
     record, _ = run_quantization(spec)
     at = new_app(None, "pages/compare_runs.py")
     at.selectbox(key="w_cr_detail").set_value(record.run_id).run()
@@ -232,18 +255,34 @@ def test_compare_runs_builds_a_shareable_report(app_env, weights):
 
 def _sweep_cell(store: RunStore, method: str, wbits: int, seed: int, top1: float) -> None:
     spec = RunSpec(method=make_config(method, wbits=wbits, abits=4, seed=seed)).to_dict()
-    record = RunRecord(run_id=f"{method}{wbits}s{seed}", created=float(seed + 10 * wbits), finished=99.0,
-                       status="done", model="fmnist-resnet20", method=method, wbits=wbits, abits=4,
-                       config=spec["method"], metrics={"top1": top1, "fp_top1": 94.0}, spec=spec, sweep="grid",
-                       cell=f"method={method} wbits={wbits} seed={seed}")  # fmt: skip
+    record = RunRecord(
+        run_id=f"{method}{wbits}s{seed}",
+        created=float(seed + 10 * wbits),
+        finished=99.0,
+        status="done",
+        model="fmnist-resnet20",
+        method=method,
+        wbits=wbits,
+        abits=4,
+        config=spec["method"],
+        metrics={"top1": top1, "fp_top1": 94.0},
+        spec=spec,
+        sweep="grid",
+        cell=f"method={method} wbits={wbits} seed={seed}",
+    )
     store.add(record)
 
 
 def test_compare_runs_draws_a_sweep_as_a_table_and_a_plot(app_env):
     store = RunStore()
     _stored(store, 0, 500, 90.0)  # not in the sweep
-    for method, wbits, seed, top1 in [("rtn", 2, 0, 50.0), ("rtn", 2, 1, 54.0), ("rtn", 4, 0, 90.0),
-                                      ("rtn", 4, 1, 92.0), ("adaround", 2, 0, 70.0)]:  # fmt: skip
+    for method, wbits, seed, top1 in [
+        ("rtn", 2, 0, 50.0),
+        ("rtn", 2, 1, 54.0),
+        ("rtn", 4, 0, 90.0),
+        ("rtn", 4, 1, 92.0),
+        ("adaround", 2, 0, 70.0),
+    ]:
         _sweep_cell(store, method, wbits, seed, top1)
     at = new_app(None, "pages/compare_runs.py")
     assert not at.exception
@@ -252,7 +291,7 @@ def test_compare_runs_draws_a_sweep_as_a_table_and_a_plot(app_env):
     groups = at.dataframe[0].value
     assert list(groups["cells"]) == ["method=adaround wbits=2", "method=rtn wbits=2", "method=rtn wbits=4"]
     rtn2 = groups[groups["cells"] == "method=rtn wbits=2"].iloc[0]
-    assert rtn2["top1"] == 52.0 and rtn2["std"] == pytest.approx(2 ** 0.5 * 2) and rtn2["seeds"] == "0, 1"
+    assert rtn2["top1"] == 52.0 and rtn2["std"] == pytest.approx(2**0.5 * 2) and rtn2["seeds"] == "0, 1"
     plot = at.get("plotly_chart")[0].proto.spec
     assert '"name":"rtn"' in plot.replace(" ", "") and '"name":"adaround"' in plot.replace(" ", "")
     assert len(at.dataframe[1].value) == 5  # the run table lists the sweep's runs only

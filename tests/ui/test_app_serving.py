@@ -244,4 +244,3 @@ def test_choosing_imagefolder_keeps_the_model_source_and_model(app_env, tv_weigh
     at.radio(key="w_data_kind").set_value("imagefolder").run()
     assert at.radio(key="w_model_source").value == "torchvision"
     assert at.session_state["model"] == "mobilenet_v2"
-

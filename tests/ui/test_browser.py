@@ -51,7 +51,7 @@ pytestmark = [
         not Path(CHROMIUM).is_file(),
         reason=f"no chromium at {CHROMIUM}: `apt-get install "
         "chromium` (make test does it when it runs as root or with sudo)",
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -81,8 +81,16 @@ def test_app_pages_are_discovered():
 def server(tmp_path_factory):
     """The app on a free loopback port, with a private run store and a small evaluation."""
     home = tmp_path_factory.mktemp("browser-store")
-    env = dict(os.environ, PTQ_EXPLORER_HOME=str(home), PTQ_UI_EVAL_LIMIT="200", PTQ_UI_THREADS="1",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PTQ_MAX_JOBS="1", PTQ_JOB_THREADS="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        PTQ_EXPLORER_HOME=str(home),
+        PTQ_UI_EVAL_LIMIT="200",
+        PTQ_UI_THREADS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        PTQ_MAX_JOBS="1",
+        PTQ_JOB_THREADS="1",
+    )
     with open(home / "server.log", "w") as log:
         try:
             with app_server(env, log, START_S) as url:

@@ -83,8 +83,11 @@ def test_job_snapshot_carries_an_estimate_once_under_way(monkeypatch):
 
     def work(progress):
         for i in range(4):
-            progress(ProgressEvent("reconstruct", i + 1, 8, unit=f"block{i}", unit_index=i, num_units=8,
-                                   losses={"rec": 1.0 / (i + 1)}))  # fmt: skip
+            progress(
+                ProgressEvent(
+                    "reconstruct", i + 1, 8, unit=f"block{i}", unit_index=i, num_units=8, losses={"rec": 1.0 / (i + 1)}
+                )
+            )
         return "done"
 
     job = jobs.start_job(work, "test", sync=True)
@@ -94,8 +97,19 @@ def test_job_snapshot_carries_an_estimate_once_under_way(monkeypatch):
 
 
 def test_loss_chart_is_by_unit_and_step():
-    history = [{"point": i, "stage": "reconstruct", "unit": f"block{u}", "unit_index": u, "step": s, "total": 4,
-                "loss": "rec", "value": 1.0 / i} for i, (u, s) in enumerate([(0, 1), (0, 3), (1, 2)], 1)]  # fmt: skip
+    history = [
+        {
+            "point": i,
+            "stage": "reconstruct",
+            "unit": f"block{u}",
+            "unit_index": u,
+            "step": s,
+            "total": 4,
+            "loss": "rec",
+            "value": 1.0 / i,
+        }
+        for i, (u, s) in enumerate([(0, 1), (0, 3), (1, 2)], 1)
+    ]
     fig = charts.runs.loss_lines(history)
     assert list(fig.data[0].x) == [1.25, 1.75, 2.5]
     assert list(fig.layout.xaxis.ticktext) == ["block0", "block1"] and list(fig.layout.xaxis.tickvals) == [1, 2]

@@ -27,8 +27,10 @@ def _imports(path: Path) -> set[str]:
 def _uses(path: Path, attr: str) -> bool:
     """Whether the code (not its docstrings) of a file reads `st.<attr>`."""
     tree = ast.parse(path.read_text(), str(path))
-    return any(isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name) and n.value.id == "st"
-               for n in ast.walk(tree))  # fmt: skip
+    return any(
+        isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name) and n.value.id == "st"
+        for n in ast.walk(tree)
+    )
 
 
 def _has_constant(path: Path, value: str) -> bool:
@@ -40,8 +42,9 @@ def test_the_ui_files_are_found():
 
 
 def test_no_ui_file_imports_torch():
-    offenders = {str(p.relative_to(ROOT)): sorted(m for m in _imports(p) if m.split(".")[0] == "torch")
-                 for p in UI_FILES}  # fmt: skip
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(m for m in _imports(p) if m.split(".")[0] == "torch") for p in UI_FILES
+    }
     assert {p: m for p, m in offenders.items() if m} == {}
 
 

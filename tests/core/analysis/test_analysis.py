@@ -222,11 +222,13 @@ def test_dead_channel_is_flagged(model, images):
 
 
 def test_low_bit_final_layer_is_flagged(model, images):
-    low = _diagnose(model, images, QuantSpec(wbits=4, abits=4, first_last_bits=None, w_observer="minmax",
-                                             a_observer="minmax"))  # fmt: skip
+    low = _diagnose(
+        model, images, QuantSpec(wbits=4, abits=4, first_last_bits=None, w_observer="minmax", a_observer="minmax")
+    )
     assert "low-bit final layer" in _causes(low, "fc")
-    eight = _diagnose(model, images, QuantSpec(wbits=4, abits=4, first_last_bits=8, w_observer="minmax",
-                                               a_observer="minmax"))  # fmt: skip
+    eight = _diagnose(
+        model, images, QuantSpec(wbits=4, abits=4, first_last_bits=8, w_observer="minmax", a_observer="minmax")
+    )
     assert all(f["cause"] != "low-bit final layer" for f in eight["findings"])
 
 
@@ -275,12 +277,19 @@ def test_bad_thresholds_are_refused():
 
 
 def _rows(noise: dict[str, dict[int, float]], weights: dict[str, int]) -> list[dict]:
-    return [{"layer": name, "index": i, "bits": b, "noise": n, "weights": weights[name]}
-            for i, (name, per_bits) in enumerate(noise.items()) for b, n in per_bits.items()]  # fmt: skip
+    return [
+        {"layer": name, "index": i, "bits": b, "noise": n, "weights": weights[name]}
+        for i, (name, per_bits) in enumerate(noise.items())
+        for b, n in per_bits.items()
+    ]
 
 
-NOISE = {"a": {2: 0.5, 4: 0.03, 8: 1e-4}, "b": {2: 0.02, 4: 0.002, 8: 1e-5},
-         "c": {2: 0.9, 4: 0.2, 8: 1e-3}, "d": {2: 0.05, 4: 0.004, 8: 2e-5}}  # fmt: skip
+NOISE = {
+    "a": {2: 0.5, 4: 0.03, 8: 1e-4},
+    "b": {2: 0.02, 4: 0.002, 8: 1e-5},
+    "c": {2: 0.9, 4: 0.2, 8: 1e-3},
+    "d": {2: 0.05, 4: 0.004, 8: 2e-5},
+}
 WEIGHTS = {"a": 100, "b": 900, "c": 50, "d": 400}
 
 
@@ -303,9 +312,11 @@ def test_allocation_is_the_exhaustive_optimum():
     rows = _rows(NOISE, WEIGHTS)
     names, options = list(NOISE), [2, 4, 8]
     for budget in (3.0, 4.0, 6.0):
-        best = min((sum(NOISE[n][b] for n, b in zip(names, combo, strict=True)), combo)
-                   for combo in itertools.product(options, repeat=4)
-                   if sum(WEIGHTS[n] * b for n, b in zip(names, combo, strict=True)) <= budget * 1450)  # fmt: skip
+        best = min(
+            (sum(NOISE[n][b] for n, b in zip(names, combo, strict=True)), combo)
+            for combo in itertools.product(options, repeat=4)
+            if sum(WEIGHTS[n] * b for n, b in zip(names, combo, strict=True)) <= budget * 1450
+        )
         assert mixed_precision.allocate(rows, budget).noise == pytest.approx(best[0])
 
 

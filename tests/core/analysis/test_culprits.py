@@ -68,13 +68,23 @@ def _applied_top1(model, images, loader, spec, result) -> float:
 @pytest.mark.parametrize(
     "make, spec, layer, side, cause",
     [
-        (outlier_input_channel, QuantSpec(wbits=8, abits=4, **MINMAX), "conv2", "activations",
-         "outlier channels (activations)"),
-        (weight_outlier_channel, QuantSpec(wbits=4, abits=8, w_per_channel=False, fold_bn=False, **MINMAX),
-         "conv2", "weights", "outlier channels (weights)"),
+        (
+            outlier_input_channel,
+            QuantSpec(wbits=8, abits=4, **MINMAX),
+            "conv2",
+            "activations",
+            "outlier channels (activations)",
+        ),
+        (
+            weight_outlier_channel,
+            QuantSpec(wbits=4, abits=8, w_per_channel=False, fold_bn=False, **MINMAX),
+            "conv2",
+            "weights",
+            "outlier channels (weights)",
+        ),
     ],
     ids=["outlier-input-channel", "low-bit-weights-cost-most"],
-)  # fmt: skip
+)
 def test_injected_fault_is_ranked_first_named_and_its_fix_recovers(images, make, spec, layer, side, cause):
     model = make()
     loader = self_labelled(model, images)
@@ -100,8 +110,9 @@ def test_wrongly_unsigned_grid_is_ranked_first_and_named(images):
     result = culprits.measured_culprits(model, images, loader, spec, quantized=q)
     assert _top(result) == ("conv3", "activations")
     found = diagnosis.diagnose(q.model, q.report, model, images)
-    assert "negative activations under an unsigned quantizer" in {f["cause"] for f in found["findings"]
-                                                                  if f["layer"] == "conv3"}  # fmt: skip
+    assert "negative activations under an unsigned quantizer" in {
+        f["cause"] for f in found["findings"] if f["layer"] == "conv3"
+    }
 
 
 def test_policy_layers_are_kept_not_candidates(images):
@@ -123,11 +134,15 @@ def _layer_bits(model, spec) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.parametrize(
     "spec",
-    [QuantSpec(wbits=4, abits=4, w_observer="mse", a_observer="mse"),
-     QuantSpec(wbits=4, abits=4, w_observer="minmax", a_observer="minmax", w_per_channel=False, first_last_bits=None),
-     QuantSpec(wbits=2, abits=4, a_observer="percentile", a_symmetric=True)],
+    [
+        QuantSpec(wbits=4, abits=4, w_observer="mse", a_observer="mse"),
+        QuantSpec(
+            wbits=4, abits=4, w_observer="minmax", a_observer="minmax", w_per_channel=False, first_last_bits=None
+        ),
+        QuantSpec(wbits=2, abits=4, a_observer="percentile", a_symmetric=True),
+    ],
     ids=["mse", "minmax-per-tensor", "percentile-symmetric"],
-)  # fmt: skip
+)
 def test_no_suggested_fix_is_already_in_effect(images, spec):
     model = outlier_input_channel()
     with torch.no_grad():
@@ -153,11 +168,24 @@ def test_floor_verdict_quotes_a_stored_reconstruction_or_says_how_to_measure_it(
     from types import SimpleNamespace
 
     def rec(run_id, method, top1, bits=(2, 2), model="m", data="fmnist-sample"):
-        return SimpleNamespace(run_id=run_id, status="done", model=model, method=method, wbits=bits[0],
-                               abits=bits[1], spec={"data": data}, metrics={"top1": top1})  # fmt: skip
+        return SimpleNamespace(
+            run_id=run_id,
+            status="done",
+            model=model,
+            method=method,
+            wbits=bits[0],
+            abits=bits[1],
+            spec={"data": data},
+            metrics={"top1": top1},
+        )
 
-    records = [rec("r1", "rtn", 57.5), rec("p1", "pdquant", 92.0), rec("p2", "pdquant", 91.0),
-               rec("q1", "qdrop", 93.0, bits=(4, 2)), rec("p3", "pdquant", 95.0, data="fmnist-full")]  # fmt: skip
+    records = [
+        rec("r1", "rtn", 57.5),
+        rec("p1", "pdquant", 92.0),
+        rec("p2", "pdquant", 91.0),
+        rec("q1", "qdrop", 93.0, bits=(4, 2)),
+        rec("p3", "pdquant", 95.0, data="fmnist-full"),
+    ]
     got = diagnosis.reconstruction_measurement(records, "m", 2, 2, "fmnist-sample")
     assert (got["method"], got["run_id"], round(got["points"], 1)) == ("pdquant", "p1", 34.5)
     assert diagnosis.reconstruction_measurement(records, "m", 4, 2) is None  # no RTN run to compare with

@@ -204,8 +204,11 @@ def test_cat_refine_method_runs_its_base_then_refines(tiny):
 def test_adaround_write_back_reproduces_the_refined_weights():
     torch.manual_seed(0)
     w = torch.randn(6, 4, 3, 3)
-    base = quantize(torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3)), torch.randn(4, 4, 8, 8),
-                    RTNConfig(quant=QuantSpec(wbits=3, abits=32, first_last_bits=None), calib=4)).model  # fmt: skip
+    base = quantize(
+        torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3)),
+        torch.randn(4, 4, 8, 8),
+        RTNConfig(quant=QuantSpec(wbits=3, abits=32, first_last_bits=None), calib=4),
+    ).model
     fq = AdaRoundQuantizer(base[0].weight_quantizer, w)
     with torch.no_grad():
         fq.alpha.copy_(torch.randn_like(fq.alpha) * 3)
@@ -224,11 +227,34 @@ def test_adaround_write_back_reproduces_the_refined_weights():
 def test_cli_cat_reports_base_and_corrected_accuracy(tmp_path):
     out = tmp_path / "r.json"
     env = dict(os.environ, PTQ_EXPLORER_HOME=str(tmp_path), OMP_NUM_THREADS="1")
-    args = ["quantize", "--model", "fmnist-resnet20", "--method", "rtn", "--wbits", "4", "--abits", "2", "--calib",
-            "128", "--eval-limit", "300", "--cat", "--cat-k", "8", "--cat-alpha", "0.5", "--cat-fit", "256", "--json",
-            str(out), "--quiet"]  # fmt: skip
-    res = subprocess.run([sys.executable, "-m", "ptq_core", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    args = [
+        "quantize",
+        "--model",
+        "fmnist-resnet20",
+        "--method",
+        "rtn",
+        "--wbits",
+        "4",
+        "--abits",
+        "2",
+        "--calib",
+        "128",
+        "--eval-limit",
+        "300",
+        "--cat",
+        "--cat-k",
+        "8",
+        "--cat-alpha",
+        "0.5",
+        "--cat-fit",
+        "256",
+        "--json",
+        str(out),
+        "--quiet",
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "ptq_core", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     m = data["metrics"]
@@ -238,9 +264,22 @@ def test_cli_cat_reports_base_and_corrected_accuracy(tmp_path):
     assert cat["top1_base"] == pytest.approx(m["top1_base"])
     assert data["spec"]["cat"]["k"] == 8 and data["spec"]["cat"]["fit_size"] == 256
     data = data["extras"]
-    assert data["data"]["cat_fit"] == {"split": "calib", "data": "fmnist-sample", "size": 256, "seed": 0,
-                                       "offset": 128, "overlap_with_calibration": 0, "disjoint": True}  # fmt: skip
+    assert data["data"]["cat_fit"] == {
+        "split": "calib",
+        "data": "fmnist-sample",
+        "size": 256,
+        "seed": 0,
+        "offset": 128,
+        "overlap_with_calibration": 0,
+        "disjoint": True,
+    }
     assert data["data"]["eval"]["size"] == 300
-    bad = subprocess.run([sys.executable, "-m", "ptq_core", "quantize", "--cat-k", "4"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "ptq_core", "quantize", "--cat-k", "4"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert bad.returncode == 2 and "need --cat" in bad.stderr

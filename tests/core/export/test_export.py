@@ -120,10 +120,19 @@ def op_types(path) -> list[str]:
 # ---------------------------------------------------------------- ONNX
 
 
-@pytest.mark.parametrize(("case", "kind"), [("adaround", AdaRoundQuantizer), ("brecq", AdaRoundQuantizer),
-                                            ("qdrop", AdaRoundQuantizer), ("pdquant", AdaRoundQuantizer),
-                                            ("repapq", AdaRoundQuantizer), ("gptq", CodeQuantizer),
-                                            ("comq", CodeQuantizer), ("multipoint", MultipointQuantizer)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [
+        ("adaround", AdaRoundQuantizer),
+        ("brecq", AdaRoundQuantizer),
+        ("qdrop", AdaRoundQuantizer),
+        ("pdquant", AdaRoundQuantizer),
+        ("repapq", AdaRoundQuantizer),
+        ("gptq", CodeQuantizer),
+        ("comq", CodeQuantizer),
+        ("multipoint", MultipointQuantizer),
+    ],
+)
 def test_cases_carry_their_methods_quantizers(case, kind):
     """The export tests below really see learned roundings, solved codes and multipoint sums."""
     assert any(isinstance(layer.weight_quantizer, kind) for _, layer in quant_layers(quantized(case)))
@@ -156,8 +165,13 @@ def test_onnx_matches_fake_quant(case, tmp_path):
             assert not torch.allclose(ref, quantized("rtn")(x), atol=1e-3)  # and it does change them
 
 
-@pytest.mark.parametrize("spec", [QuantSpec(wbits=32, abits=4),  # float weights behind a quantized input
-                                  QuantSpec(wbits=5, abits=8, a_symmetric=True, w_per_channel=False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec",
+    [
+        QuantSpec(wbits=32, abits=4),  # float weights behind a quantized input
+        QuantSpec(wbits=5, abits=8, a_symmetric=True, w_per_channel=False),
+    ],
+)
 def test_onnx_other_grids(spec, tmp_path):
     qmodel = quantize(float_model(), images(32, seed=0), RTNConfig(quant=spec, calib=32)).model
     x = images(96, seed=3)
@@ -314,8 +328,9 @@ def test_encodings_weight_only_and_signed():
     enc = encodings(quantize(float_model(), images(16, seed=0), GPTQConfig(quant=spec, calib=16)).model)
     assert all(e["activation"] is None and e["abits"] == 32 for e in enc)
     inner = [e for e in enc if e["name"] not in ("conv1", "fc")]
-    assert all((e["weight"]["quant_min"], e["weight"]["quant_max"], e["weight"]["signed"]) == (-4, 3, True)
-               for e in inner)  # fmt: skip
+    assert all(
+        (e["weight"]["quant_min"], e["weight"]["quant_max"], e["weight"]["signed"]) == (-4, 3, True) for e in inner
+    )
     assert all(z == 0 for e in inner for z in e["weight"]["zero_point"])
 
 
@@ -375,8 +390,9 @@ def _with(quantizer_cls: type[FakeQuantize], side: str) -> nn.Module:
     return qmodel
 
 
-@pytest.mark.parametrize(("cls", "side"), [(PowerOfTwoQuantizer, "weight_quantizer"),
-                                           (NoisyActQuantizer, "act_quantizer")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("cls", "side"), [(PowerOfTwoQuantizer, "weight_quantizer"), (NoisyActQuantizer, "act_quantizer")]
+)
 def test_inexpressible_quantizer_is_refused_naming_the_layer(cls, side, tmp_path):
     qmodel = _with(cls, side)
     with pytest.raises(ExportError, match=f"layer '{OVERRIDE}'.*{cls.__name__}.*no deployable form"):

@@ -86,8 +86,9 @@ def test_gptq_matches_slow_reference(groups):
     w, h, scale, zp, _ = _layer(groups, m=6, d=20, dtype=torch.float64)
     fast = gptq_solve(w, h, scale, zp, 0, 15, block=8)
     assert torch.equal(fast, gptq_reference(w, h, scale, zp, 0, 15))
-    assert _err(w, fast, h, scale, zp) < 0.8 * _err(w, torch.round(w / scale.reshape(groups, -1, 1) + zp.reshape(
-        groups, -1, 1)).clamp(0, 15), h, scale, zp)  # fmt: skip
+    assert _err(w, fast, h, scale, zp) < 0.8 * _err(
+        w, torch.round(w / scale.reshape(groups, -1, 1) + zp.reshape(groups, -1, 1)).clamp(0, 15), h, scale, zp
+    )
     # act-order is the reference run on columns sorted by decreasing H_jj
     perm = torch.argsort(h.diagonal(dim1=1, dim2=2), dim=1, descending=True)
     wp = w.gather(2, perm[:, None, :].expand_as(w))
@@ -218,10 +219,18 @@ def test_cancel_and_bad_settings():
     with pytest.raises(RunCancelled):
         quantize(model, x, COMQConfig(calib=8, inputs="quantized"), cancel)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    for cfg, kw in ((COMQConfig, {"sweeps": 0}), (COMQConfig, {"order": "backwards"}), (COMQConfig, {"scalar": 0}),
-                    (COMQConfig, {"inputs": "fp"}), (GPTQConfig, {"percdamp": -0.1}), (GPTQConfig, {"block": 0}),
-                    (MultipointConfig, {"budget": None}), (MultipointConfig, {"n_max": 0}),
-                    (MultipointConfig, {"selection": "best"}), (MultipointConfig, {"grid": "float"})):  # fmt: skip
+    for cfg, kw in (
+        (COMQConfig, {"sweeps": 0}),
+        (COMQConfig, {"order": "backwards"}),
+        (COMQConfig, {"scalar": 0}),
+        (COMQConfig, {"inputs": "fp"}),
+        (GPTQConfig, {"percdamp": -0.1}),
+        (GPTQConfig, {"block": 0}),
+        (MultipointConfig, {"budget": None}),
+        (MultipointConfig, {"n_max": 0}),
+        (MultipointConfig, {"selection": "best"}),
+        (MultipointConfig, {"grid": "float"}),
+    ):
         with pytest.raises(ConfigError):
             cfg(**kw)
 

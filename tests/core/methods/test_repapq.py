@@ -165,8 +165,15 @@ def test_repapq_on_the_train_form() -> None:
     model = _model()
     x = _images(64)
     state = copy.deepcopy(model.state_dict())
-    config = RepAPQConfig(quant=QuantSpec(wbits=8, abits=8), iters=40, calib=64, recon_batch=16, stage_weight=0.5,
-                          affine_lr=1e-2, round_lr=1e-2)  # fmt: skip
+    config = RepAPQConfig(
+        quant=QuantSpec(wbits=8, abits=8),
+        iters=40,
+        calib=64,
+        recon_batch=16,
+        stage_weight=0.5,
+        affine_lr=1e-2,
+        round_lr=1e-2,
+    )
     res = quantize(model, x, config)
     # the caller's model keeps its branches and weights
     assert all(not b.deployed for b in model.modules() if isinstance(b, RepVGGBlock))

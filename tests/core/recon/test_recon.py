@@ -175,8 +175,11 @@ def test_kl_path_matches_the_full_model_on_residual_networks():
 def test_kl_term_is_zero_when_the_unit_equals_the_float_one():
     model, calib = resnet8(), images(32)
     spec = QuantSpec(wbits=8, abits=32, first_last_bits=None)
-    res = quantize(model, calib, PDQuantConfig(quant=spec, iters=3, dc=False, drop_prob=0.0, progress_every=1,
-                                               round_lr=1e-12, calib=32))  # fmt: skip
+    res = quantize(
+        model,
+        calib,
+        PDQuantConfig(quant=spec, iters=3, dc=False, drop_prob=0.0, progress_every=1, round_lr=1e-12, calib=32),
+    )
     first = [u["history"][0] for u in res.extras["recon"]["units"]]
     # 8-bit weights: RTN start is almost the float unit; the KL is tiny (exactly 0 needs an exact unit)
     assert all(h["kl"] < 1e-4 for h in first)
@@ -227,8 +230,13 @@ def _preset_table() -> list[tuple[str, float, float, list[str]]]:
     return rows
 
 
-RECON_CONFIGS = {"AdaRound": AdaRoundConfig, "BRECQ": BRECQConfig, "QDrop": QDropConfig, "PD-Quant": PDQuantConfig,
-                 "RepAPQ": RepAPQConfig}  # fmt: skip
+RECON_CONFIGS = {
+    "AdaRound": AdaRoundConfig,
+    "BRECQ": BRECQConfig,
+    "QDrop": QDropConfig,
+    "PD-Quant": PDQuantConfig,
+    "RepAPQ": RepAPQConfig,
+}
 
 
 def test_presets_match_the_documented_table():
@@ -243,8 +251,9 @@ def test_presets_match_the_documented_table():
 
 
 def test_presets_and_cli_overrides():
-    args = build_parser().parse_args(["quantize", "--method", "pdquant", "--preset", "fast", "--iters", "9",
-                                      "--calib", "64", "--no-dc"])  # fmt: skip
+    args = build_parser().parse_args(
+        ["quantize", "--method", "pdquant", "--preset", "fast", "--iters", "9", "--calib", "64", "--no-dc"]
+    )
     cfg = _config(args)
     assert (cfg.preset, cfg.iters, cfg.calib, cfg.dc) == ("fast", 9, 64, False)
     assert type(cfg).from_dict(cfg.to_dict()) == cfg

@@ -60,8 +60,7 @@ def test_no_budget_keeps_everything_in_memory():
     assert store.hold(x).data_ptr() == x.data_ptr() and store.spilled == 0 and store.describe() == "cpu"
 
 
-@pytest.mark.parametrize("cls, extra", [(QDropConfig, {}), (PDQuantConfig, {"dc_steps": 5})],
-                         ids=["qdrop", "pdquant"])  # fmt: skip
+@pytest.mark.parametrize("cls, extra", [(QDropConfig, {}), (PDQuantConfig, {"dc_steps": 5})], ids=["qdrop", "pdquant"])
 def test_spilling_to_disk_changes_no_weight_or_output(cls, extra, tmp_path):
     model, calib = _model(), _calib()
     runs = {}
