@@ -44,6 +44,16 @@ def device(request) -> torch.device:
     return dev
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch at one thread for a module: tiny tensors run fastest so, float sums depend on the thread count,
+    and the tests do not fight other jobs for cores. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(SEED)

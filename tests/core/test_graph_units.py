@@ -24,12 +24,7 @@ from tests.support.helpers import TinyResNet, randomize_bn
 FLOAT = QuantSpec(wbits=32, abits=32, first_last_bits=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(name: str) -> tuple[nn.Module, torch.Tensor]:

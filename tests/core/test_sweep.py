@@ -87,15 +87,6 @@ def _comparable(record) -> dict:
     return {k: v for k, v in record.metrics.items() if k not in _VOLATILE} | {"layers": record.layers}
 
 
-@pytest.fixture
-def one_thread():
-    """Torch at one thread, as in a one-CPU cell (float sums depend on the thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_four_cells_run_on_ray_and_equal_sequential_runs(ray_local, tmp_path, one_thread):
     store = RunStore(tmp_path / "runs.sqlite")
     grid = _grid("four", {"wbits": [2, 4], "seed": [0, 1]})

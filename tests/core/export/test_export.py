@@ -66,12 +66,7 @@ ATOL = 5e-2
 MEAN_ATOL = 2e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyRep(nn.Module):

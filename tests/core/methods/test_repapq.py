@@ -38,12 +38,7 @@ class TinyRep(nn.Module):
         return self.fc(torch.flatten(self.pool(self.stage1(self.stage0(x))), 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0) -> TinyRep:

@@ -33,13 +33,7 @@ W2 = QuantSpec(wbits=2, abits=8)
 FAST = {"iters": 120, "round_lr": 3e-2, "calib": 128}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other jobs for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def resnet8() -> nn.Module:

@@ -19,12 +19,7 @@ from ptq_core.zoo import ResNetCifar
 from tests.support.helpers import randomize_bn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resnet8(device: torch.device) -> nn.Module:
