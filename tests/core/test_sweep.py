@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from ptq_core.cli import main
 from ptq_core.distributed import RayOptions

@@ -18,7 +18,6 @@ from ptq_core.recon.capture import capture_io, probe_io
 from ptq_core.zoo import ResNetCifar
 from tests.support.helpers import randomize_bn
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
