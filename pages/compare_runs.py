@@ -11,7 +11,7 @@ from ptq_ui import charts
 from ptq_ui.services import runs, uploads
 from ptq_ui.services.runs import describe_run
 from ptq_ui.state import owner
-from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
+from ptq_ui.widgets import errors_shown, finished_job, job_panel, literal, persistent
 
 ALL = "(all)"
 NO_SWEEP = "(every run)"
@@ -369,14 +369,8 @@ def _report_ui(run_id: str) -> None:
             job = runs.start_report(run_id)
         if job.running:
             st.rerun()
-    if job is None:
-        return
-    if job.running:
-        job_panel(job, "cr_report")
-        return
-    snap = job.snapshot()
-    if snap.status != "done":
-        st.error(literal(f"The report {snap.status}: {snap.error}"))
+    snap = finished_job(job, "cr_report", "The report")
+    if snap is None:
         return
     res = snap.result
     same = "equals" if res["reproduced"] else "differs from"

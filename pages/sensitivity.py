@@ -10,7 +10,7 @@ from ptq_ui import charts
 from ptq_ui.charts.runs import bits_label
 from ptq_ui.services import diagnose, explore, runs
 from ptq_ui.state import Selection, selection
-from ptq_ui.widgets import errors_shown, job_panel, literal, persistent
+from ptq_ui.widgets import errors_shown, finished_job, persistent
 from ptq_ui.widgets.findings import finding_rows, fix_text, fmt_db, open_evidence
 from ptq_ui.widgets.forms import apply_fix, current_spec, set_overrides
 from ptq_ui.widgets.pickers import require_model
@@ -123,17 +123,8 @@ def _sweep_panel(sel: Selection, spec: Any, bits: list[int], settings: list[tupl
             )
         if job.running:
             st.rerun()
-    if job is None:
-        return
-    if job.running:
-        job_panel(job, "sens")
-        return
-    snap = job.snapshot()
-    if snap.status == "failed":
-        st.error(literal(f"The sweep failed: {snap.error}"))
-    elif snap.status == "cancelled":
-        st.warning("The sweep was cancelled.")
-    elif snap.result and snap.result["model"] == sel.model:
+    snap = finished_job(job, "sens", "The sweep")
+    if snap is not None and snap.result and snap.result["model"] == sel.model:
         rows = snap.result["rows"]
         images = snap.result["eval_limit"] or "all"
         st.caption(
@@ -273,14 +264,8 @@ def _culprits_tab(sel: Selection, spec: Any) -> None:
             job = diagnose.start_culprits(sel, spec, limit, share)
         if job.running:
             st.rerun()
-    if job is None:
-        return
-    if job.running:
-        job_panel(job, "cu")
-        return
-    snap = job.snapshot()
-    if snap.status != "done":
-        st.error(literal(f"The measurement {snap.status}: {snap.error}"))
+    snap = finished_job(job, "cu", "The measurement")
+    if snap is None:
         return
     res = snap.result
     if res["model"] != sel.model or res["spec"] != diagnose.spec_json(spec):

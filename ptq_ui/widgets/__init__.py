@@ -9,7 +9,7 @@ The helpers every page uses are importable from here.
 from __future__ import annotations
 
 from .errors import errors_shown, literal, one_line, show_error
-from .job_panel import job_panel
+from .job_panel import finished_job, job_panel
 from .persist import persistent
 
-__all__ = ["errors_shown", "job_panel", "literal", "one_line", "persistent", "show_error"]
+__all__ = ["errors_shown", "finished_job", "job_panel", "literal", "one_line", "persistent", "show_error"]

@@ -15,7 +15,7 @@ from .. import charts
 from ..jobs import Job, fraction, job_queue
 from .errors import literal
 
-__all__ = ["job_panel", "progress_of", "eta_text"]
+__all__ = ["job_panel", "finished_job", "progress_of", "eta_text"]
 
 
 def progress_of(snap: Any) -> tuple[float, str]:
@@ -41,6 +41,26 @@ def eta_text(eta: float | None, stage: str = "") -> str:
         return "estimating time left…"
     left = f"about {max(1, round(eta))} s left" if eta < 90 else f"about {eta / 60:.0f} min left"
     return f"{left} in {stage}" if stage else left
+
+
+def finished_job(job: Job | None, key: str, what: str) -> Any | None:
+    """The snapshot of a job that finished well, else None after drawing what there is instead.
+
+    None when there is no job; while it runs, its panel (`job_panel`); when it failed, its error
+    as a literal; when it was cancelled, a warning. `what` names the job in those messages
+    ("The report", "The sweep").
+    """
+    if job is None:
+        return None
+    if job.running:
+        job_panel(job, key)
+        return None
+    snap = job.snapshot()
+    if snap.status == "cancelled":
+        st.warning(f"{what} was cancelled.")
+    elif snap.status != "done":
+        st.error(literal(f"{what} {snap.status}: {snap.error}"))
+    return snap if snap.status == "done" else None
 
 
 def _cancel(job: Job, snap: Any, key: str, caption: str) -> None:
