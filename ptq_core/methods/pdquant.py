@@ -59,14 +59,9 @@ class PDQuantConfig(ReconMethodConfig):
         t = self.temperature if self.temperature is not None else arch_value(model, "temperature")
         lam_c = self.dc_lambda if self.dc_lambda is not None else arch_value(model, "dc_lambda")
         return [
-            self.base_options(
+            self.joint_block_options(
                 model,
-                stage="blocks",
-                learn_rounding=True,
-                learn_act_scale=True,
-                quant_act=True,
-                act_init="unit",
-                act_lr=self.act_lr,
+                self.act_lr,
                 drop_prob=self.drop_prob,
                 kl_weight=1.0 / self.lambda_r,
                 temperature=t,

@@ -39,18 +39,7 @@ class QDropConfig(ReconMethodConfig):
         super().validate()
 
     def passes(self, model: nn.Module) -> list[ReconOptions]:
-        return [
-            self.base_options(
-                model,
-                stage="blocks",
-                learn_rounding=True,
-                learn_act_scale=True,
-                quant_act=True,
-                act_init="unit",
-                act_lr=self.act_lr,
-                drop_prob=self.drop_prob,
-            )
-        ]
+        return [self.joint_block_options(model, self.act_lr, drop_prob=self.drop_prob)]
 
 
 @register_method(QDropConfig)

@@ -141,6 +141,20 @@ class ReconMethodConfig(MethodConfig):
         opts.update(changes)
         return ReconOptions(**opts)
 
+    def joint_block_options(self, model: nn.Module, act_lr: float, **changes: Any) -> ReconOptions:
+        """One pass over blocks that learns rounding and activation step sizes together on quantized
+        activations: QDrop's recipe, which PD-Quant and RepAPQ extend with `changes`."""
+        return self.base_options(
+            model,
+            stage="blocks",
+            learn_rounding=True,
+            learn_act_scale=True,
+            quant_act=True,
+            act_init="unit",
+            act_lr=act_lr,
+            **changes,
+        )
+
     def passes(self, model: nn.Module) -> list[ReconOptions]:
         """The engine passes this method runs (overridden by each method)."""
         raise NotImplementedError

@@ -115,14 +115,9 @@ class RepAPQConfig(ReconMethodConfig):
     def passes(self, model: nn.Module) -> list[ReconOptions]:
         loss = "mae" if self.distortion == "mae" else "mse"
         return [
-            self.base_options(
+            self.joint_block_options(
                 model,
-                stage="blocks",
-                learn_rounding=True,
-                learn_act_scale=True,
-                quant_act=True,
-                act_init="unit",
-                act_lr=self.act_lr,
+                self.act_lr,
                 rec_loss=loss,
                 p=2.0,
                 affine=self.affine,
