@@ -155,6 +155,14 @@ def _settings(bits: Sequence[int], settings: Sequence[Setting] | None) -> list[S
     return [(b, b) for b in _check_bits(bits)]
 
 
+def _tick(progress: ProgressFn | None, stage: str, names: list[str], li: int, pairs: list, bi: int) -> None:
+    """Progress of a per-layer pass: layer `li` of `names` under bit setting `bi` of `pairs`."""
+    event = ProgressEvent(
+        stage, li + 1, len(names), unit=setting_label(pairs[bi]), unit_index=bi, num_units=len(pairs), message=names[li]
+    )
+    emit(progress, event)
+
+
 def _switch(qmodel: nn.Module, qlayers: dict[str, Any], name: str, view: str) -> None:
     """Quantize only `name` ("only") or every layer but `name` ("all but")."""
     if view not in VIEWS:
@@ -219,18 +227,7 @@ def sensitivity_proxy(
         set_quant_state(qmodel, False, False)
         ref = _logits(qmodel, probe, batch_size)
         for li, name in enumerate(names):
-            emit(
-                progress,
-                ProgressEvent(
-                    "sensitivity proxy",
-                    li + 1,
-                    len(names),
-                    unit=setting_label((w, a)),
-                    unit_index=bi,
-                    num_units=len(pairs),
-                    message=name,
-                ),
-            )
+            _tick(progress, "sensitivity proxy", names, li, pairs, bi)
             _switch(qmodel, qlayers, name, view)
             s = logit_sqnr(ref, _logits(qmodel, probe, batch_size))
             rows.append(
@@ -281,18 +278,7 @@ def sensitivity_accuracy(
             set_quant_state(qmodel, False, False)
             fp_top1 = evaluate(qmodel, loader, device)["top1"]
         for li, name in enumerate(names):
-            emit(
-                progress,
-                ProgressEvent(
-                    "sensitivity sweep",
-                    li + 1,
-                    len(names),
-                    unit=setting_label((w, a)),
-                    unit_index=bi,
-                    num_units=len(pairs),
-                    message=name,
-                ),
-            )
+            _tick(progress, "sensitivity sweep", names, li, pairs, bi)
             _switch(qmodel, qlayers, name, view)
             top1 = evaluate(qmodel, loader, device)["top1"]
             rows.append({**_row(name, order, (w, a), view), "top1": top1, "drop": fp_top1 - top1, "fp_top1": fp_top1})
