@@ -15,8 +15,11 @@ from tests.support.paths import APP
 RESNET20_LAYERS = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in resnet20().modules())
 
 
-def new_app(weights: str | None, page: str | None = None, timeout: int = 120, **state) -> AppTest:
-    """A fresh session (like a new browser tab), with `state` in the session, optionally on `page`."""
+def new_app(weights: str | None, page: str | None = None, /, timeout: int = 120, **state) -> AppTest:
+    """A fresh session (like a new browser tab), with `state` in the session, optionally on `page`.
+
+    `weights` is a zoo ResNet-20 weights file; a session value named `weights` (another model's) goes in `state`.
+    """
     at = AppTest.from_file(APP, default_timeout=timeout)
     for key, value in state.items():
         at.session_state[key] = copy.deepcopy(value)  # the session may change it in place
