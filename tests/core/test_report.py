@@ -20,19 +20,9 @@ from ptq_core.analysis.sensitivity import rtn_model
 from ptq_core.cli import main
 from ptq_core.modules import quant_layers
 from ptq_core.report import quantizer_params
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.helpers import TinyChain, randomize_bn, self_labelled
 
-CHROMIUM = os.environ.get("PTQ_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 SPEC = RunSpec(
     model="fmnist-resnet20",
     device="cpu",
@@ -114,7 +104,7 @@ def test_report_opens_in_chromium_without_network_or_console_errors(report_file)
     path, _ = report_file
     requests, problems = [], []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.on("request", lambda r: requests.append(r.url))

@@ -21,20 +21,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from ptq_ui.server import app_server
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.paths import ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = os.environ.get("PTQ_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 START_S = 180  # server start (imports torch) on a slow 2-core machine
 PAGE_S = 240  # one page's script run (the Learn pages compute on first view)
 RUN_S = 420  # a whole RTN run on the tiny settings
