@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sweeps import add_sweep_arguments, archived, cell_spec, mean_std, run_cells  # noqa: E402
+from benchmarks.sweeps import add_sweep_arguments, archived, args_cell_spec, mean_std, run_cells  # noqa: E402
 
 ARCHIVE = archived("cat")
 MODELS = ("fmnist-resnet20", "fmnist-mobilenetv2")
@@ -35,18 +35,9 @@ def _cat_spec(model_name: str, bits: str, method: str, seed: int, variant: str, 
     """The `RunSpec` of one CAT variant of a cell: the base method, then CAT with the variant's options."""
     from ptq_core.cat import CATOptions
 
-    steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
-    return cell_spec(
-        model_name,
-        method,
-        preset=args.preset,
-        device=args.device,
-        eval_limit=args.eval_limit,
-        wbits=BITS[bits][0],
-        abits=BITS[bits][1],
-        seed=seed,
-        cat=CATOptions(fit_size=args.fit, **VARIANTS[variant]),
-        **steps,
+    # RTN keeps its 1024 calibration images by default
+    return args_cell_spec(
+        args, model_name, method, BITS[bits], seed, cat=CATOptions(fit_size=args.fit, **VARIANTS[variant])
     )
 
 

@@ -29,7 +29,7 @@ from benchmarks.results import write_results  # noqa: E402
 from benchmarks.sweeps import (  # noqa: E402
     add_sweep_arguments,
     archived,
-    cell_spec,
+    args_cell_spec,
     figures,
     mean_std,
     run_cells,
@@ -91,20 +91,7 @@ _BY_SHORT = {v: k for k, v in _SHORT.items()}
 def _repapq_spec(variant: str, bits: str, seed: int, args: argparse.Namespace):
     """One cell's `RunSpec`."""
     method, model_name, extra = REPAPQ_VARIANTS[_BY_SHORT[variant]]
-    steps = {} if method == "rtn" else {"iters": args.iters}  # RTN has no steps (and 1024 images by default)
-    return cell_spec(
-        model_name,
-        method,
-        preset=args.preset,
-        device=args.device,
-        eval_limit=args.eval_limit,
-        wbits=REPAPQ_BITS[bits][0],
-        abits=REPAPQ_BITS[bits][1],
-        seed=seed,
-        calib=args.calib,
-        **steps,
-        **extra,
-    )
+    return args_cell_spec(args, model_name, method, REPAPQ_BITS[bits], seed, calib=args.calib, **extra)
 
 
 def _repapq_key(variant: str, bits: str, seed: int, args: argparse.Namespace) -> str:

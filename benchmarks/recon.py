@@ -35,7 +35,7 @@ from benchmarks.results import write_results  # noqa: E402
 from benchmarks.sweeps import (  # noqa: E402
     add_sweep_arguments,
     archived,
-    cell_spec,
+    args_cell_spec,
     figures,
     mean_std,
     run_cells,
@@ -243,19 +243,7 @@ def _cell_key(model_name: str, method: str, bits: str, seed: int, args: argparse
 def _spec(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace):
     """The cell's `RunSpec`: RTN with 1024 calibration images unless --calib, the others from the preset."""
     calib = args.calib or 1024 if method == "rtn" else args.calib
-    steps = {} if method == "rtn" else {"iters": args.iters}
-    return cell_spec(
-        model_name,
-        method,
-        preset=args.preset,
-        device=args.device,
-        eval_limit=args.eval_limit,
-        wbits=BITS[bits][0],
-        abits=BITS[bits][1],
-        seed=seed,
-        calib=calib,
-        **steps,
-    )
+    return args_cell_spec(args, model_name, method, BITS[bits], seed, calib=calib)
 
 
 def _from_cat(model_name: str, method: str, bits: str, seed: int, args: argparse.Namespace) -> dict | None:

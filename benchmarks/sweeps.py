@@ -61,6 +61,24 @@ def cell_spec(
     return RunSpec(model=model, data="fmnist-sample", device=device, method=config, cat=cat, eval_limit=eval_limit)
 
 
+def args_cell_spec(
+    args: argparse.Namespace, model: str, method: str, bits: tuple[int, int], seed: int, **values: Any
+) -> RunSpec:
+    """`cell_spec` with the command line's --preset, --device, --eval-limit and --iters (RTN has no steps)."""
+    steps = {} if method == "rtn" else {"iters": args.iters}
+    return cell_spec(
+        model,
+        method,
+        preset=args.preset,
+        device=args.device,
+        eval_limit=args.eval_limit,
+        wbits=bits[0],
+        abits=bits[1],
+        seed=seed,
+        **{**steps, **values},
+    )
+
+
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """Where the missing cells run and are stored: --address, --workers, --store."""
     p.add_argument("--address", default=None, help="a Ray cluster to run the cells on (default: this machine)")
