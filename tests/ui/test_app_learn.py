@@ -1,6 +1,6 @@
 """The Learn pages on AdaRound, QDrop, multipoint and CAT: each renders on the embedded default, and its
 widgets change what it shows. The figure builders are checked directly too
-(the torch-side demos are core functions: tests/test_explain.py)."""
+(the torch-side demos are core functions: tests/core/test_explain.py)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from ptq_core.errors import BitWidthError, ConfigError
 from ptq_core.metrics import evaluate
 from ptq_core.zoo import ZOO_ARCHS, zoo_input
 
-ZOO = [n for n in ZOO_ARCHS if zoo_input(n) == (1, 28, 28)]  # the 3x64x64 ResNet-18: tests/test_resnet18.py
+ZOO = [n for n in ZOO_ARCHS if zoo_input(n) == (1, 28, 28)]  # the 3x64x64 ResNet-18: tests/core/test_resnet18.py
 EVAL_LIMIT = 2000
 
 
