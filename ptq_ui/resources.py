@@ -51,8 +51,13 @@ def resources(sel: Selection) -> tuple[LoadedModel, DataBundle]:
     """
     check_factory_allowed(sel.model, [session_dir()])
     loaded_model = model(*sel.key)
-    folder = not sel.data.startswith("fmnist-")
-    return loaded_model, _bundle(sel.data, "|".join(sel.key) if folder else "", loaded_model if folder else None)
+    if not sel.data.startswith("fmnist-"):
+        transform_key = "|".join(sel.key)  # an image folder goes through the model's own transform
+    elif loaded_model.transform is not None:
+        transform_key = repr(loaded_model.transform)  # Fashion-MNIST resized for the model (e.g. 3x64x64)
+    else:
+        transform_key = ""  # Fashion-MNIST as it is: one bundle for every 28x28 model
+    return loaded_model, _bundle(sel.data, transform_key, loaded_model if transform_key else None)
 
 
 def loaded(key: Key, data: str) -> tuple[Any, DataBundle]:
