@@ -1,7 +1,7 @@
 """The method order on the zoo's real-size network: torchvision ResNet-18 on Fashion-MNIST at 3x64x64 (issue 18).
 
 Usage:
-    python benchmarks/resnet18.py [--bits W4A4 W2A2] [--seed 0] [--eval-limit N] [--quick]
+    python benchmarks/resnet18.py [--bits W4A4 W2A2] [--seed 0] [--eval-limit N] [--quick] [--cached-only]
 
 ResNet-18 is the seed papers' own architecture (AdaRound, BRECQ, QDrop and PD-Quant all
 report it on ImageNet), so the order they publish at W2A2 can be checked on it:
@@ -88,6 +88,14 @@ def table(records: dict[str, object], args: argparse.Namespace) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def stored(sweep: str, args: argparse.Namespace) -> dict[str, object]:
+    """The finished cells of `sweep` in the store, by key."""
+    from ptq_core.store import RunStore
+    from ptq_core.sweep import sweep_records
+
+    return {r.cell: r for r in sweep_records(RunStore(args.store), sweep) if r.status == "done"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bits", nargs="+", default=["W4A4", "W2A2"], choices=list(BITS))
@@ -97,12 +105,17 @@ def main() -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="test images (default: all 10k)")
     p.add_argument("--quick", action="store_true", help="tiny settings, to check the script runs (writes nothing)")
     p.add_argument("--rerun", action="store_true", help="run cells again even when the store has them")
+    p.add_argument("--cached-only", action="store_true", help="the table of the cells the store has; run nothing")
     add_sweep_arguments(p)
     args = p.parse_args()
     if args.quick:
         args.eval_limit = args.eval_limit or 64
-    records = run_cells("bench-resnet18" + ("-quick" if args.quick else ""), specs(args), args)
+    sweep = "bench-resnet18" + ("-quick" if args.quick else "")
+    records = stored(sweep, args) if args.cached_only else run_cells(sweep, specs(args), args)
     body = table(records, args)
+    missing = [key for key in specs(args) if key not in records]
+    if missing:
+        body += "\n\nNot measured yet (run the script again to resume the sweep): " + ", ".join(missing) + "."
     images = f"the first {args.eval_limit}" if args.eval_limit else "all 10k"
     notes = (
         "One seed. RTN: defaults (1 024 calibration images); AdaRound, BRECQ, QDrop, PD-Quant: fast preset "
