@@ -35,6 +35,8 @@ __all__ = [
     "model_card",
     "check_model_data",
     "zoo_transform",
+    "zoo_checkpoint",
+    "SHARD_BYTES",
 ]
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "regnet_x_400mf", "mnasnet1_0", "vit_b_16")
@@ -79,11 +81,21 @@ def model_card(name: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+SHARD_BYTES = 10 * 2**20  # a zoo checkpoint above this is stored in shards (repository files stay small)
+
+
+def zoo_checkpoint(name: str) -> list[Path]:
+    """The checkpoint file(s) of a zoo model: `<name>.safetensors`, or its shards `<name>-k-of-n.safetensors`."""
+    base = name.removesuffix("-deploy")
+    single = ASSETS_DIR / f"{base}.safetensors"
+    return [single] if single.is_file() else sorted(ASSETS_DIR.glob(f"{base}-*-of-*.safetensors"))
+
+
 def _zoo_entry(name: str) -> ModelEntry:
+    files = zoo_checkpoint(name)
     ckpt = ASSETS_DIR / f"{name.removesuffix('-deploy')}.safetensors"
-    status = "ready" if ckpt.is_file() else "missing"
-    detail = str(ckpt) if ckpt.is_file() else f"{ckpt} is missing; rebuild with `python tools/train_zoo.py`"
-    return ModelEntry(name, "zoo", status, detail, "fmnist-sample", model_card(name))
+    detail = ", ".join(map(str, files)) or f"{ckpt} is missing; rebuild with `python tools/train_zoo.py`"
+    return ModelEntry(name, "zoo", "ready" if files else "missing", detail, "fmnist-sample", model_card(name))
 
 
 def zoo_transform(name: str) -> Resize | None:
@@ -148,10 +160,10 @@ def load_model(name: str, weights: str | Path | None = None, device: str | torch
         arch = ZOO_ARCHS[name.removesuffix("-deploy")]
         entry = _zoo_entry(name)
         model = arch()
-        source = weights or ASSETS_DIR / f"{name.removesuffix('-deploy')}.safetensors"
         if weights is None and entry.status == "missing":
             raise WeightsUnavailableError(entry.detail)
-        apply_state_dict(model, load_state_dict(source))
+        sources = [weights] if weights else zoo_checkpoint(name)
+        apply_state_dict(model, {k: v for source in sources for k, v in load_state_dict(source).items()})
         model.eval()
         if deploy:
             model.reparameterize()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ptq_core.checkpoints import save_state_dict  # noqa: E402
 from ptq_core.data import ASSETS_DIR, fashion_mnist_arrays, normalize  # noqa: E402
-from ptq_core.models import zoo_transform  # noqa: E402
+from ptq_core.models import SHARD_BYTES, zoo_checkpoint, zoo_transform  # noqa: E402
 from ptq_core.zoo import ZOO_ARCHS  # noqa: E402
 
 RECIPES: dict[str, dict] = {
@@ -103,7 +103,7 @@ def train_one(name: str, arrays: dict, epochs: int | None, seed: int) -> dict:
     sd = model.state_dict()
     if recipe.get("store") == "float16":  # keeps the real-size checkpoint small; loading casts back to float32
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-    save_state_dict(sd, ASSETS_DIR / f"{name}.safetensors")
+    save_checkpoint(name, sd)
     card = {
         "name": name,
         "architecture": type(model).__name__,
@@ -131,6 +131,23 @@ def train_one(name: str, arrays: dict, epochs: int | None, seed: int) -> dict:
         card["note"] = "checkpoint holds the train-time branches; load with deploy=True for the fused form"
     (ASSETS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def save_checkpoint(name: str, sd: dict[str, torch.Tensor]) -> None:
+    """`assets/<name>.safetensors`, or shards of at most `SHARD_BYTES` each when the weights are larger."""
+    for old in zoo_checkpoint(name):
+        old.unlink()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    for key, tensor in sd.items():
+        size = sum(t.numel() * t.element_size() for t in shards[-1].values())
+        if shards[-1] and size + tensor.numel() * tensor.element_size() > SHARD_BYTES:
+            shards.append({})
+        shards[-1][key] = tensor
+    if len(shards) == 1:
+        save_state_dict(sd, ASSETS_DIR / f"{name}.safetensors")
+        return
+    for i, shard in enumerate(shards, 1):
+        save_state_dict(shard, ASSETS_DIR / f"{name}-{i:05d}-of-{len(shards):05d}.safetensors")
 
 
 def _reloaded(name: str, sd: dict) -> torch.nn.Module:

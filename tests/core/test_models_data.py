@@ -12,7 +12,7 @@ from ptq_core.checkpoints import save_state_dict
 from ptq_core.data import ASSETS_DIR, DEBIAN_DIR, load_fashion_mnist, make_loader
 from ptq_core.errors import ConfigError, DataError, WeightsUnavailableError
 from ptq_core.metrics import evaluate
-from ptq_core.models import list_models, resolve_device
+from ptq_core.models import list_models, resolve_device, zoo_checkpoint
 from ptq_core.zoo import ZOO_ARCHS
 
 FLOOR = {
@@ -27,7 +27,7 @@ FLOOR = {
 @pytest.mark.parametrize("name", list(ZOO_ARCHS))
 def test_zoo_checkpoint_measures_its_card_and_the_floor(name, fmnist):
     """The shipped checkpoint, evaluated here on the embedded 10k test split: its card's top-1, above the floor."""
-    if not (ASSETS_DIR / f"{name}.safetensors").is_file():
+    if not zoo_checkpoint(name):
         pytest.skip(f"{name} has no checkpoint in assets/ yet (tools/train_zoo.py writes it)")
     card = json.loads((ASSETS_DIR / f"{name}.json").read_text())
     assert {"architecture", "recipe", "parameters", "dataset"} <= set(card)

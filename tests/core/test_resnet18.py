@@ -11,7 +11,7 @@ from ptq_core import QuantSpec, RTNConfig, calibration_tensor, load_data, load_m
 from ptq_core.data import ASSETS_DIR, make_loader
 from ptq_core.errors import DataError
 from ptq_core.metrics import evaluate
-from ptq_core.models import check_model_data
+from ptq_core.models import check_model_data, zoo_checkpoint
 
 NAME = "fmnist-resnet18"
 SUBSET = 500
@@ -33,7 +33,7 @@ def test_it_is_torchvisions_resnet18_stored_small():
     card = json.loads((ASSETS_DIR / f"{NAME}.json").read_text())
     reference = torchvision.models.resnet18(num_classes=10)
     assert card["parameters"] == sum(p.numel() for p in reference.parameters())
-    assert (ASSETS_DIR / f"{NAME}.safetensors").stat().st_size < 25 * 2**20
+    assert sum(f.stat().st_size for f in zoo_checkpoint(NAME)) < 25 * 2**20
     assert card["fp_top1"] >= 92.0
 
 
