@@ -71,12 +71,14 @@ import argparse
 import contextlib
 import copy
 import io
+import json
+import math
 import os
 import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -98,6 +100,9 @@ __all__ = [
     "PeerMissingError",
     "find_peer",
     "format_table",
+    "goals",
+    "save_row",
+    "load_rows",
     "peer_shims",
     "resnet_block_view",
     "mobilenet_block_view",
@@ -127,6 +132,8 @@ class Row:
     cpu_s: float
     dc_s: float
     units: int
+    calib: int = 0
+    load: float = float("nan")
 
 
 def find_peer(path: str | os.PathLike | None = None) -> Path:
@@ -159,13 +166,58 @@ def parse_bits(text: str) -> list[tuple[int, int]]:
 
 def format_table(rows: list[Row]) -> str:
     """A Markdown table of the rows, in their order."""
-    head = "| model | bits | setting | implementation | top-1 % | wall s | CPU s | DC s | DC share | units |"
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    head = (
+        "| model | bits | images | setting | implementation | top-1 % | wall s | CPU s | DC s | DC share | units "
+        "| load |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = f"{100 * r.dc_s / r.wall_s:.0f} %" if r.wall_s > 0 else "-"
+        load = "-" if math.isnan(r.load) else f"{r.load:.1f}"
         lines.append(
-            f"| {r.model} | {r.bits} | {r.setting} | {r.impl} | {r.top1:.2f} | {r.wall_s:.1f} | "
-            f"{r.cpu_s:.1f} | {r.dc_s:.1f} | {share} | {r.units} |"
+            f"| {r.model} | {r.bits} | {r.calib or '?'} | {r.setting} | {r.impl} | {r.top1:.2f} | {r.wall_s:.1f} | "
+            f"{r.cpu_s:.1f} | {r.dc_s:.1f} | {share} | {r.units} | {load} |"
+        )
+    return "\n".join(lines)
+
+
+def save_row(path: str | os.PathLike, row: Row) -> None:
+    """Append `row` to a JSON-lines file (so runs made in separate processes make one table)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(row)) + "\n")
+
+
+def load_rows(path: str | os.PathLike) -> list[Row]:
+    """The rows of a JSON-lines file written by `save_row`."""
+    return [Row(**json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def goals(rows: list[Row]) -> str:
+    """The issue's goals, read from each pair of runs (theirs, ours) of one model, bits, setting and image count.
+
+    Equal settings: ours at most theirs' CPU seconds and within 0.3 top-1 points below theirs.
+    Our fast preset against their full steps: within 0.5 points below theirs in at most a tenth
+    of their CPU seconds. CPU seconds, because the two sides may have run as separate processes.
+    """
+    lines = [
+        "| model | bits | images | setting | top-1 ours - theirs | CPU ours / theirs | accuracy goal | time goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    pairs: dict[tuple, dict[str, Row]] = {}
+    for r in rows:
+        pairs.setdefault((r.model, r.bits, r.calib, r.setting), {})[r.impl.split()[0]] = r
+    for (model, bits, calib, setting), both in pairs.items():
+        if set(both) != {"theirs", "ours"}:
+            continue
+        ours, theirs = both["ours"], both["theirs"]
+        equal = setting.startswith("equal")
+        gap, ratio = ours.top1 - theirs.top1, ours.cpu_s / theirs.cpu_s
+        acc_ok = gap >= (-0.3 if equal else -0.5)
+        time_ok = ratio <= (1.0 if equal else 0.1)
+        lines.append(
+            f"| {model} | {bits} | {calib or '?'} | {setting} | {gap:+.2f} | {ratio:.2f} | "
+            f"{'met' if acc_ok else 'not met'} ({'>= -0.3' if equal else '>= -0.5'}) | "
+            f"{'met' if time_ok else 'not met'} ({'<= 1' if equal else '<= 0.1'}) |"
         )
     return "\n".join(lines)
 
@@ -425,6 +477,42 @@ def _our_config(name: str, preset: str, wbits: int, abits: int, calib: int, seed
 # ---- driver ----------------------------------------------------------------------------------------
 
 
+def _load() -> float:
+    """The machine's load average over the last 5 minutes (how contended the run was)."""
+    return os.getloadavg()[1]
+
+
+def _keep(args: argparse.Namespace, row: Row) -> None:
+    if args.rows:
+        save_row(args.rows, row)
+
+
+SECTION = "Side by side with the authors' PD-Quant (issue 18)"
+ABOUT = """Their code: github.com/hustvl/PD-Quant at e12038e, outside the repository, imported at run time
+with the shims this script's docstring lists (`.cuda()` / `.to("cuda")` to the chosen device,
+`ReduceLROnPlateau(verbose=)` accepted, their tqdm bar off, our zoo blocks given to their block
+quantizers through two adapters, their distribution correction (DC) timed). Same zoo model,
+calibration images, bits, steps per unit, seed and per-architecture hyper-parameters on both sides;
+top-1 on the first 2 000 test images of the embedded sample; seconds cover the quantization only.
+Both placements of activation quantizers differ by design (theirs: layer outputs and block outputs
+after the add; ours: layer inputs), see the script's docstring. One seed per row.
+
+Runs were made one command at a time, often beside other jobs on the 2 cores ('load' is the
+machine's 5-minute load average at the end of the run): CPU seconds are the figure to compare, wall
+seconds include waiting for a core."""
+
+
+def report(rows: list[Row], write: bool) -> int:
+    """Print (and with `write`, store in RESULTS.md) the table of `rows` and the goals they meet."""
+    body = f"{ABOUT}\n\n{format_table(rows)}\n\nGoals (issue 18), per pair of runs:\n\n{goals(rows)}"
+    print(body)
+    if write:
+        from benchmarks.results import write_results
+
+        write_results(SECTION, body, "python benchmarks/peer_pdquant.py --from-rows ROWS --write")
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> list[tuple[str, str, int | None, int]]:
     """(setting label, our preset, our steps (None: the preset's), their steps) for each mode asked."""
     both = not args.equal and not args.fast_vs_full
@@ -456,7 +544,12 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="run only one implementation (ours needs no --peer-dir)",
     )
+    p.add_argument("--rows", help="also append each finished run to this JSON-lines file")
+    p.add_argument("--from-rows", help="print the table and goals of the runs in this JSON-lines file (runs nothing)")
+    p.add_argument("--write", action="store_true", help="with --from-rows: rewrite its RESULTS.md section")
     args = p.parse_args(argv)
+    if args.from_rows:
+        return report(load_rows(args.from_rows), args.write)
     try:
         folder = find_peer(args.peer_dir) if args.impl != "ours" else None
         bits = parse_bits(args.bits)
@@ -501,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                         with torch.no_grad():
                             top1 = evaluate(m, loader, args.device)["top1"]
                         impl = f"theirs ({their_steps} steps, DC 500)"
-                        rows.append(Row(name, tag, label, impl, top1, wall, cpu, dc, n))
+                        rows.append(Row(name, tag, label, impl, top1, wall, cpu, dc, n, args.calib, _load()))
+                        _keep(args, rows[-1])
                         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
                     if args.impl != "theirs":
                         cfg = _our_config(name, preset, wbits, abits, args.calib, args.seed, our_steps)
@@ -517,8 +611,11 @@ def main(argv: list[str] | None = None) -> int:
                                 cpu,
                                 dc,
                                 n,
+                                args.calib,
+                                _load(),
                             )
                         )
+                        _keep(args, rows[-1])
                         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(format_table(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,13 @@ from benchmarks.peer_pdquant import (
     Row,
     find_peer,
     format_table,
+    goals,
+    load_rows,
     mobilenet_block_view,
     parse_bits,
     peer_shims,
     resnet_block_view,
+    save_row,
 )
 from ptq_core.zoo.mobilenetv2 import InvertedResidual
 from ptq_core.zoo.resnet import BasicBlock
@@ -69,6 +73,59 @@ def test_format_table_has_one_line_per_row_and_the_dc_share():
     assert len(lines) == 4 and lines[0].startswith("| model |")
     assert "| 91.23 | 10.0 | 9.0 | 2.5 | 25 % | 9 |" in lines[2]
     assert "| 90 % | 11 |" in lines[3]
+
+
+def test_rows_round_trip_and_goals_read_each_pair(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    runs = [
+        Row("fmnist-resnet20", "W4A4", "equal, 40 steps/unit", "theirs (40 steps, DC 500)", 93.6, 50, 174.0, 9, 11, 32),
+        Row(
+            "fmnist-resnet20",
+            "W4A4",
+            "equal, 40 steps/unit",
+            "ours (paper, 40 steps, DC 500)",
+            93.2,
+            40,
+            140.8,
+            9,
+            11,
+            32,
+        ),
+        Row(
+            "fmnist-resnet20",
+            "W4A4",
+            "ours fast vs theirs 200",
+            "theirs (200 steps, DC 500)",
+            93.85,
+            9,
+            3000,
+            9,
+            11,
+            256,
+        ),
+        Row(
+            "fmnist-resnet20",
+            "W4A4",
+            "ours fast vs theirs 200",
+            "ours (fast, 500 steps, DC 25)",
+            94.1,
+            9,
+            290,
+            9,
+            11,
+            256,
+        ),
+        Row("fmnist-mobilenetv2", "W4A4", "equal, 40 steps/unit", "ours (paper, 40 steps, DC 500)", 90, 9, 9, 9, 9, 32),
+    ]
+    runs = [dataclasses.replace(r, load=1.5) for r in runs]
+    for r in runs:
+        save_row(path, r)
+    assert load_rows(path) == runs
+    lines = goals(load_rows(path)).splitlines()[2:]
+    assert len(lines) == 2  # the MobileNet run has no partner
+    equal, fast = lines
+    assert "| -0.40 | 0.81 | not met (>= -0.3) | met (<= 1) |" in equal
+    assert "| +0.25 | 0.10 | met (>= -0.5) | met (<= 0.1) |" in fast
 
 
 def test_shims_send_cuda_calls_to_the_device_and_are_undone():
