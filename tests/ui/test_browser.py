@@ -21,14 +21,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from ptq_ui.server import app_server
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PAGE_S, START_S, go, no_exception, open_app, settle
 from tests.support.paths import ROOT
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
-START_S = 180  # server start (imports torch) on a slow 2-core machine
-PAGE_S = 240  # one page's script run (the Learn pages compute on first view)
 RUN_S = 420  # a whole RTN run on the tiny settings
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning'][data-test-connection-state='CONNECTED']"
 
 try:
     from playwright.sync_api import sync_playwright
@@ -89,23 +86,11 @@ def server(tmp_path_factory):
             raise RuntimeError(f"{e}: {(home / 'server.log').read_text()[-2000:]}") from None
 
 
-def _settle(page) -> None:
-    """Wait until the script has finished running (the way Streamlit's own e2e tests do)."""
-    page.wait_for_timeout(300)  # let a rerun start
-    page.locator(IDLE).wait_for(timeout=PAGE_S * 1000)
-    page.locator("h1").first.wait_for(timeout=PAGE_S * 1000)
-
-
-def _no_exception(page, where: str) -> None:
-    boxes = page.locator("[data-testid='stException']")
-    assert boxes.count() == 0, f"{where}: {boxes.first.inner_text()[:500]}"
-
-
 def _run_rtn(page) -> None:
     """Press Run on the Quantize page (default RTN) and wait for the saved result."""
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Quantized top-1").first.wait_for(timeout=RUN_S * 1000)
-    _settle(page)
+    settle(page)
     assert page.get_by_text("The run failed").count() == 0
 
 
@@ -117,14 +102,14 @@ def test_every_page_in_chromium(server):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(PAGE_S * 1000)
-            _open_app(page, server)
+            open_app(page, server)
             for info in app_pages():
                 page.goto(f"{server}/{info['url']}", wait_until="domcontentloaded")
-                _settle(page)
-                _no_exception(page, info["title"])
+                settle(page)
+                no_exception(page, info["title"])
                 if info["file"] == "pages/quantize.py":
                     _run_rtn(page)
-                    _no_exception(page, "Quantize after the run")
+                    no_exception(page, "Quantize after the run")
                 page.screenshot(path=str(ARTIFACTS / f"{info['stem']}.png"), full_page=True)
                 seen.append(info["title"])
         finally:
@@ -132,26 +117,12 @@ def test_every_page_in_chromium(server):
     assert len(seen) == len(app_pages())
 
 
-def _open_app(page, server: str) -> None:
-    """Open the entry page first: until app.py has called st.navigation once in a fresh server,
-    Streamlit serves a page URL through its legacy pages/ discovery (no sidebar, no titles)."""
-    page.goto(server, wait_until="domcontentloaded")
-    _settle(page)
-
-
-def _go(page, title: str) -> None:
-    """Follow the sidebar's link to a page (the same session, unlike a new URL)."""
-    page.locator("[data-testid='stSidebarNavLink']", has_text=re.compile(f"^{re.escape(title)}$")).click()
-    _settle(page)
-    page.get_by_role("heading", name=title).first.wait_for()
-
-
 def _as(page, name: str) -> None:
     """Give this browser session a user name (sidebar)."""
     box = page.get_by_role("textbox", name="Your name (optional)", exact=True)
     box.fill(name)
     box.press("Enter")
-    _settle(page)
+    settle(page)
     page.get_by_text(f"You are user:{name}").wait_for()
 
 
@@ -174,9 +145,9 @@ def test_two_users_at_once(server):
                 context.on("request", lambda request: hosts.add(urlsplit(request.url).netloc or request.url))
                 page = context.new_page()
                 page.set_default_timeout(PAGE_S * 1000)
-                _open_app(page, server)
+                open_app(page, server)
                 _as(page, name)
-                _go(page, "Quantize")
+                go(page, "Quantize")
                 pages.append(page)
             a, b = pages
             a.get_by_role("button", name="Run", exact=True).click()
@@ -186,21 +157,21 @@ def test_two_users_at_once(server):
             b.screenshot(path=str(ARTIFACTS / "two_users_queued.png"), full_page=True)
             for page in (a, b):
                 page.get_by_text("Quantized top-1").first.wait_for(timeout=RUN_S * 1000)
-                _settle(page)
+                settle(page)
                 assert page.get_by_text("The run failed").count() == 0
-                _no_exception(page, "Quantize after the run")
+                no_exception(page, "Quantize after the run")
             a_run, b_run = _own_run_id(a), _own_run_id(b)
             assert a_run != b_run  # each sees their own last run
-            _go(b, "Compare runs")
+            go(b, "Compare runs")
             pick = b.locator("[data-testid='stMultiSelect'] input").first
             pick.click()
             pick.fill(a_run)  # the options are filtered to A's run; Enter picks it
             pick.press("Enter")
             b.keyboard.press("Escape")
-            _settle(b)
+            settle(b)
             b.get_by_text("you can delete only your own runs").wait_for()
             assert b.get_by_role("button", name="Delete selected").is_disabled()
-            _no_exception(b, "Compare runs")
+            no_exception(b, "Compare runs")
         finally:
             browser.close()
     app_host = urlsplit(server).netloc
