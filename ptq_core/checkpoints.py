@@ -21,6 +21,7 @@ import re
 import sys
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -243,7 +244,12 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     problems = _mismatches(model.state_dict(), state_dict)
     if problems:
         raise CheckpointError(_mismatch_message(problems))
-    model.load_state_dict(dict(state_dict), strict=True)
+    state = OrderedDict(state_dict)
+    # Without torch's per-module versions (a safetensors file, a plain dict), the file is read as
+    # written by this architecture's current code: modules that check their version on load
+    # (torchvision's MNASNet) refuse a state_dict that has none.
+    state._metadata = getattr(state_dict, "_metadata", None) or model.state_dict()._metadata
+    model.load_state_dict(state, strict=True)
 
 
 def _mismatches(

@@ -173,6 +173,18 @@ def test_apply_refuses_nan_and_loads_good_weights() -> None:
     _assert_same(model.state_dict(), source.state_dict())
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "pt"])
+def test_versioned_torchvision_modules_load_from_any_file(tmp_path: Path, fmt: str) -> None:
+    """MNASNet checks its module version on load; a file without versions (safetensors) must still load."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    source, model = torchvision.models.mnasnet0_5(weights=None), torchvision.models.mnasnet0_5(weights=None)
+    path = tmp_path / f"mnasnet.{fmt}"
+    save_state_dict(source.state_dict(), path)
+    apply_state_dict(model, load_state_dict(path))
+    _assert_same(model.state_dict(), source.state_dict())
+
+
 FACTORY_FILE = """
 import torch.nn as nn
 
