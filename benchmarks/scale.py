@@ -372,25 +372,26 @@ def _fmt(v, spec: str = ".3g") -> str:
 def table(rows: list[dict]) -> str:
     """The Markdown table of the cells."""
     head = (
-        "| model | method | units | s per unit-step | x bare fwd+bwd | KL share (fwd / PD−QDrop) | total s "
-        "| peak RSS GiB (+method) | largest cache MB | MB/image/unit |"
+        "| model | method | images | units | s per unit-step | x bare fwd+bwd | KL share (fwd / PD−QDrop) | total s "
+        "| peak RSS GiB (+method) | largest cache MB | MB/image/unit | budget MB / spilled MB |"
     )
     out = [head, "|---" * (head.count("|") - 1) + "|"]
-    qdrop = {r["model"]: r for r in rows if r["method"] == "qdrop"}
+    qdrop = {(r["model"], r["images"]): r for r in rows if r["method"] == "qdrop"}
     for r in rows:
         kl = "–"
         if r["method"] == "pdquant":
             diff = "–"
-            q = qdrop.get(r["model"])
+            q = qdrop.get((r["model"], r["images"]))
             if q and q.get("step_sum_s") and r.get("step_sum_s"):
                 diff = f"{1 - q['step_sum_s'] / r['step_sum_s']:.0%}"
             kl = f"{r['kl_share']:.0%} / {diff}"
         kind = " (solve)" if r["method"] in LAYERWISE else " (run)" if r["method"] == "rtn" else ""
         step = _fmt(r["step_s"]) + kind
+        spill = f"{r['budget_mb']:.0f} / {r['spilled_mb']:.0f}" if "budget_mb" in r else "–"
         out.append(
-            f"| {r['model']} | {r['method']} | {r['units']} | {step} | {_fmt(r.get('x_bare'), '.1f')} | {kl} "
-            f"| {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} (+{r['peak_rss_gib'] - r['base_rss_gib']:.2f}) "
-            f"| {r['cache_mb']:.0f} | {_fmt(r['cache_per_image_mb'], '.2f')} |"
+            f"| {r['model']} | {r['method']} | {r['images']} | {r['units']} | {step} | {_fmt(r.get('x_bare'), '.1f')} "
+            f"| {kl} | {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} (+{r['peak_rss_gib'] - r['base_rss_gib']:.2f}) "
+            f"| {r['cache_mb']:.0f} | {_fmt(r['cache_per_image_mb'], '.2f')} | {spill} |"
         )
     return "\n".join(out)
 
