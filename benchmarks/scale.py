@@ -58,6 +58,15 @@ LAYERWISE = ("gptq", "comq")
 CLASSES = 4
 TARGET_IMAGES = 1024
 TARGET_GIB = 24
+COLUMNS = """Random-init torchvision weights (`weights=None`, saved and loaded back through `load_model(name,
+weights=file)`), an ImageFolder of synthetic 224x224 images, W4 (A8 for RTN, QDrop and PD-Quant), the
+observers of the command, fast preset with the command's steps per unit and batch min(32, images), one
+thread per cell, each cell in a fresh process. 'total s' is wall time and includes waiting for a core:
+'load' is the machine's 5-minute load average when the cell ended (2 cores; '–' where not recorded).
+'x bare fwd+bwd' and the KL shares are ratios measured inside one process, the steadier figures on a
+busy machine. 'largest cache MB' is the largest unit's reconstruction cache (x_q, x_fp, y_fp, plus
+PD-Quant's correction and tail tensors) or, for GPTQ/COMQ, all layers' Gram matrices; 'spilled MB'
+is what went past the budget to memory-mapped disk files."""
 
 
 def write_weights(name: str, path: Path, seed: int = 0) -> None:
@@ -373,7 +382,7 @@ def table(rows: list[dict]) -> str:
     """The Markdown table of the cells."""
     head = (
         "| model | method | images | units | s per unit-step | x bare fwd+bwd | KL share (fwd / PD−QDrop) | total s "
-        "| peak RSS GiB (+method) | largest cache MB | MB/image/unit | budget MB / spilled MB |"
+        "| peak RSS GiB (+method) | largest cache MB | MB/image/unit | budget MB / spilled MB | load |"
     )
     out = [head, "|---" * (head.count("|") - 1) + "|"]
     qdrop = {(r["model"], r["images"]): r for r in rows if r["method"] == "qdrop"}
@@ -391,7 +400,7 @@ def table(rows: list[dict]) -> str:
         out.append(
             f"| {r['model']} | {r['method']} | {r['images']} | {r['units']} | {step} | {_fmt(r.get('x_bare'), '.1f')} "
             f"| {kl} | {r['seconds']:.0f} | {r['peak_rss_gib']:.2f} (+{r['peak_rss_gib'] - r['base_rss_gib']:.2f}) "
-            f"| {r['cache_mb']:.0f} | {_fmt(r['cache_per_image_mb'], '.2f')} | {spill} |"
+            f"| {r['cache_mb']:.0f} | {_fmt(r['cache_per_image_mb'], '.2f')} | {spill} | {_fmt(r.get('load'), '.1f')} |"
         )
     return "\n".join(out)
 
@@ -470,12 +479,12 @@ def main() -> None:
                 prepare_inputs(model, Path(tmp), args.images, args.size)
                 for method in args.methods.split(","):
                     t0 = time.perf_counter()
-                    rows.append(_run_cell(args, model, method, Path(tmp)))
+                    rows.append({**_run_cell(args, model, method, Path(tmp)), "load": os.getloadavg()[1]})
                     print(f"{model} {method}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
                     if args.rows:
                         with open(args.rows, "a") as f:
                             f.write(json.dumps(rows[-1]) + "\n")
-    body = table(rows) + "\n\n" + "\n".join(estimate(rows, budget))
+    body = table(rows) + "\n\n" + "\n".join(estimate(rows, budget)) + "\n\n" + COLUMNS
     print(body)
     if args.write:
         from benchmarks.results import write_results
