@@ -41,7 +41,7 @@ from ..recon import arch_params, float_logits
 from ..recon.rounding import AdaRoundQuantizer
 from ..recon.trainables import MIN_SCALE
 
-__all__ = ["RefineOptions", "RefineReport", "refine_qparams", "refine_loss"]
+__all__ = ["RefineOptions", "RefineReport", "RefinableQuantizer", "refine_qparams", "refine_loss"]
 
 
 @dataclass
@@ -100,7 +100,7 @@ class RefineReport:
         return asdict(self)
 
 
-class _Refinable(nn.Module):
+class RefinableQuantizer(nn.Module):
     """Stand-in for a quantizer while its step size and zero point are trained."""
 
     def __init__(self, fq: AffineQuantizer, weight: Tensor | None) -> None:
@@ -164,12 +164,12 @@ def _targets(model: nn.Module, opts: RefineOptions) -> list[tuple[nn.Module, str
 
 
 @contextmanager
-def _installed(model: nn.Module, opts: RefineOptions) -> Iterator[list[tuple[nn.Module, str, _Refinable]]]:
+def _installed(model: nn.Module, opts: RefineOptions) -> Iterator[list[tuple[nn.Module, str, RefinableQuantizer]]]:
     targets = _targets(model, opts)
     swaps = []
     try:
         for layer, attr, fq in targets:
-            r = _Refinable(fq, layer.weight if attr == "weight_quantizer" else None)
+            r = RefinableQuantizer(fq, layer.weight if attr == "weight_quantizer" else None)
             setattr(layer, attr, r)
             swaps.append((layer, attr, r))
         yield swaps

@@ -219,7 +219,7 @@ def test_one_step_runs_no_prefix(name, source):
 
 
 def test_cli_units_prints_units_and_kl_paths(tmp_path, capsys):
-    from ptq_core.cli import _config, build_parser, main
+    from ptq_core.cli import build_parser, main, spec_from_args
     from tests.support.graph_nets import dw_bottleneck_net
 
     weights = tmp_path / "w.pt"
@@ -232,6 +232,6 @@ def test_cli_units_prints_units_and_kl_paths(tmp_path, capsys):
     assert main(["units", "--model", model, "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
     assert "6 units from graph" in out and "DWBottleneck" in out and "skip" not in out and NO_BN in out
-    cfg = _config(build_parser().parse_args(["quantize", "--method", "qdrop", "--unit", "layer1.*"]))
+    cfg = spec_from_args(build_parser().parse_args(["quantize", "--method", "qdrop", "--unit", "layer1.*"])).method
     assert cfg.unit_patterns == ["layer1.*"]
     assert main(["quantize", "--method", "rtn", "--unit", "layer1.*"]) == 2

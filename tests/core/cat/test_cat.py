@@ -27,7 +27,7 @@ from ptq_core.cat import (
     refine_qparams,
     save_cat,
 )
-from ptq_core.cat.refine import _Refinable, refine_loss
+from ptq_core.cat.refine import RefinableQuantizer, refine_loss
 from ptq_core.errors import CheckpointError, ConfigError
 from ptq_core.methods import CATRefineConfig
 from ptq_core.recon.rounding import AdaRoundQuantizer
@@ -213,7 +213,7 @@ def test_adaround_write_back_reproduces_the_refined_weights():
     with torch.no_grad():
         fq.alpha.copy_(torch.randn_like(fq.alpha) * 3)
     fq.harden()
-    r = _Refinable(fq, w)
+    r = RefinableQuantizer(fq, w)
     assert torch.allclose(r(w), fq(w), atol=1e-6)  # starts where the base method left it
     with torch.no_grad():
         r.log_s.add_(torch.linspace(-0.2, 0.2, 6))

@@ -247,11 +247,11 @@ def test_extras_are_json_ready_for_the_run_store():
 
 
 def test_cli_flags_reach_the_configs():
-    from ptq_core.cli import _config, build_parser
+    from ptq_core.cli import build_parser, spec_from_args
     from ptq_core.errors import PTQError
 
     def config(*argv):
-        return _config(build_parser().parse_args(["quantize", *argv]))
+        return spec_from_args(build_parser().parse_args(["quantize", *argv])).method
 
     assert config("--method", "comq", "--sweeps", "3").sweeps == 3
     assert config("--method", "gptq", "--act-order", "--inputs", "float").act_order

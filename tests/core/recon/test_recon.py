@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ptq_core import QuantSpec, RunCancelled, prepare, quantize, reconstruction_units
-from ptq_core.cli import _config, build_parser
+from ptq_core.cli import build_parser, spec_from_args
 from ptq_core.errors import PTQError
 from ptq_core.methods import AdaRoundConfig, BRECQConfig, PDQuantConfig, QDropConfig, RepAPQConfig, RTNConfig
 from ptq_core.modules import quant_layers
@@ -248,11 +248,11 @@ def test_presets_and_cli_overrides():
     args = build_parser().parse_args(
         ["quantize", "--method", "pdquant", "--preset", "fast", "--iters", "9", "--calib", "64", "--no-dc"]
     )
-    cfg = _config(args)
+    cfg = spec_from_args(args).method
     assert (cfg.preset, cfg.iters, cfg.calib, cfg.dc) == ("fast", 9, 64, False)
     assert type(cfg).from_dict(cfg.to_dict()) == cfg
     args = build_parser().parse_args(["quantize", "--method", "brecq", "--fisher"])
-    assert _config(args).loss == "fisher" and _config(args).iters == 20000
+    assert spec_from_args(args).method.loss == "fisher" and spec_from_args(args).method.iters == 20000
 
 
 def test_brecq_act_aware_rounding_quantizes_activations_in_the_rounding_pass():
@@ -261,9 +261,9 @@ def test_brecq_act_aware_rounding_quantizes_activations_in_the_rounding_pass():
     assert [o.quant_act for o in plain.passes(model)] == [False, True]  # the released code: rounding in float
     assert [o.quant_act for o in aware.passes(model)] == [True, True]
     args = build_parser().parse_args(["quantize", "--method", "brecq", "--act-aware-rounding"])
-    assert _config(args).act_aware_rounding
+    assert spec_from_args(args).method.act_aware_rounding
     with pytest.raises(PTQError, match="brecq only"):
-        _config(build_parser().parse_args(["quantize", "--method", "qdrop", "--act-aware-rounding"]))
+        spec_from_args(build_parser().parse_args(["quantize", "--method", "qdrop", "--act-aware-rounding"]))
 
 
 @pytest.mark.parametrize("axis", [None, 1])
