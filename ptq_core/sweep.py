@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .distributed import RayOptions, TaskState, ray_map
+from .errors import PTQError
 from .grid import Cell, Grid
 from .pipeline import run_quantization
 from .spec import RunSpec
@@ -37,6 +38,7 @@ __all__ = [
     "run_cells",
     "execute_cell",
     "cell_identity",
+    "stored_identity",
     "sweep_records",
     "sweep_summary",
 ]
@@ -149,8 +151,21 @@ def _failed(spec: dict[str, Any], error: str) -> RunRecord:
     )
 
 
+def stored_identity(spec: dict[str, Any]) -> str:
+    """`cell_identity` of a description read back from the store, with today's defaults filled in.
+
+    A setting added after the run was stored (with a default that does not change results) then
+    does not make a finished cell look new. A description this version cannot read keeps its
+    identity as stored.
+    """
+    try:
+        return cell_identity(RunSpec.from_dict(spec).to_dict())
+    except PTQError:
+        return cell_identity(spec)
+
+
 def _done(store: RunStore, name: str) -> set[tuple[str, str]]:
-    return {(r.cell, cell_identity(r.spec)) for r in store.list(status="done", sweep=name)}
+    return {(r.cell, stored_identity(r.spec)) for r in store.list(status="done", sweep=name)}
 
 
 def run_sweep(

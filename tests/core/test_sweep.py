@@ -16,7 +16,7 @@ from ptq_core.grid import Grid, load_grid
 from ptq_core.pipeline import run_quantization
 from ptq_core.spec import RunSpec, make_config
 from ptq_core.store import RunStore
-from ptq_core.sweep import cell_identity, run_sweep, sweep_records
+from ptq_core.sweep import cell_identity, run_sweep, stored_identity, sweep_records
 
 TINY = {"model": "fmnist-resnet20", "method": "rtn", "calib": 32, "eval_limit": 100, "error_samples": 8}
 # what a rerun on another process may change: wall time, the worker, the environment
@@ -135,6 +135,22 @@ def test_an_interrupted_sweep_loses_no_finished_cell_and_resumes(ray_local, tmp_
     changed = _grid("stop", {"wbits": [2, 3, 4, 5]}, eval_limit=50)
     cancelled = run_sweep(changed, store, ray_local, progress=_stop)
     assert cancelled.cancelled and cancelled.skipped == [] and len(store.list(sweep="stop")) == 4
+
+
+def test_a_cell_stored_before_a_setting_existed_is_still_done(tmp_path):
+    """A stored description without a later-added setting (at its default) resumes as finished."""
+    store = RunStore(tmp_path / "runs.sqlite")
+    grid = _grid("old", {"method": ["qdrop"]}, iters=2)
+    (cell,) = grid.cells()
+    old = cell.spec.to_dict()
+    del old["method"]["cache_budget_mb"]  # added after such runs were stored
+    assert stored_identity(old) == cell_identity(cell.spec.to_dict()) != cell_identity(old)
+    record, _ = run_quantization(RunSpec.from_dict(old), store=RunStore(tmp_path / "scratch.sqlite"))
+    record.spec, record.sweep, record.cell = old, "old", cell.key
+    store.add(record)
+    assert run_sweep(grid, store).skipped == [cell.key]  # nothing to run: no Ray needed
+    changed = dict(old, method={**old["method"], "cache_budget_mb": 64.0})
+    assert stored_identity(changed) != cell_identity(cell.spec.to_dict())
 
 
 def _stop(state) -> None:
