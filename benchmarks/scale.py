@@ -369,6 +369,14 @@ def estimate(rows: list[dict], budget_mb: float) -> list[str]:
             f"({'within' if min(gib, budget_gib or gib) + images_gib <= TARGET_GIB else 'over'} "
             f"{TARGET_GIB} GiB)"
         )
+        for r in rows:
+            if r["model"] == model and r["images"] >= TARGET_IMAGES:
+                lines.append(
+                    f"- {model}: measured with {r['images']} images ({r['method']}): largest cache "
+                    f"{r['cache_mb'] / 1024:.1f} GiB, {r['spilled_mb'] / 1024:.1f} GiB of it spilled, process peak "
+                    f"{r['peak_rss_gib']:.1f} GiB ({'within' if r['peak_rss_gib'] <= TARGET_GIB else 'over'} "
+                    f"{TARGET_GIB} GiB)"
+                )
     return lines
 
 
@@ -386,7 +394,9 @@ def table(rows: list[dict]) -> str:
     )
     out = [head, "|---" * (head.count("|") - 1) + "|"]
     qdrop = {(r["model"], r["images"]): r for r in rows if r["method"] == "qdrop"}
-    for r in rows:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    order = {m: i for i, m in enumerate(METHODS)}
+    for r in sorted(rows, key=lambda r: (models.index(r["model"]), r["images"], order.get(r["method"], len(order)))):
         kl = "–"
         if r["method"] == "pdquant":
             diff = "–"
