@@ -497,6 +497,9 @@ top-1 on the first 2 000 test images of the embedded sample; seconds cover the q
 Both placements of activation quantizers differ by design (theirs: layer outputs and block outputs
 after the add; ours: layer inputs), see the script's docstring. One seed per row.
 
+Each pair of rows: `PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/peer_pdquant.py --equal --steps 40
+(or --fast-vs-full) --models M --bits B --calib N --eval-limit 2000 --rows ROWS`, theirs then ours in
+one process (the first pair at 32 images ran as two processes, `--impl`, at the same time).
 Runs were made one command at a time, often beside other jobs on the 2 cores ('load' is the
 machine's 5-minute load average at the end of the run): CPU seconds are the figure to compare, wall
 seconds include waiting for a core."""
@@ -509,7 +512,7 @@ def report(rows: list[Row], write: bool) -> int:
     if write:
         from benchmarks.results import write_results
 
-        write_results(SECTION, body, "python benchmarks/peer_pdquant.py --from-rows ROWS --write")
+        write_results(SECTION, body, "python benchmarks/peer_pdquant.py --from-rows benchmarks/rows/peer_pdquant.jsonl --write")
     return 0
 
 
