@@ -512,7 +512,8 @@ def report(rows: list[Row], write: bool) -> int:
     if write:
         from benchmarks.results import write_results
 
-        write_results(SECTION, body, "python benchmarks/peer_pdquant.py --from-rows benchmarks/rows/peer_pdquant.jsonl --write")
+        command = "python benchmarks/peer_pdquant.py --from-rows benchmarks/rows/peer_pdquant.jsonl --write"
+        write_results(SECTION, body, command)
     return 0
 
 
