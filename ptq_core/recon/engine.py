@@ -76,14 +76,13 @@ def units_for(qmodel: nn.Module, example: Tensor, granularity: str, source: str 
 
 
 @torch.no_grad()
-@torch.no_grad()
 def unit_output_error(
     unit: nn.Module, cache: UnitCache, target: str = "y_fp", samples: int = 256, batch_size: int = 32
 ) -> float:
     """Output MSE (summed over channels) of the unit on its first `samples` cached quantized inputs.
 
-    Computed `batch_size` samples at a time without autograd: at 224x224 a stem unit's
-    output alone is 3 MB per image, so 256 at once with their graph took gigabytes.
+    Computed `batch_size` samples at a time: at 224x224 a stem unit's output alone is 3 MB
+    per image, so 256 at once (with the unit's intermediate tensors) took gigabytes.
     """
     n = min(samples, len(cache))
     total = 0.0
