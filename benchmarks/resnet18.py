@@ -50,22 +50,22 @@ def specs(args: argparse.Namespace) -> dict[str, object]:
     for bits in args.bits:
         w, a = BITS[bits]
         for method in args.methods:
-            for cat in (method in WITH_CAT,):
-                preset = None if method == "rtn" else "fast"
-                values = dict(quick) if method != "rtn" else ({"calib": 32} if args.quick else {})
-                options = CATOptions(fit_size=64 if args.quick else 1024) if cat else None
-                out[cell_key(method, bits, args.seed, cat)] = cell_spec(
-                    MODEL,
-                    method,
-                    preset=preset,
-                    device=args.device,
-                    eval_limit=args.eval_limit,
-                    wbits=w,
-                    abits=a,
-                    seed=args.seed,
-                    cat=options,
-                    **values,
-                )
+            cat = method in WITH_CAT  # RTN and PD-Quant: one run, with CAT (its base top-1 is the method's)
+            preset = None if method == "rtn" else "fast"
+            values = dict(quick) if method != "rtn" else ({"calib": 32} if args.quick else {})
+            options = CATOptions(fit_size=64 if args.quick else 1024) if cat else None
+            out[cell_key(method, bits, args.seed, cat)] = cell_spec(
+                MODEL,
+                method,
+                preset=preset,
+                device=args.device,
+                eval_limit=args.eval_limit,
+                wbits=w,
+                abits=a,
+                seed=args.seed,
+                cat=options,
+                **values,
+            )
     return out
 
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tests.support.app_support import assert_clean, new_app
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PAGE_S, START_S, go, no_exception, open_app, settle
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, PAGE_S, START_S, go, no_exception, open_app
 from tests.support.paths import ROOT
 
 APP_ENV = {"PTQ_UI_SYNC_JOBS": "1", "PTQ_UI_EVAL_LIMIT": "4"}
